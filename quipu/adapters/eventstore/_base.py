@@ -1,0 +1,162 @@
+"""What every event store adapter shares: encoding, linking, retries and error mapping.
+
+Each adapter subclasses an ``eventsourcing`` 9.5 application recorder and links the chain inside
+that recorder's own write lock (``link_pending``), so the chain order is the log order even with
+several writers. ``RecorderEventStore`` wraps such a recorder as Quipu's ``EventStore`` port.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
+
+from quipu.core.chain import GENESIS, link_state, split_state
+from quipu.core.errors import Conflict, Unavailable
+from quipu.core.log import encode_data
+from quipu.core.ports import NewEvent, StoredRecord
+
+__all__ = ["RecorderEventStore", "head_hash", "link_pending"]
+
+
+def _pending(event: NewEvent) -> StoredEvent:
+    # Before linking, the state is "<schema_version>\n<data>"; the recorder swaps in the header.
+    data = encode_data(event.event)
+    return StoredEvent(
+        originator_id=event.stream,
+        originator_version=event.version,
+        topic=event.event.TYPE,
+        state=f"{event.event.SCHEMA_VERSION}\n".encode() + data,
+    )
+
+
+def head_hash(state: bytes | None) -> str:
+    """The chain hash of the newest stored event (its state), or the genesis hash."""
+    return GENESIS if state is None else split_state(bytes(state)).hash
+
+
+def link_pending(prev: str, pending: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """Chain pending events after ``prev``; called inside the recorder's write lock."""
+    linked = []
+    for s in pending:
+        newline = s.state.index(b"\n")
+        schema_version = int(s.state[:newline])
+        stream = s.originator_id.hex if isinstance(s.originator_id, UUID) else str(s.originator_id)
+        state, prev = link_state(
+            prev, stream, s.originator_version, s.topic, schema_version, s.state[newline + 1 :]
+        )
+        linked.append(StoredEvent(s.originator_id, s.originator_version, s.topic, state))
+    return linked
+
+
+def _as_uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+class RecorderEventStore:
+    """Quipu's ``EventStore`` port over an eventsourcing application recorder."""
+
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        *,
+        description: str,
+        lock_retries: int = 5,
+        retry_wait: float = 0.05,
+    ) -> None:
+        self._recorder = recorder
+        self.description = description
+        self._lock_retries = lock_retries
+        self._retry_wait = retry_wait
+
+    def append(self, events: Sequence[NewEvent]) -> list[int]:
+        """Append all events in one transaction; see ``EventStore.append``."""
+        if not events:
+            return []
+        pending = [_pending(e) for e in events]
+        attempt = 0
+        while True:
+            try:
+                ids = self._recorder.insert_events(pending)
+                return list(ids or [])
+            except IntegrityError as exc:
+                raise Conflict(
+                    "another command changed the same workspace or slot at the same moment",
+                    code="concurrency_conflict",
+                    hint="reload and retry the command",
+                ) from exc
+            except (OperationalError, PersistenceError) as exc:
+                attempt += 1
+                if attempt > self._lock_retries:
+                    raise Unavailable(
+                        f"the event log ({self.description}) stayed locked or unreachable "
+                        f"after {self._lock_retries} retries: {exc}",
+                        code="database_locked",
+                        hint="another process holds a long write lock on the log; wait for it "
+                        "to finish (or stop it) and retry; nothing was written",
+                    ) from exc
+                time.sleep(self._retry_wait * (2 ** (attempt - 1)))
+
+    def load(self, stream: UUID) -> list[StoredRecord]:
+        """Every event of one stream, oldest first."""
+        rows = self._call(lambda: self._recorder.select_events(stream))
+        return [
+            StoredRecord(0, _as_uuid(r.originator_id), r.originator_version, r.topic,
+                         bytes(r.state))
+            for r in rows
+        ]
+
+    def read(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        until: int | None = None,
+        types: Sequence[str] = (),
+    ) -> list[StoredRecord]:
+        """Up to ``limit`` events after ``after`` (and up to ``until``), in log order."""
+        if until is not None and until <= after:
+            return []
+        rows = self._call(
+            lambda: self._recorder.select_notifications(
+                after + 1, limit, stop=until, topics=tuple(types)
+            )
+        )
+        return [
+            StoredRecord(r.id, _as_uuid(r.originator_id), r.originator_version, r.topic,
+                         bytes(r.state))
+            for r in rows
+        ]
+
+    def head(self) -> int:
+        """Position of the newest event (0 when empty)."""
+        return int(self._call(self._recorder.max_notification_id) or 0)
+
+    def close(self) -> None:
+        """Close the recorder's connections."""
+        datastore = getattr(self._recorder, "datastore", None)
+        if datastore is not None:
+            datastore.close()
+
+    def _call(self, fn):  # type: ignore[no-untyped-def]
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except (OperationalError, PersistenceError) as exc:
+                attempt += 1
+                if attempt > self._lock_retries:
+                    raise Unavailable(
+                        f"could not read the event log ({self.description}): {exc}",
+                        code="log_unreadable",
+                        hint="check that the database exists and is reachable, then retry",
+                    ) from exc
+                time.sleep(self._retry_wait * (2 ** (attempt - 1)))

@@ -1,0 +1,35 @@
+"""An in-memory log for unit tests: the same recorder contract, nothing on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.popo import POPOApplicationRecorder
+
+from ._base import RecorderEventStore, head_hash, link_pending
+
+__all__ = ["open_memory_store"]
+
+
+class _ChainedRecorder(POPOApplicationRecorder):
+    """Links the chain under the in-memory recorder's lock."""
+
+    def _insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        with self._database_lock:
+            last = self._stored_events[-1].state if self._stored_events else None
+            linked = link_pending(head_hash(last), stored_events)
+            return super()._insert_events(linked, **kwargs)
+
+    @property
+    def stored(self) -> list[StoredEvent]:
+        """The raw stored events (tests tamper with these to exercise ``verify``)."""
+        return self._stored_events
+
+
+def open_memory_store() -> RecorderEventStore:
+    """A fresh, empty in-memory log."""
+    return RecorderEventStore(_ChainedRecorder(), description="memory")

@@ -1,0 +1,82 @@
+"""The shared log for a team: PostgreSQL, through eventsourcing's recorder.
+
+Chosen by ``eventstore.url: postgresql://user:pass@host:port/db`` in ``quipu.yaml`` or by
+``QUIPU_EVENTSTORE_URL``. The recorder takes an EXCLUSIVE table lock for every insert, and the
+chain is linked after that lock, so writers on many hosts still form one chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+
+from quipu.core.errors import InvalidInput, Unavailable
+
+from ._base import RecorderEventStore, head_hash, link_pending
+
+__all__ = ["open_postgres_store"]
+
+
+class _ChainedRecorder(PostgresApplicationRecorder):
+    """Links the chain after the table lock, inside the insert transaction."""
+
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        with curs.connection.cursor() as head_cursor:
+            head_cursor.execute(
+                f'SELECT state FROM "{self.datastore.schema}"."{self.events_table_name}" '
+                "ORDER BY notification_id DESC LIMIT 1"
+            )
+            row = head_cursor.fetchone()
+        linked = link_pending(head_hash(bytes(row["state"]) if row else None), stored_events)
+        # Skip the parent's lock (already held) and insert the linked events.
+        super(PostgresApplicationRecorder, self)._insert_stored_events(curs, linked, **kwargs)
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """Split a ``postgresql://`` URL into connection arguments."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgresql", "postgres"):
+        raise InvalidInput(
+            f"not a PostgreSQL URL: {url!r}",
+            code="invalid_eventstore_url",
+            hint="use postgresql://user:password@host:5432/dbname",
+        )
+    return {
+        "dbname": (parsed.path or "/").lstrip("/") or "postgres",
+        "host": parsed.hostname or "localhost",
+        "port": parsed.port or 5432,
+        "user": unquote(parsed.username or "postgres"),
+        "password": unquote(parsed.password or ""),
+    }
+
+
+def open_postgres_store(
+    url: str, *, schema: str = "", table: str = "quipu_events", lock_retries: int = 5
+) -> RecorderEventStore:
+    """Connect to the PostgreSQL log at ``url`` (creating its table if needed)."""
+    args = parse_url(url)
+    try:
+        datastore = PostgresDatastore(**args, schema=schema, lock_timeout=5, pool_size=2,
+                                      max_overflow=4)
+        recorder = _ChainedRecorder(datastore, events_table_name=table)
+        recorder.create_table()
+    except Exception as exc:
+        raise Unavailable(
+            f"cannot reach the PostgreSQL log at {args['host']}:{args['port']}/{args['dbname']}:"
+            f" {exc}",
+            code="log_unreachable",
+            hint="check that the server is running and the URL's user, password and database "
+            "are right",
+        ) from exc
+    return RecorderEventStore(
+        recorder, description=f"postgresql {args['host']}/{args['dbname']}",
+        lock_retries=lock_retries,
+    )

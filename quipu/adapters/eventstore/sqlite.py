@@ -1,0 +1,89 @@
+"""The embedded default log: one SQLite file (``.quipu/events.db``) in WAL mode."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteDatastore,
+)
+
+from ._base import RecorderEventStore, head_hash, link_pending
+
+__all__ = ["Synchronous", "open_sqlite_store"]
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+class _Pool(SQLiteConnectionPool):
+    """A connection pool that applies Quipu's durability setting to every connection."""
+
+    def __init__(self, *, synchronous: Synchronous, **kwargs: Any) -> None:
+        self._synchronous = synchronous
+        super().__init__(**kwargs)
+
+    def _create_connection(self) -> SQLiteConnection:
+        conn = super()._create_connection()
+        conn._sqlite_conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        return conn
+
+
+class _ChainedRecorder(SQLiteApplicationRecorder):
+    """Links the hash chain inside SQLite's write transaction, then inserts in one batch."""
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any
+    ) -> Sequence[int] | None:
+        c.execute(f"SELECT rowid, state FROM {self.events_table_name} ORDER BY rowid DESC LIMIT 1")
+        row = c.fetchone()
+        linked = link_pending(head_hash(row["state"] if row else None), stored_events)
+        c.executemany(
+            self.insert_events_statement,
+            [(s.originator_id.hex, s.originator_version, s.topic, s.state)  # type: ignore[union-attr]
+             for s in linked],
+        )
+        # No AUTOINCREMENT: inside this write transaction new rowids are max+1, max+2, ...
+        first = (row["rowid"] if row else 0) + 1
+        return list(range(first, first + len(linked)))
+
+
+def open_sqlite_store(
+    path: Path | str,
+    *,
+    synchronous: Synchronous = "FULL",
+    lock_timeout: int = 5,
+    lock_retries: int = 5,
+) -> RecorderEventStore:
+    """Open (creating if needed) the SQLite log at ``path``."""
+    db = str(path)
+    if db != ":memory:":
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+    datastore = SQLiteDatastore(db, lock_timeout=lock_timeout)
+    datastore.pool.close()
+    datastore.pool = _Pool(synchronous=synchronous, db_name=db, lock_timeout=lock_timeout)
+    recorder = _ChainedRecorder(datastore)
+    try:
+        recorder.create_table()
+    except Exception as exc:  # sqlite3 errors arrive wrapped differently by version
+        from quipu.core.errors import Unavailable
+
+        raise Unavailable(
+            f"cannot open the event log at {db}: {exc}",
+            code="log_unreadable",
+            hint="check the path and permissions; a locked database clears when the other "
+            "writer finishes",
+        ) from exc
+    return RecorderEventStore(recorder, description=f"sqlite {db}", lock_retries=lock_retries)
+
+
+def raw_connection(path: Path | str) -> sqlite3.Connection:
+    """A plain sqlite3 connection to the log file, for audits and tests of tampering."""
+    return sqlite3.connect(str(path))

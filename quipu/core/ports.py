@@ -1,0 +1,144 @@
+"""The ports: small Protocols for everything outside the domain.
+
+Adapters in ``quipu.adapters`` implement them; ``quipu.bootstrap`` picks which. Unit tests use
+small fakes of these ports, never mocks of Quipu's own code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+from uuid import UUID
+
+from .events import Event
+
+__all__ = [
+    "BlobStore",
+    "Clock",
+    "EventStore",
+    "NewEvent",
+    "SlotFiles",
+    "StoredRecord",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be appended at ``version`` of ``stream`` (optimistic concurrency)."""
+
+    stream: UUID
+    version: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """One stored event, undecoded: its global position, stream, version, type and state."""
+
+    position: int
+    stream: UUID
+    version: int
+    type: str
+    state: bytes
+
+
+class EventStore(Protocol):
+    """The one ordered, append-only, hash-chained log."""
+
+    def append(self, events: Sequence[NewEvent]) -> list[int]:
+        """Append all events atomically and return their positions.
+
+        Raises ``Conflict(code="concurrency_conflict")`` when any (stream, version) is taken,
+        and ``Unavailable`` when storage is locked or unreachable. Either way nothing is written.
+        """
+        ...
+
+    def load(self, stream: UUID) -> list[StoredRecord]:
+        """Every event of one stream in version order (positions are 0: not needed there)."""
+        ...
+
+    def read(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        until: int | None = None,
+        types: Sequence[str] = (),
+    ) -> list[StoredRecord]:
+        """Up to ``limit`` events with ``after < position <= until``, in log order."""
+        ...
+
+    def head(self) -> int:
+        """The position of the newest event, 0 for an empty log."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class BlobStore(Protocol):
+    """Content-addressed storage for everything too big for the log (sha256 hex digests)."""
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store bytes; return their digest. Storing the same bytes twice is a no-op."""
+        ...
+
+    def put_file(self, path: Path) -> tuple[str, int]:
+        """Store a file's content; return (digest, size)."""
+        ...
+
+    def get_bytes(self, digest: str) -> bytes:
+        """The bytes stored under ``digest``; ``NotFound`` if absent."""
+        ...
+
+    def copy_to(self, digest: str, dest: Path) -> None:
+        """Write the blob to ``dest`` (parents created, replaced atomically)."""
+        ...
+
+    def exists(self, digest: str) -> bool:
+        """Whether ``digest`` is stored."""
+        ...
+
+
+class SlotFiles(Protocol):
+    """The slot directories agents edit (plain folders, no git)."""
+
+    def snapshot(self, slot: str) -> tuple[str, bytes]:
+        """Store every file of the slot as blobs; return (manifest digest, manifest bytes).
+
+        Raises ``InvalidInput(code="symlink_escapes_slot")`` and
+        ``Conflict(code="file_vanished")``.
+        """
+        ...
+
+    def restore(self, slot: str, manifest: bytes) -> int:
+        """Make the slot exactly the manifest's tree; return how many paths changed."""
+        ...
+
+    def is_dirty(self, slot: str, manifest_digest: str | None) -> bool:
+        """Whether the slot's files differ from the given manifest (None = empty tree)."""
+        ...
+
+    def is_empty(self, slot: str) -> bool:
+        """Whether the slot directory is absent or holds no files."""
+        ...
+
+    def clear(self, slot: str) -> None:
+        """Remove every file from the slot (the directory itself stays)."""
+        ...
+
+    def path(self, slot: str) -> Path:
+        """Where the slot lives on disk."""
+        ...
+
+
+class Clock(Protocol):
+    """Where time comes from (injected so the domain stays deterministic)."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
