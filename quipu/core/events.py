@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict
 __all__ = [
     "Event",
     "ProjectInitialized",
+    "SlotClaimed",
+    "SlotReleased",
     "SlotRolledBack",
     "ThoughtLogged",
     "VersionPruned",
@@ -143,6 +145,22 @@ class WorkspaceHibernated(Event):
     workspace: str
     slot: str
     saved_version: int | None
+
+
+@register("SlotClaimed")
+class SlotClaimed(Event):
+    """The slot's own record that a workspace now occupies it (pairs with WorkspaceMounted)."""
+
+    slot: str
+    workspace: str
+
+
+@register("SlotReleased")
+class SlotReleased(Event):
+    """The slot's own record that it is free again (pairs with WorkspaceHibernated)."""
+
+    slot: str
+    workspace: str
 
 
 @register("WorkspaceDeleted")

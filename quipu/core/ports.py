@@ -115,6 +115,14 @@ class SlotFiles(Protocol):
         """
         ...
 
+    def manifest(self, slot: str) -> bytes:
+        """The slot's current manifest bytes, without storing anything."""
+        ...
+
+    def read_file(self, slot: str, rel: str) -> bytes:
+        """The current bytes of one file in the slot."""
+        ...
+
     def restore(self, slot: str, manifest: bytes) -> int:
         """Make the slot exactly the manifest's tree; return how many paths changed."""
         ...

@@ -1,0 +1,5 @@
+"""Slot adapters: plain directories under ``workspaces/`` (no git)."""
+
+from .local import LocalSlotFiles
+
+__all__ = ["LocalSlotFiles"]

@@ -1,0 +1,226 @@
+"""Slots as plain directories: ``<project>/workspaces/<slot>``.
+
+A snapshot walks the slot, stores every file in the blob store and returns a manifest. A small
+stat cache per slot (size, mtime, inode, mode -> sha256) makes the dirty check of an untouched
+slot a stat walk instead of a full re-hash; the cache is only an optimisation and is rebuilt
+whenever it is missing or wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput
+from quipu.core.ports import BlobStore
+from quipu.core.versions import FileEntry, Manifest
+
+__all__ = ["DEFAULT_IGNORE", "LocalSlotFiles"]
+
+DEFAULT_IGNORE = ("__pycache__", "*.pyc", ".DS_Store")
+_Stat = tuple[int, int, int, int]  # size, mtime_ns, inode, mode
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class LocalSlotFiles:
+    """The ``SlotFiles`` port over local directories."""
+
+    def __init__(self, root: Path, blobs: BlobStore, cache_dir: Path,
+                 ignore: tuple[str, ...] = DEFAULT_IGNORE) -> None:
+        self.root = Path(root)
+        self.blobs = blobs
+        self.cache_dir = Path(cache_dir)
+        self.ignore = ignore
+
+    def path(self, slot: str) -> Path:
+        """The slot's directory."""
+        return self.root / slot
+
+    # --- walking -------------------------------------------------------------------------------
+
+    def _ignored(self, name: str) -> bool:
+        return any(fnmatch.fnmatch(name, pattern) for pattern in self.ignore)
+
+    def _walk(self, slot: str) -> Iterator[tuple[str, Path, os.stat_result]]:
+        base = self.path(slot)
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if not self._ignored(d)
+                                 and not (Path(dirpath) / d).is_symlink())
+            # A symlinked directory is recorded as a link, not followed.
+            links = [d for d in os.listdir(dirpath)
+                     if (Path(dirpath) / d).is_symlink() and d not in filenames]
+            for name in sorted([*filenames, *links]):
+                if self._ignored(name):
+                    continue
+                full = Path(dirpath) / name
+                rel = full.relative_to(base).as_posix()
+                try:
+                    st = full.lstat()
+                except FileNotFoundError:
+                    raise self._vanished(rel) from None
+                yield rel, full, st
+
+    @staticmethod
+    def _vanished(rel: str) -> Conflict:
+        return Conflict(f"{rel} disappeared while the slot was being saved",
+                        code="file_vanished",
+                        hint="something is still writing in the slot; let it finish and save "
+                        "again (nothing was recorded)")
+
+    def _link_target(self, slot: str, rel: str, full: Path) -> str:
+        target = os.readlink(full)
+        base = self.path(slot).resolve()
+        resolved = (full.parent / target).resolve()
+        if resolved != base and base not in resolved.parents:
+            raise InvalidInput(
+                f"symlink {rel} points outside the slot (to {target})",
+                code="symlink_escapes_slot",
+                hint="copy the file into the slot, or register the data as a source; "
+                "versions must be self-contained",
+            )
+        if os.path.isabs(target):
+            target = os.path.relpath(resolved, full.parent)
+        return target
+
+    def _cache_path(self, slot: str) -> Path:
+        return self.cache_dir / f"{slot}.json"
+
+    def _load_cache(self, slot: str) -> dict[str, tuple[_Stat, str]]:
+        try:
+            raw = json.loads(self._cache_path(slot).read_text())
+            return {k: (tuple(v[0]), v[1]) for k, v in raw.items()}  # type: ignore[misc]
+        except (OSError, ValueError, TypeError, IndexError):
+            return {}
+
+    def _save_cache(self, slot: str, cache: dict[str, tuple[_Stat, str]]) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._cache_path(slot).with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: [list(s), h] for k, (s, h) in cache.items()}))
+        os.replace(tmp, self._cache_path(slot))
+
+    def _scan(self, slot: str, *, store: bool) -> Manifest:
+        cache = self._load_cache(slot)
+        fresh: dict[str, tuple[_Stat, str]] = {}
+        files: dict[str, FileEntry] = {}
+        for rel, full, st in self._walk(slot):
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                files[rel] = FileEntry(kind="symlink", target=self._link_target(slot, rel, full),
+                                       mode=0o777)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # sockets, fifos and devices are not part of a version
+            key: _Stat = (st.st_size, st.st_mtime_ns, st.st_ino, mode)
+            hit = cache.get(rel)
+            if hit and tuple(hit[0]) == key and (not store or self.blobs.exists(hit[1])):
+                digest, size = hit[1], st.st_size
+            else:
+                try:
+                    digest, size = self.blobs.put_file(full) if store else _hash_file(full)
+                except FileNotFoundError:
+                    raise self._vanished(rel) from None
+            fresh[rel] = (key, digest)
+            files[rel] = FileEntry(sha256=digest, size=size, mode=mode)
+        with contextlib.suppress(OSError):
+            self._save_cache(slot, fresh)
+        return Manifest(files=files)
+
+    # --- the port ------------------------------------------------------------------------------
+
+    def snapshot(self, slot: str) -> tuple[str, bytes]:
+        """Store the slot's files and its manifest as blobs; return (digest, manifest bytes)."""
+        manifest = self._scan(slot, store=True)
+        data = manifest.to_bytes()
+        return self.blobs.put_bytes(data), data
+
+    def manifest(self, slot: str) -> bytes:
+        """The slot's manifest as it is now, hashing but storing nothing."""
+        return self._scan(slot, store=False).to_bytes()
+
+    def read_file(self, slot: str, rel: str) -> bytes:
+        """The bytes of one file in the slot."""
+        return (self.path(slot) / rel).read_bytes()
+
+    def is_dirty(self, slot: str, manifest_digest: str | None) -> bool:
+        """Whether the slot differs from the manifest (``None`` means an empty tree)."""
+        current = self._scan(slot, store=False)
+        if manifest_digest is None:
+            return bool(current.files)
+        return current.digest() != manifest_digest
+
+    def is_empty(self, slot: str) -> bool:
+        """Whether the slot holds no files."""
+        return next(self._walk(slot), None) is None
+
+    def clear(self, slot: str) -> None:
+        """Delete everything inside the slot directory."""
+        base = self.path(slot)
+        if base.is_dir():
+            for child in base.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        base.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            self._cache_path(slot).unlink()
+
+    def restore(self, slot: str, manifest: bytes) -> int:
+        """Make the slot's tree exactly the manifest's; return how many paths changed."""
+        target = Manifest.from_bytes(manifest)
+        for rel in target.files:
+            pure = PurePosixPath(rel)
+            if pure.is_absolute() or ".." in pure.parts:
+                raise IntegrityFailure(f"manifest holds an unsafe path {rel!r}",
+                                       code="manifest_corrupt", hint="the blob store was altered")
+        base = self.path(slot)
+        base.mkdir(parents=True, exist_ok=True)
+        current = self._scan(slot, store=False).files
+        changed = 0
+        for rel in sorted(set(current) - set(target.files)):
+            (base / rel).unlink()
+            changed += 1
+        for rel, entry in sorted(target.files.items()):
+            have = current.get(rel)
+            if have == entry:
+                continue
+            dest = base / rel
+            if dest.is_symlink() or dest.is_file():
+                dest.unlink()
+            elif dest.is_dir():
+                shutil.rmtree(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if entry.kind == "symlink":
+                os.symlink(entry.target or "", dest)
+            else:
+                self.blobs.copy_to(entry.sha256, dest)
+                os.chmod(dest, entry.mode)
+            changed += 1
+        self._prune_empty_dirs(base)
+        self._scan(slot, store=False)  # refresh the stat cache
+        return changed
+
+    @staticmethod
+    def _prune_empty_dirs(base: Path) -> None:
+        for dirpath, _dirs, _files in sorted(os.walk(base), key=lambda t: -len(t[0])):
+            path = Path(dirpath)
+            if path != base and not any(path.iterdir()):
+                path.rmdir()

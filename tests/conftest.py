@@ -1,0 +1,71 @@
+"""Fixtures shared by every test directory.
+
+Real systems only: SQLite files under ``tmp_path`` and a real PostgreSQL server. The server comes
+from ``QUIPU_TEST_POSTGRES_URL``; when it is unreachable PostgreSQL tests are skipped, unless
+``QUIPU_REQUIRE_POSTGRES=1`` (CI), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from quipu.adapters.eventstore._base import RecorderEventStore
+from quipu.adapters.eventstore.postgres import open_postgres_store
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres:postgres@localhost:5432/quipu_test"
+
+PgStoreFactory = Callable[..., RecorderEventStore]
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test server's URL; skips (or fails, under QUIPU_REQUIRE_POSTGRES=1) if unreachable."""
+    url = os.environ.get("QUIPU_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        message = f"PostgreSQL not reachable at {url}: {exc}"
+        if os.environ.get("QUIPU_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + " (QUIPU_REQUIRE_POSTGRES=1)")
+        pytest.skip(message)
+    return url
+
+
+def fresh_table_name() -> str:
+    """A random table name, so concurrent test runs never share a PostgreSQL log."""
+    return f"quipu_test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[PgStoreFactory]:
+    """Factory ``pg_store(table=None, **kwargs)`` for PostgreSQL stores on throwaway tables.
+
+    Calling it twice with the same table gives two stores on one log (two "hosts"). Every store
+    is closed and every table dropped when the test ends.
+    """
+    stores: list[RecorderEventStore] = []
+    tables: set[str] = set()
+
+    def make(table: str | None = None, **kwargs: object) -> RecorderEventStore:
+        name = table or fresh_table_name()
+        tables.add(name)
+        store = open_postgres_store(postgres_url, table=name, **kwargs)  # type: ignore[arg-type]
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for name in tables:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(name)))
