@@ -1,0 +1,94 @@
+"""Old events stay as they were written and are upcast on read.
+
+ThoughtLogged is at schema_version 2; version 1 stored the text under ``"text"``. A genuine v1
+event is placed in a real SQLite log exactly as a v1 writer would have stored it (chain header
+with ``"v":1`` and the v1 JSON), between events written by today's code.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from quipu.adapters.eventstore import open_sqlite_store
+from quipu.core.audit import verify_log
+from quipu.core.chain import link_state, split_state
+from quipu.core.events import ThoughtLogged
+from quipu.core.log import decode
+from quipu.core.ports import NewEvent
+
+AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+V1_DATA = json.dumps(
+    {"actor": "agent-old", "reason": "an early note", "at": "2023-11-02T09:30:00Z",
+     "text": "try a smaller learning rate", "workspace": "baseline"},
+    separators=(",", ":"),
+).encode()
+
+
+def test_thought_logged_is_at_schema_version_2() -> None:
+    assert ThoughtLogged.SCHEMA_VERSION == 2
+
+
+def test_a_stored_v1_thought_decodes_as_the_v2_model_and_the_chain_still_verifies(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    store = open_sqlite_store(path)
+    stream = uuid.uuid4()
+    store.append([NewEvent(stream, 1, ThoughtLogged(actor="a", reason="r", at=AT,
+                                                    thought="first, in v2"))])
+    first = store.read()[0]
+
+    # Write the v1 event by hand, chained after the head like the recorder would.
+    state, _ = link_state(split_state(first.state).hash, stream.hex, 2, "ThoughtLogged", 1,
+                          V1_DATA)
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute(
+            "INSERT INTO stored_events (originator_id, originator_version, topic, state) "
+            "VALUES (?, ?, ?, ?)",
+            (stream.hex, 2, "ThoughtLogged", state),
+        )
+    raw.close()
+    store.append([NewEvent(stream, 3, ThoughtLogged(actor="a", reason="r", at=AT,
+                                                    thought="after the old one"))])
+
+    records = store.read()
+    old = decode(records[1]).event
+    assert isinstance(old, ThoughtLogged)
+    assert old == ThoughtLogged(
+        actor="agent-old", reason="an early note",
+        at=datetime(2023, 11, 2, 9, 30, tzinfo=UTC),
+        thought="try a smaller learning rate", workspace="baseline", run_id=None,
+    )
+    assert [decode(r).event.thought for r in store.load(stream)] == [  # type: ignore[attr-defined]
+        "first, in v2", "try a smaller learning rate", "after the old one"
+    ]
+    report = verify_log(store)
+    assert (report.ok, report.events_checked) == (True, 3)
+    store.close()
+
+
+def test_upcasting_never_rewrites_the_stored_v1_event(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = open_sqlite_store(path)
+    stream = uuid.uuid4()
+    state, _ = link_state("0" * 64, stream.hex, 1, "ThoughtLogged", 1, V1_DATA)
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+                    (stream.hex, 1, "ThoughtLogged", state))
+
+    for record in store.read():
+        decode(record)
+    stored = raw.execute("SELECT state FROM stored_events").fetchone()[0]
+    raw.close()
+    assert stored == state
+    assert split_state(stored).schema_version == 1
+    assert json.loads(split_state(stored).data)["text"] == "try a smaller learning rate"
+    assert verify_log(store).ok
+    store.close()
