@@ -1,0 +1,361 @@
+"""The one composition root: a project's ``quipu.yaml`` -> concrete adapters -> ``Quipu``.
+
+``Quipu`` is the facade every entry point (MCP tools, CLI commands, the demo) calls. A command
+goes to the service, then the projections catch up and STATE.md is rewritten, so the next read
+sees the write (read-your-writes). Entry points stay thin: parse, call, map errors at the edge.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from quipu.adapters.blobs import LocalBlobStore
+from quipu.adapters.eventstore import open_sqlite_store
+from quipu.adapters.slots import LocalSlotFiles
+from quipu.core.errors import Conflict, InvalidInput, NotFound
+from quipu.core.ports import EventStore
+from quipu.core.service import Service, Settings
+from quipu.core.validation import check_name
+from quipu.projections import Views
+
+__all__ = ["CONFIG_FILE", "Config", "Quipu", "SystemClock", "find_project", "init_project",
+           "open_project", "open_store"]
+
+CONFIG_FILE = "quipu.yaml"
+DATA_DIR = ".quipu"
+
+
+class EventStoreConfig(BaseModel):
+    """Where the log lives: ``sqlite`` (``.quipu/events.db``) or a ``postgresql://`` URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = "sqlite"
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    table: str = "quipu_events"
+
+
+class Config(BaseModel):
+    """The contents of ``quipu.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    goal: str = ""
+    slots: int | list[str] = 3
+    reason_min_length: int = Field(default=15, ge=1)
+    eventstore: EventStoreConfig = EventStoreConfig()
+
+    @field_validator("slots")
+    @classmethod
+    def _slots_valid(cls, value: int | list[str]) -> int | list[str]:
+        if isinstance(value, int):
+            if not 1 <= value <= 64:
+                raise ValueError("slots must be between 1 and 64")
+        else:
+            for name in value:
+                check_name(name, what="slot")
+        return value
+
+    def slot_names(self) -> tuple[str, ...]:
+        """``w1..wN`` or the listed names."""
+        if isinstance(self.slots, int):
+            return tuple(f"w{i}" for i in range(1, self.slots + 1))
+        return tuple(self.slots)
+
+
+class SystemClock:
+    """Wall-clock time in UTC."""
+
+    def now(self) -> datetime:
+        """Now, timezone-aware."""
+        return datetime.now(UTC)
+
+
+def find_project(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` (or ``$QUIPU_PROJECT``) with quipu.yaml."""
+    env = os.environ.get("QUIPU_PROJECT")
+    here = Path(env) if env and start is None else (start or Path.cwd())
+    here = here.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise NotFound(f"no {CONFIG_FILE} at or above {here}", code="no_project",
+                   hint="run `quipu init` in your project directory, or pass --project PATH")
+
+
+def load_config(root: Path) -> Config:
+    """Parse and validate ``quipu.yaml``."""
+    path = root / CONFIG_FILE
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return Config.model_validate(raw)
+    except (yaml.YAMLError, ValidationError, OSError) as exc:
+        raise InvalidInput(f"{path} is not a valid Quipu config: {exc}", code="invalid_config",
+                           hint="fix the file; keys: name, goal, slots, reason_min_length, "
+                           "eventstore{url, synchronous}") from exc
+
+
+def open_store(root: Path, config: Config) -> EventStore:
+    """The log chosen by ``$QUIPU_EVENTSTORE_URL`` or ``eventstore.url``."""
+    url = os.environ.get("QUIPU_EVENTSTORE_URL") or config.eventstore.url
+    if url.startswith(("postgresql://", "postgres://")):
+        from quipu.adapters.eventstore.postgres import open_postgres_store
+
+        return open_postgres_store(url, table=config.eventstore.table)
+    if url == "sqlite":
+        return open_sqlite_store(root / DATA_DIR / "events.db",
+                                 synchronous=config.eventstore.synchronous)
+    if url.startswith("sqlite:///"):
+        return open_sqlite_store(Path(url.removeprefix("sqlite:///")),
+                                 synchronous=config.eventstore.synchronous)
+    raise InvalidInput(f"unknown event store {url!r}", code="invalid_eventstore_url",
+                       hint="use 'sqlite' (default), sqlite:///path/events.db or "
+                       "postgresql://user:pass@host/db")
+
+
+def default_actor(kind: str) -> str:
+    """Who is acting: ``$QUIPU_ACTOR``, else ``<kind>:<user>``."""
+    env = os.environ.get("QUIPU_ACTOR")
+    if env:
+        return env
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{kind}:{user}"
+
+
+class Quipu:
+    """One open project: commands, then catch-up, then STATE.md; and the queries."""
+
+    def __init__(self, root: Path, config: Config, store: EventStore, *, actor: str,
+                 clock: SystemClock | None = None) -> None:
+        self.root = root
+        self.config = config
+        self.store = store
+        self.actor = actor
+        data = root / DATA_DIR
+        self.blobs = LocalBlobStore(data / "blobs")
+        self.slots = LocalSlotFiles(root / "workspaces", self.blobs, data / "slotcache")
+        self.service = Service(store, self.blobs, self.slots, clock or SystemClock(),
+                               Settings(slots=config.slot_names(),
+                                        min_reason_length=config.reason_min_length))
+        self.views = Views(data / "views.db", store)
+
+    def close(self) -> None:
+        """Release the log and the views."""
+        self.views.close()
+        self.store.close()
+
+    def __enter__(self) -> Quipu:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- after every command -------------------------------------------------------------------
+
+    def refresh(self) -> str:
+        """Catch the views up with the log and rewrite STATE.md if it changed; return it."""
+        self.views.catch_up()
+        text = self.views.state_md(dirty=self._dirty)
+        path = self.root / "STATE.md"
+        try:
+            old = path.read_text()
+        except OSError:
+            old = None
+        if old != text:
+            tmp = path.with_suffix(".md.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        return text
+
+    def _dirty(self, slot: str, manifest: str | None) -> bool:
+        try:
+            return self.slots.is_dirty(slot, manifest)
+        except Exception:  # a slot being edited mid-scan must not break STATE.md
+            return True
+
+    def _write(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        result = fn()
+        self.refresh()
+        return result
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def create_workspace(self, name: str, goal: str, reason: str, *,
+                         from_workspace: str | None = None,
+                         from_version: int | str | None = None) -> dict[str, Any]:
+        """See ``Service.create_workspace``."""
+        return self._write(lambda: self.service.create_workspace(
+            name, goal, reason, actor=self.actor, from_workspace=from_workspace,
+            from_version=from_version))
+
+    def mount(self, workspace: str, slot: str, reason: str) -> dict[str, Any]:
+        """See ``Service.mount``; adds the workspace's recent thoughts and versions."""
+        result = self._write(lambda: self.service.mount(workspace, slot, reason,
+                                                        actor=self.actor))
+        result["recent_thoughts"] = self.views.thoughts(workspace=workspace, limit=5)
+        return result
+
+    def hibernate(self, slot: str, reason: str) -> dict[str, Any]:
+        """See ``Service.hibernate``."""
+        return self._write(lambda: self.service.hibernate(slot, reason, actor=self.actor))
+
+    def save_version(self, slot: str, message: str) -> dict[str, Any]:
+        """See ``Service.save_version``."""
+        return self._write(lambda: self.service.save_version(slot, message, actor=self.actor))
+
+    def rollback(self, slot: str, version: int | str, reason: str) -> dict[str, Any]:
+        """See ``Service.rollback``."""
+        return self._write(lambda: self.service.rollback(slot, version, reason,
+                                                         actor=self.actor))
+
+    def delete_workspace(self, workspace: str, reason: str) -> dict[str, Any]:
+        """See ``Service.delete_workspace``."""
+        return self._write(lambda: self.service.delete_workspace(workspace, reason,
+                                                                 actor=self.actor))
+
+    def log_thought(self, thought: str, *, workspace: str | None = None,
+                    run_id: str | None = None) -> dict[str, Any]:
+        """See ``Service.log_thought``."""
+        return self._write(lambda: self.service.log_thought(
+            thought, actor=self.actor, workspace=workspace, run_id=run_id))
+
+    def manage_versions(self, workspace: str, action: str, *, version: int | str | None = None,
+                        tag: str | None = None, reason: str | None = None,
+                        from_version: int | str | None = None,
+                        to_version: int | str | None = None, limit: int = 50, offset: int = 0,
+                        include_pruned: bool = False) -> dict[str, Any]:
+        """list | tag | untag | prune | unprune the versions of a workspace."""
+        if action == "list":
+            self.views.catch_up()
+            ws = self.views.workspace(workspace)
+            if ws is None:
+                raise NotFound(f"workspace {workspace!r} does not exist",
+                               code="unknown_workspace",
+                               hint="list workspaces with status()")
+            versions, total = self.views.versions(workspace, limit=limit, offset=offset,
+                                                  include_pruned=include_pruned)
+            return {"workspace": workspace, "versions": versions, "total": total,
+                    "has_more": offset + len(versions) < total}
+        if action == "tag":
+            if version is None or not tag:
+                raise InvalidInput("tag needs version and tag", code="tag_args",
+                                   hint="manage_versions(ws, 'tag', version='v3', tag='best')")
+            return self._write(lambda: self.service.tag_version(
+                workspace, version, tag, reason, actor=self.actor))
+        if action == "untag":
+            if not tag:
+                raise InvalidInput("untag needs the tag", code="tag_args",
+                                   hint="manage_versions(ws, 'untag', tag='best')")
+            return self._write(lambda: self.service.untag_version(workspace, tag, reason,
+                                                                  actor=self.actor))
+        if action in ("prune", "unprune"):
+            return self._write(lambda: self.service.prune_versions(
+                workspace, reason or "", actor=self.actor, version=version,
+                from_version=from_version, to_version=to_version,
+                unprune=action == "unprune"))
+        raise InvalidInput(f"unknown action {action!r}", code="unknown_action",
+                           hint="use one of: list, tag, untag, prune, unprune")
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def diff(self, target: str, against: str | None = None) -> dict[str, Any]:
+        """See ``Service.diff``."""
+        return self.service.diff(target, against)
+
+    def status(self) -> dict[str, Any]:
+        """Project, slots (with dirty flags), workspaces, recent actions and STATE.md."""
+        state_md = self.refresh()
+        project = self.views.project()
+        slots = []
+        for row in self.views.slots(self.config.slot_names()):
+            if row["workspace"]:
+                row["dirty"] = self._dirty(row["slot"], row["manifest"])
+            slots.append(row)
+        return {"project": project, "slots": slots,
+                "workspace_count": self.views.workspace_count(),
+                "recent_actions": self.views.audit_log(limit=5),
+                "head_position": self.views.position(), "state_md": state_md}
+
+    def inspect_workspace(self, name: str, *, version_limit: int = 10,
+                          version_offset: int = 0) -> dict[str, Any]:
+        """Goal, mount, lineage, versions and tags of one workspace."""
+        self.views.catch_up()
+        ws = self.views.workspace(name)
+        if ws is None:
+            raise NotFound(f"workspace {name!r} does not exist", code="unknown_workspace",
+                           hint="list workspaces with status(), or create_workspace()")
+        versions, total = self.views.versions(name, limit=version_limit, offset=version_offset,
+                                              include_pruned=True)
+        ws["versions"] = versions
+        ws["version_total"] = total
+        if ws.get("slot"):
+            ws["dirty"] = self._dirty(ws["slot"], ws.get("manifest"))
+        return ws
+
+    def get_workspace_thoughts(self, workspace: str, *, limit: int = 50,
+                               offset: int = 0) -> dict[str, Any]:
+        """Thoughts about one workspace, newest first."""
+        self.views.catch_up()
+        if self.views.workspace(workspace) is None:
+            raise NotFound(f"workspace {workspace!r} does not exist", code="unknown_workspace",
+                           hint="list workspaces with status()")
+        return {"workspace": workspace,
+                "thoughts": self.views.thoughts(workspace=workspace, limit=limit,
+                                                offset=offset)}
+
+    def get_audit_log(self, *, limit: int = 20, workspace: str | None = None) -> dict[str, Any]:
+        """Recent actions (who, what, why, when), newest first."""
+        self.views.catch_up()
+        return {"entries": self.views.audit_log(limit=limit, workspace=workspace)}
+
+
+def write_config(root: Path, config: Config) -> None:
+    """Write ``quipu.yaml``."""
+    data = config.model_dump(exclude_defaults=True)
+    data.setdefault("name", config.name)
+    (root / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def init_project(root: Path, *, name: str | None = None, goal: str = "",
+                 slots: int = 3, actor: str | None = None) -> Quipu:
+    """Create ``quipu.yaml``, ``.quipu/`` and ``workspaces/`` and record the project."""
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / CONFIG_FILE).exists():
+        raise Conflict(f"{root} already has a {CONFIG_FILE}", code="project_exists",
+                       hint="use `quipu status` there, or pick another directory")
+    config = Config(name=check_name(name or root.name, what="project"), goal=goal, slots=slots)
+    (root / DATA_DIR).mkdir(exist_ok=True)
+    (root / "workspaces").mkdir(exist_ok=True)
+    for slot in config.slot_names():
+        (root / "workspaces" / slot).mkdir(exist_ok=True)
+    store = open_store(root, config)
+    q = Quipu(root, config, store, actor=actor or default_actor("cli"))
+    try:
+        q.service.init_project(config.name, goal, actor=q.actor)
+    except BaseException:
+        q.close()
+        raise
+    write_config(root, config)
+    q.refresh()
+    return q
+
+
+def open_project(root: Path | None = None, *, actor: str | None = None) -> Quipu:
+    """Open the project at (or above) ``root``."""
+    root = find_project(root)
+    config = load_config(root)
+    store = open_store(root, config)
+    return Quipu(root, config, store, actor=actor or default_actor("cli"))
