@@ -1,0 +1,139 @@
+"""The command line, run as people run it: the real `quipu` entry point in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from quipu.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def quipu(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QUIPU_ACTOR": "cli:test"}
+    env.pop("QUIPU_PROJECT", None)
+    proc = subprocess.run([sys.executable, "-m", "quipu.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"quipu {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    out = []
+    for name, cmd in group.commands.items():
+        full = f"{prefix}{name}"
+        out.append((full, cmd))
+        if isinstance(cmd, click.Group):
+            out.extend(_commands(cmd, f"{full} "))
+    return out
+
+
+@pytest.mark.parametrize("name,cmd", _commands(main), ids=lambda v: str(v))
+def test_every_command_has_help_with_an_example_and_a_docs_entry(name: str,
+                                                                 cmd: click.Command) -> None:
+    assert cmd.help and "Example" in cmd.help, f"`quipu {name}` has no example in its help"
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    assert f"quipu {name}" in docs, f"`quipu {name}` is missing from docs/cli.md"
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    quipu("init", "proj", "--goal", "learn to classify digits well", cwd=tmp_path)
+    return tmp_path / "proj"
+
+
+def test_a_person_can_work_a_workspace_from_the_command_line(project: Path) -> None:
+    quipu("workspace", "create", "base", "--goal", "baseline model",
+          "--reason", "start with a simple baseline", cwd=project)
+    quipu("workspace", "mount", "base", "w1", "--reason", "write the first script", cwd=project)
+    (project / "workspaces" / "w1" / "train.py").write_text("lr = 0.1\n")
+    out = quipu("workspace", "save", "w1", "-m", "first script with lr 0.1", "--json",
+                cwd=project)
+    assert json.loads(out.stdout)["version"] == "v1"
+    (project / "workspaces" / "w1" / "train.py").write_text("lr = 0.01\n")
+    diff = quipu("workspace", "diff", "w1", cwd=project).stdout
+    assert "-lr = 0.1" in diff and "+lr = 0.01" in diff
+    status = quipu("status", cwd=project).stdout
+    assert "base" in status and "DIRTY" in status
+    assert "base" in (project / "STATE.md").read_text()
+    events = [json.loads(line) for line in
+              quipu("events", "--json", "--workspace", "base", cwd=project).stdout.splitlines()]
+    assert [e["type"] for e in events] == ["WorkspaceCreated", "WorkspaceMounted", "VersionSaved"]
+    assert all(e["actor"] == "cli:test" for e in events)
+
+
+def test_bad_input_prints_code_and_hint_and_exits_2(project: Path) -> None:
+    proc = quipu("workspace", "create", "a/b", "--goal", "g", "--reason",
+                 "a reason that is long enough", cwd=project, check=False)
+    assert proc.returncode == 2
+    assert "invalid_name" in proc.stderr and "hint:" in proc.stderr
+    proc = quipu("workspace", "create", "ok", "--goal", "g", "--reason", "short", cwd=project,
+                 check=False)
+    assert proc.returncode == 2 and "reason_too_short" in proc.stderr
+    only_init = quipu("events", "--json", cwd=project).stdout.splitlines()
+    assert len(only_init) == 1
+
+
+def test_audit_verify_fails_with_the_first_bad_position_after_tampering(project: Path) -> None:
+    for i in range(3):
+        quipu("workspace", "thought", f"thought number {i} about the learning rate",
+              cwd=project)
+    assert "OK" in quipu("audit", "verify", cwd=project).stdout
+    quipu("audit", "seal", cwd=project)
+    db = sqlite3.connect(project / ".quipu" / "events.db")
+    state = db.execute("SELECT state FROM stored_events WHERE rowid=3").fetchone()[0]
+    db.execute("UPDATE stored_events SET state=? WHERE rowid=3",
+               (bytes(state).replace(b"number 1", b"number 7"),))
+    db.commit()
+    db.close()
+    proc = quipu("audit", "verify", "--json", cwd=project, check=False)
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False and report["first_bad_position"] == 3
+
+
+def test_audit_verify_catches_truncation_after_a_seal(project: Path) -> None:
+    for i in range(3):
+        quipu("workspace", "thought", f"thought number {i} about the batch size",
+              cwd=project)
+    quipu("audit", "seal", cwd=project)
+    db = sqlite3.connect(project / ".quipu" / "events.db")
+    db.execute("DELETE FROM stored_events WHERE rowid >= 3")
+    db.commit()
+    db.close()
+    proc = quipu("audit", "verify", cwd=project, check=False)
+    assert proc.returncode == 1 and "TAMPERED" in proc.stderr
+
+
+def test_replay_shows_the_past_without_touching_live_views(project: Path) -> None:
+    quipu("workspace", "create", "early", "--goal", "first idea",
+          "--reason", "the first idea of the day", cwd=project)
+    head = int(json.loads(quipu("events", "--json", cwd=project).stdout.splitlines()[-1])
+               ["position"])
+    quipu("workspace", "create", "late", "--goal", "second idea",
+          "--reason", "the second idea of the day", cwd=project)
+    then = json.loads(quipu("audit", "replay", "--until", str(head), "--json",
+                            cwd=project).stdout)
+    assert [w["name"] for w in then["workspaces"]] == ["early"]
+    assert "late" not in then["state_md"]
+    now = json.loads(quipu("status", "--json", cwd=project).stdout)
+    assert "late" in now["state_md"]
+
+
+def test_rebuild_reports_events_per_second(project: Path) -> None:
+    quipu("workspace", "create", "w", "--goal", "g", "--reason", "a workspace to rebuild",
+          cwd=project)
+    out = quipu("rebuild", "--all", cwd=project).stdout
+    assert "events/s" in out
+    proc = quipu("rebuild", cwd=project, check=False)
+    assert proc.returncode == 2 and "rebuild_what" in proc.stderr
