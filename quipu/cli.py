@@ -6,6 +6,7 @@ Every command has help with an example; errors print their code and hint and exi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -281,17 +282,17 @@ def verify(ctx: click.Context, seals: Path | None, as_json: bool) -> None:
     Example:
       quipu audit verify --json
     """
-    from quipu.adapters.seals.local import LocalSealFile
+    from quipu.adapters.seals.local import LocalSealKeeper
     from quipu.core.audit import verify_log
 
     root = find_project(ctx.obj.get("project"))
     store = open_store(root, load_config(root))
     try:
-        sealed = LocalSealFile(_seal_file(root, seals)).read_all()
+        sealed = LocalSealKeeper(_seal_file(root, seals)).read_all()
         report = verify_log(store, sealed)
     finally:
         store.close()
-    data = report.as_dict() if hasattr(report, "as_dict") else vars(report)
+    data = dataclasses.asdict(report)
     data["seals_checked"] = len(sealed)
     if as_json:
         _print_json(data)
@@ -318,7 +319,7 @@ def seal(ctx: click.Context, seal_path: Path | None) -> None:
     Example:
       quipu audit seal --file ~/quipu-seals/digits.jsonl
     """
-    from quipu.adapters.seals.local import LocalSealFile
+    from quipu.adapters.seals.local import LocalSealKeeper
     from quipu.bootstrap import SystemClock
     from quipu.core.audit import make_seal
 
@@ -329,7 +330,7 @@ def seal(ctx: click.Context, seal_path: Path | None) -> None:
     finally:
         store.close()
     path = _seal_file(root, seal_path)
-    LocalSealFile(path).append(made)
+    LocalSealKeeper(path).append(made)
     click.echo(f"sealed position {made.position} hash {made.hash} -> {path}")
 
 

@@ -25,7 +25,7 @@ if __name__ == "__main__":
 
 def run_demo(path: Path, *, actor: str, echo: Callable[[str], None] = print) -> int:
     """Build a demo project at ``path``; return 0 when the audit at the end passes."""
-    from quipu.adapters.seals.local import LocalSealFile
+    from quipu.adapters.seals.local import LocalSealKeeper
     from quipu.core.audit import make_seal, verify_log
 
     def step(title: str) -> None:
@@ -85,7 +85,7 @@ def run_demo(path: Path, *, actor: str, echo: Callable[[str], None] = print) -> 
         step("audit: verify the hash chain and seal the head")
         report = verify_log(q.store)
         seal = make_seal(q.store, q.service.clock.now())
-        LocalSealFile(path / DATA_DIR / "seals.jsonl").append(seal)
+        LocalSealKeeper(path / DATA_DIR / "seals.jsonl").append(seal)
         ok = report.ok and verify_log(q.store, [seal]).ok and restored
         echo(f"audit verify: {'OK' if report.ok else 'FAILED'} ({report.events_checked} events, "
              f"head position {report.head_position}); sealed at {seal.position}")
