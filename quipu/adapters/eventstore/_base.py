@@ -8,7 +8,8 @@ several writers. ``RecorderEventStore`` wraps such a recorder as Quipu's ``Event
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -25,6 +26,8 @@ from quipu.core.log import encode_data
 from quipu.core.ports import NewEvent, StoredRecord
 
 __all__ = ["RecorderEventStore", "head_hash", "link_pending"]
+
+T = TypeVar("T")
 
 
 def _pending(event: NewEvent) -> StoredEvent:
@@ -146,7 +149,7 @@ class RecorderEventStore:
         if datastore is not None:
             datastore.close()
 
-    def _call(self, fn):  # type: ignore[no-untyped-def]
+    def _call(self, fn: Callable[[], T]) -> T:
         attempt = 0
         while True:
             try:
