@@ -297,9 +297,10 @@ def verify(ctx: click.Context, seals: Path | None, as_json: bool) -> None:
     if as_json:
         _print_json(data)
     elif report.ok:
+        head = report.head_hash[:16] if report.head_hash else "-"
         click.secho(f"OK: {report.events_checked} events, chain intact up to position "
-                    f"{report.head_position} (head {report.head_hash[:16] if report.head_hash else '-'}"
-                    f"), {len(sealed)} seal(s) hold", fg="green")
+                    f"{report.head_position} (head {head}), {len(sealed)} seal(s) hold",
+                    fg="green")
     else:
         click.secho(f"TAMPERED: first bad position {report.first_bad_position}: "
                     f"{report.problem}", fg="red", err=True)
@@ -441,7 +442,8 @@ def _json_option(fn: F) -> F:
 @click.option("--goal", required=True, help="What this line of work is trying to achieve.")
 @click.option("--reason", required=True, help="Why you are creating it (>= 15 characters).")
 @click.option("--from-workspace", default=None, help="Fork from this workspace.")
-@click.option("--from-version", default=None, help="Fork from this version (needs --from-workspace).")
+@click.option("--from-version", default=None,
+              help="Fork from this version (needs --from-workspace).")
 @_json_option
 @click.pass_context
 @_edge

@@ -197,7 +197,7 @@ class Service:
         meta = self._meta(actor, message, what="message")
 
         def command() -> dict[str, Any]:
-            s, ws = self._mounted(slot)
+            _slot, ws = self._mounted(slot)
             number, created = self._save(ws, slot, meta, meta.reason, "save")
             if number is None:
                 raise Conflict(f"slot {slot} is empty and {ws.name!r} has no versions yet",
@@ -238,7 +238,7 @@ class Service:
         number = parse_version(version)
 
         def command() -> dict[str, Any]:
-            s, ws = self._mounted(slot)
+            _slot, ws = self._mounted(slot)
             ws.check_version(number)
             before = self.slots.manifest(slot)
             saved, created = self._save(ws, slot, meta,
@@ -385,12 +385,12 @@ class Service:
     def _operand(self, ref: str, context: Workspace | None) -> tuple[_Operand, Workspace, str]:
         """Resolve ``w1`` (slot), ``ws``, ``ws@vN``, ``ws@tag`` or ``vN`` (needs context)."""
         if ref in self.settings.slots:
-            slot, ws = self._mounted(ref)
+            _slot, ws = self._mounted(ref)
             manifest = Manifest.from_bytes(self.slots.manifest(ref))
             return ((manifest, f"{ref} (working copy of {ws.name})",
                      lambda p: self.slots.read_file(ref, p)), ws, "slot")
         name, _, version = ref.partition("@")
-        if not version and _VERSION_RE(name):
+        if not version and _is_version_ref(name):
             if context is None:
                 raise InvalidInput(f"{ref!r} alone does not say which workspace",
                                    code="ambiguous_version",
@@ -433,7 +433,7 @@ class Service:
         return [self.load(Workspace, n) for n in names]
 
 
-def _VERSION_RE(text: str) -> bool:  # noqa: N802 - reads like a pattern
+def _is_version_ref(text: str) -> bool:
     return len(text) > 1 and text[0] in "vV" and text[1:].isdigit()
 
 
@@ -445,7 +445,7 @@ def parse_version(value: int | str | None) -> int:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if _VERSION_RE(text):
+        if _is_version_ref(text):
             return int(text[1:])
         if text.isdigit() and int(text) > 0:
             return int(text)

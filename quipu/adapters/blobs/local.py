@@ -88,7 +88,8 @@ class LocalBlobStore:
         except FileNotFoundError:
             raise NotFound(f"blob {digest[:12]} is not in the store at {self.root}",
                            code="unknown_blob",
-                           hint="the blob directory may have been moved or pruned by hand") from None
+                           hint="the blob directory may have been moved or pruned by hand",
+                           ) from None
         if hashlib.sha256(data).hexdigest() != digest:
             raise IntegrityFailure(f"blob {digest[:12]} does not match its hash",
                                    code="blob_corrupt",

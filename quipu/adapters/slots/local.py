@@ -106,7 +106,7 @@ class LocalSlotFiles:
     def _load_cache(self, slot: str) -> dict[str, tuple[_Stat, str]]:
         try:
             raw = json.loads(self._cache_path(slot).read_text())
-            return {k: (tuple(v[0]), v[1]) for k, v in raw.items()}  # type: ignore[misc]
+            return {k: (tuple(v[0]), v[1]) for k, v in raw.items()}
         except (OSError, ValueError, TypeError, IndexError):
             return {}
 
