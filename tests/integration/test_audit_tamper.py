@@ -25,7 +25,7 @@ from quipu.adapters.eventstore._base import RecorderEventStore
 from quipu.adapters.seals import open_local_seals
 from quipu.core.audit import Seal, make_seal, verify_log
 from quipu.core.chain import event_hash, split_state
-from quipu.core.errors import Conflict, InvalidInput
+from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput
 from quipu.core.events import ThoughtLogged
 from quipu.core.log import encode_data
 from quipu.core.ports import NewEvent
@@ -353,6 +353,19 @@ def test_sealing_an_empty_log_is_refused() -> None:
     with pytest.raises(Conflict) as caught:
         make_seal(open_memory_store(), NOW)
     assert caught.value.code == "log_empty"
+
+
+def test_sealing_a_modified_head_is_refused(log: Log) -> None:
+    row = log.row(EVENTS)
+    log.raw.update(replace(row, state=row.state.replace(b"event 20", b"event 21")))
+    with pytest.raises(IntegrityFailure) as caught:
+        make_seal(log.store, NOW)
+    assert caught.value.code == "chain_broken"
+
+
+def test_a_seal_needs_a_timezone_aware_time(log: Log) -> None:
+    with pytest.raises(InvalidInput):
+        make_seal(log.store, NOW.replace(tzinfo=None))
 
 
 def test_seals_round_trip_through_the_seal_file(tmp_path: Path) -> None:
