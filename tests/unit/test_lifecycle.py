@@ -1,0 +1,268 @@
+"""The run lifecycle table: its shape, the functions that read it, and the docs made from it."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, deque
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quipu.core import lifecycle
+from quipu.core.errors import Conflict, InvalidInput
+from quipu.core.lifecycle import (
+    STATES,
+    TRANSITIONS,
+    State,
+    Trigger,
+    allowed,
+    blocks_finalization_gate,
+    deadlines,
+    infra_outcome,
+    is_ended,
+    is_final,
+    next_state,
+)
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+ENDED = {State.SUCCEEDED, State.FAILED, State.CRASHED, State.LOST, State.PREEMPTED,
+         State.CANCELED, State.STOPPED}
+
+
+def reachable_from(start: State) -> set[State]:
+    seen, todo = {start}, deque([start])
+    while todo:
+        state = todo.popleft()
+        for t in TRANSITIONS:
+            if t.source is state and t.target not in seen:
+                seen.add(t.target)
+                todo.append(t.target)
+    return seen
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+def test_every_state_has_a_spec_and_every_edge_uses_known_states_and_triggers():
+    assert set(STATES) == set(State)
+    assert all(sp.state is s for s, sp in STATES.items())
+    for t in TRANSITIONS:
+        assert isinstance(t.source, State) and isinstance(t.target, State)
+        assert isinstance(t.trigger, Trigger)
+
+
+def test_every_trigger_is_used_by_some_edge():
+    assert {t.trigger for t in TRANSITIONS} == set(Trigger)
+
+
+def test_every_state_is_reachable_from_requested():
+    assert reachable_from(State.REQUESTED) == set(State)
+
+
+def test_every_non_final_state_has_a_path_to_finalized():
+    for state in State:
+        assert State.FINALIZED in reachable_from(state), state
+
+
+def test_no_state_and_trigger_pair_has_two_edges():
+    pairs = Counter((t.source, t.trigger) for t in TRANSITIONS)
+    assert [pair for pair, n in pairs.items() if n > 1] == []
+
+
+def test_no_edge_loops_back_to_its_own_state():
+    assert [t for t in TRANSITIONS if t.source is t.target] == []
+
+
+def test_finalized_is_the_only_final_state_and_has_no_outgoing_edges():
+    assert [s for s in State if is_final(s)] == [State.FINALIZED]
+    assert allowed(State.FINALIZED) == []
+    assert all(t.source is not State.FINALIZED for t in TRANSITIONS)
+
+
+def test_every_non_final_state_has_a_deadline_or_holds_the_finalization_gate():
+    """No run can sit silent forever: a supervisor deadline or the gate moves every state."""
+    for state, sp in STATES.items():
+        if sp.final:
+            assert sp.deadline_seconds is None and sp.deadline_trigger is None
+        else:
+            assert (sp.deadline_seconds is not None) or sp.holds_gate, state
+
+
+def test_every_state_that_waits_on_machinery_has_a_deadline():
+    for state in State:
+        if not is_ended(state) and not is_final(state):
+            assert STATES[state].deadline_seconds, state
+
+
+def test_a_deadline_always_names_a_trigger_that_is_an_edge_out_of_its_state():
+    for state, sp in STATES.items():
+        assert (sp.deadline_seconds is None) == (sp.deadline_trigger is None), state
+        if sp.deadline_trigger is not None:
+            assert sp.deadline_seconds is not None and sp.deadline_seconds > 0
+            assert next_state(state, sp.deadline_trigger) is not state
+
+
+def test_review_fails_open_when_nobody_reviews_in_time():
+    assert next_state(State.REQUESTED, Trigger.DEADLINE) is State.QUEUED
+    assert next_state(State.REVIEWING, Trigger.DEADLINE) is State.QUEUED
+
+
+def test_a_silent_launch_or_run_is_lost_not_failed():
+    assert next_state(State.LAUNCHING, Trigger.DEADLINE) is State.LOST
+    assert STATES[State.RUNNING].deadline_trigger is Trigger.HEARTBEAT_LOST
+    assert next_state(State.RUNNING, Trigger.HEARTBEAT_LOST) is State.LOST
+
+
+def test_only_a_lost_run_can_be_adopted_back_into_running():
+    assert [(t.source, t.target) for t in TRANSITIONS if t.trigger is Trigger.ADOPTED] == [
+        (State.LOST, State.RUNNING)]
+
+
+def test_every_run_that_has_not_ended_can_be_canceled():
+    for state in State:
+        if not is_ended(state) and not is_final(state):
+            assert next_state(state, Trigger.CANCEL) is State.CANCELED
+        else:
+            assert Trigger.CANCEL not in allowed(state)
+
+
+def test_every_ended_run_and_a_blocked_run_can_be_finalized_and_nothing_else_can():
+    finalizable = {t.source for t in TRANSITIONS if t.trigger is Trigger.FINALIZE}
+    assert finalizable == ENDED | {State.BLOCKED}
+
+
+# --- outcomes and the gate ---------------------------------------------------------------------
+
+
+def test_infra_outcome_is_defined_for_exactly_the_ended_states():
+    assert {s for s in State if infra_outcome(s) is not None} == ENDED
+    assert {s for s in State if is_ended(s)} == ENDED
+    for state in ENDED:
+        assert infra_outcome(state) == state.value
+
+
+def test_a_canceled_run_does_not_block_the_finalization_gate():
+    assert not blocks_finalization_gate(State.CANCELED)
+
+
+def test_every_other_ended_run_blocks_the_gate_and_nothing_else_does():
+    blocking = {s for s in State if blocks_finalization_gate(s)}
+    assert blocking == ENDED - {State.CANCELED}
+
+
+def test_the_gate_rule_names_every_blocking_state_and_the_canceled_exception():
+    rule = lifecycle.gate_rule()
+    for state in ENDED:
+        assert state.value in rule
+    assert "canceled run (nothing to interpret) does not hold the gate" in rule
+
+
+# --- next_state and allowed --------------------------------------------------------------------
+
+
+def test_next_state_follows_the_happy_path():
+    state = State.REQUESTED
+    for trigger in ("review_started", "review_approved", "claimed", "launched", "exited_ok",
+                    "finalize"):
+        state = next_state(state, trigger)
+    assert state is State.FINALIZED
+
+
+def test_an_invalid_transition_is_a_conflict_whose_hint_lists_the_allowed_triggers():
+    with pytest.raises(Conflict) as err:
+        next_state(State.QUEUED, Trigger.EXITED_OK)
+
+    assert err.value.code == "invalid_transition"
+    for trigger in allowed(State.QUEUED):
+        assert trigger.value in err.value.hint
+
+
+def test_nothing_can_happen_to_a_finalized_run():
+    with pytest.raises(Conflict, match="finalized") as err:
+        next_state(State.FINALIZED, Trigger.CANCEL)
+    assert "final" in err.value.hint
+
+
+@pytest.mark.parametrize(("state", "trigger", "code"), [
+    ("sleeping", "cancel", "unknown_state"),
+    ("running", "explode", "unknown_trigger"),
+])
+def test_unknown_names_are_invalid_input(state, trigger, code):
+    with pytest.raises(InvalidInput) as err:
+        next_state(state, trigger)
+    assert err.value.code == code and err.value.hint
+
+
+def test_allowed_lists_exactly_the_triggers_of_the_edges_out_of_a_state():
+    for state in State:
+        assert allowed(state) == [t.trigger for t in TRANSITIONS if t.source is state]
+
+
+@given(st.lists(st.sampled_from(list(Trigger)), max_size=40))
+def test_random_triggers_either_follow_a_listed_edge_or_raise_conflict(triggers):
+    state = State.REQUESTED
+    for trigger in triggers:
+        options = allowed(state)
+        try:
+            new = next_state(state, trigger)
+        except Conflict as err:
+            assert trigger not in options
+            assert err.code == "invalid_transition"
+            continue
+        assert trigger in options
+        assert lifecycle.Transition(state, trigger, new) in TRANSITIONS
+        assert new in State
+        state = new
+
+
+# --- deadlines ---------------------------------------------------------------------------------
+
+
+def test_deadline_defaults_cover_every_state_with_a_deadline():
+    assert deadlines() == {s: sp.deadline_seconds for s, sp in STATES.items()
+                           if sp.deadline_seconds is not None}
+
+
+def test_a_deadline_override_replaces_the_default():
+    assert deadlines({"running": 1800})[State.RUNNING] == 1800
+
+
+def test_bad_deadline_overrides_are_all_reported_at_once():
+    with pytest.raises(InvalidInput) as err:
+        deadlines({"sleeping": 5, "succeeded": 5, "running": 0, "queued": 1.5})
+
+    assert err.value.code == "invalid_deadline"
+    for fragment in ("'sleeping'", "succeeded has no deadline", "running: 0", "queued: 1.5"):
+        assert fragment in err.value.message
+
+
+# --- docs cannot drift -------------------------------------------------------------------------
+
+
+def test_the_lifecycle_docs_embed_the_diagram_generated_from_the_table():
+    text = (DOCS / "lifecycle.md").read_text()
+    found = re.search(r"```mermaid\n(.*?)```", text, re.S)
+    assert found, "docs/lifecycle.md has no mermaid block"
+    assert found.group(1) == lifecycle.mermaid(), (
+        "docs/lifecycle.md is out of date: paste lifecycle.mermaid() into its mermaid block")
+
+
+def test_the_lifecycle_docs_embed_the_state_table_generated_from_the_table():
+    text = (DOCS / "lifecycle.md").read_text()
+    found = re.search(r"<!-- states:begin -->\n(.*?)<!-- states:end -->", text, re.S)
+    assert found, "docs/lifecycle.md has no states:begin/end markers"
+    assert found.group(1) == lifecycle.states_markdown()
+
+
+@pytest.mark.parametrize("page", ["lifecycle.md"])
+def test_the_docs_state_the_gate_rule_generated_from_the_table(page):
+    assert lifecycle.gate_rule() in (DOCS / page).read_text()
+
+
+def test_the_diagram_has_one_line_per_edge():
+    lines = lifecycle.mermaid().splitlines()
+    assert lines[0] == "stateDiagram-v2"
+    edges = [ln for ln in lines if "[*]" not in ln and "-->" in ln]
+    assert len(edges) == len(TRANSITIONS)
