@@ -9,17 +9,22 @@ Every handler follows the same shape so that an error never leaves half-written 
 5. if the append fails, undo the file work, then re-raise; a lost race is retried from step 1 a
    bounded number of times.
 
+``mount`` swaps steps 3 and 4: it claims the slot in the log first and only then writes the
+files, because the slot directory is shared and the loser of a race for it must not undo (clear)
+the winner's files. If writing the files fails, it empties the slot and records it free again.
+
 Blobs written before a failed append are harmless: they are content-addressed and unreferenced.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, IntegrityFailure, InvalidInput, NotFound
 from .events import ProjectInitialized, ThoughtLogged
 from .log import decode, stream_id
 from .ports import BlobStore, Clock, EventStore, NewEvent, SlotFiles
@@ -170,16 +175,40 @@ class Service:
                     hint="those files belong to no workspace; move them somewhere safe (or into "
                     "a workspace) and mount again; Quipu will not overwrite them")
             manifest = self._manifest_of(ws, ws.current)
-            self.slots.restore(slot, manifest)
+            self._check_blobs(manifest)
+            # Claim the slot in the log BEFORE writing its files. The slot directory is shared:
+            # a mount that loses the race for it (and would then undo its file work) must never
+            # have touched the files of the mount that won.
+            positions = self._commit(ws, s)
             try:
-                positions = self._commit(ws, s)
+                self.slots.restore(slot, manifest)
             except BaseException:
-                self.slots.clear(slot)
+                self._release_failed_mount(workspace, slot, meta)
                 raise
             return {"workspace": workspace, "slot": slot, "version": ws.current,
                     "path": str(self.slots.path(slot)), "position": positions[-1]}
 
         return self._attempt(command)
+
+    def _check_blobs(self, manifest: bytes) -> None:
+        """Refuse, before anything is written, a tree whose file contents are not all stored."""
+        for rel, entry in Manifest.from_bytes(manifest).files.items():
+            if entry.kind == "file" and not self.blobs.exists(entry.sha256):
+                raise IntegrityFailure(
+                    f"the stored content of {rel} ({entry.sha256[:12]}) is missing",
+                    code="blob_missing",
+                    hint="restore the blob directory from a backup; nothing was written")
+
+    def _release_failed_mount(self, workspace: str, slot: str, meta: Meta) -> None:
+        """Undo a committed mount whose files could not be written: empty and free the slot."""
+        # Best effort, each step on its own: the caller re-raises the original error.
+        with contextlib.suppress(Exception):
+            self.slots.clear(slot)
+        with contextlib.suppress(Exception):
+            ws, s = self.load(Workspace, workspace), self._slot(slot)
+            ws.hibernate(Meta(meta.actor, f"mount failed while writing files: {meta.reason}",
+                              self.clock.now()), s, None)
+            self._commit(ws, s)
 
     def _save(self, ws: Workspace, slot: str, meta: Meta, message: str,
               trigger: str) -> tuple[int | None, bool]:

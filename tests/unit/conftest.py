@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,3 +118,17 @@ def project(tmp_path: Path) -> Iterator[Project]:
     p = make_project(tmp_path)
     yield p
     p.store.close()
+
+
+@pytest.fixture
+def new_project(tmp_path: Path) -> Iterator[Callable[..., Project]]:
+    """Factory ``new_project(blobs=...)`` for a project over a blob store the test built."""
+    made: list[Project] = []
+
+    def make(*, blobs: LocalBlobStore) -> Project:
+        made.append(make_project(tmp_path / f"project-{len(made)}", blobs))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.store.close()

@@ -6,11 +6,15 @@ checks both what the command answered and what the log and the slot directory no
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+from pathlib import Path
 
 import pytest
 
-from quipu.core.errors import Conflict, InvalidInput, NotFound
+from quipu.adapters.blobs.local import LocalBlobStore
+from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
 from quipu.core.events import (
     SlotRolledBack,
     ThoughtLogged,
@@ -20,6 +24,21 @@ from quipu.core.events import (
 
 ACTOR = "agent-1"
 REASON = "exercise the service in a unit test"
+
+
+class FullDiskBlobs(LocalBlobStore):
+    """Local blobs that run out of disk after ``budget`` more copies into a slot (None: never)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, fsync=False)
+        self.budget: int | None = None
+
+    def copy_to(self, digest: str, dest: Path) -> None:
+        if self.budget is not None:
+            if self.budget == 0:
+                raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+            self.budget -= 1
+        super().copy_to(digest, dest)
 
 
 def saved(project, workspace: str) -> list[VersionSaved]:  # type: ignore[no-untyped-def]
@@ -204,6 +223,46 @@ class TestMount:
             project.mount("ghost")
 
         assert err.value.code == "unknown_workspace"
+
+    def test_a_version_whose_content_is_missing_is_refused_before_anything_is_written(
+            self, project):
+        project.create("exp")
+        project.mount("exp")
+        project.write("w1", "a.txt", "precious\n")
+        project.save()
+        project.hibernate()
+        digest = hashlib.sha256(b"precious\n").hexdigest()
+        (project.root / "blobs" / digest[:2] / digest[2:]).unlink()
+        head = project.store.head()
+
+        with pytest.raises(IntegrityFailure) as err:
+            project.mount("exp", "w2")
+
+        assert err.value.code == "blob_missing" and "a.txt" in str(err.value)
+        assert project.store.head() == head
+        assert project.tree("w2") == {}
+
+    def test_a_mount_whose_files_cannot_be_written_leaves_the_slot_empty_and_free(
+            self, new_project, tmp_path):
+        """The slot is claimed before its files are written; a failed write gives it back."""
+        blobs = FullDiskBlobs(tmp_path / "full-disk-blobs")
+        project = new_project(blobs=blobs)
+        project.create("exp")
+        project.mount("exp")
+        project.write("w1", "a.txt", "one\n")
+        project.write("w1", "b.txt", "two\n")
+        project.save()
+        project.hibernate()
+        blobs.budget = 1  # the first file lands, the second does not
+
+        with pytest.raises(OSError, match="No space left"):
+            project.mount("exp", "w2")
+
+        assert project.tree("w2") == {}
+        assert project.types()[-2:] == ["WorkspaceHibernated", "SlotReleased"]
+        blobs.budget = None
+        project.mount("exp", "w2")
+        assert set(project.tree("w2")) == {"a.txt", "b.txt"}
 
 
 # --- save_version ------------------------------------------------------------------------------
