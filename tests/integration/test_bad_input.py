@@ -373,6 +373,17 @@ def test_a_save_into_a_locked_log_leaves_the_edits_in_place(locked):
     assert locked.state() == before
 
 
+def test_a_rollback_into_a_locked_log_puts_the_unsaved_edits_back(locked):
+    """The rollback rewrote the slot before the append failed; it restores what was there."""
+    before = locked.state()
+
+    with pytest.raises(Unavailable):
+        locked.service.rollback("w1", 1, REASON, actor=ACTOR)
+
+    assert locked.state() == before
+    assert (locked.slot("w1") / "train.py").read_text() == "lr = 0.01\n"
+
+
 def test_a_hibernate_into_a_locked_log_keeps_the_slot_files(locked):
     before = locked.state()
 
@@ -470,7 +481,7 @@ def test_two_services_racing_to_mount_into_one_slot_have_exactly_one_winner(tmp_
 
     assert gate.fired
     assert err.value.code == "slot_occupied"
-    assert loser_store.appends <= 1, "the loser wrote at most its one losing batch"
+    assert loser_store.appends == 1, "one losing append, then the reloaded retry is refused"
     assert tree(winner.slot("w3")) == expected_files == {
         "train.py": ("file", b"lr = 0.01\n", 0o644)}
     slot = winner.service.load(Slot, "w3")
