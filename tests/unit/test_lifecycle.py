@@ -256,7 +256,7 @@ def test_the_lifecycle_docs_embed_the_state_table_generated_from_the_table():
     assert found.group(1) == lifecycle.states_markdown()
 
 
-@pytest.mark.parametrize("page", ["lifecycle.md"])
+@pytest.mark.parametrize("page", ["lifecycle.md", "results.md"])
 def test_the_docs_state_the_gate_rule_generated_from_the_table(page):
     assert lifecycle.gate_rule() in (DOCS / page).read_text()
 
