@@ -1,0 +1,109 @@
+"""STATE.md: everything an agent that has forgotten everything needs to carry on.
+
+``render`` is a pure function of rows already read from the views (and of the slots' dirty flags,
+which the caller asks the slot files about), so the same log and the same dirty answers always
+give the same bytes. It reads no clock: every time shown is an event's own timestamp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["MAX_ACTIONS", "MAX_THOUGHTS", "MAX_VERSIONS", "MAX_WORKSPACES", "StateInput",
+           "render"]
+
+MAX_WORKSPACES = 10
+"""Workspaces described in full (mounted first, then the most recently active)."""
+MAX_VERSIONS = 3
+MAX_THOUGHTS = 5
+MAX_ACTIONS = 15
+_TEXT = 160  # longest message / thought / reason shown on one line
+
+
+@dataclass(frozen=True)
+class StateInput:
+    """The rows STATE.md is drawn from."""
+
+    project: dict[str, Any]
+    slots: list[dict[str, Any]]  # slot, workspace, current_version, dirty
+    workspaces: list[dict[str, Any]]  # workspace dicts, each with "latest": [version dicts]
+    workspace_total: int
+    thoughts: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def when(at: str) -> str:
+    """``YYYY-MM-DD HH:MM`` (UTC) of a stored ISO timestamp."""
+    stamp = datetime.fromisoformat(at)
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(UTC)
+    return stamp.strftime("%Y-%m-%d %H:%M")
+
+
+def one_line(text: str | None, limit: int = _TEXT) -> str:
+    """Collapse whitespace and cut long text with an ellipsis."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def _slot_line(s: dict[str, Any]) -> str:
+    if not s.get("workspace"):
+        return f"- {s['slot']}: (free)"
+    state = "DIRTY (unsaved edits)" if s.get("dirty") else "CLEAN"
+    at = s.get("current_version") or "no versions yet"
+    return f"- {s['slot']}: {s['workspace']} — {state}, at {at}"
+
+
+def _workspace_lines(w: dict[str, Any]) -> list[str]:
+    where = f" (mounted in {w['slot']})" if w.get("slot") else ""
+    lines = [f"### {w['name']}{where}", f"- goal: {one_line(w['goal'])}"]
+    if w.get("forked_from"):
+        lines.append(f"- forked from: {w['forked_from']}@{w['from_version']}")
+    current = w.get("current_version") or "none"
+    count = w["version_count"]
+    lines.append(f"- current version: {current} ({count} version{'' if count == 1 else 's'})")
+    for v in w.get("latest", []):
+        tags = f" [{', '.join(v['tags'])}]" if v["tags"] else ""
+        lines.append(f"  - {v['version']}{tags} [{when(v['created_at'])}] "
+                     f"{one_line(v['message'])}")
+    if w.get("tags"):
+        tags = ", ".join(f"{t}={v}" for t, v in sorted(w["tags"].items()))
+        lines.append(f"- tags: {tags}")
+    return lines
+
+
+def render(state: StateInput) -> str:
+    """The STATE.md text for ``state``."""
+    name = state.project.get("name") or "(uninitialised project)"
+    out = [f"# {name}", "", f"**Goal:** {one_line(state.project.get('goal'), 1000) or '(none)'}",
+           "", "## Slots"]
+    out += [_slot_line(s) for s in state.slots] or ["- (no slots configured)"]
+
+    out += ["", "## Workspaces"]
+    if not state.workspaces:
+        out.append("No workspaces yet: create_workspace(name, goal, reason).")
+    for w in state.workspaces:
+        out += _workspace_lines(w)
+    hidden = state.workspace_total - len(state.workspaces)
+    if hidden > 0:
+        out.append(f"\n…and {hidden} more workspaces (most recently active shown).")
+
+    out += ["", "## Recent thoughts"]
+    if not state.thoughts:
+        out.append("- (none)")
+    for t in state.thoughts:
+        about = f" ({t['workspace']})" if t.get("workspace") else ""
+        out.append(f"- [{when(t['at'])}] {t['actor']}{about}: {one_line(t['thought'])}")
+
+    out += ["", "## Recent actions"]
+    if not state.actions:
+        out.append("- (none)")
+    for a in state.actions:
+        out.append(f"- [{when(a['at'])}] {a['actor']}: {a['summary']} — "
+                   f"{one_line(a['reason'])}")
+
+    out += ["", "More: `quipu status` on the command line, or the MCP tools status(), "
+            "inspect_workspace(name), get_workspace_thoughts(name) and get_audit_log().", ""]
+    return "\n".join(out)

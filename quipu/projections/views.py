@@ -1,0 +1,294 @@
+"""``Views``: the read side. Every projection in one SQLite file, caught up from the log.
+
+``views.db`` is disposable: it can always be refolded from the log. So when it is missing,
+unreadable (garbage over the file), made by another schema, or a table is gone, it is rebuilt
+without being asked, at open or at the next ``catch_up``. A lock held by another process is not
+damage and is never "repaired".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import sqlite_utils
+
+from quipu.core.errors import InvalidInput
+from quipu.core.ports import EventStore
+
+from . import audit, project, state_md, thoughts, workspaces
+from ._base import PAGE_SIZE, Progress, Projection, Runner
+
+__all__ = ["PROJECTIONS", "SCHEMA", "Views"]
+
+SCHEMA = 1
+"""Version of the bookkeeping tables (``_meta``, ``_positions``); a different one starts fresh.
+Each projection has its own ``version`` too: a change refolds only that projection."""
+
+PROJECTIONS: tuple[type[Projection], ...] = (
+    project.ProjectView, workspaces.WorkspacesView, thoughts.ThoughtsView, audit.AuditView,
+)
+"""Every projection, in the order they fold a page. Adding one is adding it here."""
+
+_DAMAGE_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether the error means the file is broken (rebuild), not busy or unreachable (raise)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _DAMAGE_CODES:
+        return True
+    text = str(exc)
+    return text.startswith(("no such table", "no such column")) or "malformed" in text
+
+
+def _natural(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _locked(fn: Callable[P, T]) -> Callable[P, T]:
+    """Serialise a method on the instance's lock (one connection, possibly many threads)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with args[0]._lock:  # type: ignore[attr-defined]
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class Views:
+    """Read models folded from ``store`` into the SQLite file at ``path``.
+
+    ``until`` caps the log position read (an audit replays the views as of that position).
+    Queries return plain JSON-serialisable dicts in a deterministic order; they read what was
+    folded so far, so callers ``catch_up()`` first (``quipu.bootstrap.Quipu`` does).
+    """
+
+    def __init__(self, path: Path, store: EventStore, *, until: int | None = None,
+                 page_size: int = PAGE_SIZE) -> None:
+        self.path = Path(path)
+        self.store = store
+        self.until = until
+        self.page_size = page_size
+        self._projections: list[Projection] = [cls() for cls in PROJECTIONS]
+        self._lock = threading.RLock()
+        self.conn = self._open()
+
+    # --- the file ------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a crash may lose the last pages folded, never mix them up.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: bulk folds touch many pages
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+        self._discard()
+        return self._connect()
+
+    def _discard(self) -> None:
+        """Delete the damaged file (and its WAL) so the next open starts from nothing."""
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self.path}{suffix}").unlink()
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Make the file match this code: bookkeeping at ``SCHEMA``, and every projection's
+        tables present at its version (a projection that is not is reset to position 0)."""
+        db = sqlite_utils.Database(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            tables = set(db.table_names())
+            meta = (conn.execute("SELECT value FROM _meta WHERE key = 'schema'").fetchone()
+                    if "_meta" in tables else None)
+            if meta is None or meta[0] != str(SCHEMA):
+                for name in tables:
+                    conn.execute(f'DROP TABLE "{name}"')
+                db.table("_meta").create({"key": str, "value": str}, pk="key")
+                db.table("_positions").create({"name": str, "position": int, "version": int},
+                                        pk="name")
+                conn.execute("INSERT INTO _meta VALUES ('schema', ?)", (str(SCHEMA),))
+                tables = set()
+            stored = dict(conn.execute("SELECT name, version FROM _positions").fetchall())
+            for p in self._projections:
+                if stored.get(p.name) != p.version or not set(p.tables) <= tables:
+                    self._reset(db, p)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _reset(db: sqlite_utils.Database, p: Projection) -> None:
+        for table in p.tables:
+            db.execute(f'DROP TABLE IF EXISTS "{table}"')
+        p.create(db)
+        db.execute("INSERT OR REPLACE INTO _positions (name, position, version) VALUES (?, 0, ?)",
+                   (p.name, p.version))
+
+    def _recover(self) -> None:
+        self.conn.close()
+        self._discard()
+        self.conn = self._connect()
+
+    def _runner(self, projections: Sequence[Projection] | None = None) -> Runner:
+        return Runner(self.conn, self.store, projections or self._projections, until=self.until,
+                      page_size=self.page_size)
+
+    @_locked
+    def close(self) -> None:
+        """Close the file."""
+        self.conn.close()
+
+    def __enter__(self) -> Views:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- folding -------------------------------------------------------------------------------
+
+    @_locked
+    def catch_up(self) -> int:
+        """Fold every event not folded yet (up to ``until``); return the position reached."""
+        try:
+            return self._runner().run()[0]
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+        self._recover()
+        return self._runner().run()[0]
+
+    @_locked
+    def position(self) -> int:
+        """The log position every projection has folded up to."""
+        return min(self._runner().positions().values())
+
+    def names(self) -> list[str]:
+        """The projections' names."""
+        return [p.name for p in self._projections]
+
+    @_locked
+    def rebuild(self, names: Sequence[str] | None = None,
+                progress: Progress | None = None) -> dict[str, Any]:
+        """Drop the named projections (default: all) and refold them from position 0.
+
+        ``progress(position, target)`` is called after every page. Returns the events read, the
+        seconds taken and the rate.
+        """
+        chosen = list(names) if names is not None else self.names()
+        unknown = sorted(set(chosen) - set(self.names()))
+        if unknown:
+            raise InvalidInput(f"no view called {', '.join(unknown)}", code="unknown_view",
+                               hint=f"views: {', '.join(self.names())}")
+        selected = [p for p in self._projections if p.name in chosen]
+        started = time.perf_counter()
+        db = sqlite_utils.Database(self.conn)
+        with db.atomic():
+            for p in selected:
+                self._reset(db, p)
+        # A rebuild starts from nothing and is simply run again if it is interrupted, so it
+        # need not wait for the disk at every checkpoint.
+        self.conn.execute("PRAGMA synchronous=OFF")
+        try:
+            position, events = self._runner(selected).run(progress=progress)
+        finally:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+        seconds = time.perf_counter() - started
+        return {"views": [p.name for p in selected], "position": position, "events": events,
+                "seconds": seconds,
+                "events_per_second": events / seconds if seconds > 0 else 0.0}
+
+    # --- queries -------------------------------------------------------------------------------
+
+    @_locked
+    def project(self) -> dict[str, Any]:
+        """``{name, goal}`` of the project."""
+        return project.project(self.conn)
+
+    @_locked
+    def workspace(self, name: str) -> dict[str, Any] | None:
+        """One workspace (live, or its last incarnation with ``deleted: True``), else None."""
+        return workspaces.workspace(self.conn, name)
+
+    @_locked
+    def workspaces(self, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Every workspace, by name."""
+        return workspaces.workspaces(self.conn, include_deleted=include_deleted)
+
+    @_locked
+    def workspace_count(self) -> int:
+        """How many workspaces exist (deleted ones excluded)."""
+        return workspaces.workspace_count(self.conn)
+
+    @_locked
+    def versions(self, workspace: str, *, limit: int = 50, offset: int = 0,
+                 include_pruned: bool = False) -> tuple[list[dict[str, Any]], int]:
+        """A page of a workspace's versions, newest first, and the total."""
+        return workspaces.versions(self.conn, workspace, limit=limit, offset=offset,
+                                   include_pruned=include_pruned)
+
+    @_locked
+    def slots(self, slot_names: Sequence[str]) -> list[dict[str, Any]]:
+        """Each named slot with its occupant, current version and manifest (or None)."""
+        return workspaces.slots(self.conn, slot_names)
+
+    @_locked
+    def thoughts(self, *, workspace: str | None = None, limit: int = 50,
+                 offset: int = 0) -> list[dict[str, Any]]:
+        """Thoughts, newest first."""
+        return thoughts.thoughts(self.conn, workspace=workspace, limit=limit, offset=offset)
+
+    @_locked
+    def audit_log(self, *, limit: int = 20, workspace: str | None = None) -> list[dict[str, Any]]:
+        """Recent actions, newest first."""
+        return audit.audit_log(self.conn, limit=limit, workspace=workspace)
+
+    @_locked
+    def state_md(self, dirty: Callable[[str, str | None], bool], *,
+                 slot_names: Sequence[str] | None = None) -> str:
+        """STATE.md from the views; ``dirty(slot, manifest)`` says whether a slot has edits.
+
+        Slots shown are ``slot_names`` or, without them, every slot ever occupied.
+        """
+        if slot_names is None:
+            known = [s for (s,) in self.conn.execute("SELECT slot FROM slots")]
+            slot_names = sorted(known, key=_natural)
+        slot_rows = workspaces.slots(self.conn, slot_names)
+        for s in slot_rows:
+            s["dirty"] = bool(dirty(s["slot"], s["manifest"])) if s["workspace"] else None
+        shown = workspaces.recent_workspaces(self.conn, limit=state_md.MAX_WORKSPACES)
+        for w in shown:
+            w["latest"] = workspaces.latest_versions(self.conn, w["name"],
+                                                     limit=state_md.MAX_VERSIONS)
+        return state_md.render(state_md.StateInput(
+            project=project.project(self.conn), slots=slot_rows, workspaces=shown,
+            workspace_total=workspaces.workspace_count(self.conn),
+            thoughts=thoughts.thoughts(self.conn, limit=state_md.MAX_THOUGHTS),
+            actions=audit.audit_log(self.conn, limit=state_md.MAX_ACTIONS)))
