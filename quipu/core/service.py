@@ -133,6 +133,10 @@ class Service:
                          from_version: int | str | None = None) -> dict[str, Any]:
         """Create a workspace, empty or forked from another workspace's version."""
         check_name(name)
+        if name in self.settings.slots:
+            raise InvalidInput(f"{name!r} is the name of a slot", code="name_is_a_slot",
+                               hint="slot names refer to slots everywhere (diff, save_version); "
+                               "give the workspace a descriptive name such as 'baseline'")
         meta = self._meta(actor, reason)
         if from_version is not None and from_workspace is None:
             raise InvalidInput("from_version needs from_workspace", code="from_version_alone",

@@ -204,6 +204,9 @@ class Workspace(Aggregate):
         """Name a version; tags are unique within a workspace."""
         self.check_exists()
         check_name(tag, what="tag")
+        if tag[0] in "vV" and tag[1:].isdigit():
+            raise InvalidInput(f"tag {tag!r} looks like a version number", code="tag_is_version",
+                               hint="ws@v3 must always mean version 3; pick a tag like 'best-acc'")
         self.check_version(number, allow_pruned=True)
         holder = self.tags.get(tag)
         if holder == number:

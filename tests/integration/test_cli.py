@@ -68,7 +68,8 @@ def test_a_person_can_work_a_workspace_from_the_command_line(project: Path) -> N
     assert "base" in (project / "STATE.md").read_text()
     events = [json.loads(line) for line in
               quipu("events", "--json", "--workspace", "base", cwd=project).stdout.splitlines()]
-    assert [e["type"] for e in events] == ["WorkspaceCreated", "WorkspaceMounted", "VersionSaved"]
+    assert [e["type"] for e in events] == ["WorkspaceCreated", "WorkspaceMounted",
+                                           "SlotClaimed", "VersionSaved"]
     assert all(e["actor"] == "cli:test" for e in events)
 
 

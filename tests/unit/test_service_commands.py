@@ -761,3 +761,12 @@ class TestDiff:
         project.service.diff("exp@v1")
 
         assert project.store.head() == head and project.tree("w1") == files
+
+
+def test_a_workspace_cannot_take_a_slot_name(project):  # type: ignore[no-untyped-def]
+    """Slot names mean slots in diff and save_version, so a workspace may not borrow one."""
+    from quipu.core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as err:
+        project.service.create_workspace("w1", "goal", "a reason long enough", actor="t")
+    assert err.value.code == "name_is_a_slot"

@@ -228,3 +228,19 @@ class TestDelete:
 
         with pytest.raises(NotFound):
             ws.check_exists()
+
+
+def test_a_tag_that_looks_like_a_version_number_is_refused() -> None:
+    """ws@v3 must always mean version 3, so 'v3' cannot be a tag."""
+    from datetime import UTC, datetime
+
+    from quipu.core.errors import InvalidInput
+    from quipu.core.workspace import Meta, Workspace
+
+    meta = Meta(actor="t", reason="a reason long enough", at=datetime(2024, 1, 1, tzinfo=UTC))
+    ws = Workspace("w")
+    ws.create(meta, "goal")
+    ws.save(meta, "a" * 64, file_count=1, total_bytes=1, message="first version of it")
+    with pytest.raises(InvalidInput) as err:
+        ws.tag(meta, 1, "v2")
+    assert err.value.code == "tag_is_version"
