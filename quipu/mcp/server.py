@@ -4,10 +4,11 @@ Each tool parses its arguments (pydantic, from the signature), calls one method 
 ``Quipu`` facade and returns the facade's dict unchanged. Refusals come back as tool errors
 (see ``_errors``); nothing here decides anything.
 
-Threading: the tools are ``async`` but call the facade synchronously, on the event loop's
-thread. The facade must be used from one thread at a time and its SQLite connections belong to
-the thread that opened them, which for ``serve`` is the same thread that runs the loop. A call
-therefore blocks the loop while it runs; over stdio a client sends one request at a time anyway.
+Threading: the facade must be used from one thread at a time. fastmcp runs sync tools in a
+worker-thread pool, so the tools here are ``async`` and call the facade synchronously on the
+event loop's thread: calls cannot interleave, no lock is needed, and every call runs on the
+thread that opened the project (``serve``). A call blocks the loop while it runs, which suits
+stdio, where one agent waits for each answer.
 
 No ``from __future__ import annotations`` here: the tool signatures use aliases built inside
 ``build_server`` (descriptions that name this project's slots and minimum reason length), and

@@ -192,6 +192,21 @@ def test_a_workspace_branched_from_a_version_starts_with_its_files(
     asyncio.run(main())
 
 
+def test_concurrent_calls_from_one_client_are_each_recorded_once(mcp_session: Connect) -> None:
+    """Requests in flight together are served one at a time by the facade, none lost."""
+    async def main() -> None:
+        async with mcp_session() as client:
+            await call(client, "create_workspace", name="busy", goal="many notes at once",
+                       reason=WHY)
+            notes = [f"observation number {i} about the loss curve" for i in range(8)]
+            await asyncio.gather(*(call(client, "log_thought", thought=note, workspace="busy")
+                                   for note in notes))
+            thoughts = await call(client, "get_workspace_thoughts", workspace="busy")
+            assert sorted(t["thought"] for t in thoughts["thoughts"]) == sorted(notes)
+
+    asyncio.run(main())
+
+
 # --- refusals ------------------------------------------------------------------------------------
 
 
