@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -118,6 +119,9 @@ class LocalSlotFiles:
 
     def _scan(self, slot: str, *, store: bool) -> Manifest:
         cache = self._load_cache(slot)
+        # A file modified within the last 2 s could change again within the same mtime tick
+        # without changing size or inode ("racy" entries): never trust the cache for those.
+        racy_before = time.time_ns() - 2_000_000_000
         fresh: dict[str, tuple[_Stat, str]] = {}
         files: dict[str, FileEntry] = {}
         for rel, full, st in self._walk(slot):
@@ -137,7 +141,8 @@ class LocalSlotFiles:
                     digest, size = self.blobs.put_file(full) if store else _hash_file(full)
                 except FileNotFoundError:
                     raise self._vanished(rel) from None
-            fresh[rel] = (key, digest)
+            if st.st_mtime_ns < racy_before:
+                fresh[rel] = (key, digest)
             files[rel] = FileEntry(sha256=digest, size=size, mode=mode)
         with contextlib.suppress(OSError):
             self._save_cache(slot, fresh)
