@@ -144,8 +144,9 @@ class LocalSlotFiles:
             if st.st_mtime_ns < racy_before:
                 fresh[rel] = (key, digest)
             files[rel] = FileEntry(sha256=digest, size=size, mode=mode)
-        with contextlib.suppress(OSError):
-            self._save_cache(slot, fresh)
+        if fresh != cache:
+            with contextlib.suppress(OSError):
+                self._save_cache(slot, fresh)
         return Manifest(files=files)
 
     # --- the port ------------------------------------------------------------------------------
