@@ -62,22 +62,28 @@ class LocalSlotFiles:
         base = self.path(slot)
         if not base.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not self._ignored(d)
-                                 and not (Path(dirpath) / d).is_symlink())
-            # A symlinked directory is recorded as a link, not followed.
-            links = [d for d in os.listdir(dirpath)
-                     if (Path(dirpath) / d).is_symlink() and d not in filenames]
-            for name in sorted([*filenames, *links]):
-                if self._ignored(name):
+        stack: list[tuple[str, str]] = [(str(base), "")]
+        while stack:
+            directory, prefix = stack.pop()
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except FileNotFoundError:
+                raise self._vanished(prefix.rstrip("/")) from None
+            subdirs = []
+            for entry in entries:
+                if self._ignored(entry.name):
                     continue
-                full = Path(dirpath) / name
-                rel = full.relative_to(base).as_posix()
+                rel = prefix + entry.name
                 try:
-                    st = full.lstat()
+                    # A symlinked directory is recorded as a link, not followed.
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append((entry.path, rel + "/"))
+                        continue
+                    st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     raise self._vanished(rel) from None
-                yield rel, full, st
+                yield rel, Path(entry.path), st
+            stack.extend(reversed(subdirs))
 
     @staticmethod
     def _vanished(rel: str) -> Conflict:
