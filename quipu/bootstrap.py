@@ -164,10 +164,10 @@ class Quipu:
 
     # --- after every command -------------------------------------------------------------------
 
-    def refresh(self) -> str:
+    def refresh(self, dirty: Callable[[str, str | None], bool] | None = None) -> str:
         """Catch the views up with the log and rewrite STATE.md if it changed; return it."""
         self.views.catch_up()
-        text = self.views.state_md(dirty=self._dirty)
+        text = self.views.state_md(dirty=dirty or self._dirty)
         path = self.root / "STATE.md"
         try:
             old = path.read_text()
@@ -276,12 +276,20 @@ class Quipu:
 
     def status(self) -> dict[str, Any]:
         """Project, slots (with dirty flags), workspaces, recent actions and STATE.md."""
-        state_md = self.refresh()
+        seen: dict[tuple[str, str | None], bool] = {}
+
+        def dirty_once(slot: str, manifest: str | None) -> bool:
+            # STATE.md and the slot rows ask the same question; scan each slot once per call.
+            if (slot, manifest) not in seen:
+                seen[(slot, manifest)] = self._dirty(slot, manifest)
+            return seen[(slot, manifest)]
+
+        state_md = self.refresh(dirty_once)
         project = self.views.project()
         slots = []
         for row in self.views.slots(self.config.slot_names()):
             if row["workspace"]:
-                row["dirty"] = self._dirty(row["slot"], row["manifest"])
+                row["dirty"] = dirty_once(row["slot"], row["manifest"])
             slots.append(row)
         return {"project": project, "slots": slots,
                 "workspace_count": self.views.workspace_count(),
