@@ -101,10 +101,10 @@ def array_stats(array: np.ndarray[Any, Any]) -> dict[str, Any]:
     stats["null_ratio"] = float(np.isnan(values).mean()) if values.size else 0.0
     finite = values[np.isfinite(values)]
     if finite.size:
-        stats.update(
-            mean=_finite_or_none(float(finite.mean())), std=_finite_or_none(float(finite.std())),
-            min=float(finite.min()), max=float(finite.max()),
-        )
+        with np.errstate(all="ignore"):  # a sum of huge values overflows: reported as None
+            mean, std = float(finite.mean()), float(finite.std())
+        stats.update(mean=_finite_or_none(mean), std=_finite_or_none(std),
+                     min=float(finite.min()), max=float(finite.max()))
     return stats
 
 
