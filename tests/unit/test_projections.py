@@ -151,7 +151,7 @@ class TestWorkspaces:
         project.mount("again")
         project.write("w1", "a.txt", "old life")
         project.save()
-        project.service.tag_version("again", "v1", "best", None, actor=ACTOR)
+        project.service.tag_version("again", "v1", "best", REASON, actor=ACTOR)
         project.hibernate()
         project.service.delete_workspace("again", REASON, actor=ACTOR)
 
@@ -183,8 +183,8 @@ class TestVersions:
         return project
 
     def test_versions_are_newest_first_with_tags_and_paging(self, five, views):
-        five.service.tag_version("ws", "v2", "best", None, actor=ACTOR)
-        five.service.tag_version("ws", "v2", "alpha", None, actor=ACTOR)
+        five.service.tag_version("ws", "v2", "best", REASON, actor=ACTOR)
+        five.service.tag_version("ws", "v2", "alpha", REASON, actor=ACTOR)
 
         page, total = fresh(views).versions("ws", limit=2, offset=2)
 
@@ -199,8 +199,8 @@ class TestVersions:
         assert views.workspace("ws")["tags"] == {"alpha": "v2", "best": "v2"}
 
     def test_untag_removes_the_tag_everywhere(self, five, views):
-        five.service.tag_version("ws", "v2", "best", None, actor=ACTOR)
-        five.service.untag_version("ws", "best", None, actor=ACTOR)
+        five.service.tag_version("ws", "v2", "best", REASON, actor=ACTOR)
+        five.service.untag_version("ws", "best", REASON, actor=ACTOR)
 
         assert fresh(views).workspace("ws")["tags"] == {}
         assert all(v["tags"] == [] for v in views.versions("ws")[0])
@@ -321,7 +321,7 @@ class TestPositions:
             project.write("w1", "f.txt", f"v{i}")
             project.save()
             project.service.log_thought(f"thought {i}", actor=ACTOR, workspace="a")
-        project.service.tag_version("a", 2, "t", None, actor=ACTOR)
+        project.service.tag_version("a", 2, "t", REASON, actor=ACTOR)
         project.service.prune_versions("a", REASON, actor=ACTOR, version=1)
         project.hibernate()
         project.service.delete_workspace("a", REASON, actor=ACTOR)
