@@ -71,16 +71,19 @@ class Views:
     """Read models folded from ``store`` into the SQLite file at ``path``.
 
     ``until`` caps the log position read (an audit replays the views as of that position).
+    ``page_size`` is the number of events folded per transaction; ``busy_timeout`` how long to
+    wait for another process's write lock on the file.
     Queries return plain JSON-serialisable dicts in a deterministic order; they read what was
     folded so far, so callers ``catch_up()`` first (``quipu.bootstrap.Quipu`` does).
     """
 
     def __init__(self, path: Path, store: EventStore, *, until: int | None = None,
-                 page_size: int = PAGE_SIZE) -> None:
+                 page_size: int = PAGE_SIZE, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.store = store
         self.until = until
         self.page_size = page_size
+        self.busy_timeout = busy_timeout
         self._projections: list[Projection] = [cls() for cls in PROJECTIONS]
         self._lock = threading.RLock()
         self.conn = self._open()
@@ -89,7 +92,7 @@ class Views:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
