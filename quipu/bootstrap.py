@@ -326,6 +326,9 @@ class Quipu:
     def get_audit_log(self, *, limit: int = 20, workspace: str | None = None) -> dict[str, Any]:
         """Recent actions (who, what, why, when), newest first."""
         self.views.catch_up()
+        if workspace is not None and self.views.workspace(workspace) is None:
+            raise NotFound(f"workspace {workspace!r} does not exist", code="unknown_workspace",
+                           hint="list workspaces with status()")
         return {"entries": self.views.audit_log(limit=limit, workspace=workspace)}
 
 

@@ -113,6 +113,7 @@ def init(ctx: click.Context, path: Path, name: str | None, goal: str, slots: int
 
 @main.command()
 @click.pass_context
+@_edge
 def serve(ctx: click.Context) -> None:
     """Run the MCP server over stdio (what an agent connects to).
 
@@ -434,7 +435,7 @@ def _show(result: dict[str, Any], as_json: bool) -> None:
 
 
 def _json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)  # type: ignore[return-value]
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
 
 
 @workspace.command("create")

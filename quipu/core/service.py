@@ -160,7 +160,7 @@ class Service:
             positions = self._commit(ws)
             return {"workspace": name, "forked_from": (f"{fork[0]}@v{fork[1].number}"
                                                        if fork else None),
-                    "version": ws.current, "position": positions[-1]}
+                    "version": _label(ws.current), "position": positions[-1]}
 
         return self._attempt(command)
 
@@ -189,7 +189,7 @@ class Service:
             except BaseException:
                 self._release_failed_mount(workspace, slot, meta)
                 raise
-            return {"workspace": workspace, "slot": slot, "version": ws.current,
+            return {"workspace": workspace, "slot": slot, "version": _label(ws.current),
                     "path": str(self.slots.path(slot)), "position": positions[-1]}
 
         return self._attempt(command)
@@ -294,7 +294,7 @@ class Service:
     def tag_version(self, workspace: str, version: int | str, tag: str, reason: str | None, *,
                     actor: str) -> dict[str, Any]:
         """Name a version (protects it from pruning)."""
-        meta = self._meta(actor, reason or f"tag version {version} as {tag}")
+        meta = self._meta(actor, reason)
         number = parse_version(version)
 
         def command() -> dict[str, Any]:
@@ -308,7 +308,7 @@ class Service:
     def untag_version(self, workspace: str, tag: str, reason: str | None, *,
                       actor: str) -> dict[str, Any]:
         """Remove a tag."""
-        meta = self._meta(actor, reason or f"remove the tag {tag} from {workspace}")
+        meta = self._meta(actor, reason)
 
         def command() -> dict[str, Any]:
             ws = self.load(Workspace, check_name(workspace))
@@ -468,6 +468,11 @@ class Service:
 
 def _is_version_ref(text: str) -> bool:
     return len(text) > 1 and text[0] in "vV" and text[1:].isdigit()
+
+
+def _label(number: int | None) -> str | None:
+    """Versions are shown as 'v3' everywhere an agent or a person reads them."""
+    return None if number is None else f"v{number}"
 
 
 def parse_version(value: int | str | None) -> int:

@@ -129,7 +129,7 @@ def test_a_whole_session_from_create_to_audit(project: Path, mcp_session: Connec
             assert listed["total"] == 3
             assert version_names(listed["versions"]) == ["v1", "v2", "v3"]
             await call(client, "manage_versions", workspace="baseline", action="tag",
-                       version="v1", tag="best")
+                       version="v1", tag="best", reason="v1 had the best validation loss")
             pruned = await call(client, "manage_versions", workspace="baseline", action="prune",
                                 version=2, reason="auto-save of a diverging experiment")
             assert pruned["pruned"] == ["v2"]
@@ -233,6 +233,7 @@ def test_bad_input_is_a_tool_error_with_code_and_hint_and_records_nothing(
                          reason=WHY)
             await refuse(client, "hibernate", "unknown_slot", slot="nope", reason=WHY)
             await refuse(client, "inspect_workspace", "unknown_workspace", name="ghost")
+            await refuse(client, "get_audit_log", "unknown_workspace", workspace="ghost")
             await refuse(client, "manage_versions", "tag_args", workspace="taken", action="tag")
             await refuse(client, "mount", "invalid_arguments", workspace="other")
             await refuse(client, "get_audit_log", "invalid_arguments", limit=0)

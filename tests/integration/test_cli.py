@@ -138,3 +138,9 @@ def test_rebuild_reports_events_per_second(project: Path) -> None:
     assert "events/s" in out
     proc = quipu("rebuild", cwd=project, check=False)
     assert proc.returncode == 2 and "rebuild_what" in proc.stderr
+
+
+def test_serve_outside_a_project_says_so_instead_of_a_traceback(tmp_path: Path) -> None:
+    proc = quipu("--project", str(tmp_path / "nowhere"), "serve", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "no_project" in proc.stderr and "Traceback" not in proc.stderr

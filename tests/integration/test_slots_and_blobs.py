@@ -375,7 +375,7 @@ def test_a_project_carries_on_after_the_log_is_closed_and_reopened(tmp_path):
     second.hibernate("w1", REASON, actor=ACTOR)
     result = second.mount("exp", "w2", REASON, actor=ACTOR)
 
-    assert result["version"] == 1
+    assert result["version"] == "v1"
     assert tree(tmp_path / "workspaces" / "w2") == expected
     assert tree(tmp_path / "workspaces" / "w1") == {}
     records = second.store.read(limit=1000)

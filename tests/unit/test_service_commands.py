@@ -68,7 +68,7 @@ class TestCreateWorkspace:
         project.mount("wide", "w2")
 
         assert result["forked_from"] == "base@v2"
-        assert result["version"] == 1
+        assert result["version"] == "v1"
         assert (project.slot("w2") / "model.py").read_text() == "layers = 3\n"
         first = saved(project, "wide")[0]
         assert (first.trigger, first.parent, first.message) == ("fork", None,
@@ -168,7 +168,7 @@ class TestMount:
 
         result = project.mount("exp", "w2")
 
-        assert result["version"] == 1
+        assert result["version"] == "v1"
         assert result["path"] == str(project.slot("w2"))
         assert project.tree("w2") == before
 

@@ -96,7 +96,7 @@ class RecorderEventStore:
                     code="concurrency_conflict",
                     hint="reload and retry the command",
                 ) from exc
-            except (OperationalError, PersistenceError) as exc:
+            except OperationalError as exc:
                 attempt += 1
                 if attempt > self._lock_retries:
                     raise Unavailable(
@@ -107,6 +107,14 @@ class RecorderEventStore:
                         "to finish (or stop it) and retry; nothing was written",
                     ) from exc
                 time.sleep(self._retry_wait * (2 ** (attempt - 1)))
+            except PersistenceError as exc:
+                # Not a lock: retrying would not help and "locked" would mislead.
+                raise Unavailable(
+                    f"the event log ({self.description}) refused the write: {exc}",
+                    code="log_write_failed",
+                    hint="check the database's disk space, permissions and health; nothing "
+                    "was written",
+                ) from exc
 
     def load(self, stream: UUID) -> list[StoredRecord]:
         """Every event of one stream, oldest first."""

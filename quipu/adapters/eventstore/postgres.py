@@ -7,6 +7,7 @@ chain is linked after that lock, so writers on many hosts still form one chain.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -40,6 +41,19 @@ class _ChainedRecorder(PostgresApplicationRecorder):
         super(PostgresApplicationRecorder, self)._insert_stored_events(curs, linked, **kwargs)
 
 
+def _create_table(recorder: _ChainedRecorder, attempts: int = 5) -> None:
+    # Several workers starting at once race on CREATE ... IF NOT EXISTS / CREATE OR REPLACE
+    # FUNCTION ("tuple concurrently updated"); the statements are idempotent, so retry.
+    for attempt in range(1, attempts + 1):
+        try:
+            recorder.create_table()
+            return
+        except Exception:
+            if attempt == attempts:
+                raise
+            time.sleep(0.05 * attempt)
+
+
 def parse_url(url: str) -> dict[str, Any]:
     """Split a ``postgresql://`` URL into connection arguments."""
     parsed = urlparse(url)
@@ -67,7 +81,7 @@ def open_postgres_store(
         datastore = PostgresDatastore(**args, schema=schema, lock_timeout=5, pool_size=2,
                                       max_overflow=4)
         recorder = _ChainedRecorder(datastore, events_table_name=table)
-        recorder.create_table()
+        _create_table(recorder)
     except Exception as exc:
         raise Unavailable(
             f"cannot reach the PostgreSQL log at {args['host']}:{args['port']}/{args['dbname']}:"
