@@ -251,8 +251,7 @@ def build_server(q: "Quipu") -> FastMCP:
         tag: Annotated[str | None, Field(description="The tag name: for tag and untag, "
                        "e.g. 'best'.")] = None,
         reason: Annotated[str | None, Field(description=f"Why (at least {n} characters): "
-                          "required for prune and unprune, optional for tag and "
-                          "untag.")] = None,
+                          "required for every action but list.")] = None,
         from_version: Annotated[Version | None, Field(description="First version of an "
                                 "inclusive range to prune or unprune (with to_version).")] = None,
         to_version: Annotated[Version | None, Field(description="Last version of the "
