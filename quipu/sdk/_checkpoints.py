@@ -30,7 +30,7 @@ from quipu.sdk._context import (
 )
 from quipu.sdk._io import hash_path
 
-__all__ = ["Checkpoint", "list_checkpoints", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Checkpoint", "catalogue", "list_checkpoints", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][\w.\-]{0,127}", re.ASCII)
 _MARKER = ".checkpoint.json"
@@ -136,7 +136,7 @@ def save_checkpoint(name: str, data: Any, step: int | None = None) -> Path:
     return final
 
 
-def _catalogue(ctx: RunContext) -> list[Checkpoint]:
+def catalogue(ctx: RunContext) -> list[Checkpoint]:
     """Recorded checkpoints still on disk, oldest first, the last save of each (name, step).
 
     Directories with no line in checkpoints.jsonl (restored by the engine for a resumed run)
@@ -170,7 +170,7 @@ def list_checkpoints(name: str | None = None) -> list[Checkpoint]:
     ctx = current()
     if name is not None:
         _check_name(name)
-    return [point for point in _catalogue(ctx) if name is None or point.name == name]
+    return [point for point in catalogue(ctx) if name is None or point.name == name]
 
 
 def load_checkpoint(name: str, step: int | None = None) -> Any:
@@ -183,7 +183,7 @@ def load_checkpoint(name: str, step: int | None = None) -> Any:
     ctx = current()
     _check_name(name)
     checked_step = _check_step(step)
-    candidates = [point for point in _catalogue(ctx) if point.name == name
+    candidates = [point for point in catalogue(ctx) if point.name == name
                   and (checked_step is None or point.step == checked_step)]
     if not candidates:
         which = f"{name!r}" if checked_step is None else f"{name!r} at step {checked_step}"

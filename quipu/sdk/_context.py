@@ -233,6 +233,7 @@ class RunContext:
 _contexts: dict[Path, RunContext] = {}
 _contexts_lock = threading.Lock()
 _flush_hooks: list[Callable[[RunContext], None]] = []
+_release_hooks: list[Callable[[RunContext], None]] = []
 
 
 def current() -> RunContext:
@@ -265,6 +266,11 @@ def on_flush(hook: Callable[[RunContext], None]) -> None:
     _flush_hooks.append(hook)
 
 
+def on_release(hook: Callable[[RunContext], None]) -> None:
+    """Run ``hook(ctx)`` after a run is flushed for the last time, to drop its state."""
+    _release_hooks.append(hook)
+
+
 def flush(ctx: RunContext) -> None:
     """Push every buffer the SDK holds for ``ctx`` to disk."""
     for hook in _flush_hooks:
@@ -277,6 +283,8 @@ def release(run_dir: Path) -> None:
         ctx = _contexts.pop(run_dir.absolute(), None)
     if ctx is not None:
         flush(ctx)
+        for hook in _release_hooks:
+            hook(ctx)
 
 
 def _fresh_locks_after_fork() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from quipu.sdk._context import RunContext, append_bytes, current, jsonl, on_flush
+from quipu.sdk._context import RunContext, append_bytes, current, jsonl, on_flush, on_release
 
 __all__ = [
     "FLUSH_EVERY",
@@ -212,6 +212,12 @@ def _flush(ctx: RunContext) -> None:
             series.write()
 
 
+def _forget(ctx: RunContext) -> None:
+    with _series_lock:
+        if (series := _series.get(ctx.run_dir)) is not None and series.ctx is ctx:
+            del _series[ctx.run_dir]
+
+
 def _flush_stale_forever() -> None:
     """Write buffers that waited a second, so a quiet stage's last points still show up live."""
     while True:
@@ -246,5 +252,6 @@ def _forget_after_fork() -> None:
 
 
 on_flush(_flush)
+on_release(_forget)
 atexit.register(_flush_all)
 os.register_at_fork(after_in_child=_forget_after_fork)

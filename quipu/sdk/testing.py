@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from quipu.sdk import _context
-from quipu.sdk._checkpoints import Checkpoint, list_checkpoints
+from quipu.sdk._checkpoints import Checkpoint, catalogue
 from quipu.sdk._io import output_filename
 
 __all__ = ["Input", "MetricPoint", "StageRun", "stage"]
@@ -140,8 +140,12 @@ class StageRun:
     @property
     def checkpoints(self) -> list[Checkpoint]:
         """The run's checkpoints, oldest save first."""
-        with _environment(self.env):
-            return list_checkpoints()
+        # Read directly, so inspecting a finished run does not re-enter it.
+        ctx = _context.RunContext(
+            run_dir=self.run_dir, inputs_dir=self.run_dir / "inputs",
+            outputs_dir=self.run_dir / "outputs", stage_config_path=self.quipu_dir / "stage.json",
+        )
+        return catalogue(ctx)
 
     @property
     def warnings(self) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quipu import sdk
 from quipu.sdk import testing
 
 TRAIN = """
@@ -106,3 +107,21 @@ def test_a_stage_started_outside_a_run_fails_with_the_testing_hint(tmp_path: Pat
     assert done.returncode == 1
     assert "NotInRun" in done.stderr
     assert "quipu.sdk.testing.stage" in done.stderr
+
+
+def test_a_forked_child_does_not_write_its_parents_buffered_points(tmp_path: Path) -> None:
+    with testing.stage(tmp_path=tmp_path) as run:
+        for step in range(3):
+            sdk.log_metric("parent", float(step), step=step)
+        pid = os.fork()
+        if pid == 0:  # the child, like a data-loader worker
+            try:
+                sdk.log_metric("child", 1.0)
+                sdk.finish()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        sdk.finish()
+    assert run.metric("parent") == [0.0, 1.0, 2.0]
+    assert run.metric("child") == [1.0]
