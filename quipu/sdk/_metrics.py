@@ -179,7 +179,10 @@ def _record(name: str, value: object, step: object, timestamp: object, stackleve
 
 
 def log_metric(
-    name: str, value: float, step: int | None = None, timestamp: float | datetime | None = None
+    name: str,
+    value: float | np.number[Any],
+    step: int | np.integer[Any] | None = None,
+    timestamp: float | datetime | None = None,
 ) -> None:
     """Record one point of a metric (a loss per step, a final accuracy).
 
@@ -193,7 +196,9 @@ def log_metric(
     _record(name, value, step, timestamp, stacklevel=3)
 
 
-def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
+def log_metrics(
+    values: Mapping[str, float | np.number[Any]], step: int | np.integer[Any] | None = None
+) -> None:
     """Record several metrics at one step (``{"loss": 0.3, "acc": 0.9}``), same rules each.
 
     Every name is checked before any point is recorded, so a bad name records nothing.

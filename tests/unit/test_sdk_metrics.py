@@ -110,7 +110,7 @@ class TestSteps:
 
     def test_numpy_integer_steps_are_accepted(self, tmp_path: Path) -> None:
         with testing.stage(tmp_path=tmp_path) as run:
-            sdk.log_metric("loss", 1.0, step=np.int32(4))  # type: ignore[arg-type]
+            sdk.log_metric("loss", 1.0, step=np.int32(4))
         assert run.metrics[0].step == 4
 
     @pytest.mark.parametrize("step", [-1, 1.0, "3", True])
