@@ -23,11 +23,15 @@ from quipu.core.events import Event, event_type
 from quipu.core.log import decode
 from quipu.core.ports import EventStore, StoredRecord
 
-__all__ = ["PAGE_SIZE", "Folded", "Progress", "Projection", "Runner", "chunks", "fast_decode",
-           "placeholders", "rows_as_dicts"]
+__all__ = ["PAGE_SIZE", "Folded", "Indexes", "Progress", "Projection", "Runner", "chunks",
+           "create_indexes", "fast_decode", "placeholders", "rows_as_dicts"]
 
 PAGE_SIZE = 2000
 """Events read (and folded) per transaction."""
+
+
+Indexes = tuple[tuple[str, tuple[str, ...]], ...]
+"""(table, columns) of secondary indexes."""
 
 
 class Projection(Protocol):
@@ -37,9 +41,11 @@ class Projection(Protocol):
     version: ClassVar[int]
     types: ClassVar[frozenset[str]]
     tables: ClassVar[tuple[str, ...]]
+    indexes: ClassVar[Indexes]
+    """(table, columns) of each secondary index; a rebuild creates them after folding."""
 
     def create(self, db: sqlite_utils.Database) -> None:
-        """Create this projection's (empty) tables and indexes."""
+        """Create this projection's (empty) tables."""
         ...
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
@@ -86,6 +92,12 @@ def fast_decode(record: StoredRecord) -> Folded:
     at = (data[start:end].decode() if start >= 6 and end > 0
           else str(_AT.dump_python(event.at, mode="json")))
     return Folded(record.position, event, at)
+
+
+def create_indexes(db: sqlite_utils.Database, projection: Projection) -> None:
+    """Create a projection's secondary indexes unless they exist."""
+    for table, columns in projection.indexes:
+        db.table(table).create_index(list(columns), if_not_exists=True)
 
 
 def placeholders(n: int) -> str:

@@ -28,7 +28,7 @@ from quipu.core.events import (
     WorkspaceMounted,
 )
 
-from ._base import Folded, rows_as_dicts
+from ._base import Folded, Indexes, rows_as_dicts
 
 __all__ = ["SUMMARIES", "AuditView", "audit_log", "plural", "summary"]
 
@@ -88,13 +88,13 @@ class AuditView:
     version: ClassVar[int] = 1
     types: ClassVar[frozenset[str]] = frozenset(SUMMARIES)
     tables: ClassVar[tuple[str, ...]] = ("audit",)
+    indexes: ClassVar[Indexes] = (("audit", ("workspace", "position")),)
 
     def create(self, db: sqlite_utils.Database) -> None:
-        """The table and an index for per-workspace reads."""
+        """The table; ``indexes`` serves per-workspace reads."""
         db.table("audit").create({"position": int, "at": str, "actor": str, "type": str,
                             "workspace": str, "slot": str, "summary": str, "reason": str},
                            pk="position")
-        db.table("audit").create_index(["workspace", "position"])
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
         """Insert one row per event."""

@@ -10,7 +10,7 @@ import sqlite_utils
 
 from quipu.core.events import ProjectInitialized
 
-from ._base import Folded
+from ._base import Folded, Indexes
 
 __all__ = ["ProjectView", "project"]
 
@@ -22,6 +22,7 @@ class ProjectView:
     version: ClassVar[int] = 1
     types: ClassVar[frozenset[str]] = frozenset({ProjectInitialized.TYPE})
     tables: ClassVar[tuple[str, ...]] = ("project",)
+    indexes: ClassVar[Indexes] = ()
 
     def create(self, db: sqlite_utils.Database) -> None:
         """One row, id 1."""

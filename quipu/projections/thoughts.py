@@ -10,7 +10,7 @@ import sqlite_utils
 
 from quipu.core.events import ThoughtLogged
 
-from ._base import Folded, rows_as_dicts
+from ._base import Folded, Indexes, rows_as_dicts
 
 __all__ = ["ThoughtsView", "thoughts"]
 
@@ -22,12 +22,12 @@ class ThoughtsView:
     version: ClassVar[int] = 1
     types: ClassVar[frozenset[str]] = frozenset({ThoughtLogged.TYPE})
     tables: ClassVar[tuple[str, ...]] = ("thoughts",)
+    indexes: ClassVar[Indexes] = (("thoughts", ("workspace", "position")),)
 
     def create(self, db: sqlite_utils.Database) -> None:
-        """The table and an index for per-workspace reads."""
+        """The table; ``indexes`` serves per-workspace reads."""
         db.table("thoughts").create({"position": int, "thought": str, "workspace": str,
                                "run_id": str, "at": str, "actor": str}, pk="position")
-        db.table("thoughts").create_index(["workspace", "position"])
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
         """Insert the page's thoughts."""

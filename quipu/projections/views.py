@@ -24,9 +24,13 @@ from quipu.core.errors import InvalidInput
 from quipu.core.ports import EventStore
 
 from . import audit, project, state_md, thoughts, workspaces
-from ._base import PAGE_SIZE, Progress, Projection, Runner
+from ._base import PAGE_SIZE, Progress, Projection, Runner, create_indexes
 
-__all__ = ["PROJECTIONS", "SCHEMA", "Views"]
+__all__ = ["PROJECTIONS", "REBUILD_PAGE_SIZE", "SCHEMA", "Views"]
+
+REBUILD_PAGE_SIZE = 20_000
+"""Events per transaction in a rebuild: nothing reads a half-rebuilt view anyway, and fewer,
+larger pages mean fewer commits and fewer per-page reads of workspace rows."""
 
 SCHEMA = 1
 """Version of the bookkeeping tables (``_meta``, ``_positions``); a different one starts fresh.
@@ -71,14 +75,15 @@ class Views:
     """Read models folded from ``store`` into the SQLite file at ``path``.
 
     ``until`` caps the log position read (an audit replays the views as of that position).
-    ``page_size`` is the number of events folded per transaction; ``busy_timeout`` how long to
-    wait for another process's write lock on the file.
+    ``page_size`` is the number of events folded per transaction (default ``PAGE_SIZE`` when
+    catching up, ``REBUILD_PAGE_SIZE`` in a rebuild); ``busy_timeout`` is how long to wait for
+    another process's write lock on the file.
     Queries return plain JSON-serialisable dicts in a deterministic order; they read what was
     folded so far, so callers ``catch_up()`` first (``quipu.bootstrap.Quipu`` does).
     """
 
     def __init__(self, path: Path, store: EventStore, *, until: int | None = None,
-                 page_size: int = PAGE_SIZE, busy_timeout: float = 30.0) -> None:
+                 page_size: int | None = None, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.store = store
         self.until = until
@@ -141,6 +146,7 @@ class Views:
             for p in self._projections:
                 if stored.get(p.name) != p.version or not set(p.tables) <= tables:
                     self._reset(db, p)
+                create_indexes(db, p)  # also those an interrupted rebuild never got to
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -149,6 +155,7 @@ class Views:
 
     @staticmethod
     def _reset(db: sqlite_utils.Database, p: Projection) -> None:
+        """Empty tables (without secondary indexes) and position 0."""
         for table in p.tables:
             db.execute(f'DROP TABLE IF EXISTS "{table}"')
         p.create(db)
@@ -160,9 +167,10 @@ class Views:
         self._discard()
         self.conn = self._connect()
 
-    def _runner(self, projections: Sequence[Projection] | None = None) -> Runner:
+    def _runner(self, projections: Sequence[Projection] | None = None, *,
+                page_size: int | None = None) -> Runner:
         return Runner(self.conn, self.store, projections or self._projections, until=self.until,
-                      page_size=self.page_size)
+                      page_size=page_size or self.page_size or PAGE_SIZE)
 
     @_locked
     def close(self) -> None:
@@ -211,6 +219,7 @@ class Views:
             raise InvalidInput(f"no view called {', '.join(unknown)}", code="unknown_view",
                                hint=f"views: {', '.join(self.names())}")
         selected = [p for p in self._projections if p.name in chosen]
+        rebuild_pages = self.page_size or REBUILD_PAGE_SIZE
         started = time.perf_counter()
         db = sqlite_utils.Database(self.conn)
         with db.atomic():
@@ -220,7 +229,11 @@ class Views:
         # need not wait for the disk at every checkpoint.
         self.conn.execute("PRAGMA synchronous=OFF")
         try:
-            position, events = self._runner(selected).run(progress=progress)
+            position, events = self._runner(selected, page_size=rebuild_pages).run(
+                progress=progress)
+            with db.atomic():  # indexes built once at the end beat updating them per row
+                for p in selected:
+                    create_indexes(db, p)
         finally:
             self.conn.execute("PRAGMA synchronous=NORMAL")
         seconds = time.perf_counter() - started

@@ -31,7 +31,7 @@ from quipu.core.events import (
     WorkspaceMounted,
 )
 
-from ._base import Folded, chunks, placeholders, rows_as_dicts
+from ._base import Folded, Indexes, chunks, placeholders, rows_as_dicts
 
 __all__ = ["WorkspacesView", "latest_versions", "recent_workspaces", "slots", "versions",
            "workspace", "workspace_count", "workspaces"]
@@ -174,15 +174,15 @@ class WorkspacesView:
     types: ClassVar[frozenset[str]] = frozenset(
         {WorkspaceCreated.TYPE, SlotClaimed.TYPE, SlotReleased.TYPE, *_WORKSPACE_FOLDS})
     tables: ClassVar[tuple[str, ...]] = ("workspaces", "versions", "version_tags", "slots")
+    indexes: ClassVar[Indexes] = (("workspaces", ("deleted", "last_position")),)
 
     def create(self, db: sqlite_utils.Database) -> None:
-        """Tables plus the indexes the queries use (the versions' primary key serves theirs)."""
+        """The tables (the versions' primary key serves their queries; no extra index)."""
         db.table("workspaces").create({
             "name": str, "incarnation": int, "goal": str, "created_at": str, "created_by": str,
             "forked_from": str, "from_version": int, "slot": str, "current_number": int,
             "last_number": int, "version_count": int, "deleted": int, "last_position": int,
         }, pk="name")
-        db.table("workspaces").create_index(["deleted", "last_position"])
         db.table("versions").create({
             "workspace": str, "number": int, "incarnation": int, "message": str,
             "created_at": str, "actor": str, "parent": int, "file_count": int,
@@ -220,9 +220,10 @@ SELECT w.name, w.goal, w.created_at, w.created_by, w.forked_from, w.from_version
        w.current_number, v.manifest, w.version_count, w.deleted, w.incarnation,
        (SELECT MAX(x.number) FROM versions x WHERE x.workspace = w.name
           AND x.incarnation = w.incarnation AND x.pruned = 0) AS latest_number
-FROM workspaces w
+FROM {source} w
 LEFT JOIN versions v ON v.workspace = w.name AND v.number = w.current_number
 """
+_RECENT = "ORDER BY w.slot IS NULL, w.last_position DESC, w.name"
 
 
 def _tags(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -250,20 +251,23 @@ def _ws_dicts(conn: sqlite3.Connection, rows: list[Row]) -> list[dict[str, Any]]
 
 def workspace(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     """One workspace (its live or, if deleted, last incarnation), or None if never created."""
-    rows = rows_as_dicts(conn.execute(_WS_SELECT + "WHERE w.name = ?", (name,)))
+    rows = rows_as_dicts(conn.execute(_WS_SELECT.format(source="workspaces")
+                                      + "WHERE w.name = ?", (name,)))
     return _ws_dicts(conn, rows)[0] if rows else None
 
 
 def workspaces(conn: sqlite3.Connection, *, include_deleted: bool = False) -> list[dict[str, Any]]:
     """Every workspace by name."""
     where = "" if include_deleted else "WHERE w.deleted = 0 "
-    return _ws_dicts(conn, rows_as_dicts(conn.execute(_WS_SELECT + where + "ORDER BY w.name")))
+    cur = conn.execute(_WS_SELECT.format(source="workspaces") + where + "ORDER BY w.name")
+    return _ws_dicts(conn, rows_as_dicts(cur))
 
 
 def recent_workspaces(conn: sqlite3.Connection, *, limit: int) -> list[dict[str, Any]]:
     """Live workspaces, mounted ones first, then the most recently active."""
-    cur = conn.execute(_WS_SELECT + "WHERE w.deleted = 0 "
-                       "ORDER BY w.slot IS NULL, w.last_position DESC, w.name LIMIT ?", (limit,))
+    # Limit first, so the latest-version subquery runs for the few rows shown, not for all.
+    source = f"(SELECT * FROM workspaces w WHERE w.deleted = 0 {_RECENT} LIMIT ?)"
+    cur = conn.execute(_WS_SELECT.format(source=source) + _RECENT, (limit,))
     return _ws_dicts(conn, rows_as_dicts(cur))
 
 
