@@ -145,7 +145,8 @@ class Runner:
                 done, count = self._page(self.positions(), target)
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:  # a damaged file may have ended it already
+                    self.conn.execute("ROLLBACK")
                 raise
             read += count
             if progress is not None:
@@ -179,10 +180,11 @@ class Runner:
         for p, batch in zip(lagging, batches, strict=True):
             if batch:
                 p.apply(self.conn, batch)
+        # A projection already past this page (others are being refolded from 0) keeps its own.
         self.conn.executemany(
             "INSERT INTO _positions (name, position, version) VALUES (?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET position = excluded.position",
-            [(p.name, reached, p.version) for p in lagging])
+            [(p.name, max(reached, after[i]), p.version) for i, p in enumerate(lagging)])
         return reached, len(records)
 
 

@@ -483,3 +483,26 @@ def test_views_queries_never_write(project, views):
     views.state_md(lambda slot, manifest: False)
     views.audit_log()
     assert views.conn.total_changes == changes
+
+
+def test_refolding_one_view_while_others_lag_never_moves_the_others_back(project, tmp_path):
+    """A view reset to 0 (here: its version changed) folds from the start; the others resume
+    where they were, not at the end of its first page."""
+    project.service.init_project("demo", "goal of the demo", actor=ACTOR)
+    project.create("a")
+    project.mount("a")
+    for i in range(3):
+        project.write("w1", "f.txt", f"v{i}")
+        project.save()
+    path = tmp_path / "v.db"
+    with Views(path, project.store) as v:
+        v.catch_up()
+        v.conn.execute("UPDATE _positions SET version = 0 WHERE name = 'thoughts'")
+    project.write("w1", "f.txt", "later")
+    project.save()  # the other views now lag by one event
+
+    with Views(path, project.store, page_size=2) as v, \
+            Views(tmp_path / "reference.db", project.store) as reference:
+        v.catch_up()
+        reference.catch_up()
+        assert dump(v) == dump(reference)
