@@ -71,6 +71,20 @@ class EventStore(Protocol):
         """Up to ``limit`` events with ``after < position <= until``, in log order."""
         ...
 
+    def scan(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        until: int | None = None,
+        types: Sequence[str] = (),
+    ) -> list[tuple[int, str, bytes]]:
+        """Like ``read`` but only (position, type, state) straight from the database cursor.
+
+        The fast path for folding projections, which need neither stream ids nor versions.
+        """
+        ...
+
     def head(self) -> int:
         """The position of the newest event, 0 for an empty log."""
         ...

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
+from uuid import UUID
 
 import sqlite_utils
 from pydantic import TypeAdapter
@@ -64,12 +65,13 @@ class Folded:
     at: str
 
 
+_NO_STREAM = UUID(int=0)  # upcasting needs no stream id
 _AT_KEY = b'"at":"'
 _AT = TypeAdapter(datetime)
 _CURRENT: dict[str, tuple[type[Event], bytes]] = {}
 
 
-def fast_decode(record: StoredRecord) -> Folded:
+def fast_decode(position: int, type_name: str, state: bytes) -> Folded:
     """``core.log.decode`` with a fast path for events stored at their current schema version.
 
     The chain header starts ``{"v":<schema_version>,``; when that version is current, pydantic
@@ -77,21 +79,20 @@ def fast_decode(record: StoredRecord) -> Folded:
     json and validating a dict). Anything else (an old version to upcast, an odd header) goes
     through ``core.log.decode``.
     """
-    state = record.state
-    known = _CURRENT.get(record.type)
+    known = _CURRENT.get(type_name)
     if known is None:
-        cls = event_type(record.type)
-        known = _CURRENT[record.type] = (cls, f'{{"v":{cls.SCHEMA_VERSION},'.encode())
+        cls = event_type(type_name)
+        known = _CURRENT[type_name] = (cls, f'{{"v":{cls.SCHEMA_VERSION},'.encode())
     data = state[state.find(b"\n") + 1 :]
     event = (known[0].model_validate_json(data) if state.startswith(known[1])
-             else decode(record).event)
+             else decode(StoredRecord(position, _NO_STREAM, 0, type_name, state)).event)
     # Base fields are serialised first and JSON escapes every quote inside a string, so the first
     # '"at":"' is the event's own timestamp, kept as the text the log holds.
     start = data.find(_AT_KEY) + 6
     end = data.find(b'"', start)
     at = (data[start:end].decode() if start >= 6 and end > 0
           else str(_AT.dump_python(event.at, mode="json")))
-    return Folded(record.position, event, at)
+    return Folded(position, event, at)
 
 
 def create_indexes(db: sqlite_utils.Database, projection: Projection) -> None:
@@ -160,20 +161,20 @@ class Runner:
             return target, 0
         start = min(positions[p.name] for p in lagging)
         types = sorted(set().union(*(p.types for p in lagging)))
-        records = self.store.read(after=start, limit=self.page_size, until=target, types=types)
+        records = self.store.scan(after=start, limit=self.page_size, until=target, types=types)
         # A short page means nothing the lagging projections handle remains up to the target.
-        reached = records[-1].position if len(records) == self.page_size else target
+        reached = records[-1][0] if len(records) == self.page_size else target
         handlers: dict[str, list[int]] = {}
         for i, p in enumerate(lagging):
             for t in p.types:
                 handlers.setdefault(t, []).append(i)
         batches: list[list[Folded]] = [[] for _ in lagging]
         after = [positions[p.name] for p in lagging]
-        for record in records:
-            mine = handlers.get(record.type)
+        for position, type_name, state in records:
+            mine = handlers.get(type_name)
             if mine is None:
                 continue  # the store ignored the type filter; never decode what nobody folds
-            folded = fast_decode(record)
+            folded = fast_decode(position, type_name, state)
             for i in mine:
                 if folded.position > after[i]:
                     batches[i].append(folded)

@@ -18,7 +18,7 @@ from quipu.core.chain import GENESIS, link_state
 from quipu.core.errors import Conflict, InvalidInput
 from quipu.core.events import Event, ThoughtLogged, register
 from quipu.core.log import stream_id
-from quipu.core.ports import NewEvent, StoredRecord
+from quipu.core.ports import NewEvent
 from quipu.projections import Views, position_at, replay_views
 from quipu.projections._base import fast_decode
 
@@ -408,7 +408,7 @@ def test_events_stored_at_an_old_schema_version_are_upcast_before_folding():
             b'"text":"an old thought","workspace":null}')
     state, _ = link_state(GENESIS, stream_id("x", "y").hex, 1, "ThoughtLogged", 1, data)
 
-    folded = fast_decode(StoredRecord(7, stream_id("x", "y"), 1, "ThoughtLogged", state))
+    folded = fast_decode(7, "ThoughtLogged", state)
 
     assert isinstance(folded.event, ThoughtLogged)
     assert folded.event.thought == "an old thought" and folded.position == 7
@@ -422,7 +422,7 @@ def test_the_fast_decode_reads_the_same_event_as_the_log_decoder(project):
     project.create("a")
     project.service.log_thought('quotes "at":"nope" inside', actor=ACTOR, workspace="a")
     for record in project.store.read(limit=100):
-        folded = fast_decode(record)
+        folded = fast_decode(record.position, record.type, record.state)
         assert folded.event == decode(record).event
         assert datetime.fromisoformat(folded.at) == folded.event.at
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -25,9 +25,29 @@ from quipu.core.errors import Conflict, Unavailable
 from quipu.core.log import encode_data
 from quipu.core.ports import NewEvent, StoredRecord
 
-__all__ = ["RecorderEventStore", "head_hash", "link_pending"]
+__all__ = ["RecorderEventStore", "Scanner", "head_hash", "link_pending", "scan_sql"]
 
 T = TypeVar("T")
+
+
+Scanner = Callable[[int, int, "int | None", tuple[str, ...]], list[tuple[int, str, bytes]]]
+"""An adapter's raw page reader: (after, limit, until, types) -> (position, type, state) rows."""
+
+
+def scan_sql(table: str, position: str, after: int, limit: int, until: int | None,
+             types: tuple[str, ...], mark: str) -> tuple[str, list[Any]]:
+    """The SELECT of one raw page (``mark`` is the driver's placeholder: ``?`` or ``%s``)."""
+    sql = f"SELECT {position}, topic, state FROM {table} WHERE {position} > {mark}"
+    params: list[Any] = [after]
+    if until is not None:
+        sql += f" AND {position} <= {mark}"
+        params.append(until)
+    if types:
+        sql += f" AND topic IN ({','.join([mark] * len(types))})"
+        params.extend(types)
+    sql += f" ORDER BY {position} LIMIT {mark}"
+    params.append(limit)
+    return sql, params
 
 
 def _pending(event: NewEvent) -> StoredEvent:
@@ -74,8 +94,10 @@ class RecorderEventStore:
         description: str,
         lock_retries: int = 5,
         retry_wait: float = 0.05,
+        scanner: Scanner | None = None,
     ) -> None:
         self._recorder = recorder
+        self._scanner = scanner
         self.description = description
         self._lock_retries = lock_retries
         self._retry_wait = retry_wait
@@ -146,6 +168,23 @@ class RecorderEventStore:
                          bytes(r.state))
             for r in rows
         ]
+
+    def scan(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        until: int | None = None,
+        types: Sequence[str] = (),
+    ) -> list[tuple[int, str, bytes]]:
+        """(position, type, state) of up to ``limit`` events after ``after``, in log order."""
+        if until is not None and until <= after:
+            return []
+        if self._scanner is None:
+            return [(r.position, r.type, r.state)
+                    for r in self.read(after=after, limit=limit, until=until, types=types)]
+        scanner = self._scanner
+        return self._call(lambda: scanner(after, limit, until, tuple(types)))
 
     def head(self) -> int:
         """Position of the newest event (0 when empty)."""

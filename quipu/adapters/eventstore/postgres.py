@@ -17,7 +17,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 
 from quipu.core.errors import InvalidInput, Unavailable
 
-from ._base import RecorderEventStore, head_hash, link_pending
+from ._base import RecorderEventStore, head_hash, link_pending, scan_sql
 
 __all__ = ["open_postgres_store"]
 
@@ -90,7 +90,17 @@ def open_postgres_store(
             hint="check that the server is running and the URL's user, password and database "
             "are right",
         ) from exc
+    qualified = f'"{datastore.schema}"."{table}"'
+
+    def scanner(after: int, limit: int, until: int | None,
+                types: tuple[str, ...]) -> list[tuple[int, str, bytes]]:
+        sql, params = scan_sql(qualified, "notification_id", after, limit, until, types, "%s")
+        with datastore.transaction(commit=False) as curs:
+            curs.execute(sql, params)
+            return [(r["notification_id"], r["topic"], bytes(r["state"]))
+                    for r in curs.fetchall()]
+
     return RecorderEventStore(
         recorder, description=f"postgresql {args['host']}/{args['dbname']}",
-        lock_retries=lock_retries,
+        lock_retries=lock_retries, scanner=scanner,
     )

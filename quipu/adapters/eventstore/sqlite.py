@@ -16,7 +16,7 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from ._base import RecorderEventStore, head_hash, link_pending
+from ._base import RecorderEventStore, head_hash, link_pending, scan_sql
 
 __all__ = ["Synchronous", "open_sqlite_store"]
 
@@ -81,7 +81,19 @@ def open_sqlite_store(
             hint="check the path and permissions; a locked database clears when the other "
             "writer finishes",
         ) from exc
-    return RecorderEventStore(recorder, description=f"sqlite {db}", lock_retries=lock_retries)
+    table = recorder.events_table_name
+
+    def scanner(after: int, limit: int, until: int | None,
+                types: tuple[str, ...]) -> list[tuple[int, str, bytes]]:
+        sql, params = scan_sql(table, "rowid", after, limit, until, types, "?")
+        with datastore.transaction(commit=False) as c:
+            cursor = c.sqlite_cursor
+            cursor.row_factory = None  # plain tuples: no sqlite3.Row per event
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    return RecorderEventStore(recorder, description=f"sqlite {db}", lock_retries=lock_retries,
+                              scanner=scanner)
 
 
 def raw_connection(path: Path | str) -> sqlite3.Connection:
