@@ -21,6 +21,9 @@ from uuid import UUID
 from .errors import Conflict, InvalidInput, NotFound
 from .events import (
     Event,
+    FinalizationCleared,
+    FinalizationRequired,
+    PipelineRunStarted,
     SlotClaimed,
     SlotReleased,
     SlotRolledBack,
@@ -110,6 +113,7 @@ class Workspace(Aggregate):
         self.tags: dict[str, int] = {}
         self.slot: str | None = None
         self.current: int | None = None
+        self.awaiting: dict[str, tuple[str, str]] = {}  # run_id -> (stage, state): the gate
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -248,6 +252,41 @@ class Workspace(Aggregate):
         if self.check_version(number, allow_pruned=True).pruned:
             self.trigger(VersionUnpruned(**meta.fields(), workspace=self.name, number=number))
 
+    def check_gate(self) -> None:
+        """The finalization gate: refuse new runs while an ended run awaits its verdict."""
+        if self.awaiting:
+            pending = ", ".join(f"{run_id} ({stage}, {state})"
+                                for run_id, (stage, state) in sorted(self.awaiting.items()))
+            first = sorted(self.awaiting)[0]
+            raise Conflict(
+                f"workspace {self.name!r} has runs that ended but are not finalized: {pending}",
+                code="finalization_required",
+                hint=f"say what each result means first: finalize_run({first!r}, results) "
+                "(list them with list_unfinalized_runs); canceled runs never block")
+
+    def start_pipeline(self, meta: Meta, *, pipeline_run_id: str, version: int,
+                       runs: dict[str, str], detail: dict[str, str],
+                       experiment_group: str | None) -> None:
+        """Record that stages of the pipeline start on ``version`` (checks the gate first)."""
+        self.check_exists()
+        self.check_gate()
+        self.trigger(PipelineRunStarted(
+            **meta.fields(), workspace=self.name, pipeline_run_id=pipeline_run_id,
+            version=version, stages=list(runs), runs=runs, detail=detail,
+            experiment_group=experiment_group))
+
+    def hold_gate(self, meta: Meta, run_id: str, stage: str, state: str) -> None:
+        """An ended run now holds the gate."""
+        if run_id not in self.awaiting:
+            self.trigger(FinalizationRequired(**meta.fields(), workspace=self.name,
+                                              run_id=run_id, stage=stage, state=state))
+
+    def clear_gate(self, meta: Meta, run_id: str, why: str) -> None:
+        """A run no longer holds the gate."""
+        if run_id in self.awaiting:
+            self.trigger(FinalizationCleared(**meta.fields(), workspace=self.name,
+                                             run_id=run_id, why=why))
+
     def delete(self, meta: Meta) -> None:
         """Retire the workspace; refused while it is mounted."""
         self.check_exists()
@@ -287,6 +326,10 @@ class Workspace(Aggregate):
             self.versions[event.number].pruned = False
         elif isinstance(event, WorkspaceDeleted):
             self.exists = False
+        elif isinstance(event, FinalizationRequired):
+            self.awaiting[event.run_id] = (event.stage, event.state)
+        elif isinstance(event, FinalizationCleared):
+            self.awaiting.pop(event.run_id, None)
 
 
 class Slot(Aggregate):
