@@ -16,11 +16,12 @@ Decisions recorded here (and in ``docs/lifecycle.md``):
   not that the process died. If a restarted supervisor finds the process alive, ``adopted`` takes
   the run back to ``running`` so the log states the correction instead of orphaning a live
   process. Only ``lost`` can be adopted, and only until it is finalized.
-* **Deadlines are measured from the run's latest event** (entering the state, or the latest
-  heartbeat while running). Review fails open: a run nobody reviews in time is queued. States
-  that wait on the agent rather than on machinery (the ended states) have no deadline: the
-  finalization gate is what moves them. The exception is ``canceled``, which does not hold the
-  gate and so is finalized by its deadline if the agent leaves it alone.
+* **Every state but finalized has a deadline**, measured from the run's latest event (entering
+  the state, or the latest heartbeat while running). Review fails open: a run nobody reviews in
+  time is queued. The ended states wait on the agent (the finalization gate moves them), so
+  their deadline is long: after 30 days without a verdict the supervisor finalizes the run as
+  ``unknown``, which also releases the gate of an abandoned workspace. ``canceled`` (which does
+  not hold the gate) is finalized after 7 days.
 
 ``next_state`` is strict: a trigger that is not an edge from the current state is a
 :class:`~quipu.core.errors.Conflict`. Making a re-delivered event harmless is the aggregate's job
@@ -140,6 +141,10 @@ _MINUTE = 60
 _HOUR = 60 * _MINUTE
 _DAY = 24 * _HOUR
 
+_ABANDONED = 30 * _DAY
+"""How long an ended run may wait for its verdict before the supervisor finalizes it as
+``unknown`` (so an abandoned project never keeps a run open forever)."""
+
 S = State
 T = Trigger
 
@@ -159,20 +164,26 @@ STATES: Mapping[State, StateSpec] = {
         StateSpec(S.RUNNING, "the stage code is running and sending heartbeats",
                   deadline_seconds=10 * _MINUTE, deadline_trigger=T.HEARTBEAT_LOST),
         StateSpec(S.SUCCEEDED, "the process exited with status 0",
-                  infra_outcome="succeeded", holds_gate=True),
+                  infra_outcome="succeeded", holds_gate=True,
+                  deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.FAILED, "the launch failed or the process exited with a non-zero status",
-                  infra_outcome="failed", holds_gate=True),
+                  infra_outcome="failed", holds_gate=True,
+                  deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.CRASHED, "the process was killed by a signal or ran out of memory",
-                  infra_outcome="crashed", holds_gate=True),
+                  infra_outcome="crashed", holds_gate=True,
+                  deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.LOST, "the engine stopped hearing from the run; the process may still live",
-                  infra_outcome="lost", holds_gate=True),
+                  infra_outcome="lost", holds_gate=True,
+                  deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.PREEMPTED, "the machine was taken away (spot/preemptible capacity)",
-                  infra_outcome="preempted", holds_gate=True),
+                  infra_outcome="preempted", holds_gate=True,
+                  deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.CANCELED, "canceled, or expired before it ran; no result to interpret",
                   infra_outcome="canceled", holds_gate=False,
                   deadline_seconds=7 * _DAY, deadline_trigger=T.DEADLINE),
         StateSpec(S.STOPPED, "the agent or an AI monitor asked it to stop and it exited",
-                  infra_outcome="stopped", holds_gate=True),
+                  infra_outcome="stopped", holds_gate=True,
+                  deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.FINALIZED, "the agent recorded what the run means (or nothing was left to)",
                   final=True),
     )
@@ -324,7 +335,7 @@ def deadlines(overrides: Mapping[str, int] | None = None) -> dict[State, int]:
             problems.append(f"{name!r} is not a run state")
             continue
         if state not in result:
-            problems.append(f"{state} has no deadline (it waits on the agent, not on machinery)")
+            problems.append(f"{state} has no deadline (it is final)")
         elif isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
             problems.append(f"{state}: {seconds!r} is not a positive whole number of seconds")
         else:

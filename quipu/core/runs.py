@@ -440,9 +440,12 @@ class RunService:
                 run.cancel(meta)
                 self._end(run, meta, False)
             elif target is State.FINALIZED:
-                run.finalize(meta, ml_outcome="unknown", results=None, results_auto={},
-                             comparison=None)
-                self.svc._commit(run)
+                held = run.finalize(meta, ml_outcome="unknown", results=None, results_auto={},
+                                    comparison=None)
+                ws = self.svc.load(Workspace, run.check_exists().workspace)
+                if held:
+                    ws.clear_gate(meta, run.name, "no verdict before the deadline: unknown")
+                self.svc._commit(run, ws)
             # queued-by-deadline (review fails open) needs a reviewer; none exists yet.
 
         self.svc._attempt(command)

@@ -81,13 +81,20 @@ def test_finalized_is_the_only_final_state_and_has_no_outgoing_edges():
     assert all(t.source is not State.FINALIZED for t in TRANSITIONS)
 
 
-def test_every_non_final_state_has_a_deadline_or_holds_the_finalization_gate():
-    """No run can sit silent forever: a supervisor deadline or the gate moves every state."""
+def test_every_non_final_state_has_a_deadline():
+    """No run can sit silent forever: the supervisor moves every state but finalized."""
     for state, sp in STATES.items():
         if sp.final:
             assert sp.deadline_seconds is None and sp.deadline_trigger is None
         else:
-            assert (sp.deadline_seconds is not None) or sp.holds_gate, state
+            assert sp.deadline_seconds is not None and sp.deadline_trigger is not None, state
+
+
+def test_an_ended_run_left_without_a_verdict_is_finalized_by_its_long_deadline():
+    for state in State:
+        if STATES[state].holds_gate:
+            assert STATES[state].deadline_trigger is Trigger.FINALIZE
+            assert STATES[state].deadline_seconds == 30 * 24 * 3600
 
 
 def test_every_state_that_waits_on_machinery_has_a_deadline():
@@ -231,10 +238,10 @@ def test_a_deadline_override_replaces_the_default():
 
 def test_bad_deadline_overrides_are_all_reported_at_once():
     with pytest.raises(InvalidInput) as err:
-        deadlines({"sleeping": 5, "succeeded": 5, "running": 0, "queued": 1.5})
+        deadlines({"sleeping": 5, "finalized": 5, "running": 0, "queued": 1.5})
 
     assert err.value.code == "invalid_deadline"
-    for fragment in ("'sleeping'", "succeeded has no deadline", "running: 0", "queued: 1.5"):
+    for fragment in ("'sleeping'", "finalized has no deadline", "running: 0", "queued: 1.5"):
         assert fragment in err.value.message
 
 
