@@ -158,10 +158,12 @@ class RunService:
                         "stages_to_run": plan["order"], "inputs": plan["inputs"],
                         "configs": plan["configs"]}
             if not plan["valid"]:
+                errors = plan["report"]["errors"]
+                codes = {p["code"] for p in errors}
                 raise InvalidInput(
                     "the pipeline has problems: " + "; ".join(
-                        f"{p['where']}: {p['message']}" for p in plan["report"]["errors"]),
-                    code="pipeline_invalid",
+                        f"{p['where']}: {p['message']}" for p in errors),
+                    code=codes.pop() if len(codes) == 1 else "pipeline_invalid",
                     hint="run(dry_run=True) or validate_config(workspace) lists every problem "
                     "with a hint")
             if number is None:
