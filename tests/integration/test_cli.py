@@ -144,3 +144,21 @@ def test_serve_outside_a_project_says_so_instead_of_a_traceback(tmp_path: Path) 
     proc = quipu("--project", str(tmp_path / "nowhere"), "serve", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert "no_project" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_events_follow_prints_events_appended_after_it_started(project: Path) -> None:
+    env = {**os.environ, "QUIPU_ACTOR": "cli:test"}
+    follower = subprocess.Popen([sys.executable, "-m", "quipu.cli", "events", "--follow",
+                                 "--json"], cwd=project, env=env, stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        assert first["type"] == "ProjectInitialized"
+        quipu("workspace", "thought", "a thought written while someone follows the log",
+              cwd=project)
+        live = json.loads(follower.stdout.readline())
+        assert live["type"] == "ThoughtLogged" and "follows the log" in live["thought"]
+    finally:
+        follower.kill()
+        follower.wait(timeout=10)
