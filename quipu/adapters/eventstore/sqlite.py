@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import OperationalError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
     SQLiteCursor,
     SQLiteDatastore,
+    SQLiteTransaction,
 )
 
 from ._base import RecorderEventStore, head_hash, link_pending, scan_sql
@@ -21,6 +23,34 @@ from ._base import RecorderEventStore, head_hash, link_pending, scan_sql
 __all__ = ["Synchronous", "open_sqlite_store"]
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+class _ImmediateTransaction(SQLiteTransaction):
+    """A write transaction that takes SQLite's write lock when it begins.
+
+    The chain is linked from the head read inside the transaction; with a deferred ``BEGIN``
+    another process could commit between that read and the insert, and the upgrade would fail
+    with a stale snapshot. ``BEGIN IMMEDIATE`` waits (busy timeout) for the lock instead.
+    """
+
+    def __enter__(self) -> SQLiteCursor:
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise OperationalError(exc) from exc
+        return cursor
+
+
+class _Connection(SQLiteConnection):
+    """Writes begin IMMEDIATE; reads stay deferred."""
+
+    @contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[SQLiteCursor]:
+        tx = (_ImmediateTransaction(self, commit=True) if commit
+              else SQLiteTransaction(self, commit=False))
+        with tx as curs, curs:
+            yield curs
 
 
 class _Pool(SQLiteConnectionPool):
@@ -31,9 +61,9 @@ class _Pool(SQLiteConnectionPool):
         super().__init__(**kwargs)
 
     def _create_connection(self) -> SQLiteConnection:
-        conn = super()._create_connection()
-        conn._sqlite_conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        return conn
+        raw = super()._create_connection()._sqlite_conn
+        raw.execute(f"PRAGMA synchronous={self._synchronous}")
+        return _Connection(sqlite_conn=raw, max_age=self.max_age)
 
 
 class _ChainedRecorder(SQLiteApplicationRecorder):
