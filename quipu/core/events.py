@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "CursorMoved",
     "Event",
     "FinalizationCleared",
     "FinalizationRequired",
@@ -466,3 +467,18 @@ class RunTagged(Event):
     run_id: str
     workspace: str
     tag: str
+
+
+# --- readers -----------------------------------------------------------------------------------
+
+
+@register("CursorMoved")
+class CursorMoved(Event):
+    """A reader (an agent, a person's terminal) has seen everything up to ``position``.
+
+    Reading never changes state, so "new since you last looked" needs this explicit event: the
+    dashboard shows what is newer than the consumer's latest cursor.
+    """
+
+    consumer: str
+    position: int

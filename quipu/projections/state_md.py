@@ -11,14 +11,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["MAX_ACTIONS", "MAX_THOUGHTS", "MAX_VERSIONS", "MAX_WORKSPACES", "StateInput",
-           "render"]
+__all__ = ["MAX_ACTIONS", "MAX_OUTCOMES", "MAX_RUNS", "MAX_THOUGHTS", "MAX_VERSIONS",
+           "MAX_WORKSPACES", "StateInput", "render"]
 
 MAX_WORKSPACES = 10
 """Workspaces described in full (mounted first, then the most recently active)."""
 MAX_VERSIONS = 3
 MAX_THOUGHTS = 5
 MAX_ACTIONS = 15
+MAX_RUNS = 10
+"""Runs listed as active or awaiting finalization, and workspaces listed with a best result."""
+MAX_OUTCOMES = 5
 _TEXT = 160  # longest message / thought / reason shown on one line
 
 
@@ -32,6 +35,7 @@ class StateInput:
     workspace_total: int
     thoughts: list[dict[str, Any]] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
+    runs: dict[str, Any] | None = None  # dashboard.state_md_runs; None: no run yet, no sections
 
 
 def when(at: str) -> str:
@@ -74,6 +78,54 @@ def _workspace_lines(w: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _number(value: Any) -> str:
+    return "—" if value is None else f"{value:.6g}"
+
+
+def _goal_text(o: dict[str, Any]) -> str:
+    if o.get("goal_value") is None:
+        return ""
+    sign = "≤" if o.get("direction") == "minimize" else "≥"
+    return f" (goal {sign} {_number(o['goal_value'])}, min {sign} {_number(o['min_value'])})"
+
+
+def _run_sections(runs: dict[str, Any]) -> list[str]:
+    out = ["", "## Active runs"]
+    for r in runs["active"]:
+        since = f", last seen {when(r['last_seen_at'])}" if r.get("last_seen_at") else ""
+        out.append(f"- {r['run_id']} {r['workspace']}/{r['stage']}: {r['state']} since "
+                   f"{when(r['created_at'])}{since} — {one_line(r['hypothesis'] or r['reason'])}")
+    if not runs["active"]:
+        out.append("- (none)")
+
+    out += ["", "## Awaiting finalization"]
+    for r in runs["awaiting"]:
+        out.append(f"- {r['run_id']} {r['workspace']}/{r['stage']} ended {r['infra_outcome']}: "
+                   f"`{r['finalize_call']}`")
+    hidden = runs["awaiting_total"] - len(runs["awaiting"])
+    if hidden > 0:
+        out.append(f"- …and {hidden} more: list_unfinalized_runs(workspace)")
+    if not runs["awaiting"]:
+        out.append("- (none: run() is open)")
+
+    out += ["", "## Recent outcomes"]
+    for o in runs["outcomes"]:
+        value = (f", {o['primary_metric']} {_number(o['value'])}{_goal_text(o)}"
+                 if o["value"] is not None else "")
+        out.append(f"- [{when(o['finalized_at'])}] {o['run_id']} {o['workspace']}/{o['stage']}:"
+                   f" {one_line(o['hypothesis'] or o['reason'])} → {o['ml_outcome']}{value}")
+    if not runs["outcomes"]:
+        out.append("- (none finalized yet)")
+
+    out += ["", "## Best results"]
+    for b in runs["best"]:
+        out.append(f"- {b['workspace']}: {b['run_id']} ({b['stage']}) {b['primary_metric']} "
+                   f"{_number(b['value'])} [{b['chosen_by']}]")
+    if not runs["best"]:
+        out.append("- (none yet)")
+    return out
+
+
 def render(state: StateInput) -> str:
     """The STATE.md text for ``state``."""
     name = state.project.get("name") or "(uninitialised project)"
@@ -89,6 +141,9 @@ def render(state: StateInput) -> str:
     hidden = state.workspace_total - len(state.workspaces)
     if hidden > 0:
         out.append(f"\n…and {hidden} more workspaces (most recently active shown).")
+
+    if state.runs is not None:
+        out += _run_sections(state.runs)
 
     out += ["", "## Recent thoughts"]
     if not state.thoughts:

@@ -23,7 +23,7 @@ import sqlite_utils
 from quipu.core.errors import InvalidInput
 from quipu.core.ports import EventStore
 
-from . import audit, project, state_md, thoughts, workspaces
+from . import audit, dashboard, project, run_queries, runs, state_md, thoughts, workspaces
 from ._base import PAGE_SIZE, Progress, Projection, Runner, create_indexes
 
 __all__ = ["PROJECTIONS", "REBUILD_PAGE_SIZE", "SCHEMA", "Views"]
@@ -38,6 +38,7 @@ Each projection has its own ``version`` too: a change refolds only that projecti
 
 PROJECTIONS: tuple[type[Projection], ...] = (
     project.ProjectView, workspaces.WorkspacesView, thoughts.ThoughtsView, audit.AuditView,
+    runs.RunsView, dashboard.CursorsView,
 )
 """Every projection, in the order they fold a page. Adding one is adding it here."""
 
@@ -286,6 +287,111 @@ class Views:
         """Recent actions, newest first."""
         return audit.audit_log(self.conn, limit=limit, workspace=workspace)
 
+    # --- runs: the RunIndex port of core.runs (catches up first: commands need every event) -----
+
+    @_locked
+    def latest_output(self, workspace: str, stage: str, signal: str) -> str | None:
+        """The newest run of ``stage`` that succeeded, produced ``signal`` and is not bad
+        (tagged ``bad-results``, or finalized as a miss and tagged ``bad``)."""
+        self.catch_up()
+        return run_queries.latest_output(self.conn, workspace, stage, signal)
+
+    @_locked
+    def previous_finalized(self, workspace: str, stage: str, metric: str,
+                           exclude: str) -> tuple[str, float] | None:
+        """(run_id, value) of the most recently finalized run of the stage with a value."""
+        self.catch_up()
+        return run_queries.previous_finalized(self.conn, workspace, stage, metric, exclude)
+
+    @_locked
+    def best(self, workspace: str, stage: str, metric: str,
+             exclude: str) -> tuple[str, float] | None:
+        """(run_id, value) of the finalized run of the stage most recently tagged ``best*``."""
+        self.catch_up()
+        return run_queries.best(self.conn, workspace, stage, metric, exclude)
+
+    # --- runs: queries -------------------------------------------------------------------------
+
+    @_locked
+    def history(self, workspace: str, *, stage: str | None = None, tagged: str | None = None,
+                metric: str | None = None, min_value: float | None = None,
+                experiment_group: str | None = None, sort_by: str = "created",
+                desc: bool = True, finalized_only: bool = False, limit: int = 20,
+                offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """A page of a workspace's runs (newest first by default) and how many match.
+
+        ``metric`` keeps runs whose primary metric it is, ``min_value`` those whose value is at
+        least it (value: the finalized value, else the last logged primary value);
+        ``sort_by="metric"`` orders by value (runs without one last).
+        """
+        if sort_by not in ("created", "metric"):
+            raise InvalidInput(f"cannot sort by {sort_by!r}", code="invalid_sort",
+                               hint="sort_by is 'created' or 'metric'")
+        return run_queries.history(
+            self.conn, workspace, stage=stage, tagged=tagged, metric=metric,
+            min_value=min_value, experiment_group=experiment_group, sort_by=sort_by, desc=desc,
+            finalized_only=finalized_only, limit=limit, offset=offset)
+
+    @_locked
+    def run_record(self, run_id: str) -> dict[str, Any] | None:
+        """Everything recorded about one run (results, comparison, tags, metrics), or None."""
+        return run_queries.record(self.conn, run_id)
+
+    @_locked
+    def run_provenance(self, run_id: str) -> dict[str, Any] | None:
+        """Version, manifest, config, inputs (requested and launched), outputs, downstream."""
+        row = run_queries.run_row(self.conn, run_id)
+        if row is None:
+            return None
+        names = sorted(set(row["inputs"]) | set(row["inputs_launched"]))
+        return {
+            "version": f"v{row['version']}", "manifest": row["manifest"],
+            "entrypoint": row["entrypoint"], "config": row["config"],
+            "config_hash": row["config_hash"], "depends_on": row["depends_on"],
+            "inputs": {n: {"requested": row["inputs"].get(n),
+                           "launched": row["inputs_launched"].get(n)} for n in names},
+            "outputs_declared": row["outputs_declared"], "outputs": row["outputs"],
+            "downstream": run_queries.downstream(self.conn, run_id),
+            "pipeline_run_id": row["pipeline_run_id"],
+        }
+
+    @_locked
+    def run_execution(self, run_id: str) -> dict[str, Any] | None:
+        """Where and how the run executes: worker, host, pid, run_dir, logs, metric series."""
+        row = run_queries.run_row(self.conn, run_id)
+        if row is None:
+            return None
+        return {k: row[k] for k in (
+            "state", "worker", "host", "pid", "run_dir", "logs", "exit_code", "signal", "error",
+            "problems", "created_at", "launched_at", "ended_at", "finalized_at", "last_seen_at",
+            "heartbeat_message", "metric_series", "metric_points", "metrics_complete")}
+
+    @_locked
+    def tagged_run(self, workspace: str, tag: str) -> str | None:
+        """The run of ``workspace`` most recently given ``tag``."""
+        return run_queries.tagged_run(self.conn, workspace, tag)
+
+    @_locked
+    def unfinalized_runs(self, workspace: str) -> list[dict[str, Any]]:
+        """The runs holding the workspace's gate, oldest first, each with its finalize call."""
+        return run_queries.unfinalized(self.conn, workspace)
+
+    @_locked
+    def experiment_context(self, workspace: str) -> dict[str, Any]:
+        """Current best, awaiting finalization, recent trend (10, oldest first), alerts."""
+        return run_queries.experiment_context(self.conn, workspace)
+
+    @_locked
+    def dashboard(self, consumer: str = "default") -> dict[str, Any]:
+        """Active runs, pending finalization, outcomes, failures, bests, and what is new since
+        the consumer's cursor; ``cursor_position`` is what ``mark_seen`` should record."""
+        return dashboard.dashboard(self.conn, consumer, head=self.position())
+
+    @_locked
+    def cursor(self, consumer: str) -> int:
+        """The consumer's cursor (0 if it never marked anything seen)."""
+        return dashboard.cursor(self.conn, consumer)
+
     @_locked
     def state_md(self, dirty: Callable[[str, str | None], bool], *,
                  slot_names: Sequence[str] | None = None) -> str:
@@ -307,4 +413,6 @@ class Views:
             project=project.project(self.conn), slots=slot_rows, workspaces=shown,
             workspace_total=workspaces.workspace_count(self.conn),
             thoughts=thoughts.thoughts(self.conn, limit=state_md.MAX_THOUGHTS),
-            actions=audit.audit_log(self.conn, limit=state_md.MAX_ACTIONS)))
+            actions=audit.audit_log(self.conn, limit=state_md.MAX_ACTIONS),
+            runs=dashboard.state_md_runs(self.conn, limit=state_md.MAX_RUNS,
+                                         outcomes=state_md.MAX_OUTCOMES)))
