@@ -1,0 +1,134 @@
+"""Metric ingestion: ``.quipu/metrics.jsonl`` -> a Parquet series blob and per-metric summaries.
+
+The SDK appends whole lines ``{"name", "value", "step", "ts"}``; a trailing line without its
+newline is still being written and is read on the next pass. The whole series is kept per run
+(the file is re-read from the start after an executor restart), written as one Parquet table
+(columns ``name``, ``step``, ``value``, ``ts``) and summarised per metric.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+from quipu.core.ports import BlobStore
+
+__all__ = ["TREND_WINDOW", "MetricSeries", "summarise", "trend"]
+
+TREND_WINDOW = 20
+"""How many of a metric's latest points its trend is fitted on."""
+FLAT_FRACTION = 0.01
+"""A fitted change smaller than this fraction of the metric's whole range reads as flat."""
+
+_SCHEMA = pa.schema([("name", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
+                     ("ts", pa.float64())])
+
+
+def trend(xs: list[float], ys: list[float], value_range: float) -> str:
+    """"up", "down" or "flat": the least-squares slope over the points, times their span."""
+    n = len(xs)
+    if n < 2 or value_range <= 0:
+        return "flat"
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    if sxx == 0:
+        return "flat"
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sxx
+    change = slope * (max(xs) - min(xs))
+    if abs(change) <= FLAT_FRACTION * value_range:
+        return "flat"
+    return "up" if change > 0 else "down"
+
+
+def summarise(points: list[tuple[int | None, float]]) -> dict[str, Any]:
+    """{min, max, last, count, trend, last_step} of one metric's points in logging order."""
+    values = [v for _, v in points]
+    low, high = min(values), max(values)
+    window = points[-TREND_WINDOW:]
+    xs = [float(s) if s is not None else float(i) for i, (s, _) in enumerate(window)]
+    return {"min": low, "max": high, "last": values[-1], "count": len(values),
+            "trend": trend(xs, [v for _, v in window], high - low),
+            "last_step": points[-1][0]}
+
+
+@dataclass
+class MetricSeries:
+    """One run's metric points read so far from its ``metrics.jsonl``."""
+
+    path: Path
+    offset: int = 0
+    names: list[str] = field(default_factory=list)
+    steps: list[int | None] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    stamps: list[float] = field(default_factory=list)
+    skipped: int = 0
+
+    @property
+    def points(self) -> int:
+        """How many points were read."""
+        return len(self.values)
+
+    def read_new(self) -> int:
+        """Parse the complete lines appended since the last call; return how many points."""
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except OSError:
+            return 0
+        complete, newline, _partial = data.rpartition(b"\n")
+        if not newline:
+            return 0
+        self.offset += len(complete) + 1
+        before = self.points
+        for line in complete.split(b"\n"):
+            if line.strip():
+                self._add(line)
+        return self.points - before
+
+    def _add(self, line: bytes) -> None:
+        try:
+            record = json.loads(line)
+            name = record["name"]
+            value = float(record["value"])
+            step = record.get("step")
+            ts = float(record.get("ts") or 0.0)
+        except (ValueError, TypeError, KeyError):
+            self.skipped += 1
+            return
+        if (not isinstance(name, str) or not math.isfinite(value)
+                or not (step is None or (isinstance(step, int) and not isinstance(step, bool)))):
+            self.skipped += 1
+            return
+        self.names.append(name)
+        self.steps.append(step)
+        self.values.append(value)
+        self.stamps.append(ts)
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """Per-metric summaries, by name."""
+        per: dict[str, list[tuple[int | None, float]]] = {}
+        for name, step, value in zip(self.names, self.steps, self.values, strict=True):
+            per.setdefault(name, []).append((step, value))
+        return {name: summarise(points) for name, points in sorted(per.items())}
+
+    def to_parquet(self) -> bytes:
+        """The whole series as Parquet bytes."""
+        table = pa.table({"name": self.names, "step": self.steps, "value": self.values,
+                          "ts": self.stamps}, schema=_SCHEMA)
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        return sink.getvalue()
+
+    def store(self, blobs: BlobStore) -> str | None:
+        """Store the series as a blob; None when there are no points."""
+        if not self.points:
+            return None
+        return blobs.put_bytes(self.to_parquet())

@@ -1,0 +1,363 @@
+"""The run directory: build it before a stage starts, read what the stage left behind.
+
+Layout (the contract in ``docs/sdk.md``)::
+
+    runs_dir/<run_id>/
+      code/        the workspace version's files
+      inputs/      one read-only file or tree per declared input
+      outputs/     where the stage writes
+      .quipu/      stage.json (ours), the SDK's side files, and the executor's own:
+                   launch.json (pid, inputs), tree.json (the tree before the stage ran),
+                   stdout.log (+ stdout.head, stdout.tail, stdout.cap.json while capping),
+                   exit.json (written by the wrapper)
+
+Everything the executor must remember about a running stage is written here, not kept only in
+memory, so an executor that restarts can pick the run up again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from quipu.core.errors import InvalidInput, NotFound
+from quipu.core.ports import BlobStore
+from quipu.core.versions import FileEntry, Manifest
+
+__all__ = [
+    "CappedLog",
+    "build_run_dir",
+    "collect_outputs",
+    "dir_digest",
+    "output_filename",
+    "read_json",
+    "tree_changes",
+    "tree_snapshot",
+    "write_json",
+]
+
+_EXTENSIONS = {"npy": ".npy", "csv": ".csv", "json": ".json"}
+_IGNORED_TOP = {"outputs", ".quipu"}
+
+
+def output_filename(name: str, signal_type: str | None) -> str:
+    """``<name>`` plus the extension the SDK gives a signal of that type."""
+    return name + _EXTENSIONS.get(signal_type or "", "")
+
+
+def read_json(path: Path) -> Any:
+    """The parsed file, or None when it is absent or not (yet) valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Replace ``path`` atomically with ``obj`` as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def dir_digest(root: Path) -> tuple[str, int]:
+    """The SDK's directory hash: sha256 of ``<posix path>\\0<file sha256>\\n`` lines, and size."""
+    manifest = hashlib.sha256()
+    total = 0
+    for file in _files(root):
+        manifest.update(f"{file.relative_to(root).as_posix()}\0{_file_digest(file)}\n".encode())
+        total += file.stat().st_size
+    return manifest.hexdigest(), total
+
+
+def restore_manifest(blobs: BlobStore, manifest: Manifest, dest: Path) -> None:
+    """Write a manifest's tree under ``dest`` (files with their modes, symlinks as links)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, entry in sorted(manifest.files.items()):
+        target = dest / rel
+        if not target.resolve().is_relative_to(dest.resolve()):
+            raise InvalidInput(f"manifest path {rel!r} leaves its tree",
+                               code="manifest_path_escapes", hint="the manifest is damaged")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if entry.kind == "symlink":
+            os.symlink(entry.target or "", target)
+            continue
+        blobs.copy_to(entry.sha256, target)
+        os.chmod(target, entry.mode & 0o777)
+
+
+def _make_read_only(path: Path) -> None:
+    if path.is_symlink():
+        return
+    if path.is_dir():
+        for child in path.iterdir():
+            _make_read_only(child)
+        os.chmod(path, 0o555)
+    else:
+        os.chmod(path, 0o444)
+
+
+def _stage_input(blobs: BlobStore, how: Mapping[str, Any], dest: Path,
+                 producer: Callable[[str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Put one input at ``dest``; return what was given (sha256, size, where from)."""
+    kind = how.get("kind")
+    if kind in ("upstream", "run"):
+        run_id, signal = str(how["run_id"]), str(how["signal"])
+        outputs = producer(run_id)
+        if signal not in outputs:
+            raise NotFound(f"run {run_id} recorded no output {signal!r} "
+                           f"(it has: {', '.join(sorted(outputs)) or 'none'})",
+                           code="input_missing", hint="rerun the producing stage")
+        out = outputs[signal]
+        if out.get("kind") == "directory":
+            manifest = Manifest.from_bytes(blobs.get_bytes(str(out["manifest"])))
+            restore_manifest(blobs, manifest, dest)
+        else:
+            blobs.copy_to(str(out["sha256"]), dest)
+        return {"sha256": out["sha256"], "size": out["size"], "kind": out.get("kind", "file"),
+                "producer": run_id, "signal": signal}
+    if kind == "path":
+        source = Path(str(how["path"]))
+        if not source.exists():
+            raise NotFound(f"input path {source} does not exist", code="input_missing",
+                           hint="pass an existing absolute path in inputs_override")
+        if source.is_dir():
+            shutil.copytree(source, dest, symlinks=False)
+            digest, size = dir_digest(dest)
+            return {"sha256": digest, "size": size, "kind": "directory", "path": str(source)}
+        shutil.copyfile(source, dest)
+        return {"sha256": _file_digest(dest), "size": dest.stat().st_size, "kind": "file",
+                "path": str(source)}
+    raise InvalidInput(f"inputs of kind {kind!r} cannot be staged by the local executor yet",
+                       code="input_kind_unsupported",
+                       hint="pass inputs_override={input: '/absolute/path'}")
+
+
+def build_run_dir(run_dir: Path, *, blobs: BlobStore, run_id: str, stage: str, workspace: str,
+                  manifest_digest: str, config: Mapping[str, Any],
+                  inputs: Mapping[str, Mapping[str, Any]],
+                  outputs: Mapping[str, Mapping[str, Any]],
+                  producer: Callable[[str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Create the run directory from scratch; return the inputs given {name: {sha256, ...}}."""
+    if run_dir.exists():
+        _make_writable(run_dir)
+        shutil.rmtree(run_dir)
+    for sub in ("code", "inputs", "outputs", ".quipu"):
+        (run_dir / sub).mkdir(parents=True)
+    restore_manifest(blobs, Manifest.from_bytes(blobs.get_bytes(manifest_digest)),
+                     run_dir / "code")
+    given: dict[str, Any] = {}
+    described: dict[str, Any] = {}
+    for name, how in sorted(inputs.items()):
+        dest = run_dir / "inputs" / output_filename(name, how.get("type"))
+        given[name] = _stage_input(blobs, how, dest, producer)
+        _make_read_only(dest)
+        described[name] = {"path": dest.relative_to(run_dir).as_posix(),
+                           "type": how.get("type"), "format": how.get("format"),
+                           "schema": how.get("schema")}
+    os.chmod(run_dir / "inputs", 0o555)
+    stage_json = {
+        "run_id": run_id, "stage": stage, "workspace": workspace, "config": dict(config),
+        "inputs": described,
+        "outputs": {n: {"type": o.get("type"), "format": o.get("format"),
+                        "schema": o.get("schema")} for n, o in sorted(outputs.items())},
+    }
+    (run_dir / ".quipu" / "stage.json").write_text(json.dumps(stage_json, indent=2))
+    write_json(run_dir / ".quipu" / "tree.json", tree_snapshot(run_dir))
+    return given
+
+
+def _make_writable(root: Path) -> None:
+    for dirpath, dirnames, _ in os.walk(root):
+        for name in dirnames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                os.chmod(path, 0o755)
+    os.chmod(root, 0o755)
+
+
+# --- what the stage did -------------------------------------------------------------------------
+
+
+def tree_snapshot(run_dir: Path) -> dict[str, list[int]]:
+    """Every path outside ``outputs/`` and ``.quipu/``: [size, mtime_ns] (dirs: [-1, 0])."""
+    found: dict[str, list[int]] = {}
+    for dirpath, dirnames, filenames in os.walk(run_dir):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(run_dir)
+        if rel_dir == Path("."):
+            dirnames[:] = [d for d in dirnames if d not in _IGNORED_TOP]
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        for d in dirnames:
+            found[(rel_dir / d).as_posix()] = [-1, 0]
+        for f in filenames:
+            if rel_dir == Path(".") and f in _IGNORED_TOP:
+                continue
+            stat = (here / f).lstat()
+            found[(rel_dir / f).as_posix()] = [stat.st_size, stat.st_mtime_ns]
+    return found
+
+
+def tree_changes(before: Mapping[str, list[int]], after: Mapping[str, list[int]]) -> list[str]:
+    """Paths created, changed or removed between two snapshots, sorted."""
+    return sorted(p for p in set(before) | set(after)
+                  if list(before.get(p, [])) != list(after.get(p, [])))
+
+
+def _last_records(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The last ``outputs.jsonl`` line per output name (complete lines only)."""
+    try:
+        data = (run_dir / ".quipu" / "outputs.jsonl").read_bytes()
+    except OSError:
+        return {}
+    records: dict[str, dict[str, Any]] = {}
+    for line in data.rpartition(b"\n")[0].splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("name"), str):
+            records[record["name"]] = record
+    return records
+
+
+def _store_dir(blobs: BlobStore, root: Path) -> tuple[str, int, int]:
+    """Store every file of a tree and its manifest; return (manifest digest, size, files)."""
+    entries: dict[str, FileEntry] = {}
+    for file in _files(root):
+        digest, size = blobs.put_file(file)
+        entries[file.relative_to(root).as_posix()] = FileEntry(
+            sha256=digest, size=size, mode=file.stat().st_mode & 0o777)
+    manifest = Manifest(files=entries)
+    return blobs.put_bytes(manifest.to_bytes()), manifest.total_bytes, len(entries)
+
+
+def collect_outputs(run_dir: Path, declared: Mapping[str, Mapping[str, Any]],
+                    blobs: BlobStore) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Store each declared output; return ({name: record}, problems)."""
+    outputs_dir = (run_dir / "outputs").resolve()
+    records = _last_records(run_dir)
+    stored: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for name, spec in sorted(declared.items()):
+        path = outputs_dir / output_filename(name, spec.get("type"))
+        record = records.get(name, {})
+        if isinstance(record.get("path"), str):
+            candidate = (run_dir / record["path"]).resolve()
+            if candidate.is_relative_to(outputs_dir) and candidate.exists():
+                path = candidate
+        rel = f"outputs/{path.relative_to(outputs_dir).as_posix()}"
+        if not path.exists():
+            problems.append(f"declared output {name!r} was not written (expected {rel})")
+            continue
+        stats = record.get("stats") if isinstance(record.get("stats"), dict) else {}
+        if path.is_dir():
+            digest, size = dir_digest(path)
+            if size == 0:
+                problems.append(f"declared output {name!r} is an empty directory ({rel})")
+                continue
+            manifest, _, count = _store_dir(blobs, path)
+            stored[name] = {"kind": "directory", "sha256": digest, "size": size,
+                            "manifest": manifest, "files": count, "path": rel,
+                            "type": spec.get("type"), "stats": stats}
+            continue
+        if path.stat().st_size == 0:
+            problems.append(f"declared output {name!r} is empty ({rel})")
+            continue
+        digest, size = blobs.put_file(path)
+        stored[name] = {"kind": "file", "sha256": digest, "size": size, "path": rel,
+                        "type": spec.get("type"), "stats": stats}
+    return stored, problems
+
+
+# --- the captured stdout/stderr -----------------------------------------------------------------
+
+
+class CappedLog:
+    """``.quipu/stdout.log`` kept under ``limit`` bytes while the stage writes to it.
+
+    The stage appends to the file through an O_APPEND descriptor, so the executor may cut it
+    under the writer's feet: once it grows past ``limit``, the first half is kept in
+    ``stdout.head`` (once), the newest half in ``stdout.tail``, and the live file is truncated.
+    ``finish()`` joins head, a truncation notice and the newest tail back into ``stdout.log``.
+    Its state lives in ``stdout.cap.json`` so a restarted executor continues where it was.
+    """
+
+    def __init__(self, quipu_dir: Path, limit: int) -> None:
+        self.live = quipu_dir / "stdout.log"
+        self.head = quipu_dir / "stdout.head"
+        self.tail = quipu_dir / "stdout.tail"
+        self.state_file = quipu_dir / "stdout.cap.json"
+        self.limit = max(limit, 1024)
+        state = read_json(self.state_file) or {}
+        self.dropped = int(state.get("dropped", 0))
+        self.finished = bool(state.get("finished", False))
+
+    @property
+    def truncated(self) -> bool:
+        """Whether anything was cut."""
+        return self.head.exists()
+
+    def check(self) -> None:
+        """Cut the live file if it grew past the limit."""
+        try:
+            size = self.live.stat().st_size
+        except OSError:
+            return
+        if size <= self.limit or self.finished:
+            return
+        half = self.limit // 2
+        with self.live.open("r+b") as handle:
+            if not self.head.exists():
+                self.head.write_bytes(handle.read(half))
+                kept_head = half
+            else:
+                kept_head = 0
+            handle.seek(max(size - half, 0))
+            newest = handle.read(half)
+            handle.truncate(0)  # bytes appended since the stat are lost (and not counted)
+        old_tail = self.tail.stat().st_size if self.tail.exists() else 0
+        self.tail.write_bytes(newest)
+        self.dropped += old_tail + size - kept_head - len(newest)
+        write_json(self.state_file, {"dropped": self.dropped})
+
+    def finish(self) -> tuple[Path, bool]:
+        """Assemble the final log; return (path, truncated). Calling it again changes nothing."""
+        if self.finished:
+            return self.live, self.truncated
+        self.check()
+        if not self.truncated:
+            return self.live, False
+        half = self.limit // 2
+        newest = (self.tail.read_bytes() if self.tail.exists() else b"") + \
+            (self.live.read_bytes() if self.live.exists() else b"")
+        if len(newest) > half:
+            self.dropped += len(newest) - half
+            newest = newest[-half:]
+        notice = (f"\n[quipu: output exceeded {self.limit} bytes; about {self.dropped} bytes "
+                  "in the middle were dropped]\n").encode()
+        tmp = self.live.with_name(".stdout.log.tmp")
+        tmp.write_bytes(self.head.read_bytes() + notice + newest)
+        os.replace(tmp, self.live)
+        self.tail.unlink(missing_ok=True)
+        self.finished = True
+        write_json(self.state_file, {"dropped": self.dropped, "finished": True})
+        return self.live, True

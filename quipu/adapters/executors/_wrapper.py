@@ -1,0 +1,89 @@
+"""Run one stage script and leave its exit status in ``.quipu/exit.json``.
+
+The executor starts every stage as ``python -m quipu.adapters.executors._wrapper <script>``.
+An executor that restarted cannot ``wait()`` for a process it did not start, so the stage's own
+process writes down how it ended: ``{"exit_code": int | null, "signal": int | null}``. The file
+is written last (after the SDK's own exit hooks flushed metrics), through a temporary file and a
+rename, so a reader sees it whole or not at all. A stage killed by SIGKILL writes nothing; the
+executor then knows only what the operating system tells it, or that the process is gone.
+
+This module imports nothing but the standard library: it runs inside every stage.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import runpy
+import signal
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType
+
+__all__ = ["main"]
+
+_status: dict[str, int | None] = {"exit_code": None, "signal": None}
+
+
+def _exit_file() -> Path:
+    return Path(os.environ.get("QUIPU_RUN_DIR") or ".") / ".quipu" / "exit.json"
+
+
+def _write_status() -> None:
+    path = _exit_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".exit.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_status))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the executor falls back to the process's return code
+
+
+def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    # Record the signal, then die of it for real so the parent sees the same thing.
+    _status.update(exit_code=None, signal=signum)
+    _write_status()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # sys.exit("message") prints it and exits 1
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    """Run the script ``argv[0]`` as ``__main__``; return its exit code."""
+    if not argv:
+        print("usage: python -m quipu.adapters.executors._wrapper SCRIPT [ARGS...]",
+              file=sys.stderr)
+        return 2
+    script = os.path.abspath(argv[0])
+    # atexit runs hooks last-registered-first: registering now makes exit.json the very last
+    # thing written, after the SDK flushed its buffers.
+    atexit.register(_write_status)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.argv = [script, *argv[1:]]
+    sys.path[0] = os.path.dirname(script)  # like `python script.py`, not the run directory
+    try:
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    _status.update(exit_code=code, signal=None)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

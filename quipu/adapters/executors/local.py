@@ -1,0 +1,464 @@
+"""The default executor: each stage run is a local subprocess in its own run directory.
+
+``LocalExecutor`` follows the log from its own position (run events only; never the
+projections) and answers with events through ``RunService``:
+
+* ``RunQueued`` -> once every upstream run succeeded and fewer than ``max_parallel`` stages
+  run: claim (exactly one executor wins), build the run directory, start the stage in its own
+  process group with a clean environment -> ``RunLaunched`` (or ``RunLaunchFailed``);
+* while it runs -> ``RunHeartbeat`` (throttled, and only when the stage shows signs of life:
+  its heartbeat file, metrics, logs or outputs changed) and ``MetricsRecorded``;
+* when it ends -> ``MetricsRecorded(complete)`` and ``RunExited`` with outputs, log and
+  problems;
+* ``RunCanceled`` -> SIGTERM to the stage's process group, SIGKILL after ``kill_grace``.
+
+The same loop is the supervisor: a run silent past its state's deadline gets
+``record_deadline`` (lost, canceled or finalized, per ``core.lifecycle``). On its first step it
+recovers runs a previous engine left behind: a live stage is watched again (adopted if it had
+been declared lost), a finished one has its exit recorded from ``.quipu/exit.json``, a vanished
+one is lost. Every step is idempotent: the ``Run`` aggregate ignores a fact it already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quipu.core import lifecycle
+from quipu.core.errors import Conflict
+from quipu.core.events import Event, RunCanceled, RunQueued
+from quipu.core.lifecycle import State
+from quipu.core.log import decode
+from quipu.core.ports import BlobStore, EventStore
+from quipu.core.run import Run
+from quipu.core.runs import RunService
+
+from ._metrics import MetricSeries
+from ._rundir import (
+    CappedLog,
+    build_run_dir,
+    collect_outputs,
+    read_json,
+    tree_changes,
+    tree_snapshot,
+    write_json,
+)
+from ._supervisor import RUN_EVENT_TYPES, RunBook, process_is_stage
+
+__all__ = ["LocalExecutor"]
+
+log = logging.getLogger("quipu.executor")
+
+WRAPPER = "quipu.adapters.executors._wrapper"
+_SIGNS_OF_LIFE = ("heartbeat", "metrics.jsonl", "stdout.log", "stdout.tail", "runtime.log",
+                  "outputs.jsonl", "checkpoints.jsonl")
+
+
+@dataclass
+class _Stage:
+    """A stage process this executor watches."""
+
+    run_id: str
+    run_dir: Path
+    pid: int
+    outputs: dict[str, dict[str, Any]]
+    metrics: MetricSeries
+    log: CappedLog
+    popen: subprocess.Popen[bytes] | None = None
+    last_beat: float = field(default_factory=time.monotonic)
+    last_metrics: float = 0.0
+    signs: tuple[Any, ...] = ()
+    kill_at: float | None = None  # set once canceled: when SIGTERM turns into SIGKILL
+
+    @property
+    def quipu_dir(self) -> Path:
+        return self.run_dir / ".quipu"
+
+
+class LocalExecutor:
+    """Runs queued stages as local processes and supervises every run's deadlines."""
+
+    def __init__(self, runs_dir: Path, store: EventStore, blobs: BlobStore, runs: RunService,
+                 *, worker_id: str, max_parallel: int = 2, heartbeat_timeout: float = 600.0,
+                 heartbeat_every: float = 30.0, poll_interval: float = 0.2,
+                 metrics_every: float = 5.0, kill_grace: float = 5.0,
+                 log_limit: int = 50 * 1024 * 1024) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.store = store
+        self.blobs = blobs
+        self.runs = runs
+        self.worker_id = worker_id
+        self.supervisor_id = f"supervisor:{worker_id}"
+        self.max_parallel = max_parallel
+        self.heartbeat_every = heartbeat_every
+        self.poll_interval = poll_interval
+        self.metrics_every = metrics_every
+        self.kill_grace = kill_grace
+        self.log_limit = log_limit
+        self.host = socket.gethostname()
+        self.book = RunBook(heartbeat_timeout)
+        self.position = 0
+        self._pending: dict[str, None] = {}  # queued runs, in log order
+        self._stages: dict[str, _Stage] = {}
+        self._recovered = False
+        self._step = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle of the worker -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Follow the log in a background daemon thread."""
+        if self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"executor {self.worker_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following the log (stage processes keep running; a new executor adopts them)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.poll_once()
+            except Exception:  # one bad step must not end the worker; the next one retries
+                log.exception("executor step failed")
+            self._stopping.wait(self.poll_interval)
+
+    def running(self) -> list[str]:
+        """The run ids whose stage processes this executor watches."""
+        return sorted(self._stages)
+
+    def poll_once(self) -> None:
+        """One synchronous step: read new events, recover, launch, watch, supervise."""
+        with self._step:
+            self._follow()
+            if not self._recovered:
+                self._recover()
+                self._recovered = True
+            self._launch_ready()
+            for stage in list(self._stages.values()):
+                self._isolated(stage.run_id, self._watch, stage)
+            self._supervise()
+
+    def _isolated(self, run_id: str, fn: Any, *args: Any) -> None:
+        # A failure with one run is logged with the run and does not hold up the others.
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("executor: handling run %s failed", run_id)
+
+    # --- following the log -----------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        while True:
+            records = self.store.read(after=self.position, limit=1000, types=RUN_EVENT_TYPES)
+            for record in records:
+                self.position = record.position
+                self._on_event(decode(record).event)
+            if len(records) < 1000:
+                return
+
+    def _on_event(self, event: Event) -> None:
+        self.book.apply(event)
+        if isinstance(event, RunQueued):
+            self._pending[event.run_id] = None
+        elif isinstance(event, RunCanceled):
+            self._pending.pop(event.run_id, None)
+            stage = self._stages.get(event.run_id)
+            if stage is not None:
+                self._kill(stage)
+
+    # --- launching -------------------------------------------------------------------------------
+
+    def _busy(self) -> int:
+        return sum(1 for s in self._stages.values()
+                   if s.kill_at is None and self.book.state(s.run_id) is not State.LOST)
+
+    def _launch_ready(self) -> None:
+        for run_id in list(self._pending):
+            if self.book.state(run_id) is not State.QUEUED:
+                self._pending.pop(run_id, None)
+                continue
+            if self.book.waits_on_others(run_id):
+                continue
+            run = self.runs.load_run(run_id)
+            if run.current is not State.QUEUED:
+                self._pending.pop(run_id, None)
+                continue
+            ready = self._upstream_ready(run)
+            if ready is None:
+                self._pending.pop(run_id, None)  # an upstream failed: RunService cancels it
+                continue
+            if not ready:
+                continue
+            if self._busy() >= self.max_parallel:
+                return
+            self._pending.pop(run_id, None)
+            if self.runs.record_claim(run_id, self.worker_id):
+                self._isolated(run_id, self._launch, run)
+
+    def _upstream_ready(self, run: Run) -> bool | None:
+        """True when every upstream run succeeded, None when one ended otherwise."""
+        request = run.check_exists()
+        for dep_id in request.depends_on:
+            dep = self.runs.load_run(dep_id)
+            if dep.exit is not None and dep.exit.state == State.SUCCEEDED.value and \
+                    dep.current in (State.SUCCEEDED, State.FINALIZED):
+                continue
+            if lifecycle.is_ended(dep.current) or lifecycle.is_final(dep.current) or \
+                    dep.current is State.BLOCKED:
+                return None
+            return False
+        return True
+
+    def _producer_outputs(self, run_id: str) -> dict[str, dict[str, Any]]:
+        run = self.runs.load_run(run_id)
+        return dict(run.exit.outputs) if run.exit is not None else {}
+
+    def _environment(self, run_id: str, stage: str, run_dir: Path) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "HOME": os.environ.get("HOME", str(run_dir)),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONPATH": str(run_dir / "code"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "QUIPU_RUN_DIR": str(run_dir),
+            "QUIPU_RUN_ID": run_id,
+            "QUIPU_STAGE": stage,
+            "QUIPU_INPUTS_DIR": str(run_dir / "inputs"),
+            "QUIPU_OUTPUTS_DIR": str(run_dir / "outputs"),
+            "QUIPU_STAGE_CONFIG": str(run_dir / ".quipu" / "stage.json"),
+        }
+
+    def _launch(self, run: Run) -> None:
+        request = run.check_exists()
+        run_dir = (self.runs_dir / run.run_id).absolute()
+        try:
+            given = build_run_dir(
+                run_dir, blobs=self.blobs, run_id=run.run_id, stage=request.stage,
+                workspace=request.workspace, manifest_digest=request.manifest,
+                config=request.config, inputs=request.inputs, outputs=request.outputs,
+                producer=self._producer_outputs)
+            script = run_dir / "code" / request.entrypoint
+            if not script.is_file():
+                raise FileNotFoundError(f"entrypoint {request.entrypoint} is not in the version")
+            with (run_dir / ".quipu" / "stdout.log").open("ab") as out:
+                popen = subprocess.Popen(
+                    [sys.executable, "-m", WRAPPER, str(script)], cwd=run_dir,
+                    env=self._environment(run.run_id, request.stage, run_dir),
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True, close_fds=True)
+        except Exception as exc:  # whatever stops the stage from starting is its failure
+            self.runs.record_launch_failure(run.run_id, worker=self.worker_id,
+                                            error=f"{type(exc).__name__}: {exc}")
+            return
+        write_json(run_dir / ".quipu" / "launch.json",
+                   {"pid": popen.pid, "run_id": run.run_id, "worker": self.worker_id,
+                    "host": self.host, "inputs": given})
+        stage = self._watch_new(run.run_id, run_dir, popen.pid, request.outputs, popen)
+        try:
+            self.runs.record_launch(run.run_id, worker=self.worker_id, host=self.host,
+                                    pid=popen.pid, run_dir=str(run_dir), inputs=given)
+        except Conflict:
+            # Canceled between our claim and the launch: the process must not live on.
+            self._kill(stage)
+
+    def _watch_new(self, run_id: str, run_dir: Path, pid: int, outputs: dict[str, Any],
+                   popen: subprocess.Popen[bytes] | None) -> _Stage:
+        stage = _Stage(run_id=run_id, run_dir=run_dir, pid=pid, outputs=dict(outputs),
+                       metrics=MetricSeries(run_dir / ".quipu" / "metrics.jsonl"),
+                       log=CappedLog(run_dir / ".quipu", self.log_limit), popen=popen)
+        stage.signs = self._signs(stage)
+        self._stages[run_id] = stage
+        return stage
+
+    # --- watching --------------------------------------------------------------------------------
+
+    def _signs(self, stage: _Stage) -> tuple[Any, ...]:
+        found: list[tuple[int, int] | None] = []
+        for name in _SIGNS_OF_LIFE:
+            try:
+                st = (stage.quipu_dir / name).stat()
+                found.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                found.append(None)
+        return tuple(found)
+
+    def _exit_status(self, stage: _Stage) -> tuple[bool, int | None, int | None] | None:
+        """None while alive; else (known, exit_code, signal)."""
+        if stage.popen is not None:
+            code = stage.popen.poll()
+            if code is None:
+                return None
+            return (True, None, -code) if code < 0 else (True, code, None)
+        if process_is_stage(stage.pid, stage.run_id, stage.run_dir):
+            return None
+        status = read_json(stage.quipu_dir / "exit.json")
+        if not isinstance(status, dict):
+            return (False, None, None)
+        return (True, status.get("exit_code"), status.get("signal"))
+
+    def _watch(self, stage: _Stage) -> None:
+        stage.log.check()
+        status = self._exit_status(stage)
+        now = time.monotonic()
+        if stage.kill_at is not None:  # canceled: end the whole group, record no exit
+            if status is not None or now >= stage.kill_at:
+                _signal_group(stage.pid, signal.SIGKILL)
+                if stage.popen is not None:
+                    stage.popen.wait(timeout=5)
+                self._ingest_metrics(stage, complete=True)
+                self._stages.pop(stage.run_id, None)
+            return
+        if status is not None:
+            self._finish(stage, *status)
+            return
+        signs = self._signs(stage)
+        if signs != stage.signs and now - stage.last_beat >= self.heartbeat_every:
+            stage.signs, stage.last_beat = signs, now
+            self._alive(stage)
+        if now - stage.last_metrics >= self.metrics_every:
+            self._ingest_metrics(stage, complete=False)
+
+    def _alive(self, stage: _Stage) -> None:
+        beat = read_json(stage.quipu_dir / "heartbeat")
+        message = beat.get("message") if isinstance(beat, dict) else None
+        if self.book.state(stage.run_id) is State.LOST:
+            # It was declared lost for its silence, and it spoke again: say so in the log.
+            self.runs.record_adopted(stage.run_id, worker=self.worker_id, pid=stage.pid)
+            return
+        self.runs.record_heartbeat(stage.run_id, worker=self.worker_id,
+                                   message=message if isinstance(message, str) else None)
+
+    def _ingest_metrics(self, stage: _Stage, *, complete: bool) -> None:
+        stage.last_metrics = time.monotonic()
+        stage.metrics.read_new()
+        if not stage.metrics.points and not complete:
+            return
+        self.runs.record_metrics(stage.run_id, actor=self.worker_id,
+                                 series=stage.metrics.store(self.blobs),
+                                 points=stage.metrics.points,
+                                 summaries=stage.metrics.summaries(), complete=complete)
+
+    def _kill(self, stage: _Stage) -> None:
+        if stage.kill_at is None:
+            stage.kill_at = time.monotonic() + self.kill_grace
+            _signal_group(stage.pid, signal.SIGTERM)
+
+    def _finish(self, stage: _Stage, known: bool, exit_code: int | None,
+                sig: int | None) -> None:
+        """The stage process ended: record its metrics, then its exit."""
+        if stage.popen is not None:  # leftovers of a finished stage (a pid we just reaped)
+            _signal_group(stage.pid, signal.SIGKILL)
+        self._ingest_metrics(stage, complete=True)
+        if not known:
+            self.runs.record_lost(stage.run_id, actor=self.supervisor_id,
+                                  why="the stage process is gone and left no exit status")
+            self._stages.pop(stage.run_id, None)
+            return
+        outputs, problems = collect_outputs(stage.run_dir, stage.outputs, self.blobs)
+        before = read_json(stage.quipu_dir / "tree.json")
+        if isinstance(before, dict):
+            changed = tree_changes(before, tree_snapshot(stage.run_dir))
+            if changed:
+                shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more"
+                                                  if len(changed) > 5 else "")
+                problems.append(f"the stage changed files outside outputs/: {shown}")
+        stopped = (stage.quipu_dir / "stop_requested").exists()
+        if sig is not None:
+            state = State.CRASHED
+        elif exit_code != 0:
+            state = State.FAILED
+        elif stopped:
+            state = State.STOPPED
+        else:
+            state = State.FAILED if problems else State.SUCCEEDED
+        path, truncated = stage.log.finish()
+        logs = None
+        if path.exists():
+            digest, size = self.blobs.put_file(path)
+            logs = {"sha256": digest, "size": size, "truncated": truncated}
+        self.runs.record_exit(stage.run_id, worker=self.worker_id, state=state,
+                              exit_code=exit_code, signal=sig, outputs=outputs, logs=logs,
+                              problems=problems)
+        self._stages.pop(stage.run_id, None)
+
+    # --- the supervisor --------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        now = self.runs.svc.clock.now()
+        for run_id in self.book.overdue(now):
+            self._isolated(run_id, self._apply_deadline, run_id, now)
+
+    def _apply_deadline(self, run_id: str, now: Any) -> None:
+        run = self.runs.load_run(run_id)  # the log may have moved on since the book was read
+        limit = self.book.deadline(run.current)
+        if limit is None or (now - run.entered_at).total_seconds() <= limit:
+            return
+        self.runs.record_deadline(run_id, actor=self.supervisor_id)
+
+    def _recover(self) -> None:
+        """Pick up the runs a previous engine on this machine left launching or running."""
+        for run_id, entry in list(self.book.runs.items()):
+            if entry.state in (State.LAUNCHING, State.RUNNING, State.LOST, State.CANCELED) \
+                    and run_id not in self._stages:
+                run_dir = (self.runs_dir / run_id).absolute()
+                if run_dir.is_dir():  # only runs this machine's executors started
+                    self._isolated(run_id, self._recover_one, run_id, run_dir)
+
+    def _recover_one(self, run_id: str, run_dir: Path) -> None:
+        run = self.runs.load_run(run_id)
+        state = run.current
+        launch = read_json(run_dir / ".quipu" / "launch.json")
+        if not isinstance(launch, dict):
+            if state is State.LAUNCHING:
+                self.runs.record_lost(run_id, actor=self.supervisor_id,
+                                      why="the engine stopped before the stage process started")
+            return
+        pid = int(launch["pid"])
+        alive = process_is_stage(pid, run_id, run_dir)
+        if state is State.CANCELED:
+            if alive:  # canceled while no engine watched it: finish the job
+                _signal_group(pid, signal.SIGKILL)
+            return
+        outputs = dict(run.check_exists().outputs)
+        if state is State.LAUNCHING:
+            self.runs.record_launch(run_id, worker=self.worker_id, host=self.host, pid=pid,
+                                    run_dir=str(run_dir), inputs=dict(launch.get("inputs", {})))
+        if alive:
+            if state is State.LOST:
+                self.runs.record_adopted(run_id, worker=self.worker_id, pid=pid)
+            self._watch_new(run_id, run_dir, pid, outputs, None)
+            return
+        if state is State.LOST:
+            return  # it ended while lost; the log keeps what was known then
+        if not isinstance(read_json(run_dir / ".quipu" / "exit.json"), dict):
+            self.runs.record_lost(run_id, actor=self.supervisor_id,
+                                  why="process gone after an engine restart")
+            return
+        stage = self._watch_new(run_id, run_dir, pid, outputs, None)
+        self._watch(stage)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to a stage's process group (its leader's pid); gone groups are fine."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
