@@ -321,19 +321,27 @@ class RunService:
         return self.svc._commit(run, ws, *others)
 
     def _cascade(self, upstream: Run, meta: Meta) -> list[Run]:
-        """Runs of the same pipeline run that wait on a run that did not succeed: canceled."""
+        """Runs of the same pipeline run that wait on a run that did not succeed: canceled.
+
+        Transitively: a run canceled here cancels what waits on it in turn, so no stage of the
+        pipeline run is left queued behind one that will never run.
+        """
         request = upstream.check_exists()
         ws = self.svc.load(Workspace, request.workspace)
-        canceled = []
-        for run_id in ws_pipeline_runs(self.svc, ws.name, request.pipeline_run_id):
-            if run_id == upstream.name:
-                continue
-            run = self.svc.load(Run, run_id)
-            if (run.request is not None and upstream.name in run.request.depends_on
-                    and run.state in (State.REQUESTED, State.QUEUED)):
-                run.cancel(Meta(meta.actor, f"upstream {upstream.name} ended "
-                                f"{upstream.current.value}; nothing to run on", meta.at))
-                canceled.append(run)
+        waiting = [self.svc.load(Run, run_id)
+                   for run_id in ws_pipeline_runs(self.svc, ws.name, request.pipeline_run_id)
+                   if run_id != upstream.name]
+        canceled: list[Run] = []
+        ended = [upstream]
+        while ended:
+            up = ended.pop()
+            for run in waiting:
+                if (run.request is not None and up.name in run.request.depends_on
+                        and run.state in (State.REQUESTED, State.QUEUED)):
+                    run.cancel(Meta(meta.actor, f"upstream {up.name} ended "
+                                    f"{up.current.value}; nothing to run on", meta.at))
+                    canceled.append(run)
+                    ended.append(run)
         return canceled
 
     def record_claim(self, run_id: str, worker: str) -> bool:
