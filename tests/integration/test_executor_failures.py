@@ -1,0 +1,204 @@
+"""How the executor records stages that go wrong: failures, broken contracts, floods, cancels."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from test_executor_helpers import (
+    ONE_STAGE,
+    THREE_STAGES,
+    drive,
+    ended,
+    executor,
+    kill_quietly,
+    make_project,
+    pid_gone,
+    start,
+    state,
+    wait_until,
+)
+
+from quipu.core.lifecycle import State
+from quipu.core.workspace import Workspace
+
+OK = "from quipu import sdk\nsdk.save_output('numbers', [1, 2])\n"
+
+
+class TestFailures:
+    def test_a_failing_stage_fails_and_its_downstream_is_canceled(self, tmp_path: Path) -> None:
+        q = make_project(tmp_path, THREE_STAGES, {
+            "make": "raise SystemExit(3)\n", "double": OK, "report": OK})
+        ids = start(q)
+        drive(executor(q), ended(q, *ids.values()))
+        make = q.runs.load_run(ids["make"])
+        assert make.current is State.FAILED and make.exit.exit_code == 3
+        assert state(q, ids["double"]) is State.CANCELED
+        assert state(q, ids["report"]) is State.CANCELED
+        assert not (q.root / ".quipu" / "runs" / ids["double"]).exists()  # never launched
+        assert set(q.service.load(Workspace, "ws").awaiting) == {ids["make"]}
+
+    def test_an_exception_fails_the_run_and_its_traceback_is_in_the_log(
+            self, tmp_path: Path) -> None:
+        q = make_project(tmp_path, ONE_STAGE, {"solo": "raise ValueError('no good')\n"})
+        run_id = start(q)["solo"]
+        drive(executor(q), ended(q, run_id))
+        run = q.runs.load_run(run_id)
+        assert run.current is State.FAILED and run.exit.exit_code == 1
+        log = q.blobs.get_bytes(run.exit.logs["sha256"]).decode()
+        assert "ValueError: no good" in log and not run.exit.logs["truncated"]
+
+    def test_exit_0_with_a_declared_output_missing_fails_with_a_problem(
+            self, tmp_path: Path) -> None:
+        q = make_project(tmp_path, ONE_STAGE, {"solo": "print('forgot my output')\n"})
+        run_id = start(q)["solo"]
+        drive(executor(q), ended(q, run_id))
+        run = q.runs.load_run(run_id)
+        assert run.current is State.FAILED and run.exit.exit_code == 0
+        assert run.exit.problems == [
+            "declared output 'result' was not written (expected outputs/result.json)"]
+
+    def test_exit_0_with_an_empty_declared_output_fails_with_a_problem(
+            self, tmp_path: Path) -> None:
+        code = "import os\nopen(os.environ['QUIPU_OUTPUTS_DIR'] + '/result.json', 'w').close()\n"
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        drive(executor(q), ended(q, run_id))
+        run = q.runs.load_run(run_id)
+        assert run.current is State.FAILED
+        assert run.exit.problems == ["declared output 'result' is empty (outputs/result.json)"]
+
+    def test_a_stage_without_outputs_may_write_nothing(self, tmp_path: Path) -> None:
+        pipeline = "stages:\n  - name: solo\n"
+        q = make_project(tmp_path, pipeline, {"solo": "print('hello')\n"})
+        run_id = start(q)["solo"]
+        drive(executor(q), ended(q, run_id))
+        run = q.runs.load_run(run_id)
+        assert run.current is State.SUCCEEDED and run.exit.problems == []
+
+    def test_writing_outside_outputs_is_a_problem(self, tmp_path: Path) -> None:
+        code = """\
+            from pathlib import Path
+            from quipu import sdk
+            Path("scratch.txt").write_text("oops")
+            Path("code/modules/solo.py").write_text("# changed")
+            sdk.save_output("result", {"ok": True})
+            """
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        drive(executor(q), ended(q, run_id))
+        run = q.runs.load_run(run_id)
+        assert run.current is State.FAILED
+        assert run.exit.problems == [
+            "the stage changed files outside outputs/: code/modules/solo.py, scratch.txt"]
+        assert "result" in run.exit.outputs  # what it did produce is still recorded
+
+    def test_a_stage_killed_by_a_signal_crashed(self, tmp_path: Path) -> None:
+        code = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        drive(executor(q), ended(q, run_id))
+        run = q.runs.load_run(run_id)
+        assert run.current is State.CRASHED and run.exit.signal == 9
+        assert run.exit.exit_code is None
+
+    def test_a_stage_asked_to_stop_that_exits_0_is_stopped(self, tmp_path: Path) -> None:
+        code = """\
+            import time
+            from quipu import sdk
+            while not sdk.should_stop():
+                time.sleep(0.05)
+            """
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        ex = executor(q)
+        drive(ex, lambda: state(q, run_id) is State.RUNNING)
+        (Path(q.runs.load_run(run_id).run_dir) / ".quipu" / "stop_requested").touch()
+        drive(ex, ended(q, run_id))
+        assert state(q, run_id) is State.STOPPED
+
+
+class TestTheLogIsCapped:
+    def test_a_stage_flooding_stdout_keeps_head_and_tail_under_the_cap(
+            self, tmp_path: Path) -> None:
+        code = """\
+            import sys
+            from quipu import sdk
+            print("FIRST LINE", flush=True)
+            line = "x" * 1023 + "\\n"
+            for _ in range(6 * 1024):   # 6 MB through a 256 kB cap
+                sys.stdout.write(line)
+            print("LAST LINE", flush=True)
+            sdk.save_output("result", {"ok": True})
+            """
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        drive(executor(q, log_limit=256 * 1024), ended(q, run_id))
+        run = q.runs.load_run(run_id)
+        assert run.current is State.SUCCEEDED
+        logs = run.exit.logs
+        assert logs["truncated"] is True and logs["size"] < 300 * 1024
+        text = q.blobs.get_bytes(logs["sha256"]).decode()
+        assert text.startswith("FIRST LINE\n") and text.endswith("LAST LINE\n")
+        assert "bytes in the middle were dropped" in text
+
+
+class TestCancel:
+    def test_cancel_ends_the_whole_process_group(self, tmp_path: Path) -> None:
+        code = """\
+            import os, time
+            from pathlib import Path
+            child = os.fork()
+            if child == 0:
+                while True:
+                    time.sleep(0.1)
+            Path("outputs/pids.txt").write_text(f"{os.getpid()} {child}")
+            while True:
+                time.sleep(0.1)
+            """
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        ex = executor(q, kill_grace=2.0)
+        drive(ex, lambda: state(q, run_id) is State.RUNNING)
+        pids_file = Path(q.runs.load_run(run_id).run_dir) / "outputs" / "pids.txt"
+        wait_until(lambda: pids_file.exists() and pids_file.read_text().count(" ") == 1)
+        stage_pid, grandchild = map(int, pids_file.read_text().split())
+        try:
+            assert not pid_gone(stage_pid) and not pid_gone(grandchild)
+            q.cancel(run_id, "the hypothesis was already refuted elsewhere")
+            started = time.monotonic()
+            drive(ex, lambda: not ex.running(), timeout=20)
+            wait_until(lambda: pid_gone(stage_pid) and pid_gone(grandchild), timeout=10)
+            assert time.monotonic() - started < 10
+            run = q.runs.load_run(run_id)
+            assert run.current is State.CANCELED and run.exit is None
+        finally:
+            kill_quietly(stage_pid)
+
+    def test_a_grandchild_that_ignores_sigterm_is_killed_after_the_grace(
+            self, tmp_path: Path) -> None:
+        code = """\
+            import os, signal, time
+            from pathlib import Path
+            child = os.fork()
+            if child == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                while True:
+                    time.sleep(0.1)
+            Path("outputs/pids.txt").write_text(f"{os.getpid()} {child}")
+            while True:
+                time.sleep(0.1)
+            """
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        ex = executor(q, kill_grace=1.0)
+        drive(ex, lambda: state(q, run_id) is State.RUNNING)
+        pids_file = Path(q.runs.load_run(run_id).run_dir) / "outputs" / "pids.txt"
+        wait_until(lambda: pids_file.exists() and pids_file.read_text().count(" ") == 1)
+        stage_pid, grandchild = map(int, pids_file.read_text().split())
+        try:
+            q.cancel(run_id, "the hypothesis was already refuted elsewhere")
+            drive(ex, lambda: not ex.running(), timeout=20)
+            wait_until(lambda: pid_gone(grandchild), timeout=10)
+        finally:
+            kill_quietly(stage_pid)
