@@ -153,3 +153,32 @@ class TestMetrics:
         assert [r["step"] for r in rows if r["name"] == "loss"] == list(range(10))
         assert [r["value"] for r in rows if r["name"] == "loss"] == pytest.approx(
             [1.0 / (s + 1) for s in range(10)])
+
+
+class TestLogs:
+    def test_logs_follow_a_running_stage_then_read_the_stored_log(self, tmp_path: Path) -> None:
+        go = tmp_path / "go"
+        code = f"""\
+            import time
+            from pathlib import Path
+            from quipu import sdk
+            for i in range(3):
+                print(f"line {{i}}", flush=True)
+            sdk.runtime_log("epoch 1 done")
+            while not Path({str(go)!r}).exists():
+                time.sleep(0.05)
+            print("after go", flush=True)
+            sdk.save_output("result", {{"ok": True}})
+            """
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        ex = executor(q)
+        drive(ex, lambda: q.logs(run_id)["total_lines"] == 3)
+        live = q.logs(run_id, tail=2)
+        assert live["lines"] == ["line 1", "line 2"] and not live["ended"]
+        assert live["runtime_log"][-1].endswith("INFO epoch 1 done")
+        go.touch()
+        drive(ex, ended(q, run_id))
+        after = q.logs(run_id, since=live["next"])
+        assert after["ended"] and after["lines"] == ["after go"]
+        assert q.logs(run_id)["lines"] == ["line 0", "line 1", "line 2", "after go"]

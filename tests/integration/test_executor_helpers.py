@@ -13,6 +13,7 @@ from typing import Any
 from quipu.adapters.executors.local import LocalExecutor
 from quipu.bootstrap import DATA_DIR, Quipu, init_project
 from quipu.core.lifecycle import State
+from quipu.core.runs import RunService
 
 SPEC = {
     "primary_metric": "loss", "direction": "minimize", "min_value": 1.0, "goal_value": 0.1,
@@ -66,12 +67,13 @@ def write_slot(q: Quipu, pipeline: str, modules: Mapping[str, str]) -> None:
         (slot / "modules" / f"{stage}.py").write_text(dedent(code))
 
 
-def executor(q: Quipu, **kw: Any) -> LocalExecutor:
+def executor(q: Quipu, runs: RunService | None = None, **kw: Any) -> LocalExecutor:
     """An executor on the project's log, polled by the test (no thread unless started)."""
     options: dict[str, Any] = {"worker_id": "test:1", "max_parallel": 2,
                                "heartbeat_every": 0.0, "metrics_every": 0.2}
     options.update(kw)
-    return LocalExecutor(q.root / DATA_DIR / "runs", q.store, q.blobs, q.runs, **options)
+    return LocalExecutor(q.root / DATA_DIR / "runs", q.store, q.blobs, runs or q.runs,
+                         **options)
 
 
 def drive(ex: LocalExecutor, done: Callable[[], bool], timeout: float = 60.0) -> None:

@@ -339,6 +339,15 @@ class CappedLog:
         self.dropped += old_tail + size - kept_head - len(newest)
         write_json(self.state_file, {"dropped": self.dropped})
 
+    def view(self) -> bytes:
+        """What the log holds now: while capping, the head, a notice and the newest bytes."""
+        live = self.live.read_bytes() if self.live.exists() else b""
+        if self.finished or not self.truncated:
+            return live
+        notice = f"\n[quipu: about {self.dropped} bytes of output dropped here]\n".encode()
+        tail = self.tail.read_bytes() if self.tail.exists() else b""
+        return self.head.read_bytes() + notice + tail + live
+
     def finish(self) -> tuple[Path, bool]:
         """Assemble the final log; return (path, truncated). Calling it again changes nothing."""
         if self.finished:

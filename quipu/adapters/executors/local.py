@@ -54,7 +54,7 @@ from ._rundir import (
 )
 from ._supervisor import RUN_EVENT_TYPES, RunBook, process_is_stage
 
-__all__ = ["LocalExecutor"]
+__all__ = ["LocalExecutor", "read_log"]
 
 log = logging.getLogger("quipu.executor")
 
@@ -454,6 +454,12 @@ class LocalExecutor:
             return
         stage = self._watch_new(run_id, run_dir, pid, outputs, None)
         self._watch(stage)
+
+
+def read_log(run_dir: Path) -> bytes:
+    """The captured stdout/stderr of a run directory as it stands (capped while it runs)."""
+    quipu_dir = Path(run_dir) / ".quipu"
+    return CappedLog(quipu_dir, limit=1 << 62).view() if quipu_dir.is_dir() else b""
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -1,0 +1,235 @@
+"""The supervisor turns silence into events, and a restarted engine finds its runs again.
+
+Real stage processes and a real SQLite log. The restart tests kill ``quipu serve`` (the real
+CLI, which starts the workers) with SIGKILL while a stage runs, then start it again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from test_executor_helpers import (
+    ONE_STAGE,
+    drive,
+    ended,
+    executor,
+    kill_quietly,
+    make_project,
+    pid_gone,
+    start,
+    state,
+    wait_until,
+)
+
+from quipu.bootstrap import Quipu
+from quipu.core.events import RunAdopted, RunHeartbeat, RunLost
+from quipu.core.lifecycle import State
+from quipu.core.log import decode
+from quipu.core.runs import RunService
+from quipu.core.service import Service
+from quipu.core.workspace import Workspace
+
+HANG = """\
+    import time
+    while True:
+        time.sleep(0.1)
+    """
+
+SLEEP_THEN_SUCCEED = """\
+    import time
+    from pathlib import Path
+    from quipu import sdk
+    while not Path("{go}").exists():
+        time.sleep(0.05)
+    sdk.log_metric("loss", 0.5, step=0)
+    sdk.save_output("result", {{"done": True}})
+    """
+
+
+def events_of(q: Quipu, cls: type, run_id: str) -> list:
+    return [e for e in (decode(r).event for r in q.store.read(types=[cls.TYPE], limit=10_000))
+            if getattr(e, "run_id", None) == run_id]
+
+
+class MovableClock:
+    """A fake of the Clock port whose time the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+class TestDeadlines:
+    def test_a_hanging_stage_without_heartbeats_is_lost(self, tmp_path: Path) -> None:
+        q = make_project(tmp_path, ONE_STAGE, {"solo": HANG})
+        run_id = start(q)["solo"]
+        ex = executor(q, heartbeat_timeout=1.0)
+        drive(ex, lambda: state(q, run_id) is State.RUNNING)
+        pid = q.runs.load_run(run_id).pid
+        try:
+            drive(ex, lambda: state(q, run_id) is State.LOST, timeout=20)
+            lost = events_of(q, RunLost, run_id)
+            assert len(lost) == 1 and lost[0].actor == "supervisor:test:1"
+            assert run_id in q.service.load(Workspace, "ws").awaiting  # the gate sees it
+            assert events_of(q, RunHeartbeat, run_id) == []
+        finally:
+            kill_quietly(pid)
+
+    def test_a_stage_that_beats_is_not_lost(self, tmp_path: Path) -> None:
+        code = """\
+            import time
+            from quipu import sdk
+            for i in range(25):
+                sdk.heartbeat(f"step {i}", force=True)
+                time.sleep(0.1)
+            sdk.save_output("result", {"ok": True})
+            """
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        drive(executor(q, heartbeat_timeout=1.0, heartbeat_every=0.2), ended(q, run_id))
+        assert state(q, run_id) is State.SUCCEEDED
+        beats = events_of(q, RunHeartbeat, run_id)
+        assert len(beats) >= 3 and any((b.message or "").startswith("step") for b in beats)
+
+    def test_a_lost_stage_that_speaks_again_is_adopted(self, tmp_path: Path) -> None:
+        go = tmp_path / "go"
+        code = f"""\
+            import time
+            from pathlib import Path
+            from quipu import sdk
+            while not Path({str(go)!r}).exists():
+                time.sleep(0.05)
+            sdk.heartbeat("back", force=True)
+            time.sleep(0.5)
+            sdk.save_output("result", {{"ok": True}})
+            """
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        ex = executor(q, heartbeat_timeout=1.0)
+        drive(ex, lambda: state(q, run_id) is State.LOST, timeout=20)
+        go.touch()
+        drive(ex, lambda: not ex.running())
+        assert state(q, run_id) is State.SUCCEEDED
+        assert len(events_of(q, RunAdopted, run_id)) == 1
+        assert run_id in q.service.load(Workspace, "ws").awaiting
+
+    def test_a_queued_run_expires_then_its_cancellation_is_finalized(
+            self, tmp_path: Path) -> None:
+        q = make_project(tmp_path, ONE_STAGE, {"solo": HANG})
+        run_id = start(q)["solo"]
+        clock = MovableClock()
+        runs = RunService(Service(q.store, q.blobs, q.slots, clock), q.views)
+        supervisor_only = executor(q, max_parallel=0, runs=runs)
+        supervisor_only.poll_once()
+        assert state(q, run_id) is State.QUEUED
+        clock.offset = timedelta(days=1, minutes=1)
+        supervisor_only.poll_once()
+        assert state(q, run_id) is State.CANCELED
+        clock.offset += timedelta(days=7, minutes=1)
+        supervisor_only.poll_once()
+        assert state(q, run_id) is State.FINALIZED
+
+
+class TestAnExecutorRestartInProcess:
+    def test_a_new_executor_watches_a_live_stage_to_its_end(self, tmp_path: Path) -> None:
+        go = tmp_path / "go"
+        q = make_project(tmp_path, ONE_STAGE, {"solo": SLEEP_THEN_SUCCEED.format(go=go)})
+        run_id = start(q)["solo"]
+        first = executor(q, worker_id="test:first")
+        drive(first, lambda: state(q, run_id) is State.RUNNING)
+        # the first executor is abandoned without a word, like a killed engine
+        second = executor(q, worker_id="test:second")
+        second.poll_once()
+        assert second.running() == [run_id]
+        go.touch()
+        drive(second, ended(q, run_id))
+        run = q.runs.load_run(run_id)
+        assert run.current is State.SUCCEEDED and run.exit.exit_code == 0
+        assert run.exit.actor == "test:second"
+        assert run.metrics is not None and run.metrics.summaries["loss"]["last"] == 0.5
+        first.poll_once()  # the first one coming back records nothing twice
+        assert q.runs.load_run(run_id).version == run.version
+
+    def test_a_lost_run_found_alive_after_a_restart_is_adopted(self, tmp_path: Path) -> None:
+        go = tmp_path / "go"
+        q = make_project(tmp_path, ONE_STAGE, {"solo": SLEEP_THEN_SUCCEED.format(go=go)})
+        run_id = start(q)["solo"]
+        first = executor(q, worker_id="test:first", heartbeat_timeout=0.5)
+        drive(first, lambda: state(q, run_id) is State.LOST, timeout=20)
+        second = executor(q, worker_id="test:second")
+        second.poll_once()
+        assert state(q, run_id) is State.RUNNING
+        assert [e.worker for e in events_of(q, RunAdopted, run_id)] == ["test:second"]
+        go.touch()
+        drive(second, lambda: not second.running())
+        assert state(q, run_id) is State.SUCCEEDED
+
+
+def _serve(root: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "QUIPU_ACTOR": "agent:test"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "quipu.cli", "--project", str(root), "serve"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log.open("ab"), env=env)
+
+
+def _kill_engine(engine: subprocess.Popen[bytes]) -> None:
+    engine.send_signal(signal.SIGKILL)
+    engine.wait(timeout=10)
+    if engine.stdin is not None:
+        engine.stdin.close()
+
+
+class TestAKilledServeRestarts:
+    def test_a_stage_that_outlived_the_engine_ends_with_its_exit_code(
+            self, tmp_path: Path) -> None:
+        go = tmp_path / "go"
+        q = make_project(tmp_path, ONE_STAGE, {"solo": SLEEP_THEN_SUCCEED.format(go=go)})
+        run_id = start(q)["solo"]
+        engine = _serve(q.root, tmp_path / "serve.log")
+        try:
+            wait_until(lambda: state(q, run_id) is State.RUNNING, timeout=30)
+            stage_pid = q.runs.load_run(run_id).pid
+            _kill_engine(engine)
+            assert not pid_gone(stage_pid)  # the stage lives in its own session
+            engine = _serve(q.root, tmp_path / "serve.log")
+            time.sleep(1.0)
+            go.touch()
+            wait_until(ended(q, run_id), timeout=30)
+            run = q.runs.load_run(run_id)
+            assert run.current is State.SUCCEEDED, (run.current, run.exit)
+            assert run.exit.exit_code == 0 and run.exit.actor.endswith(f":{engine.pid}")
+            assert run_id in q.service.load(Workspace, "ws").awaiting
+        finally:
+            _kill_engine(engine)
+            kill_quietly(q.runs.load_run(run_id).pid or 0)
+
+    def test_a_stage_killed_with_the_engine_is_lost_and_holds_the_gate(
+            self, tmp_path: Path) -> None:
+        go = tmp_path / "go"
+        q = make_project(tmp_path, ONE_STAGE, {"solo": SLEEP_THEN_SUCCEED.format(go=go)})
+        run_id = start(q)["solo"]
+        engine = _serve(q.root, tmp_path / "serve.log")
+        try:
+            wait_until(lambda: state(q, run_id) is State.RUNNING, timeout=30)
+            stage_pid = q.runs.load_run(run_id).pid
+            _kill_engine(engine)
+            os.killpg(stage_pid, signal.SIGKILL)  # the machine took the stage down too
+            wait_until(lambda: pid_gone(stage_pid))
+            engine = _serve(q.root, tmp_path / "serve.log")
+            wait_until(lambda: state(q, run_id) is State.LOST, timeout=30)
+            run = q.runs.load_run(run_id)
+            assert run.lost_why == "process gone after an engine restart"
+            assert run_id in q.service.load(Workspace, "ws").awaiting  # the gate sees it
+            q.refresh()
+            unfinalized = q.list_unfinalized_runs("ws")
+            assert run_id in str(unfinalized)
+        finally:
+            _kill_engine(engine)
