@@ -348,9 +348,8 @@ class LocalExecutor:
 
     def _ingest_metrics(self, stage: _Stage, *, complete: bool) -> None:
         stage.last_metrics = time.monotonic()
-        stage.metrics.read_new()
-        if not stage.metrics.points and not complete:
-            return
+        if not stage.metrics.read_new() and not complete:
+            return  # nothing new: do not rewrite the same series
         self.runs.record_metrics(stage.run_id, actor=self.worker_id,
                                  series=stage.metrics.store(self.blobs),
                                  points=stage.metrics.points,
