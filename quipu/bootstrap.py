@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,9 +22,9 @@ from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.slots import LocalSlotFiles
 from quipu.core import lifecycle
 from quipu.core.errors import Conflict, InvalidInput, NotFound
-from quipu.core.events import CursorMoved
 from quipu.core.log import decode, stream_id
-from quipu.core.ports import EventStore, NewEvent
+from quipu.core.ports import EventStore
+from quipu.core.runs import RunService
 from quipu.core.service import Service, Settings
 from quipu.core.validation import check_name
 from quipu.projections import Views
@@ -46,6 +46,15 @@ class EventStoreConfig(BaseModel):
     table: str = "quipu_events"
 
 
+class ExecutorConfig(BaseModel):
+    """How the embedded local executor runs stages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_parallel: int = Field(default=2, ge=1, le=64)
+    heartbeat_timeout: float = Field(default=600.0, gt=0)
+
+
 class Config(BaseModel):
     """The contents of ``quipu.yaml``."""
 
@@ -56,6 +65,7 @@ class Config(BaseModel):
     slots: int | list[str] = 3
     reason_min_length: int = Field(default=15, ge=1)
     eventstore: EventStoreConfig = EventStoreConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
     @field_validator("slots")
     @classmethod
@@ -153,9 +163,12 @@ class Quipu:
                                Settings(slots=config.slot_names(),
                                         min_reason_length=config.reason_min_length))
         self.views = Views(data / "views.db", store)
+        self.runs = RunService(self.service, self.views)
+        self.workers: list[Worker] = []
 
     def close(self) -> None:
-        """Release the log and the views."""
+        """Stop the workers, release the log and the views."""
+        self.stop_workers()
         self.views.close()
         self.store.close()
 
@@ -270,6 +283,136 @@ class Quipu:
                 unprune=action == "unprune"))
         raise InvalidInput(f"unknown action {action!r}", code="unknown_action",
                            hint="use one of: list, tag, untag, prune, unprune")
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    def start_workers(self) -> None:
+        """Start the embedded executor, supervisor and metrics ingester (``quipu serve``).
+
+        They are one worker: ``LocalExecutor`` follows the log, runs stages, ingests their
+        metrics and applies every run's deadlines; on start it recovers the runs a previous
+        engine left behind (see docs/executor.md).
+        """
+        if self.workers:
+            return
+        from quipu.adapters.executors.local import LocalExecutor
+
+        executor = LocalExecutor(self.root / DATA_DIR / "runs", self.store, self.blobs,
+                                 self.runs, worker_id=f"local:{os.uname().nodename}:{os.getpid()}",
+                                 max_parallel=self.config.executor.max_parallel,
+                                 heartbeat_timeout=self.config.executor.heartbeat_timeout)
+        self.workers = [executor]
+        for worker in self.workers:
+            worker.start()
+
+    def stop_workers(self) -> None:
+        """Stop the background workers."""
+        for worker in self.workers:
+            worker.stop()
+        self.workers = []
+
+    def run(self, workspace: str, *, reason: str | dict[str, Any] | None,
+            results_spec: dict[str, Any] | None, stages: list[str] | None = None,
+            config_override: dict[str, Any] | None = None,
+            inputs_override: dict[str, Any] | None = None,
+            experiment_group: str | None = None, wait: bool = False,
+            skip_review: bool = False, dry_run: bool = False,
+            wait_timeout: float = 3600.0) -> dict[str, Any]:
+        """See ``RunService.run``; ``wait`` blocks until every stage run ended."""
+        result = self._write(lambda: self.runs.run(
+            workspace, reason=reason, results_spec=results_spec, actor=self.actor,
+            stages=stages, config_override=config_override, inputs_override=inputs_override,
+            experiment_group=experiment_group, skip_review=skip_review, dry_run=dry_run))
+        if wait and not dry_run:
+            ids = [q["stage_run_id"] for q in result["queued"]]
+            result["stage_runs"] = self.wait_for(ids, timeout=wait_timeout)
+        return result
+
+    def validate_config(self, workspace: str) -> dict[str, Any]:
+        """Check the pipeline and configs a run would use now; records nothing.
+
+        A dry run: every problem at once, plus the stages, inputs and configs it would run.
+        """
+        return self.runs.run(
+            workspace, reason="validate the pipeline and its configs (a dry run: nothing is "
+            "recorded)", results_spec=None, actor=self.actor, dry_run=True)
+
+    def wait_for(self, run_ids: list[str], *, timeout: float = 3600.0,
+                 poll: float = 0.2) -> list[dict[str, Any]]:
+        """Block until every run has ended (or the timeout passes); return their states."""
+        import time
+
+        from quipu.core import lifecycle
+
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {r: self.runs.load_run(r).current for r in run_ids}
+            if all(lifecycle.is_ended(s) or lifecycle.is_final(s) or s.value == "blocked"
+                   for s in states.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(poll)
+        self.refresh()
+        return [{"stage_run_id": r, "state": s.value,
+                 "infra_outcome": lifecycle.infra_outcome(s)} for r, s in states.items()]
+
+    def finalize_run(self, record_or_run_id: str,
+                     results: dict[str, Any] | None) -> dict[str, Any]:
+        """See ``RunService.finalize``."""
+        return self._write(lambda: self.runs.finalize(record_or_run_id, results,
+                                                      actor=self.actor))
+
+    def cancel(self, run_id: str, reason: str) -> dict[str, Any]:
+        """See ``RunService.cancel``."""
+        return self._write(lambda: self.runs.cancel(run_id, reason, actor=self.actor))
+
+    def save_results_spec(self, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """See ``RunService.save_results_spec``."""
+        return self._write(lambda: self.runs.save_results_spec(run_id, spec, actor=self.actor))
+
+    def tag_record(self, ref: str, tag: str) -> dict[str, Any]:
+        """Tag a run."""
+        return self._write(lambda: self.runs.tag(ref, tag, actor=self.actor))
+
+    def logs(self, run_id: str, *, tail: int = 200, since: int | None = None) -> dict[str, Any]:
+        """A stage run's captured stdout/stderr lines, and the newest runtime_log lines.
+
+        Without ``since``: the last ``tail`` lines. With ``since`` (the ``next`` of an earlier
+        call): up to ``tail`` lines after that cursor, to follow a running stage. While a run
+        goes, its live log is read from its run directory (a line still being written waits
+        for the next call); once it ended, from the stored log blob. Never changes anything.
+        """
+        from quipu.adapters.executors.local import read_log
+        from quipu.core import lifecycle
+        from quipu.core.lifecycle import State
+
+        run = self.runs.load_run(run_id)
+        state = run.current
+        ended = lifecycle.is_ended(state) or lifecycle.is_final(state) or \
+            state is State.BLOCKED
+        truncated = False
+        runtime: list[str] = []
+        data = b""
+        if run.exit is not None and run.exit.logs:
+            data = self.blobs.get_bytes(str(run.exit.logs["sha256"]))
+            truncated = bool(run.exit.logs.get("truncated"))
+        elif run.run_dir:
+            data = read_log(Path(run.run_dir))
+        if run.run_dir and since is None:
+            try:
+                text = (Path(run.run_dir) / ".quipu" / "runtime.log").read_text("utf-8",
+                                                                                "replace")
+                runtime = text.splitlines()[-tail:]
+            except OSError:
+                pass
+        text = data.decode("utf-8", "replace")
+        lines = text.splitlines()
+        if lines and not ended and not text.endswith("\n"):
+            lines.pop()  # still being written
+        first = max(len(lines) - tail, 0) if since is None else min(max(since, 0), len(lines))
+        shown = lines[first:first + tail]
+        return {"run_id": run_id, "state": state.value, "ended": ended, "lines": shown,
+                "next": first + len(shown), "total_lines": len(lines), "truncated": truncated,
+                "runtime_log": runtime}
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -519,25 +662,20 @@ class Quipu:
         return self.views.dashboard(consumer)
 
     def mark_seen(self, consumer: str, position: int) -> dict[str, Any]:
-        """Record that ``consumer`` has seen everything up to ``position`` (a ``CursorMoved``)."""
-        check_name(consumer, what="consumer")
-        head = self.store.head()
-        if isinstance(position, bool) or not isinstance(position, int) or not (
-                0 <= position <= head):
-            raise InvalidInput(f"position {position!r} is not in the log (0..{head})",
-                               code="invalid_position",
-                               hint="pass the cursor_position that dashboard() returned")
+        """See ``Service.mark_seen``."""
+        return self._write(lambda: self.service.mark_seen(consumer, position, actor=self.actor))
 
-        def command() -> dict[str, Any]:
-            stream = stream_id("cursor", consumer)
-            event = CursorMoved(actor=self.actor, at=self.service.clock.now(),
-                                reason=f"{consumer} has seen everything up to position "
-                                f"{position}", consumer=consumer, position=position)
-            logged = self.store.append([NewEvent(stream, len(self.store.load(stream)) + 1,
-                                                 event)])
-            return {"consumer": consumer, "position": position, "event_position": logged[0]}
 
-        return self._write(lambda: self.service._attempt(command))
+class Worker(Protocol):
+    """Something that follows the log in a background thread (executor, supervisor, ...)."""
+
+    def start(self) -> None:
+        """Begin following the log."""
+        ...
+
+    def stop(self) -> None:
+        """Stop and wait for the thread."""
+        ...
 
 
 def write_config(root: Path, config: Config) -> None:

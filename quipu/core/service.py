@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from .errors import Conflict, IntegrityFailure, InvalidInput, NotFound
-from .events import ProjectInitialized, ThoughtLogged
+from .events import CursorMoved, ProjectInitialized, ThoughtLogged
 from .log import decode, stream_id
 from .ports import BlobStore, Clock, EventStore, NewEvent, SlotFiles
 from .validation import MIN_REASON_LENGTH, check_name, check_reason
@@ -382,6 +382,30 @@ class Service:
                               workspace=workspace, run_id=run_id)
         position = self.store.append([NewEvent(self._new_id(), 1, event)])[0]
         return {"logged": True, "position": position, "workspace": workspace}
+
+    def mark_seen(self, consumer: str, position: int, *, actor: str) -> dict[str, Any]:
+        """Record that ``consumer`` has seen everything up to ``position`` (``CursorMoved``).
+
+        Reading never changes state; "new since you last looked" moves only by this command.
+        """
+        check_name(consumer, what="consumer")
+        head = self.store.head()
+        if isinstance(position, bool) or not isinstance(position, int) or not (
+                0 <= position <= head):
+            raise InvalidInput(f"position {position!r} is not in the log (0..{head})",
+                               code="invalid_position",
+                               hint="pass the cursor_position that dashboard() returned")
+
+        def command() -> dict[str, Any]:
+            stream = stream_id("cursor", consumer)
+            event = CursorMoved(actor=actor, at=self.clock.now(),
+                                reason=f"{consumer} has seen everything up to position "
+                                f"{position}", consumer=consumer, position=position)
+            logged = self.store.append([NewEvent(stream, len(self.store.load(stream)) + 1,
+                                                 event)])
+            return {"consumer": consumer, "position": position, "event_position": logged[0]}
+
+        return self._attempt(command)
 
     # --- reads that need files -----------------------------------------------------------------
 
