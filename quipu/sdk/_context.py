@@ -232,6 +232,7 @@ class RunContext:
 
 _contexts: dict[Path, RunContext] = {}
 _contexts_lock = threading.Lock()
+_by_raw: dict[str, RunContext] = {}
 _flush_hooks: list[Callable[[RunContext], None]] = []
 _release_hooks: list[Callable[[RunContext], None]] = []
 
@@ -241,6 +242,11 @@ def current() -> RunContext:
     raw = os.environ.get(ENV_RUN_DIR)
     if not raw:
         raise NotInRun("not inside a Quipu run: QUIPU_RUN_DIR is not set", hint=_NOT_IN_RUN_HINT)
+    # Hot path (every log_metric call): an absolute QUIPU_RUN_DIR seen before maps straight to
+    # its context, without building a Path; a released context is never returned.
+    known = _by_raw.get(raw)
+    if known is not None and _contexts.get(known.run_dir) is known:
+        return known
     run_dir = Path(raw).absolute()
     with _contexts_lock:
         ctx = _contexts.get(run_dir)
@@ -258,6 +264,8 @@ def current() -> RunContext:
                 ),
             )
             _contexts[run_dir] = ctx
+        if raw.startswith("/"):
+            _by_raw[raw] = ctx
         return ctx
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from quipu.sdk._context import RunContext, append_bytes, current, jsonl, on_flush, on_release
+from quipu.sdk._context import RunContext, append_bytes, current, on_flush, on_release
 
 __all__ = [
     "FLUSH_EVERY",
@@ -60,7 +60,13 @@ class _Series:
         self.last_flush = time.monotonic()
         if not self.buffer:
             return
-        data = jsonl(self.buffer)
+        # Names match METRIC_NAME (no quote or backslash) and values are finite floats whose
+        # repr is valid JSON, so each line is formatted directly: json.dumps per point was a
+        # fifth of log_metric's cost.
+        data = "".join(
+            f'{{"name":"{p["name"]}","value":{p["value"]!r},'
+            f'"step":{"null" if p["step"] is None else p["step"]},"ts":{p["ts"]!r}}}\n'
+            for p in self.buffer).encode()
         self.buffer.clear()
         append_bytes(self.ctx.side_file("metrics.jsonl"), data)
 
@@ -82,6 +88,8 @@ def check_metric_name(name: object) -> str:
 
 def _real(value: object) -> float | str:
     """``value`` as a finite float, or the reason it is not one."""
+    if type(value) is float and math.isfinite(value):  # the common case, without ABC checks
+        return value
     if isinstance(value, bool | np.bool_):
         return f"{value!r} is a bool, not a number; log float(value) if you mean 0/1"
     if isinstance(value, np.ndarray) and value.ndim == 0:
@@ -104,6 +112,8 @@ def _step(step: object) -> int | None:
     """``step`` as an int, or ValueError: steps are counted by code, so a bad one is a bug."""
     if step is None:
         return None
+    if type(step) is int and step >= 0:  # the common case, without ABC checks
+        return step
     if isinstance(step, bool | np.bool_) or not isinstance(step, numbers.Integral):
         raise ValueError(f"step must be a non-negative int or None, got {step!r}")
     if int(step) < 0:
@@ -126,6 +136,9 @@ def _timestamp(timestamp: object) -> float | None:
 
 def _series_for(ctx: RunContext) -> _Series:
     global _flusher
+    series = _series.get(ctx.run_dir)
+    if series is not None and series.ctx is ctx and _flusher is not None:
+        return series  # hot path; the flusher thread is a daemon that never exits on its own
     with _series_lock:
         series = _series.get(ctx.run_dir)
         if series is None or series.ctx is not ctx:
