@@ -152,8 +152,13 @@ class LocalExecutor:
                 self._recover()
                 self._recovered = True
             self._launch_ready()
+            watched = len(self._stages)
             for stage in list(self._stages.values()):
                 self._isolated(stage.run_id, self._watch, stage)
+            if len(self._stages) < watched:
+                # A stage just ended: its downstream may start now rather than a poll later.
+                self._follow()
+                self._launch_ready()
             self._supervise()
 
     def _isolated(self, run_id: str, fn: Any, *args: Any) -> None:
