@@ -635,7 +635,7 @@ class Quipu:
         if series:
             import io
 
-            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+            import pyarrow.parquet as pq
 
             table = pq.read_table(io.BytesIO(self.blobs.get_bytes(series)))
             columns = table.column_names

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """Load scikit-learn's bundled digits, scale pixels to [0, 1] and split train/test."""
 
 import numpy as np

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """Fit a one-hidden-layer MLP epoch by epoch, logging loss and training accuracy."""
 
 import pickle
