@@ -16,6 +16,7 @@ Three sources are translated here and nowhere else:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import mcp.types as mt
@@ -27,7 +28,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from quipu.core.errors import QuipuError
 
-__all__ = ["ArgumentErrors", "internal_error", "tool_error"]
+__all__ = ["ArgumentErrors", "guarded", "internal_error", "tool_error"]
 
 log = logging.getLogger("quipu.mcp")
 
@@ -50,6 +51,16 @@ def internal_error(tool: str, exc: BaseException) -> ToolError:
     return ToolError(_line("internal_error", f"{tool} failed: {type(exc).__name__}: {exc}",
                            "this is a bug in Quipu, not in your call; the server's stderr has "
                            "the traceback. Run status() to see what was recorded."))
+
+
+def guarded(tool: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one facade call and translate every failure into a tool error."""
+    try:
+        return fn()
+    except QuipuError as exc:
+        raise tool_error(exc) from exc
+    except Exception as exc:
+        raise internal_error(tool, exc) from exc
 
 
 def _describe(exc: ArgumentsInvalid) -> str:

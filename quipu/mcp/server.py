@@ -18,16 +18,14 @@ fastmcp reads signatures at runtime, so the annotations must be real objects, no
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastmcp import FastMCP
 from pydantic import Field
 
-from quipu.core.errors import QuipuError
-
-from ._errors import ArgumentErrors, internal_error, tool_error
+from ._errors import ArgumentErrors, guarded
+from ._runs import RUN_TOOL_NAMES, register_run_tools
 
 if TYPE_CHECKING:
     from quipu.bootstrap import Quipu
@@ -39,7 +37,7 @@ DEFAULT_ACTOR = "agent:mcp"
 TOOL_NAMES = (
     "status", "create_workspace", "mount", "hibernate", "save_version", "rollback", "diff",
     "manage_versions", "delete_workspace", "inspect_workspace", "log_thought",
-    "get_workspace_thoughts", "get_audit_log",
+    "get_workspace_thoughts", "get_audit_log", *RUN_TOOL_NAMES,
 )
 
 INSTRUCTIONS = """\
@@ -49,6 +47,10 @@ each one. Workflow: status() at the start of every session; create_workspace() f
 mount() it into a slot and edit the files in the slot directory with your normal file tools;
 save_version() at every point worth returning to; diff()/rollback() to compare and undo;
 hibernate() when you stop working on it; log_thought() to write down reasoning as you go.
+Runs: put pipeline.yaml and modules/ in the slot, validate_config(), then run() with a
+results_spec; follow it with inspect_run() and logs(); finalize_run() every run that ended
+before the next run() (the finalization gate). list_history(), get_experiment_context() and
+dashboard() tell you where the experiments stand.
 Mutations need a reason: a sentence a reader will understand a year from now. Errors come back
 as '[code] message Hint: what to do next'.
 """
@@ -63,14 +65,7 @@ _READ_ONLY = {"readOnlyHint": True, "idempotentHint": True, "openWorldHint": Fal
 _WRITE = {"readOnlyHint": False, "destructiveHint": False, "openWorldHint": False}
 
 
-def _call(tool: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run one facade call and translate every failure into a tool error."""
-    try:
-        return fn()
-    except QuipuError as exc:
-        raise tool_error(exc) from exc
-    except Exception as exc:
-        raise internal_error(tool, exc) from exc
+_call = guarded
 
 
 def build_server(q: "Quipu") -> FastMCP:
@@ -325,6 +320,7 @@ def build_server(q: "Quipu") -> FastMCP:
         return _call("get_audit_log", lambda: q.get_audit_log(limit=limit,
                                                               workspace=workspace))
 
+    register_run_tools(mcp, q)
     return mcp
 
 
@@ -339,7 +335,8 @@ def _log_to_stderr() -> None:
 
 
 def serve(project_root: Path | None = None, actor: str | None = None) -> None:
-    """Open the project at (or above) ``project_root``, serve MCP over stdio, close on exit.
+    """Open the project at (or above) ``project_root``, start its workers, serve MCP over
+    stdio, and stop and close everything on exit.
 
     The actor recorded on every event is ``actor``, else ``$QUIPU_ACTOR``, else ``agent:mcp``.
     Raises ``QuipuError`` (e.g. ``no_project``) if the project cannot be opened.
@@ -350,6 +347,9 @@ def serve(project_root: Path | None = None, actor: str | None = None) -> None:
     who = actor or os.environ.get("QUIPU_ACTOR") or DEFAULT_ACTOR
     q = open_project(project_root, actor=who)
     try:
+        # The workers execute queued runs in this process; without them run() would queue
+        # forever, so a missing executor fails here, loudly, rather than in build_server.
+        q.start_workers()
         log.info("serving %s over stdio as %s", q.root, who)
         build_server(q).run(transport="stdio", show_banner=False)
     finally:

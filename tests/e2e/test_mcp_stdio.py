@@ -20,6 +20,10 @@ EVERY_TOOL = {
     "create_workspace", "mount", "hibernate", "save_version", "rollback", "diff",
     "manage_versions", "delete_workspace", "inspect_workspace", "log_thought",
     "get_workspace_thoughts", "get_audit_log", "status",
+    # the run tools (tests/e2e/test_mcp_runs.py)
+    "run", "validate_config", "inspect_run", "logs", "cancel", "finalize_run", "list_history",
+    "inspect_record", "tag_record", "list_unfinalized_runs", "get_experiment_context",
+    "get_metric_history", "save_results_spec", "dashboard", "mark_seen",
 }
 Connect = Callable[..., AbstractAsyncContextManager[Client[Any]]]
 ACTOR = "agent:e2e-test"  # what the server_environ fixture sets as QUIPU_ACTOR

@@ -1,0 +1,267 @@
+"""An agent running experiments: real ``quipu serve`` (with its local executor) over stdio.
+
+The pipeline is written into the slot with plain file writes, as an agent does; the stages use
+``quipu.sdk`` and run as real subprocesses of the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastmcp import Client
+
+from quipu.core.lifecycle import gate_rule
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parents[2]
+Connect = Callable[..., AbstractAsyncContextManager[Client[Any]]]
+WHY = "exercising runs end to end from a real MCP client"
+
+PIPELINE = """\
+stages:
+  - name: prep
+    outputs:
+      features: {type: npy, schema: {shape: [null, 4], dtype: float64}}
+  - name: train
+    config_schema:
+      epochs: {type: int, min: 1, default: 3}
+    inputs:
+      features: {type: npy, from_stage: prep, schema: {shape: [null, 4], dtype: float64}}
+    outputs:
+      model: {type: npy, schema: {shape: [4], dtype: float64}}
+"""
+
+PREP = """\
+import numpy as np
+from quipu import sdk
+
+
+def main() -> None:
+    sdk.runtime_log("making features")
+    sdk.save_output("features", np.arange(40, dtype=np.float64).reshape(10, 4))
+    sdk.finish()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+TRAIN = """\
+import numpy as np
+from quipu import sdk
+
+
+def main() -> None:
+    features = sdk.load_input("features")
+    epochs = sdk.get_config()["epochs"]
+    for epoch in range(epochs):
+        sdk.log_metric("accuracy", 0.5 + 0.1 * epoch, step=epoch)
+    print(f"trained on {features.shape[0]} rows for {epochs} epochs")
+    sdk.save_output("model", features.mean(axis=0))
+    sdk.finish()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+SPEC = {
+    "primary_metric": "accuracy", "direction": "maximize", "min_value": 0.6,
+    "goal_value": 0.8, "dataset_split": "val", "tolerance": 0.01,
+    "context": "toy accuracy that climbs by 0.1 per epoch from 0.5",
+}
+
+
+async def call(client: Client[Any], tool: str, **arguments: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; return its structured result."""
+    result = await client.call_tool(tool, arguments, raise_on_error=False)
+    text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
+    assert not result.is_error, f"{tool} failed: {text}"
+    assert isinstance(result.structured_content, dict)
+    return result.structured_content
+
+
+async def refuse(client: Client[Any], tool: str, code: str, **arguments: Any) -> str:
+    """Call a tool that must fail with ``code``; return the error text."""
+    result = await client.call_tool(tool, arguments, raise_on_error=False)
+    assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
+    text: str = result.content[0].text  # type: ignore[union-attr]
+    assert text.startswith(f"[{code}] "), text
+    assert " Hint: " in text and "Traceback" not in text, text
+    return text
+
+
+async def mounted_pipeline(client: Client[Any], project: Path, name: str = "toy") -> Path:
+    """A workspace mounted in w1 whose slot holds the two-stage pipeline."""
+    await call(client, "create_workspace", name=name, goal="a toy two-stage pipeline",
+               reason=WHY)
+    mounted = await call(client, "mount", workspace=name, slot="w1", reason=WHY)
+    slot = Path(mounted["path"])
+    assert slot == project / "workspaces" / "w1"
+    (slot / "modules").mkdir()
+    (slot / "pipeline.yaml").write_text(PIPELINE)
+    (slot / "modules" / "prep.py").write_text(PREP)
+    (slot / "modules" / "train.py").write_text(TRAIN)
+    return slot
+
+
+def by_stage(result: dict[str, Any]) -> dict[str, str]:
+    """``{stage: stage_run_id}`` from run()'s answer."""
+    return {q["stage"]: q["stage_run_id"] for q in result["queued"]}
+
+
+# --- discovery -----------------------------------------------------------------------------------
+
+
+def test_run_tools_are_listed_and_run_states_the_gate_rule(mcp_session: Connect) -> None:
+    async def main() -> None:
+        async with mcp_session() as client:
+            tools = {tool.name: tool for tool in await client.list_tools()}
+        for name in ("run", "validate_config", "inspect_run", "logs", "cancel", "finalize_run",
+                     "list_history", "inspect_record", "tag_record", "list_unfinalized_runs",
+                     "get_experiment_context", "get_metric_history", "save_results_spec",
+                     "dashboard", "mark_seen"):
+            assert name in tools, name
+            assert tools[name].description and len(tools[name].description) > 80, name
+        run = tools["run"]
+        assert run.description is not None
+        assert gate_rule() in run.description
+        assert gate_rule() in (ROOT / "docs" / "mcp.md").read_text()
+        assert "finalization_required" in run.description
+        props = run.inputSchema["properties"]
+        assert set(run.inputSchema["required"]) == {"workspace", "reason"}
+        assert "primary_metric" in json.dumps(props["results_spec"])
+        assert "dataset_split" in json.dumps(props["results_spec"])
+        tail = tools["logs"].inputSchema["properties"]["tail"]
+        assert tail.get("maximum") == 10000 or "10000" in json.dumps(tail)
+
+    asyncio.run(main())
+
+
+# --- a whole experiment --------------------------------------------------------------------------
+
+
+def test_run_gate_finalize_and_history_over_stdio(project: Path, mcp_session: Connect) -> None:
+    async def main() -> None:
+        async with mcp_session() as client:
+            await mounted_pipeline(client, project)
+            checked = await call(client, "validate_config", workspace="w1")
+            assert checked["valid"] is True and checked["stages_to_run"] == ["prep", "train"]
+
+            started = await call(client, "run", workspace="w1", results_spec=SPEC, wait=True,
+                                 reason={"description": "first run of the toy pipeline",
+                                         "hypothesis": "accuracy climbs with every epoch"})
+            assert started["version"] == "v1"
+            ids = by_stage(started)
+            assert set(ids) == {"prep", "train"}
+            states = {r["stage_run_id"]: r["state"] for r in started["stage_runs"]}
+            assert states == {ids["prep"]: "succeeded", ids["train"]: "succeeded"}
+
+            text = await refuse(client, "run", "finalization_required", workspace="w1",
+                                results_spec=SPEC, reason="a second run before finalizing")
+            assert ids["prep"] in text and ids["train"] in text
+            pending = await call(client, "list_unfinalized_runs", workspace="toy")
+            assert ids["train"] in json.dumps(pending) and ids["prep"] in json.dumps(pending)
+
+            prep = await call(client, "finalize_run", record_or_run_id=ids["prep"],
+                              results={"ml_outcome": "unknown",
+                                       "notes": "preprocessing only; nothing to judge here"})
+            assert prep["comparison"] is None
+            train = await call(client, "finalize_run", record_or_run_id=ids["train"], results={
+                "primary_metric": "accuracy", "direction": "maximize", "value": 0.7,
+                "dataset_split": "val", "ml_outcome": "partial",
+                "notes": "reaches the minimum of 0.6 but not the goal of 0.8"})
+            assert train["comparison"] is not None
+            assert train["comparison"]["meets_min"] is True
+            assert train["comparison"]["meets_goal"] is False
+            assert train["results_auto"]["value"] == pytest.approx(0.7)
+
+            await refuse(client, "finalize_run", "already_finalized",
+                         record_or_run_id=ids["train"],
+                         results={"ml_outcome": "miss", "notes": "trying to change my mind"})
+
+            again = await call(client, "run", workspace="w1", results_spec=SPEC,
+                               stages=["train"], config_override={"epochs": 4},
+                               reason="one more epoch now that the gate is clear", wait=True)
+            second = by_stage(again)["train"]
+            assert again["stage_runs"][0]["state"] == "succeeded"
+
+            history = await call(client, "list_history", workspace="toy")
+            listed = [r["run_id"] for r in history["records"]]
+            assert set(listed) == {ids["prep"], ids["train"], second}
+            record = await call(client, "inspect_record", ref=ids["train"])
+            assert record["ml_outcome"] == "partial"
+            assert "reaches the minimum" in json.dumps(record)
+
+            context = await call(client, "get_experiment_context", workspace="toy")
+            assert ids["train"] in json.dumps(context["current_best"])
+            assert second in json.dumps(context["awaiting_finalization"])
+
+            board = await call(client, "dashboard")
+            assert second in json.dumps(board)
+
+            inspected = await call(client, "inspect_run", run_id=second)
+            assert inspected["state"] == "succeeded"
+            curve = await call(client, "get_metric_history", run_id=second, name="accuracy")
+            assert len(json.dumps(curve)) > 0 and "0.8" in json.dumps(curve)
+            output = await call(client, "logs", run_id=second)
+            assert "trained on 10 rows for 4 epochs" in json.dumps(output)
+
+            await call(client, "tag_record", ref=ids["train"], tag="best")
+            best = await call(client, "list_history", workspace="toy", tagged="best")
+            assert [r["run_id"] for r in best["records"]] == [ids["train"]]
+            respec = await call(client, "save_results_spec", run_id=second,
+                                spec={**SPEC, "goal_value": 0.9})
+            assert respec["spec"]["goal_value"] == 0.9
+            await refuse(client, "save_results_spec", "invalid_results_spec", run_id=second,
+                         spec={**SPEC, "goal_value": 0.1})
+
+            seen = await call(client, "dashboard", consumer="e2e-agent")
+            assert seen["new_since_last_look"]["started"]["count"] == 3
+            await call(client, "mark_seen", consumer="e2e-agent",
+                       position=seen["cursor_position"])
+            later = await call(client, "dashboard", consumer="e2e-agent")
+            assert later["new_since_last_look"]["started"]["count"] == 0
+
+    asyncio.run(main())
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+
+def test_bad_run_input_is_refused_with_its_code_and_records_nothing(
+        project: Path, mcp_session: Connect) -> None:
+    async def main() -> None:
+        async with mcp_session() as client:
+            await mounted_pipeline(client, project)
+            head = (await call(client, "status"))["head_position"]
+
+            await refuse(client, "run", "results_spec_missing", workspace="w1",
+                         reason="a run without saying what it must show")
+            text = await refuse(client, "run", "invalid_results_spec", workspace="w1",
+                                reason="a run with a broken results spec",
+                                results_spec={"primary_metric": "accuracy", "direction": "up",
+                                              "tolerence": 0.1})
+            for problem in ("direction", "tolerence", "did you mean 'tolerance'",
+                            "min_value: is required", "context: is required"):
+                assert problem in text, problem
+            await refuse(client, "run", "override_needs_stage_keys", workspace="w1",
+                         results_spec=SPEC, config_override={"epochs": 5},
+                         reason="a flat override for two stages")
+            await refuse(client, "run", "invalid_arguments", workspace="w1", results_spec=SPEC,
+                         reason={"description": "a structured reason", "mood": "hopeful"})
+            await refuse(client, "logs", "invalid_arguments", run_id="stage-x", tail=10001)
+            await refuse(client, "inspect_run", "unknown_run", run_id="stage-000000000000")
+            await refuse(client, "cancel", "unknown_run", run_id="stage-000000000000",
+                         reason="cancel a run that does not exist")
+
+            assert (await call(client, "status"))["head_position"] == head
+
+    asyncio.run(main())
