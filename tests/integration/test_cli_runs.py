@@ -1,0 +1,223 @@
+"""`quipu run ...` and `quipu dashboard`, run as people run them: the real entry point.
+
+Runs are executed by the workers of a `quipu serve` process, started here in the background
+exactly as an agent's MCP client would start it; the CLI only talks to the shared log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+WHY = "exercising runs from the command line"
+
+# The same toy pipeline as tests/e2e/test_mcp_runs.py: prep makes features, train logs accuracy.
+PIPELINE = """\
+stages:
+  - name: prep
+    outputs:
+      features: {type: npy, schema: {shape: [null, 4], dtype: float64}}
+  - name: train
+    config_schema:
+      epochs: {type: int, min: 1, default: 3}
+    inputs:
+      features: {type: npy, from_stage: prep, schema: {shape: [null, 4], dtype: float64}}
+    outputs:
+      model: {type: npy, schema: {shape: [4], dtype: float64}}
+"""
+
+PREP = """\
+import numpy as np
+from quipu import sdk
+
+
+def main() -> None:
+    sdk.runtime_log("making features")
+    sdk.save_output("features", np.arange(40, dtype=np.float64).reshape(10, 4))
+    sdk.finish()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+TRAIN = """\
+import numpy as np
+from quipu import sdk
+
+
+def main() -> None:
+    features = sdk.load_input("features")
+    epochs = sdk.get_config()["epochs"]
+    for epoch in range(epochs):
+        sdk.log_metric("accuracy", 0.5 + 0.1 * epoch, step=epoch)
+    print(f"trained on {features.shape[0]} rows for {epochs} epochs")
+    sdk.save_output("model", features.mean(axis=0))
+    sdk.finish()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+SPEC = {
+    "primary_metric": "accuracy", "direction": "maximize", "min_value": 0.6,
+    "goal_value": 0.8, "dataset_split": "val", "tolerance": 0.01,
+    "context": "toy accuracy that climbs by 0.1 per epoch from 0.5",
+}
+
+
+def quipu(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QUIPU_ACTOR": "cli:test"}
+    env.pop("QUIPU_PROJECT", None)
+    proc = subprocess.run([sys.executable, "-m", "quipu.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=240)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"quipu {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n"
+                             f"{proc.stderr}")
+    return proc
+
+
+def as_json(*args: str, cwd: Path) -> dict[str, object] | list[object]:
+    result: dict[str, object] | list[object] = json.loads(quipu(*args, "--json", cwd=cwd).stdout)
+    return result
+
+
+def refused(code: str, *args: str, cwd: Path) -> str:
+    """Run a command that must exit 2 with ``code``; return its stderr."""
+    proc = quipu(*args, cwd=cwd, check=False)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert f"error [{code}]" in proc.stderr and "hint:" in proc.stderr, proc.stderr
+    return proc.stderr
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    """A project whose workspace 'toy' is mounted in w1 with the two-stage pipeline."""
+    quipu("init", "proj", "--goal", "learn to classify digits well", cwd=tmp_path)
+    root = tmp_path / "proj"
+    quipu("workspace", "create", "toy", "--goal", "a toy two-stage pipeline", "--reason", WHY,
+          cwd=root)
+    quipu("workspace", "mount", "toy", "w1", "--reason", WHY, cwd=root)
+    slot = root / "workspaces" / "w1"
+    (slot / "modules").mkdir()
+    (slot / "pipeline.yaml").write_text(PIPELINE)
+    (slot / "modules" / "prep.py").write_text(PREP)
+    (slot / "modules" / "train.py").write_text(TRAIN)
+    return root
+
+
+@pytest.fixture()
+def workers(project: Path) -> Iterator[subprocess.Popen[str]]:
+    """`quipu serve` on the project, idle on stdin, so its workers execute queued runs."""
+    env = {**os.environ, "QUIPU_ACTOR": "agent:serve"}
+    env.pop("QUIPU_PROJECT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "quipu.cli", "--project", str(project),
+                             "serve"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        yield proc
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()  # end of input: the server stops its workers and exits
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+
+def test_run_start_refuses_bad_input_with_its_code_and_records_nothing(project: Path) -> None:
+    before = quipu("events", "--json", cwd=project).stdout
+    refused("results_spec_missing", "run", "start", "w1", "--reason", WHY, cwd=project)
+    err = refused("invalid_results_spec", "run", "start", "w1", "--reason", WHY, "--spec",
+                  '{"primary_metric": "accuracy", "direction": "up"}', cwd=project)
+    assert "direction" in err and "min_value: is required" in err
+    refused("invalid_json", "run", "start", "w1", "--reason", WHY, "--spec", "{not json",
+            cwd=project)
+    refused("invalid_json", "run", "start", "w1", "--reason", WHY, "--spec", "no-such.json",
+            cwd=project)
+    refused("override_needs_stage_keys", "run", "start", "w1", "--reason", WHY, "--spec",
+            json.dumps(SPEC), "--config", '{"epochs": 5}', cwd=project)
+    assert quipu("events", "--json", cwd=project).stdout == before
+
+
+def test_dry_run_and_validate_report_problems_without_recording(project: Path,
+                                                                 tmp_path: Path) -> None:
+    before = quipu("events", "--json", cwd=project).stdout
+    preview = as_json("run", "start", "w1", "--reason", WHY, "--dry-run", cwd=project)
+    assert isinstance(preview, dict)
+    assert preview["valid"] is True and preview["stages_to_run"] == ["prep", "train"]
+    out = quipu("run", "validate", "w1", cwd=project).stdout
+    assert "valid: True" in out
+    (project / "workspaces" / "w1" / "modules" / "train.py").unlink()
+    proc = quipu("run", "validate", "w1", cwd=project, check=False)
+    assert proc.returncode == 1 and "module_missing" in proc.stdout
+    assert quipu("events", "--json", cwd=project).stdout == before
+
+
+def test_a_queued_run_can_be_canceled_and_does_not_hold_the_gate(project: Path,
+                                                                 tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in SPEC.items()))
+    started = as_json("run", "start", "w1", "--reason", WHY, "--spec", str(spec), cwd=project)
+    assert isinstance(started, dict) and started["version"] == "v1"
+    queued = {q["stage"]: q["stage_run_id"] for q in started["queued"]}  # type: ignore[union-attr]
+    canceled = as_json("run", "cancel", queued["prep"], "--reason",
+                       "no worker is running; cancel it", cwd=project)
+    assert isinstance(canceled, dict) and canceled["state"] == "canceled"
+    events = [json.loads(line) for line in
+              quipu("events", "--json", "--type", "RunCanceled", cwd=project).stdout.splitlines()]
+    assert {e["run_id"] for e in events} == set(queued.values())  # train waited on prep
+    again = as_json("run", "start", "w1", "--reason", "start again after canceling",
+                    "--spec", json.dumps(SPEC), cwd=project)
+    assert isinstance(again, dict) and again["stages_queued"] == ["prep", "train"]
+
+
+# --- a whole experiment, executed by a running server -------------------------------------------
+
+
+def test_start_wait_gate_finalize_list_and_dashboard(project: Path,
+                                                    workers: subprocess.Popen[str]) -> None:
+    started = as_json("run", "start", "w1", "--reason", WHY, "--spec", json.dumps(SPEC),
+                      "--wait", "--timeout", "120", cwd=project)
+    assert isinstance(started, dict)
+    ids = {q["stage"]: q["stage_run_id"] for q in started["queued"]}  # type: ignore[union-attr]
+    assert {r["state"] for r in started["stage_runs"]} == {"succeeded"}  # type: ignore[union-attr]
+
+    err = refused("finalization_required", "run", "start", "w1", "--reason", WHY, "--spec",
+                  json.dumps(SPEC), cwd=project)
+    assert ids["prep"] in err and ids["train"] in err
+    pending = quipu("run", "unfinalized", "toy", cwd=project).stdout
+    assert ids["prep"] in pending and ids["train"] in pending
+
+    quipu("run", "finalize", ids["prep"], "--results",
+          '{"ml_outcome": "unknown", "notes": "preprocessing only; nothing to judge"}',
+          cwd=project)
+    final = as_json("run", "finalize", ids["train"], "--results", json.dumps({
+        "primary_metric": "accuracy", "direction": "maximize", "value": 0.7,
+        "dataset_split": "val", "ml_outcome": "partial",
+        "notes": "reaches the minimum of 0.6, not the goal"}), cwd=project)
+    assert isinstance(final, dict) and final["comparison"]["meets_min"] is True  # type: ignore[index]
+    refused("already_finalized", "run", "finalize", ids["train"], "--results",
+            '{"ml_outcome": "miss", "notes": "changing my mind afterwards"}', cwd=project)
+
+    listed = quipu("run", "list", "toy", cwd=project).stdout
+    assert ids["train"] in listed and "partial" in listed
+    inspected = as_json("run", "inspect", ids["train"], cwd=project)
+    assert isinstance(inspected, dict) and inspected["run_id"] == ids["train"]
+    assert "trained on 10 rows" in quipu("run", "logs", ids["train"], cwd=project).stdout
+    board = as_json("dashboard", cwd=project)
+    assert ids["train"] in json.dumps(board)
+    assert quipu("run", "unfinalized", "toy", cwd=project).stdout.strip() == ""
