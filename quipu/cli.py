@@ -995,7 +995,7 @@ def dashboard(ctx: click.Context, consumer: str | None, as_json: bool) -> None:
 
     \b
     Example:
-      quipu dashboard --json | jq '.awaiting_finalization'
+      quipu dashboard --json | jq '.pending_finalization'
     """
     with _project(ctx) as q:
         result = q.dashboard(consumer=consumer)
