@@ -337,23 +337,29 @@ class Quipu:
             workspace, reason="validate the pipeline and its configs (a dry run: nothing is "
             "recorded)", results_spec=None, actor=self.actor, dry_run=True)
 
+    def run_states(self, run_ids: list[str]) -> tuple[bool, list[dict[str, Any]]]:
+        """Whether every run has ended (or was blocked), and each run's state now."""
+        from quipu.core import lifecycle
+
+        states = {r: self.runs.load_run(r).current for r in run_ids}
+        done = all(lifecycle.is_ended(s) or lifecycle.is_final(s) or s.value == "blocked"
+                   for s in states.values())
+        return done, [{"stage_run_id": r, "state": s.value,
+                       "infra_outcome": lifecycle.infra_outcome(s)} for r, s in states.items()]
+
     def wait_for(self, run_ids: list[str], *, timeout: float = 3600.0,
                  poll: float = 0.2) -> list[dict[str, Any]]:
         """Block until every run has ended (or the timeout passes); return their states."""
         import time
 
-        from quipu.core import lifecycle
-
         deadline = time.monotonic() + timeout
         while True:
-            states = {r: self.runs.load_run(r).current for r in run_ids}
-            if all(lifecycle.is_ended(s) or lifecycle.is_final(s) or s.value == "blocked"
-                   for s in states.values()) or time.monotonic() > deadline:
+            done, states = self.run_states(run_ids)
+            if done or time.monotonic() > deadline:
                 break
             time.sleep(poll)
         self.refresh()
-        return [{"stage_run_id": r, "state": s.value,
-                 "infra_outcome": lifecycle.infra_outcome(s)} for r, s in states.items()]
+        return states
 
     def finalize_run(self, record_or_run_id: str,
                      results: dict[str, Any] | None) -> dict[str, Any]:
@@ -369,9 +375,9 @@ class Quipu:
         """See ``RunService.save_results_spec``."""
         return self._write(lambda: self.runs.save_results_spec(run_id, spec, actor=self.actor))
 
-    def tag_record(self, ref: str, tag: str) -> dict[str, Any]:
-        """Tag a run."""
-        return self._write(lambda: self.runs.tag(ref, tag, actor=self.actor))
+    def tag_record(self, ref: str, tag: str, reason: str) -> dict[str, Any]:
+        """Tag a run (``best*`` tags mark the reference later runs are compared with)."""
+        return self._write(lambda: self.runs.tag(ref, tag, reason, actor=self.actor))
 
     def logs(self, run_id: str, *, tail: int = 200, since: int | None = None) -> dict[str, Any]:
         """A stage run's captured stdout/stderr lines, and the newest runtime_log lines.

@@ -127,6 +127,35 @@ def serve(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.pass_context
+@_edge
+def worker(ctx: click.Context) -> None:
+    """Run the local executor and supervisor in the foreground until interrupted.
+
+    `quipu serve` runs them too; use `quipu worker` for runs started from the command line
+    without --wait, or for more stages in parallel. Several workers never run a stage twice.
+
+    \b
+    Example:
+      quipu worker &
+      quipu run start baseline --reason "overnight sweep point" --spec spec.json
+    """
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with _project(ctx) as q:
+        q.start_workers()
+        click.echo(f"quipu worker: executing runs of {q.root} (Ctrl-C to stop)", err=True)
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
 @_edge
@@ -766,7 +795,9 @@ def run_group() -> None:
               help="Config override as JSON: flat for one stage, {stage: {...}} for several.")
 @click.option("--inputs", "inputs", default=None, help="Inputs override as JSON.")
 @click.option("--group", "group", default=None, help="Experiment group name.")
-@click.option("--wait", is_flag=True, help="Block until every stage run has ended.")
+@click.option("--wait", is_flag=True,
+              help="Execute the stages in this process (as well as any running serve/worker) "
+              "and block until every stage run has ended.")
 @click.option("--timeout", default=3600.0, show_default=True,
               help="With --wait: give up waiting after this many seconds.")
 @click.option("--dry-run", is_flag=True, help="Validate and preview; record nothing.")
@@ -792,6 +823,10 @@ def run_start(ctx: click.Context, workspace: str, reason: str, spec: str | None,
       quipu run start w1 --reason "check the new pipeline" --dry-run
     """
     with _project(ctx) as q:
+        if wait and not dry_run:
+            # Execute here too: claims are exclusive, so a running `quipu serve` or
+            # `quipu worker` on the same project never runs a stage twice with this one.
+            q.start_workers()
         result = q.run(
             workspace, reason=reason,
             results_spec=_json_arg(spec, "--spec") if spec is not None else None,

@@ -562,13 +562,14 @@ class RunService:
 
         return self.svc._attempt(command)
 
-    def tag(self, run_id: str, tag: str, *, actor: str) -> dict[str, Any]:
+    def tag(self, run_id: str, tag: str, reason: str, *, actor: str) -> dict[str, Any]:
         """Tag a run (``best*`` marks the reference for comparisons)."""
         check_name(tag, what="tag")
+        meta = self.svc._meta(actor, reason)
 
         def command() -> dict[str, Any]:
             run = self.load_run(run_id)
-            run.tag(self._meta(actor, f"tag the run as {tag}"), tag)
+            run.tag(meta, tag)
             if run.pending:
                 self.svc._commit(run)
             return {"run_id": run_id, "tag": tag}

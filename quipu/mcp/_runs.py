@@ -8,6 +8,7 @@ the finalization gate, finalize_run) from them.
 No ``from __future__ import annotations``: fastmcp reads these signatures at runtime.
 """
 
+import asyncio
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastmcp import FastMCP
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from quipu.bootstrap import Quipu
 
 __all__ = ["RUN_TOOL_NAMES", "RunReason", "register_run_tools", "run_description"]
+
+WAIT_POLL_SECONDS = 0.2
 
 RUN_TOOL_NAMES = (
     "run", "validate_config", "inspect_run", "logs", "cancel", "finalize_run", "list_history",
@@ -114,6 +117,12 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
     Offset = Annotated[int, Field(ge=0, description="Skip this many (paging).")]
     Consumer = Annotated[str, Field(description="Who is reading, e.g. your agent's name: each "
                                     "consumer has its own 'new since last seen' cursor.")]
+    Reason = Annotated[str, Field(description=f"Why, at least {n} characters (recorded "
+                                  "forever).")]
+
+    def _states(ids: list[str]) -> dict[str, Any]:
+        done, states = q.run_states(ids)
+        return {"done": done, "states": states}
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -139,8 +148,9 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
                                    "run.")] = None,
         experiment_group: Annotated[str | None, Field(description="A name grouping related "
                                     "runs (e.g. 'lr-sweep'); filter list_history by it.")] = None,
-        wait: Annotated[bool, Field(description="Block until every stage run has ended "
-                        "(short runs only).")] = False,
+        wait: Annotated[bool, Field(description="Answer only when every stage run has ended "
+                        "(other tool calls are still served meanwhile); for long runs prefer "
+                        "inspect_run/logs.")] = False,
         skip_review: Annotated[bool, Field(description="Queue without the pre-run "
                                "review.")] = False,
         dry_run: Annotated[bool, Field(description="Validate and preview (stages, inputs, "
@@ -148,11 +158,23 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
     ) -> dict[str, Any]:
         detail: str | dict[str, Any] = (reason.model_dump(exclude_none=True)
                                         if isinstance(reason, RunReason) else reason)
-        return guarded("run", lambda: q.run(
+        result = guarded("run", lambda: q.run(
             workspace, reason=detail, results_spec=results_spec, stages=stages,
             config_override=config_override, inputs_override=inputs_override,
-            experiment_group=experiment_group, wait=wait, skip_review=skip_review,
+            experiment_group=experiment_group, wait=False, skip_review=skip_review,
             dry_run=dry_run))
+        if wait and not dry_run:
+            # Wait on the event loop, not in the facade: other tool calls (inspect_run, logs,
+            # cancel) keep being answered while the stages run.
+            ids = [item["stage_run_id"] for item in result["queued"]]
+            while True:
+                now = guarded("run", lambda: _states(ids))
+                if now["done"]:
+                    break
+                await asyncio.sleep(WAIT_POLL_SECONDS)
+            q.refresh()
+            result["stage_runs"] = now["states"]
+        return result
 
     @mcp.tool(annotations=_READ_ONLY)
     async def validate_config(workspace: Target) -> dict[str, Any]:
@@ -259,12 +281,13 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         tag: Annotated[str, Field(description="The tag, e.g. 'best' or 'best-lr'. A tag "
                        "starting with 'best' makes the run the reference that later runs of "
                        "its stage are compared with.")],
+        reason: Reason,
     ) -> dict[str, Any]:
         """Tag a run so you can find it again, or mark it as the best one to beat.
 
         Returns {run_id, tag}. Errors: unknown_run, invalid_name.
         """
-        return guarded("tag_record", lambda: q.tag_record(ref, tag))
+        return guarded("tag_record", lambda: q.tag_record(ref, tag, reason))
 
     # --- history -------------------------------------------------------------------------------
 

@@ -214,7 +214,8 @@ def test_run_gate_finalize_and_history_over_stdio(project: Path, mcp_session: Co
             output = await call(client, "logs", run_id=second)
             assert "trained on 10 rows for 4 epochs" in json.dumps(output)
 
-            await call(client, "tag_record", ref=ids["train"], tag="best")
+            await call(client, "tag_record", ref=ids["train"], tag="best",
+                       reason="the wider layer is the one to beat")
             best = await call(client, "list_history", workspace="toy", tagged="best")
             assert [r["run_id"] for r in best["records"]] == [ids["train"]]
             respec = await call(client, "save_results_spec", run_id=second,

@@ -141,7 +141,7 @@ class TestRecords:
 
     def test_a_record_is_found_by_id_and_by_tag(self, lab):
         ids = lab.cycle(0.85)
-        lab.runs.tag(ids["train"], "best", actor=ACTOR)
+        lab.runs.tag(ids["train"], "best", "mark this run for the comparison", actor=ACTOR)
 
         by_id = serialisable(lab.q.inspect_record(ids["train"]))
         by_tag = lab.q.inspect_record("@best", workspace="ws")

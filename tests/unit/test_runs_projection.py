@@ -264,7 +264,7 @@ class TestRunIndex:
     def test_bad_runs_are_skipped_when_resolving_inputs(self, lab):
         first = lab.cycle(0.82)
         second = lab.cycle(0.84)
-        lab.runs.tag(second["prep"], "bad-results", actor=ACTOR)
+        lab.runs.tag(second["prep"], "bad-results", "mark this run for the comparison", actor=ACTOR)
 
         assert lab.views.latest_output("ws", "prep", "features") == first["prep"]
 
@@ -275,7 +275,7 @@ class TestRunIndex:
                           actor=ACTOR)
         assert lab.views.latest_output("ws", "prep", "features") == ids["prep"]
 
-        lab.runs.tag(ids["prep"], "bad", actor=ACTOR)
+        lab.runs.tag(ids["prep"], "bad", "mark this run for the comparison", actor=ACTOR)
         assert lab.views.latest_output("ws", "prep", "features") is None
 
     def test_failed_runs_and_missing_signals_are_never_reused(self, lab):
@@ -287,7 +287,7 @@ class TestRunIndex:
 
     def test_finalize_compares_with_the_previous_and_the_tagged_best(self, lab):
         first = lab.cycle(0.85)
-        lab.runs.tag(first["train"], "best-so-far", actor=ACTOR)
+        lab.runs.tag(first["train"], "best-so-far", "mark this run for the comparison", actor=ACTOR)
         lab.cycle(0.86)
         third = lab.start(stages=["train"])
         lab.execute(third["train"], metrics={"val_acc": 0.80})
@@ -309,7 +309,7 @@ class TestHistory:
         a = lab.cycle(0.81, group="g1")
         b = lab.cycle(0.88, group="g2")
         c = lab.cycle(0.84, group="g2")
-        lab.runs.tag(b["train"], "keeper", actor=ACTOR)
+        lab.runs.tag(b["train"], "keeper", "mark this run for the comparison", actor=ACTOR)
         views = lab.fresh()
 
         def ids(**kw: Any) -> list[str]:
@@ -340,7 +340,7 @@ class TestHistory:
 
     def test_a_tag_finds_its_run(self, lab):
         ids = lab.cycle(0.85)
-        lab.runs.tag(ids["train"], "best", actor=ACTOR)
+        lab.runs.tag(ids["train"], "best", "mark this run for the comparison", actor=ACTOR)
 
         assert lab.fresh().tagged_run("ws", "best") == ids["train"]
         assert lab.views.tagged_run("ws", "nope") is None
@@ -358,7 +358,7 @@ class TestHistory:
         assert [a["run_id"] for a in context["regression_alerts"]] == []  # nothing tagged best
         assert [w["run_id"] for w in context["awaiting_finalization"]] == [pending["train"]]
 
-        lab.runs.tag(runs[0], "best", actor=ACTOR)
+        lab.runs.tag(runs[0], "best", "mark this run for the comparison", actor=ACTOR)
         assert lab.fresh().experiment_context("ws")["current_best"]["run_id"] == runs[0]
 
     def test_an_unknown_sort_is_refused(self, lab):
@@ -380,7 +380,7 @@ def dump(views: Views) -> dict[str, list[tuple[Any, ...]]]:
 def test_incremental_equals_rebuilt_equals_small_pages(lab, tmp_path):
     """Folding after every command, all at once, and 3 events per page give the same rows."""
     first = lab.cycle(0.82)
-    lab.runs.tag(first["train"], "best", actor=ACTOR)
+    lab.runs.tag(first["train"], "best", "mark this run for the comparison", actor=ACTOR)
     lab.fresh()
     ids = lab.start()
     lab.fresh()
@@ -407,7 +407,7 @@ def test_incremental_equals_rebuilt_equals_small_pages(lab, tmp_path):
 
 def test_state_md_lists_active_awaiting_outcomes_and_best(lab):
     done = lab.cycle(0.87, hypothesis="dropout reduces overfitting")
-    lab.runs.tag(done["train"], "best", actor=ACTOR)
+    lab.runs.tag(done["train"], "best", "mark this run for the comparison", actor=ACTOR)
     ids = lab.start(hypothesis="a larger batch trains faster")
     lab.execute(ids["prep"])
 

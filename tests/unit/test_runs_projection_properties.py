@@ -66,7 +66,8 @@ def act(runs: RunService, ids: list[str], action: str, pick: int, variant: int,
         runs.finalize(run_id, results(round(value, 3)) if variant % 2 else NO_VALUE,
                       actor=ACTOR)
     elif action == "tag":
-        runs.tag(run_id, ("best", "bad", "bad-results", "keep")[variant], actor=ACTOR)
+        runs.tag(run_id, ("best", "bad", "bad-results", "keep")[variant],
+                 "mark this run for the comparison", actor=ACTOR)
     elif action == "spec":
         runs.save_results_spec(run_id, {**SPEC, "primary_metric": ("val_acc", "loss")[variant % 2],
                                         "direction": "maximize"}, actor=ACTOR)
