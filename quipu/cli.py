@@ -1047,7 +1047,9 @@ def dashboard(ctx: click.Context, consumer: str | None, as_json: bool) -> None:
 @click.pass_context
 @_edge
 def demo(ctx: click.Context, keep: Path | None) -> None:
-    """Walk through Quipu on a throwaway project: workspaces, versions, diff, rollback, audit.
+    """A real session on a throwaway project: workspaces, versions, diff and rollback, then a
+    three-stage digits pipeline (scikit-learn's bundled data) run twice, finalized, compared,
+    and an audit of the log.
 
     \b
     Example:
