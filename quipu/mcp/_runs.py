@@ -9,6 +9,7 @@ No ``from __future__ import annotations``: fastmcp reads these signatures at run
 """
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastmcp import FastMCP
@@ -216,14 +217,28 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         since: Annotated[int | None, Field(ge=0, description="Only lines after this cursor "
                          "(the 'next' value of a previous call), to follow a running "
                          "stage.")] = None,
+        follow: Annotated[bool, Field(description="Long-poll: if there is nothing new after "
+                          "since yet, wait (up to follow_seconds) for new lines or the end of "
+                          "the run before answering.")] = False,
+        follow_seconds: Annotated[float, Field(gt=0, le=300, description="How long follow may "
+                                  "wait.")] = 30.0,
     ) -> dict[str, Any]:
         """The stage process's output (stdout, stderr and runtime_log lines).
 
         Use it while a run is going to see progress, and after a failure to find the error.
-        Pass the returned cursor back as since to get only new lines. Never changes anything.
+        Pass the returned cursor back as since to get only new lines; with follow=True the call
+        waits for them (other tools keep answering meanwhile). Never changes anything.
         Errors: unknown_run.
         """
-        return guarded("logs", lambda: q.logs(run_id, tail=tail, since=since))
+        result = guarded("logs", lambda: q.logs(run_id, tail=tail, since=since))
+        if follow:
+            waited = 0.0
+            while not result["lines"] and not result["ended"] and waited < follow_seconds:
+                await asyncio.sleep(WAIT_POLL_SECONDS)
+                waited += WAIT_POLL_SECONDS
+                result = guarded("logs", functools.partial(q.logs, run_id, tail=tail,
+                                                           since=result["next"]))
+        return result
 
     @mcp.tool(annotations={**_WRITE, "destructiveHint": True})
     async def cancel(

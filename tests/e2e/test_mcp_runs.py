@@ -213,6 +213,10 @@ def test_run_gate_finalize_and_history_over_stdio(project: Path, mcp_session: Co
             assert len(json.dumps(curve)) > 0 and "0.8" in json.dumps(curve)
             output = await call(client, "logs", run_id=second)
             assert "trained on 10 rows for 4 epochs" in json.dumps(output)
+            # Following an ended run past its last line answers at once: nothing more will come.
+            after = await call(client, "logs", run_id=second, since=output["next"], follow=True,
+                               follow_seconds=30)
+            assert after["lines"] == [] and after["ended"] is True
 
             await call(client, "tag_record", ref=ids["train"], tag="best",
                        reason="the wider layer is the one to beat")
