@@ -51,7 +51,7 @@ class TestLoadInput:
                                                 {"id": "2", "label": "dog"}]
 
     def test_a_csv_input_with_pandas_loads_as_a_dataframe(self, tmp_path: Path) -> None:
-        pandas = pytest.importorskip("pandas")
+        import pandas
         frame = pandas.DataFrame({"id": [1, 2], "label": ["cat", "dog"]})
         with testing.stage(inputs={"labels": frame}, tmp_path=tmp_path):
             loaded = sdk.load_input("labels")
@@ -160,7 +160,7 @@ class TestSaveOutput:
         assert record(run, "preds")["stats"] == {"rows": 1, "columns": ["id", "p"]}
 
     def test_a_csv_output_from_a_dataframe(self, tmp_path: Path) -> None:
-        pandas = pytest.importorskip("pandas")
+        import pandas
         frame = pandas.DataFrame({"id": [1, 2], "p": [0.5, 0.25]})
         with testing.stage(outputs={"preds": "csv"}, tmp_path=tmp_path) as run:
             sdk.save_output("preds", frame)
