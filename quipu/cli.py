@@ -1060,7 +1060,7 @@ def demo(ctx: click.Context, keep: Path | None) -> None:
 
     actor = ctx.obj.get("actor") or default_actor("demo")
     if keep is not None:
-        sys.exit(run_demo(keep, actor=actor, echo=click.echo))
+        sys.exit(run_demo(keep, actor=actor, echo=click.echo, kept=True))
     with tempfile.TemporaryDirectory(prefix="quipu-demo-") as tmp:
         sys.exit(run_demo(Path(tmp) / "digits", actor=actor, echo=click.echo))
 

@@ -42,7 +42,8 @@ if __name__ == "__main__":
 '''
 
 
-def run_demo(path: Path, *, actor: str, echo: Callable[[str], None] = print) -> int:
+def run_demo(path: Path, *, actor: str, echo: Callable[[str], None] = print,
+             kept: bool = False) -> int:
     """Build a demo project at ``path``; return 0 when the audit at the end passes."""
     from quipu.adapters.seals.local import LocalSealKeeper
     from quipu.core.audit import make_seal, verify_log
@@ -114,7 +115,8 @@ def run_demo(path: Path, *, actor: str, echo: Callable[[str], None] = print) -> 
         ok = report.ok and verify_log(q.store, [seal]).ok and restored and pipeline_ok
         echo(f"audit verify: {'OK' if report.ok else 'FAILED'} ({report.events_checked} events, "
              f"head position {report.head_position}); sealed at {seal.position}")
-        echo(f"\nproject kept at {path}" if path.exists() else "")
+        if kept:
+            echo(f"\nproject kept at {path}: try `quipu --project {path} events`")
         return 0 if ok else 1
     finally:
         q.close()
