@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
+from toy_pipeline import SPEC, write_toy_pipeline
 
 from quipu.core.lifecycle import gate_rule
 
@@ -24,59 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 Connect = Callable[..., AbstractAsyncContextManager[Client[Any]]]
 WHY = "exercising runs end to end from a real MCP client"
 
-PIPELINE = """\
-stages:
-  - name: prep
-    outputs:
-      features: {type: npy, schema: {shape: [null, 4], dtype: float64}}
-  - name: train
-    config_schema:
-      epochs: {type: int, min: 1, default: 3}
-    inputs:
-      features: {type: npy, from_stage: prep, schema: {shape: [null, 4], dtype: float64}}
-    outputs:
-      model: {type: npy, schema: {shape: [4], dtype: float64}}
-"""
-
-PREP = """\
-import numpy as np
-from quipu import sdk
-
-
-def main() -> None:
-    sdk.runtime_log("making features")
-    sdk.save_output("features", np.arange(40, dtype=np.float64).reshape(10, 4))
-    sdk.finish()
-
-
-if __name__ == "__main__":
-    main()
-"""
-
-TRAIN = """\
-import numpy as np
-from quipu import sdk
-
-
-def main() -> None:
-    features = sdk.load_input("features")
-    epochs = sdk.get_config()["epochs"]
-    for epoch in range(epochs):
-        sdk.log_metric("accuracy", 0.5 + 0.1 * epoch, step=epoch)
-    print(f"trained on {features.shape[0]} rows for {epochs} epochs")
-    sdk.save_output("model", features.mean(axis=0))
-    sdk.finish()
-
-
-if __name__ == "__main__":
-    main()
-"""
-
-SPEC = {
-    "primary_metric": "accuracy", "direction": "maximize", "min_value": 0.6,
-    "goal_value": 0.8, "dataset_split": "val", "tolerance": 0.01,
-    "context": "toy accuracy that climbs by 0.1 per epoch from 0.5",
-}
 
 
 async def call(client: Client[Any], tool: str, **arguments: Any) -> dict[str, Any]:
@@ -105,10 +53,7 @@ async def mounted_pipeline(client: Client[Any], project: Path, name: str = "toy"
     mounted = await call(client, "mount", workspace=name, slot="w1", reason=WHY)
     slot = Path(mounted["path"])
     assert slot == project / "workspaces" / "w1"
-    (slot / "modules").mkdir()
-    (slot / "pipeline.yaml").write_text(PIPELINE)
-    (slot / "modules" / "prep.py").write_text(PREP)
-    (slot / "modules" / "train.py").write_text(TRAIN)
+    write_toy_pipeline(slot)
     return slot
 
 

@@ -11,21 +11,13 @@ from pathlib import Path
 
 import click
 import pytest
+from cli_runner import quipu
 
 from quipu.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def quipu(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "QUIPU_ACTOR": "cli:test"}
-    env.pop("QUIPU_PROJECT", None)
-    proc = subprocess.run([sys.executable, "-m", "quipu.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"quipu {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n"
-                             f"{proc.stderr}")
-    return proc
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:

@@ -14,76 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_runner import quipu
+from toy_pipeline import SPEC, write_toy_pipeline
 
 pytestmark = pytest.mark.timeout(300)
 
 WHY = "exercising runs from the command line"
 
-# The same toy pipeline as tests/e2e/test_mcp_runs.py: prep makes features, train logs accuracy.
-PIPELINE = """\
-stages:
-  - name: prep
-    outputs:
-      features: {type: npy, schema: {shape: [null, 4], dtype: float64}}
-  - name: train
-    config_schema:
-      epochs: {type: int, min: 1, default: 3}
-    inputs:
-      features: {type: npy, from_stage: prep, schema: {shape: [null, 4], dtype: float64}}
-    outputs:
-      model: {type: npy, schema: {shape: [4], dtype: float64}}
-"""
-
-PREP = """\
-import numpy as np
-from quipu import sdk
 
 
-def main() -> None:
-    sdk.runtime_log("making features")
-    sdk.save_output("features", np.arange(40, dtype=np.float64).reshape(10, 4))
-    sdk.finish()
-
-
-if __name__ == "__main__":
-    main()
-"""
-
-TRAIN = """\
-import numpy as np
-from quipu import sdk
-
-
-def main() -> None:
-    features = sdk.load_input("features")
-    epochs = sdk.get_config()["epochs"]
-    for epoch in range(epochs):
-        sdk.log_metric("accuracy", 0.5 + 0.1 * epoch, step=epoch)
-    print(f"trained on {features.shape[0]} rows for {epochs} epochs")
-    sdk.save_output("model", features.mean(axis=0))
-    sdk.finish()
-
-
-if __name__ == "__main__":
-    main()
-"""
-
-SPEC = {
-    "primary_metric": "accuracy", "direction": "maximize", "min_value": 0.6,
-    "goal_value": 0.8, "dataset_split": "val", "tolerance": 0.01,
-    "context": "toy accuracy that climbs by 0.1 per epoch from 0.5",
-}
-
-
-def quipu(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "QUIPU_ACTOR": "cli:test"}
-    env.pop("QUIPU_PROJECT", None)
-    proc = subprocess.run([sys.executable, "-m", "quipu.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=240)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"quipu {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n"
-                             f"{proc.stderr}")
-    return proc
 
 
 def as_json(*args: str, cwd: Path) -> dict[str, object] | list[object]:
@@ -108,10 +47,7 @@ def project(tmp_path: Path) -> Path:
           cwd=root)
     quipu("workspace", "mount", "toy", "w1", "--reason", WHY, cwd=root)
     slot = root / "workspaces" / "w1"
-    (slot / "modules").mkdir()
-    (slot / "pipeline.yaml").write_text(PIPELINE)
-    (slot / "modules" / "prep.py").write_text(PREP)
-    (slot / "modules" / "train.py").write_text(TRAIN)
+    write_toy_pipeline(slot)
     return root
 
 
