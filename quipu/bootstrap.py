@@ -162,7 +162,7 @@ class Quipu:
         self.service = Service(store, self.blobs, self.slots, clock or SystemClock(),
                                Settings(slots=config.slot_names(),
                                         min_reason_length=config.reason_min_length))
-        self.views = Views(data / "views.db", store)
+        self.views = Views(data / "views.db", store, reopen=lambda: open_store(root, config))
         self.runs = RunService(self.service, self.views)
         self.workers: list[Worker] = []
 

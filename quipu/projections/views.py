@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import multiprocessing
+import os
 import re
 import sqlite3
 import threading
@@ -43,6 +45,71 @@ PROJECTIONS: tuple[type[Projection], ...] = (
 """Every projection, in the order they fold a page. Adding one is adding it here."""
 
 _DAMAGE_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+_APART = frozenset({"workspaces", "audit", "runs"})
+"""Projections a large rebuild folds in a second process while this one folds the others; the
+second process's tables are then copied in. These three fold the same events (workspace, version
+and run facts), and the thoughts that make up much of a typical log stay here: measured on a
+1,000,000-event log, the two halves take 12 s and 7 s instead of 25 s in one process."""
+
+
+class _SideFold:
+    """A forked process that rebuilds some projections into a file of its own.
+
+    The child opens its own connection to the log (``Views.reopen``) and its own views file, so
+    nothing is shared with this process but the code. ``merge_into`` waits for it and copies its
+    tables and positions into the live file in one transaction.
+    """
+
+    def __init__(self, views: Views, names: list[str], page_size: int) -> None:
+        self.path = views.path.with_name(f".{views.path.name}.rebuild-{os.getpid()}")
+        self.names = names
+        self.discard()
+        ctx = multiprocessing.get_context("fork")
+        self.process = ctx.Process(
+            target=_fold_apart, name="quipu-rebuild",
+            args=(self.path, views.reopen, names, views.until, page_size), daemon=True)
+        self.process.start()
+
+    def merge_into(self, conn: sqlite3.Connection) -> bool:
+        """Wait for the child and copy its tables in; False if it failed (nothing copied)."""
+        self.process.join()
+        if self.process.exitcode != 0:
+            return False
+        tables = [t for cls in PROJECTIONS if cls.name in self.names for t in cls.tables]
+        conn.execute("ATTACH DATABASE ? AS side", (str(self.path),))
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for table in tables:
+                    conn.execute(f'DELETE FROM main."{table}"')
+                    conn.execute(f'INSERT INTO main."{table}" SELECT * FROM side."{table}"')
+                conn.execute(
+                    "INSERT OR REPLACE INTO main._positions SELECT * FROM side._positions "
+                    f"WHERE name IN ({','.join('?' * len(self.names))})", self.names)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute("DETACH DATABASE side")
+        return True
+
+    def discard(self) -> None:
+        """Remove the child's file."""
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self.path}{suffix}").unlink()
+
+
+def _fold_apart(path: Path, reopen: Callable[[], EventStore], names: list[str],
+                until: int | None, page_size: int) -> None:
+    store = reopen()
+    try:
+        with Views(path, store, until=until, page_size=page_size) as views:
+            views.rebuild(names)
+    finally:
+        store.close()
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -78,15 +145,18 @@ class Views:
     ``until`` caps the log position read (an audit replays the views as of that position).
     ``page_size`` is the number of events folded per transaction (default ``PAGE_SIZE`` when
     catching up, ``REBUILD_PAGE_SIZE`` in a rebuild); ``busy_timeout`` is how long to wait for
-    another process's write lock on the file.
+    another process's write lock on the file. ``reopen`` opens a second connection to the same
+    log: given it, a large rebuild folds its heaviest projections in a second process.
     Queries return plain JSON-serialisable dicts in a deterministic order; they read what was
     folded so far, so callers ``catch_up()`` first (``quipu.bootstrap.Quipu`` does).
     """
 
     def __init__(self, path: Path, store: EventStore, *, until: int | None = None,
-                 page_size: int | None = None, busy_timeout: float = 30.0) -> None:
+                 page_size: int | None = None, busy_timeout: float = 30.0,
+                 reopen: Callable[[], EventStore] | None = None) -> None:
         self.path = Path(path)
         self.store = store
+        self.reopen = reopen
         self.until = until
         self.page_size = page_size
         self.busy_timeout = busy_timeout
@@ -226,21 +296,38 @@ class Views:
         with db.atomic():
             for p in selected:
                 self._reset(db, p)
+        apart = [p for p in selected if p.name in _APART]
+        here = [p for p in selected if p.name not in _APART]
+        side = None
+        if apart and here and self.reopen is not None and self._big(rebuild_pages):
+            side = _SideFold(self, [p.name for p in apart], rebuild_pages)
+        else:
+            here = selected
         # A rebuild starts from nothing and is simply run again if it is interrupted, so it
         # need not wait for the disk at every checkpoint.
         self.conn.execute("PRAGMA synchronous=OFF")
         try:
-            position, events = self._runner(selected, page_size=rebuild_pages).run(
+            position, events = self._runner(here, page_size=rebuild_pages).run(
                 progress=progress)
+            if side is not None and not side.merge_into(self.conn):
+                # The second process failed: fold its share here, the slow way but surely.
+                self._runner(apart, page_size=rebuild_pages).run()
             with db.atomic():  # indexes built once at the end beat updating them per row
                 for p in selected:
                     create_indexes(db, p)
         finally:
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            if side is not None:
+                side.discard()
         seconds = time.perf_counter() - started
         return {"views": [p.name for p in selected], "position": position, "events": events,
                 "seconds": seconds,
                 "events_per_second": events / seconds if seconds > 0 else 0.0}
+
+    def _big(self, page_size: int) -> bool:
+        """Whether the log is long enough for a second process to pay for itself."""
+        head = self.store.head() if self.until is None else min(self.store.head(), self.until)
+        return head > 4 * page_size
 
     # --- queries -------------------------------------------------------------------------------
 

@@ -228,3 +228,50 @@ def test_a_locked_views_db_is_not_mistaken_for_damage(store, tmp_path):
         holder.close()
     with Views(path, store) as v:
         assert v.position() == store.head()  # nothing was thrown away
+
+
+# --- a rebuild in two processes ------------------------------------------------------------------
+
+
+def _grow(store: RecorderEventStore, tmp_path: Path) -> None:
+    """Add enough workspace and thought events for a rebuild to use a second process."""
+    blobs = LocalBlobStore(tmp_path / "blobs", fsync=False)
+    files = LocalSlotFiles(tmp_path / "workspaces", blobs, tmp_path / "cache")
+    service = Service(store, blobs, files, StepClock(), Settings(slots=("w1", "w2")))
+    for i in range(12):
+        service.create_workspace(f"grow-{i}", "a goal to grow the log", REASON, actor=ACTOR)
+        service.log_thought(f"thought number {i} about the sweep", actor=ACTOR,
+                            workspace=f"grow-{i}")
+    for i in range(6):
+        (files.path("w1") / "model.py").write_text(f"layers = {4 + i}\n")
+        service.save_version("w1", f"try {4 + i} layers this time", actor=ACTOR)
+
+
+def test_a_rebuild_in_two_processes_equals_one_in_a_single_process(
+        store: RecorderEventStore, tmp_path: Path) -> None:
+    _grow(store, tmp_path)
+    path = store.description.removeprefix("sqlite ")
+    with Views(tmp_path / "single.db", store, page_size=5) as single:
+        single.rebuild()
+        expected = dump(single)
+    with Views(tmp_path / "split.db", store, page_size=5,
+               reopen=lambda: open_sqlite_store(path)) as split:
+        report = split.rebuild()
+        assert report["position"] == store.head()
+        assert dump(split) == expected
+        assert not list(tmp_path.glob(".split.db.rebuild-*"))  # the side file is cleaned up
+
+
+def test_a_failed_second_process_falls_back_to_folding_here(
+        store: RecorderEventStore, tmp_path: Path) -> None:
+    _grow(store, tmp_path)
+
+    def broken() -> RecorderEventStore:
+        raise RuntimeError("the second connection cannot be opened")
+
+    with Views(tmp_path / "single.db", store, page_size=5) as single:
+        single.rebuild()
+        expected = dump(single)
+    with Views(tmp_path / "fallback.db", store, page_size=5, reopen=broken) as fallback:
+        fallback.rebuild()
+        assert dump(fallback) == expected
