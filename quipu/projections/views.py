@@ -309,9 +309,13 @@ class Views:
         try:
             position, events = self._runner(here, page_size=rebuild_pages).run(
                 progress=progress)
-            if side is not None and not side.merge_into(self.conn):
-                # The second process failed: fold its share here, the slow way but surely.
-                self._runner(apart, page_size=rebuild_pages).run()
+            if side is not None:
+                if not side.merge_into(self.conn):
+                    # The second process failed: fold its share here, the slow way but surely.
+                    self._runner(apart, page_size=rebuild_pages).run()
+                # Each process read only the events its views fold; the log up to the position
+                # reached is what was rebuilt from.
+                events = max(events, position)
             with db.atomic():  # indexes built once at the end beat updating them per row
                 for p in selected:
                     create_indexes(db, p)
