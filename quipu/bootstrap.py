@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,6 +166,7 @@ class Quipu:
         self.views = Views(data / "views.db", store, reopen=lambda: open_store(root, config))
         self.runs = RunService(self.service, self.views)
         self.workers: list[Worker] = []
+        self._refreshing = threading.Lock()
 
     def close(self) -> None:
         """Stop the workers, release the log and the views."""
@@ -181,7 +183,14 @@ class Quipu:
     # --- after every command -------------------------------------------------------------------
 
     def refresh(self, dirty: Callable[[str, str | None], bool] | None = None) -> str:
-        """Catch the views up with the log and rewrite STATE.md if it changed; return it."""
+        """Catch the views up with the log and rewrite STATE.md if it changed; return it.
+
+        Called after every command and, from the executor's thread, when stages start or end.
+        """
+        with self._refreshing:
+            return self._refresh(dirty)
+
+    def _refresh(self, dirty: Callable[[str, str | None], bool] | None) -> str:
         self.views.catch_up()
         text = self.views.state_md(dirty=dirty or self._dirty)
         path = self.root / "STATE.md"
@@ -300,10 +309,16 @@ class Quipu:
         executor = LocalExecutor(self.root / DATA_DIR / "runs", self.store, self.blobs,
                                  self.runs, worker_id=f"local:{os.uname().nodename}:{os.getpid()}",
                                  max_parallel=self.config.executor.max_parallel,
-                                 heartbeat_timeout=self.config.executor.heartbeat_timeout)
+                                 heartbeat_timeout=self.config.executor.heartbeat_timeout,
+                                 on_change=self._stages_changed)
         self.workers = [executor]
         for worker in self.workers:
             worker.start()
+
+    def _stages_changed(self) -> None:
+        # From the executor's thread: STATE.md shows active runs, so rewrite it when one
+        # starts or ends, not only at the agent's next command.
+        self.refresh()
 
     def stop_workers(self) -> None:
         """Stop the background workers."""

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,10 @@ class LocalExecutor:
                  *, worker_id: str, max_parallel: int = 2, heartbeat_timeout: float = 600.0,
                  heartbeat_every: float = 30.0, poll_interval: float = 0.2,
                  metrics_every: float = 5.0, kill_grace: float = 5.0,
-                 log_limit: int = 50 * 1024 * 1024) -> None:
+                 log_limit: int = 50 * 1024 * 1024,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.runs_dir = Path(runs_dir)
+        self.on_change = on_change
         self.store = store
         self.blobs = blobs
         self.runs = runs
@@ -151,6 +154,7 @@ class LocalExecutor:
             if not self._recovered:
                 self._recover()
                 self._recovered = True
+            before = set(self._stages)
             self._launch_ready()
             watched = len(self._stages)
             for stage in list(self._stages.values()):
@@ -160,6 +164,9 @@ class LocalExecutor:
                 self._follow()
                 self._launch_ready()
             self._supervise()
+            if self.on_change is not None and set(self._stages) != before:
+                # Stages started or ended: let the engine refresh what people read (STATE.md).
+                self._isolated("-", self.on_change)
 
     def _isolated(self, run_id: str, fn: Any, *args: Any) -> None:
         # A failure with one run is logged with the run and does not hold up the others.
