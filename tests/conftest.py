@@ -13,10 +13,16 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from hypothesis import settings
 from psycopg import sql
 
 from quipu.adapters.eventstore._base import RecorderEventStore
 from quipu.adapters.eventstore.postgres import open_postgres_store
+
+# Tests never assert wall-clock times, and hypothesis's per-example deadline is one: on a loaded
+# CI machine it fails correct code. Examples are still bounded by pytest-timeout.
+settings.register_profile("quipu", deadline=None)
+settings.load_profile("quipu")
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres:postgres@localhost:5432/quipu_test"
 
