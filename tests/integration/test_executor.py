@@ -173,7 +173,9 @@ class TestLogs:
         q = make_project(tmp_path, ONE_STAGE, {"solo": code})
         run_id = start(q)["solo"]
         ex = executor(q)
-        drive(ex, lambda: q.logs(run_id)["total_lines"] == 3)
+        # The stage prints, then writes its runtime log: wait for both before reading them.
+        drive(ex, lambda: q.logs(run_id)["total_lines"] == 3
+              and bool(q.logs(run_id)["runtime_log"]))
         live = q.logs(run_id, tail=2)
         assert live["lines"] == ["line 1", "line 2"] and not live["ended"]
         assert live["runtime_log"][-1].endswith("INFO epoch 1 done")
