@@ -67,3 +67,19 @@ def write_toy_pipeline(slot: Path) -> None:
     (slot / "pipeline.yaml").write_text(PIPELINE)
     (slot / "modules" / "prep.py").write_text(PREP)
     (slot / "modules" / "train.py").write_text(TRAIN)
+
+
+# A pipeline for tests that record executor facts by hand (no stage code needs to run).
+FACTS_PIPELINE = """stages:
+  - name: prep
+    outputs:
+      features: {type: npy, schema: null}
+  - name: train
+    inputs:
+      features: {type: npy, from_stage: prep, schema: null}
+    outputs:
+      model: {type: file, schema: null}
+"""
+FACTS_SPEC = {"primary_metric": "val_acc", "direction": "maximize", "min_value": 0.8,
+              "goal_value": 0.9, "dataset_split": "val", "tolerance": 0.01,
+              "context": "validation accuracy of the digits classifier"}

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
+from toy_pipeline import FACTS_PIPELINE, FACTS_SPEC
 
 from quipu.bootstrap import Quipu, init_project, open_project
 from quipu.core.errors import InvalidInput, NotFound
@@ -25,19 +26,7 @@ from quipu.core.runs import RunService
 ACTOR = "agent-1"
 WORKER = "worker-1"
 REASON = "exercise the run queries in a test"
-PIPELINE = """stages:
-  - name: prep
-    outputs:
-      features: {type: npy, schema: null}
-  - name: train
-    inputs:
-      features: {type: npy, from_stage: prep, schema: null}
-    outputs:
-      model: {type: file, schema: null}
-"""
-SPEC = {"primary_metric": "val_acc", "direction": "maximize", "min_value": 0.8,
-        "goal_value": 0.9, "dataset_split": "val", "tolerance": 0.01,
-        "context": "validation accuracy of the digits classifier"}
+PIPELINE, SPEC = FACTS_PIPELINE, FACTS_SPEC
 NO_VALUE = {"ml_outcome": "success", "notes": "features were written as expected"}
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from toy_pipeline import FACTS_PIPELINE, FACTS_SPEC
 
 from quipu.core.errors import Conflict
 from quipu.core.lifecycle import State
@@ -23,19 +24,7 @@ from quipu.projections import Views
 ACTOR = "agent-1"
 WORKER = "worker-1"
 
-PIPELINE = """stages:
-  - name: prep
-    outputs:
-      features: {type: npy, schema: null}
-  - name: train
-    inputs:
-      features: {type: npy, from_stage: prep, schema: null}
-    outputs:
-      model: {type: file, schema: null}
-"""
-SPEC = {"primary_metric": "val_acc", "direction": "maximize", "min_value": 0.8,
-        "goal_value": 0.9, "dataset_split": "val", "tolerance": 0.01,
-        "context": "validation accuracy of the digits classifier"}
+PIPELINE, SPEC = FACTS_PIPELINE, FACTS_SPEC
 
 
 def results(value: float, outcome: str = "partial") -> dict[str, Any]:
