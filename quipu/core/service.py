@@ -477,14 +477,6 @@ class Service:
                                hint="pass against='ws@vN', or diff its slot or one version")
         return left, right
 
-    def slot_dirty(self, slot: str, manifest_digest: str | None) -> bool:
-        """Whether a slot differs from a manifest (used by STATE.md and status)."""
-        return self.slots.is_dirty(slot, manifest_digest)
-
-    def workspace_manifest(self, workspace: str, number: int) -> str:
-        """The manifest digest of a version."""
-        return self.load(Workspace, workspace).check_version(number, allow_pruned=True).manifest
-
     def aggregates(self, names: Sequence[str]) -> list[Workspace]:
         """Load several workspaces (for callers that need aggregate truth)."""
         return [self.load(Workspace, n) for n in names]

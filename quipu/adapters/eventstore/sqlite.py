@@ -124,8 +124,3 @@ def open_sqlite_store(
 
     return RecorderEventStore(recorder, description=f"sqlite {db}", lock_retries=lock_retries,
                               scanner=scanner)
-
-
-def raw_connection(path: Path | str) -> sqlite3.Connection:
-    """A plain sqlite3 connection to the log file, for audits and tests of tampering."""
-    return sqlite3.connect(str(path))
