@@ -3,7 +3,9 @@
 "New since you last looked" is a per-consumer cursor. Reading the dashboard never changes
 anything, so a consumer moves its cursor with an explicit ``CursorMoved`` event (``mark_seen``),
 and the dashboard lists what happened after that position. The ``cursors`` projection folds those
-events; everything else is read from the runs view.
+events; everything else is read from the runs view, from the lists its fold keeps (runs in
+flight, runs that went wrong, each workspace's best) and from its indexes, so no query here
+visits every run: each list is an index read in order and stopped at its limit.
 """
 
 from __future__ import annotations
@@ -16,16 +18,13 @@ from typing import Any, ClassVar
 import sqlite_utils
 
 from quipu.core.project.events import CursorMoved
-from quipu.core.runs import lifecycle
 from quipu.projections._base import Folded, Indexes, rows_as_dicts
-from quipu.projections.runs_lookup import current_best, unfinalized
+from quipu.projections.runs_lookup import awaiting, best_by_workspace
+from quipu.projections.runs_view import ACTIVE_STATES
 
-__all__ = ["ACTIVE_STATES", "MAX_LISTED", "CursorsView", "cursor", "dashboard", "state_md_runs"]
+__all__ = ["ACTIVE_STATES", "MAX_LISTED", "QUERIES", "CursorsView", "cursor", "dashboard",
+           "state_md_runs"]
 
-ACTIVE_STATES = tuple(s.value for s, sp in lifecycle.STATES.items()
-                      if not sp.ended and not sp.final and s is not lifecycle.State.BLOCKED)
-"""States of a run still in flight (from the lifecycle table)."""
-_TROUBLE = ("failed", "crashed", "lost", "preempted")
 MAX_LISTED = 20
 """Most rows in any one list of the dashboard (counts are always exact)."""
 RECENT = 5
@@ -62,8 +61,29 @@ def cursor(conn: sqlite3.Connection, consumer: str) -> int:
     return 0 if row is None else int(row[0])
 
 
-_BRIEF = ("run_id, workspace, stage, state, infra_outcome, ml_outcome, description AS reason, "
-          "hypothesis, primary_metric, value, created_at, ended_at, finalized_at")
+_BRIEF = ("r.run_id, r.workspace, r.stage, r.state, r.infra_outcome, r.ml_outcome, "
+          "r.description AS reason, r.hypothesis, r.primary_metric, r.value, r.created_at, "
+          "r.ended_at, r.finalized_at")
+
+QUERIES = {
+    "active": f"SELECT {_BRIEF}, r.worker, r.launched_at, r.last_seen_at, r.heartbeat_message "
+              "FROM active_runs a JOIN runs r ON r.run_id = a.run_id "
+              "ORDER BY a.created_position LIMIT ?",
+    "active_count": "SELECT COUNT(*) FROM active_runs",
+    # ``+r.state`` keeps the planner on the finalized_position index (read newest first and
+    # stopped at the limit) instead of collecting every finalized run by state and sorting.
+    "outcomes": f"SELECT {_BRIEF}, r.results_spec FROM runs r WHERE r.finalized_position IS NOT "
+                "NULL AND +r.state = 'finalized' ORDER BY r.finalized_position DESC LIMIT ?",
+    "failed": f"SELECT {_BRIEF}, r.error FROM troubled_runs t JOIN runs r "
+              "ON r.run_id = t.run_id ORDER BY t.ended_position DESC LIMIT ?",
+    "pending": "SELECT u.workspace, u.run_id, u.stage, r.state FROM unfinalized u "
+               "JOIN runs r ON r.run_id = u.run_id ORDER BY u.workspace, u.position",
+    **{f"since_{c}": f"SELECT {_BRIEF} FROM runs r WHERE r.{c} > ? ORDER BY r.{c} DESC LIMIT ?"
+       for c in ("created_position", "ended_position", "finalized_position")},
+    **{f"since_{c}_count": f"SELECT COUNT(*) FROM runs WHERE {c} > ?"
+       for c in ("created_position", "ended_position", "finalized_position")},
+}
+"""Every query of the dashboard and of STATE.md's run sections (a test reads their plans)."""
 
 
 def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -71,41 +91,32 @@ def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> lis
 
 
 def _since(conn: sqlite3.Connection, column: str, after: int) -> dict[str, Any]:
-    total = conn.execute(f"SELECT COUNT(*) FROM runs WHERE {column} > ?", (after,)).fetchone()[0]
-    runs = _rows(conn, f"SELECT {_BRIEF} FROM runs WHERE {column} > ? ORDER BY {column} DESC "
-                 "LIMIT ?", (after, MAX_LISTED))
+    total = conn.execute(QUERIES[f"since_{column}_count"], (after,)).fetchone()[0]
+    runs = _rows(conn, QUERIES[f"since_{column}"], (after, MAX_LISTED))
     return {"count": int(total), "runs": runs}
 
 
 def dashboard(conn: sqlite3.Connection, consumer: str, *, head: int) -> dict[str, Any]:
     """The overview for ``consumer``; ``head`` is the position the views were caught up to."""
-    states = ",".join(f"'{s}'" for s in ACTIVE_STATES)
-    active = _rows(conn, f"SELECT {_BRIEF}, worker, last_seen_at, heartbeat_message FROM runs "
-                   f"WHERE state IN ({states}) ORDER BY created_position LIMIT ?", (MAX_LISTED,))
+    active = _rows(conn, QUERIES["active"], (MAX_LISTED,))
+    for a in active:
+        del a["launched_at"]
     pending: dict[str, dict[str, Any]] = {}
-    for ws, run_id, stage, state in conn.execute(
-            "SELECT u.workspace, u.run_id, u.stage, r.state FROM unfinalized u "
-            "JOIN runs r ON r.run_id = u.run_id ORDER BY u.workspace, u.position"):
+    for ws, run_id, stage, state in conn.execute(QUERIES["pending"]):
         entry = pending.setdefault(ws, {"count": 0, "example": run_id, "runs": []})
         entry["count"] += 1
         if len(entry["runs"]) < MAX_LISTED:
             entry["runs"].append({"run_id": run_id, "stage": stage, "state": state})
-    outcomes = _rows(conn, f"SELECT {_BRIEF}, results_spec FROM runs WHERE state = 'finalized' "
-                     "ORDER BY finalized_position DESC LIMIT ?", (RECENT,))
+    outcomes = _rows(conn, QUERIES["outcomes"], (RECENT,))
     for o in outcomes:
         o.update(_goal(o.pop("results_spec")))
-    trouble = ",".join(f"'{s}'" for s in _TROUBLE)
-    failed = _rows(conn, f"SELECT {_BRIEF}, error FROM runs WHERE infra_outcome IN ({trouble}) "
-                   "ORDER BY ended_position DESC LIMIT ?", (RECENT,))
-    best = {}
-    for (ws,) in conn.execute("SELECT DISTINCT workspace FROM runs WHERE state = 'finalized' "
-                              "AND value IS NOT NULL ORDER BY workspace"):
-        best[ws] = current_best(conn, ws)
+    failed = _rows(conn, QUERIES["failed"], (RECENT,))
+    best = {b.pop("workspace"): b for b in best_by_workspace(conn)}
     seen = cursor(conn, consumer)
-    active_total = conn.execute(f"SELECT COUNT(*) FROM runs WHERE state IN ({states})")
     return {
         "consumer": consumer,
-        "active": {"count": int(active_total.fetchone()[0]), "runs": active},
+        "active": {"count": int(conn.execute(QUERIES["active_count"]).fetchone()[0]),
+                   "runs": active},
         "pending_finalization": {"count": sum(p["count"] for p in pending.values()),
                                  "by_workspace": pending},
         "recent_outcomes": outcomes,
@@ -130,25 +141,16 @@ def _goal(spec_json: str | None) -> dict[str, Any]:
 def state_md_runs(conn: sqlite3.Connection, *, limit: int,
                   outcomes: int) -> dict[str, Any] | None:
     """The rows of STATE.md's run sections (lists capped at ``limit``, recent outcomes at
-    ``outcomes``), or None when the
-    project never ran anything (the sections are then left out)."""
+    ``outcomes``), or None when the project never ran anything (the sections are then left
+    out)."""
     if conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is None:
         return None
-    states = ",".join(f"'{s}'" for s in ACTIVE_STATES)
-    active = _rows(conn, f"SELECT {_BRIEF}, launched_at, last_seen_at FROM runs "
-                   f"WHERE state IN ({states}) ORDER BY created_position LIMIT ?", (limit,))
-    awaiting: list[dict[str, Any]] = []
-    for (ws,) in conn.execute("SELECT DISTINCT workspace FROM unfinalized ORDER BY workspace"):
-        awaiting += unfinalized(conn, ws)
-    recent = _rows(conn, f"SELECT {_BRIEF}, results_spec FROM runs WHERE state = 'finalized' "
-                   "ORDER BY finalized_position DESC LIMIT ?", (outcomes,))
+    active = _rows(conn, QUERIES["active"], (limit,))
+    for a in active:
+        del a["worker"], a["heartbeat_message"]
+    shown, total = awaiting(conn, limit=limit)
+    recent = _rows(conn, QUERIES["outcomes"], (outcomes,))
     for o in recent:
         o.update(_goal(o.pop("results_spec")))
-    best = []
-    for (ws,) in conn.execute("SELECT DISTINCT workspace FROM runs WHERE state = 'finalized' "
-                              "AND value IS NOT NULL ORDER BY workspace LIMIT ?", (limit,)):
-        found = current_best(conn, ws)
-        if found is not None:
-            best.append({"workspace": ws, **found})
-    return {"active": active, "awaiting": awaiting[:limit], "awaiting_total": len(awaiting),
-            "outcomes": recent, "best": best}
+    return {"active": active, "awaiting": shown, "awaiting_total": total,
+            "outcomes": recent, "best": best_by_workspace(conn, limit=limit)}

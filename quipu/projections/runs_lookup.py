@@ -16,8 +16,9 @@ from quipu.core.runs.results import ResultsSpec, auto_results, suggest_outcome
 from quipu.projections._base import chunks, placeholders, rows_as_dicts
 from quipu.projections.runs_view import Row, loads_row
 
-__all__ = ["auto_results_of", "best", "current_best", "downstream", "experiment_context",
-           "finalize_hint", "history", "latest_output", "previous_finalized", "record",
+__all__ = ["auto_results_of", "awaiting", "best", "best_by_workspace", "current_best",
+           "downstream", "experiment_context", "finalize_hint", "history", "latest_output",
+           "previous_finalized", "record",
            "results_status", "run_row", "summaries", "tagged_run", "tags_of", "unfinalized"]
 
 
@@ -27,9 +28,6 @@ _BAD = ("(EXISTS (SELECT 1 FROM run_tags b WHERE b.run_id = r.run_id AND b.tag =
 """A run whose outputs must not be reused: tagged ``bad-results``, or finalized as a miss and
 tagged ``bad``."""
 
-_BEST_TAG = ("(SELECT MAX(t.position) FROM run_tags t WHERE t.run_id = r.run_id "
-             "AND substr(t.tag, 1, 4) = 'best')")
-"""The position of a run's latest ``best*`` tag (NULL if it has none)."""
 
 
 def latest_output(conn: sqlite3.Connection, workspace: str, stage: str,
@@ -59,10 +57,9 @@ def best(conn: sqlite3.Connection, workspace: str, stage: str, metric: str,
          exclude: str) -> tuple[str, float] | None:
     """(run_id, value) of the finalized run of the stage most recently tagged ``best*``."""
     row = conn.execute(
-        f"SELECT r.run_id, r.value, {_BEST_TAG} AS tagged FROM runs r "
-        "WHERE r.workspace = ? AND r.stage = ? AND r.state = 'finalized' "
-        "AND r.primary_metric = ? AND r.value IS NOT NULL AND r.run_id != ? "
-        "AND tagged IS NOT NULL ORDER BY tagged DESC LIMIT 1",
+        "SELECT v.run_id, v.value FROM valued_runs v WHERE v.workspace = ? "
+        "AND v.best_tag_position IS NOT NULL AND v.stage = ? AND v.primary_metric = ? "
+        "AND v.run_id != ? ORDER BY v.best_tag_position DESC LIMIT 1",
         (workspace, stage, metric, exclude)).fetchone()
     return None if row is None else (str(row[0]), float(row[1]))
 
@@ -215,58 +212,87 @@ def finalize_hint(row: Row, auto: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def unfinalized(conn: sqlite3.Connection, workspace: str) -> list[dict[str, Any]]:
-    """The runs holding the workspace's finalization gate, oldest first, with the call to make."""
+    """The runs holding the workspace's gate, oldest first, with the call to make."""
     ids = [r for (r,) in conn.execute("SELECT run_id FROM unfinalized WHERE workspace = ? "
                                       "ORDER BY position", (workspace,))]
+    return [e for e in (_awaiting_entry(conn, run_id, workspace) for run_id in ids) if e]
+
+
+def awaiting(conn: sqlite3.Connection, *, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The first ``limit`` runs holding a finalization gate (by workspace, then oldest first),
+    as ``unfinalized`` gives them, and how many there are in all."""
+    # Only gate entries with a run row are listed (as ``unfinalized`` does); the gate holds
+    # what waits on the agent now, not history, so counting it is cheap.
+    known = "FROM unfinalized u JOIN runs r ON r.run_id = u.run_id"
+    total = int(conn.execute(f"SELECT COUNT(*) {known}").fetchone()[0])
     out = []
-    for run_id in ids:
-        row = run_row(conn, run_id)
-        if row is None:
-            continue
-        auto = auto_results_of(row, summaries(conn, run_id))
-        args = finalize_hint(row, auto)
-        out.append({
-            "run_id": run_id, "workspace": workspace, "stage": row["stage"],
-            "state": row["state"], "infra_outcome": row["infra_outcome"],
-            "reason": row["description"], "hypothesis": row["hypothesis"],
-            "ended_at": row["ended_at"], "error": row["error"], "problems": row["problems"],
-            "results_auto": auto, "finalize_args": args,
-            "finalize_call": f"finalize_run({json.dumps(run_id)}, {json.dumps(args)})",
-        })
-    return out
+    for run_id, workspace in conn.execute(
+            f"SELECT u.run_id, u.workspace {known} ORDER BY u.workspace, u.position LIMIT ?",
+            (max(limit, 0),)).fetchall():
+        entry = _awaiting_entry(conn, run_id, workspace)
+        if entry is not None:
+            out.append(entry)
+    return out, total
+
+
+def _awaiting_entry(conn: sqlite3.Connection, run_id: str,
+                    workspace: str) -> dict[str, Any] | None:
+    row = run_row(conn, run_id)
+    if row is None:
+        return None
+    auto = auto_results_of(row, summaries(conn, run_id))
+    args = finalize_hint(row, auto)
+    return {
+        "run_id": run_id, "workspace": workspace, "stage": row["stage"],
+        "state": row["state"], "infra_outcome": row["infra_outcome"],
+        "reason": row["description"], "hypothesis": row["hypothesis"],
+        "ended_at": row["ended_at"], "error": row["error"], "problems": row["problems"],
+        "results_auto": auto, "finalize_args": args,
+        "finalize_call": f"finalize_run({json.dumps(run_id)}, {json.dumps(args)})",
+    }
 
 
 def current_best(conn: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
     """The workspace's reference result: the finalized run most recently tagged ``best*``,
-    else the best value (by its direction) of the stage and metric finalized most recently."""
-    base = ("SELECT r.run_id, r.stage, r.primary_metric, r.direction, r.value, r.hypothesis, "
-            f"r.ml_outcome, r.finalized_at, {_BEST_TAG} AS tagged FROM runs r "
-            "WHERE r.workspace = ? AND r.state = 'finalized' AND r.value IS NOT NULL ")
-    rows = rows_as_dicts(conn.execute(base + "AND tagged IS NOT NULL ORDER BY tagged DESC "
-                                      "LIMIT 1", (workspace,)))
-    how = "tagged best"
-    if not rows:
-        latest = conn.execute(base + "ORDER BY r.finalized_position DESC LIMIT 1",
-                              (workspace,)).fetchone()
-        if latest is None:
-            return None
-        order = "ASC" if latest[3] == "minimize" else "DESC"
-        rows = rows_as_dicts(conn.execute(
-            base + f"AND r.stage = ? AND r.primary_metric = ? ORDER BY r.value {order}, "
-            "r.finalized_position DESC LIMIT 1", (workspace, latest[1], latest[2])))
-        how = "best value"
-    found = rows[0]
-    del found["tagged"]
-    return {**found, "chosen_by": how, "tags": tags_of(conn, [found["run_id"]])[found["run_id"]]}
+    else the best value (by its direction) of the stage and metric finalized most recently.
+
+    The fold keeps the answer (``runs_view.best_of``, in ``best_runs``): reading it is one
+    lookup at any length of history."""
+    rows = rows_as_dicts(conn.execute(
+        f"SELECT {_BEST_COLUMNS}, b.chosen_by FROM best_runs b JOIN runs r "
+        "ON r.run_id = b.run_id WHERE b.workspace = ?", (workspace,)))
+    return _with_tags(conn, rows[0]) if rows else None
+
+
+def best_by_workspace(conn: sqlite3.Connection, *,
+                      limit: int | None = None) -> list[dict[str, Any]]:
+    """``current_best`` of every workspace that has one (the first ``limit``), by name, each
+    with its ``workspace``."""
+    rows = rows_as_dicts(conn.execute(
+        f"SELECT b.workspace, {_BEST_COLUMNS}, b.chosen_by FROM best_runs b JOIN runs r "
+        "ON r.run_id = b.run_id ORDER BY b.workspace LIMIT ?",
+        (-1 if limit is None else max(limit, 0),)))
+    return [_with_tags(conn, r) for r in rows]
+
+
+_BEST_COLUMNS = ("r.run_id, r.stage, r.primary_metric, r.direction, r.value, r.hypothesis, "
+                 "r.ml_outcome, r.finalized_at")
+
+
+def _with_tags(conn: sqlite3.Connection, row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "tags": tags_of(conn, [row["run_id"]])[row["run_id"]]}
 
 
 def experiment_context(conn: sqlite3.Connection, workspace: str, *,
                        trend: int = 10) -> dict[str, Any]:
     """Best result, runs awaiting finalization, the recent trend and regression alerts."""
+    # valued_runs holds exactly the finalized runs with a value, indexed by workspace and
+    # finalization: the trend is read newest first and stopped at its length.
     rows = [loads_row(r) for r in rows_as_dicts(conn.execute(
-        "SELECT run_id, stage, primary_metric, direction, value, ml_outcome, finalized_at, "
-        "comparison, hypothesis FROM runs WHERE workspace = ? AND state = 'finalized' "
-        "AND value IS NOT NULL ORDER BY finalized_position DESC LIMIT ?", (workspace, trend)))]
+        "SELECT r.run_id, r.stage, r.primary_metric, r.direction, r.value, r.ml_outcome, "
+        "r.finalized_at, r.comparison, r.hypothesis FROM valued_runs v JOIN runs r "
+        "ON r.run_id = v.run_id WHERE v.workspace = ? ORDER BY v.finalized_position DESC "
+        "LIMIT ?", (workspace, trend)))]
     rows.reverse()  # oldest first: it reads as a trend
     alerts = []
     for r in rows:

@@ -8,6 +8,15 @@ metric summaries per run, run tags, pipeline runs, the inputs that link a run to
 read, and the unfinalized queue (the runs that hold their workspace's finalization gate, exactly
 as the workspace recorded it with ``FinalizationRequired`` / ``FinalizationCleared``).
 
+What STATE.md and the dashboard show is kept by the fold too, so that reading it costs the same
+at any length of history (no query visits every run): the runs in flight (``active_runs``), the
+runs that went wrong (``troubled_runs``), the finalized runs with a value (``valued_runs``, with
+the position of their latest ``best*`` tag) and each workspace's current best (``best_runs``),
+all recomputed at the end of a page from the final rows of the runs it touched, so an
+incremental fold and a rebuild hold the same rows. ``runs_shown`` holds the position of the
+latest event that changed what STATE.md shows of runs: a heartbeat that leaves the minute shown
+unchanged, or metrics of a run still in flight (whose value STATE.md does not show), leave it.
+
 Within a page, run rows are read once, folded in memory and written back at the end. JSON columns
 are written with sorted keys, so an incremental fold and a rebuild give the same bytes.
 
@@ -49,8 +58,10 @@ from quipu.core.workspaces.events import (
     PipelineRunStarted,
 )
 from quipu.projections._base import Folded, Indexes, chunks, placeholders, rows_as_dicts
+from quipu.projections.state_md import when
 
-__all__ = ["JSON_COLUMNS", "RUN_COLUMNS", "Row", "RunsView", "dumps", "finite", "loads_row"]
+__all__ = ["ACTIVE_STATES", "JSON_COLUMNS", "RUN_COLUMNS", "TROUBLE_OUTCOMES", "Row", "RunsView",
+           "best_of", "dumps", "finite", "loads_row"]
 
 RUN_COLUMNS = (
     "run_id", "pipeline_run_id", "workspace", "stage", "version", "manifest", "entrypoint",
@@ -69,6 +80,14 @@ JSON_COLUMNS = frozenset({
 })
 
 Row = dict[str, Any]
+
+ACTIVE_STATES = tuple(s.value for s, sp in lifecycle.STATES.items()
+                      if not sp.ended and not sp.final and s is not State.BLOCKED)
+"""States of a run still in flight (from the lifecycle table)."""
+TROUBLE_OUTCOMES = ("failed", "crashed", "lost", "preempted")
+"""Infra outcomes of runs that went wrong."""
+_ACTIVE = frozenset(ACTIVE_STATES)
+_BEST_PREFIX = "best"
 
 
 def dumps(value: Any) -> str | None:
@@ -100,6 +119,11 @@ class _Page:
                 f"SELECT * FROM runs WHERE run_id IN ({placeholders(len(batch))})", batch)
             self.runs.update((r["run_id"], loads_row(r)) for r in rows_as_dicts(cur))
         self.touched: set[str] = set()
+        # Runs that were candidates for their workspace's best before this page (if this page
+        # changes them, the best is recomputed even when they are candidates no more).
+        self.valued_before = {n: r["workspace"] for n, r in self.runs.items() if _valued(r)}
+        self.shown = 0
+        """Position of the page's latest event that changes what STATE.md shows (0: none)."""
         self.pipelines: list[tuple[Any, ...]] = []
         self.links: list[tuple[Any, ...]] = []
         self.tags: list[tuple[Any, ...]] = []
@@ -134,6 +158,93 @@ class _Page:
         c.executemany("INSERT OR REPLACE INTO unfinalized (run_id, workspace, stage, state, at, "
                       "position) VALUES (?,?,?,?,?,?)",
                       [g for g in self.gate.values() if g is not None])
+        self._flush_shown()
+
+    def _flush_shown(self) -> None:
+        """Bring the tables STATE.md and the dashboard read in line with the touched rows."""
+        c = self.conn
+        rows = [self.runs[n] for n in sorted(self.touched)]
+        _keep(c, "active_runs", "created_position",
+              [(r["run_id"], r["created_position"]) for r in rows if r["state"] in _ACTIVE],
+              [r["run_id"] for r in rows if r["state"] not in _ACTIVE])
+        trouble = {r["run_id"] for r in rows if r["infra_outcome"] in TROUBLE_OUTCOMES}
+        _keep(c, "troubled_runs", "ended_position",
+              [(r["run_id"], r["ended_position"]) for r in rows if r["run_id"] in trouble],
+              [r["run_id"] for r in rows if r["run_id"] not in trouble])
+        valued = [r for r in rows if _valued(r)]
+        tagged = _best_tags(c, [r["run_id"] for r in valued])
+        c.executemany("DELETE FROM valued_runs WHERE run_id = ?",
+                      [(r["run_id"],) for r in rows if not _valued(r)])
+        c.executemany(
+            "INSERT OR REPLACE INTO valued_runs (run_id, workspace, stage, primary_metric, value,"
+            " finalized_position, best_tag_position) VALUES (?,?,?,?,?,?,?)",
+            [(r["run_id"], r["workspace"], r["stage"], r["primary_metric"], r["value"],
+              r["finalized_position"], tagged.get(r["run_id"])) for r in valued])
+        affected = {r["workspace"] for r in valued}
+        affected.update(ws for n, ws in self.valued_before.items() if n in self.touched)
+        for ws in sorted(affected):
+            found = best_of(c, ws)
+            if found is None:
+                c.execute("DELETE FROM best_runs WHERE workspace = ?", (ws,))
+            else:
+                c.execute("INSERT OR REPLACE INTO best_runs (workspace, run_id, chosen_by) "
+                          "VALUES (?,?,?)", (ws, *found))
+        if self.shown:
+            c.execute("INSERT INTO runs_shown (id, position) VALUES (1, ?) ON CONFLICT(id) "
+                      "DO UPDATE SET position = MAX(position, excluded.position)",
+                      (self.shown,))
+
+
+def _valued(row: Row) -> bool:
+    """Whether a run can be its workspace's best: finalized with a value."""
+    return row["state"] == State.FINALIZED.value and row["value"] is not None
+
+
+def _keep(conn: sqlite3.Connection, table: str, column: str, rows: list[tuple[Any, ...]],
+          gone: list[str]) -> None:
+    """Upsert ``(run_id, column)`` rows of a run list and drop the runs no longer in it."""
+    conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", [(n,) for n in gone])
+    conn.executemany(f"INSERT OR REPLACE INTO {table} (run_id, {column}) VALUES (?,?)", rows)
+
+
+def _best_tags(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, int]:
+    """The position of each run's latest ``best*`` tag (runs without one are left out)."""
+    out: dict[str, int] = {}
+    for batch in chunks(run_ids):
+        out.update(conn.execute(
+            f"SELECT run_id, MAX(position) FROM run_tags WHERE run_id IN "
+            f"({placeholders(len(batch))}) AND substr(tag, 1, 4) = ? GROUP BY run_id",
+            (*batch, _BEST_PREFIX)).fetchall())
+    return out
+
+
+def best_of(conn: sqlite3.Connection, workspace: str) -> tuple[str, str] | None:
+    """(run_id, chosen_by) of the workspace's reference result, from ``valued_runs``: the run
+    most recently tagged ``best*``, else the best value (by the direction of the run finalized
+    most recently) of the stage and metric finalized most recently; ties go to the run
+    finalized last. Each step is one lookup in an index, at any length of history."""
+    row = conn.execute("SELECT run_id FROM valued_runs WHERE workspace = ? AND "
+                       "best_tag_position IS NOT NULL ORDER BY best_tag_position DESC LIMIT 1",
+                       (workspace,)).fetchone()
+    if row is not None:
+        return str(row[0]), "tagged best"
+    latest = conn.execute(
+        "SELECT v.stage, v.primary_metric, r.direction FROM valued_runs v JOIN runs r ON "
+        "r.run_id = v.run_id WHERE v.workspace = ? ORDER BY v.finalized_position DESC LIMIT 1",
+        (workspace,)).fetchone()
+    if latest is None:
+        return None
+    stage, metric, direction = latest
+    # The extreme value first, then the run finalized last with it: two index lookups where
+    # ORDER BY value, finalized_position DESC would sort the ties.
+    extreme = "MIN" if direction == "minimize" else "MAX"
+    found = conn.execute(
+        "SELECT v.run_id FROM valued_runs v WHERE v.workspace = ? AND v.stage = ? AND "
+        "v.primary_metric IS ? AND v.value = (SELECT "
+        f"{extreme}(x.value) FROM valued_runs x WHERE x.workspace = ? AND x.stage = ? AND "
+        "x.primary_metric IS ?) ORDER BY v.finalized_position DESC LIMIT 1",
+        (workspace, stage, metric, workspace, stage, metric)).fetchone()
+    return None if found is None else (str(found[0]), "best value")
 
 
 def _new_row(e: RunRequested, f: Folded) -> Row:
@@ -265,23 +376,45 @@ _RUN_FOLDS: dict[str, Fold] = {
 """Events about an existing run (each also records the run's latest position)."""
 
 
+def _changes_state_md(row: Row, e: Any, f: Folded) -> bool:
+    """Whether folding ``e`` into ``row`` can change STATE.md: a heartbeat only moves the
+    "last seen" minute of a run in flight; metrics only change the value of a run that ended
+    (STATE.md shows no value for a run in flight). Everything else may."""
+    if isinstance(e, RunHeartbeat):
+        return row["state"] in _ACTIVE and (
+            row["last_seen_at"] is None or when(row["last_seen_at"]) != when(f.at))
+    if isinstance(e, MetricsRecorded):
+        return row["state"] not in _ACTIVE
+    return True
+
+
 class RunsView:
     """Folds run, pipeline-run and finalization-gate events."""
 
     name: ClassVar[str] = "runs"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     types: ClassVar[frozenset[str]] = frozenset({
         PipelineRunStarted.TYPE, RunRequested.TYPE, FinalizationRequired.TYPE,
         FinalizationCleared.TYPE, *_RUN_FOLDS})
-    tables: ClassVar[tuple[str, ...]] = ("runs", "metric_summaries", "run_tags",
-                                         "pipeline_runs", "run_links", "unfinalized")
+    tables: ClassVar[tuple[str, ...]] = (
+        "runs", "metric_summaries", "run_tags", "pipeline_runs", "run_links", "unfinalized",
+        "active_runs", "troubled_runs", "valued_runs", "best_runs", "runs_shown")
     indexes: ClassVar[Indexes] = (
         ("runs", ("workspace", "created_position")),
         ("runs", ("workspace", "stage", "finalized_position")),
         ("runs", ("state",)),
+        ("runs", ("created_position",)),
+        ("runs", ("ended_position",)),
+        ("runs", ("finalized_position",)),
         ("run_tags", ("workspace", "tag")),
         ("run_links", ("from_run",)),
         ("unfinalized", ("workspace", "position")),
+        ("active_runs", ("created_position",)),
+        ("troubled_runs", ("ended_position",)),
+        ("valued_runs", ("workspace", "finalized_position")),
+        ("valued_runs", ("workspace", "best_tag_position")),
+        ("valued_runs", ("workspace", "stage", "primary_metric", "value",
+                         "finalized_position")),
     )
 
     def create(self, db: sqlite_utils.Database) -> None:
@@ -306,12 +439,22 @@ class RunsView:
         db.table("unfinalized").create({"run_id": str, "workspace": str, "stage": str,
                                         "state": str, "at": str, "position": int},
                                        pk="run_id")
+        db.table("active_runs").create({"run_id": str, "created_position": int}, pk="run_id")
+        db.table("troubled_runs").create({"run_id": str, "ended_position": int}, pk="run_id")
+        db.table("valued_runs").create({
+            "run_id": str, "workspace": str, "stage": str, "primary_metric": str,
+            "value": float, "finalized_position": int, "best_tag_position": int}, pk="run_id")
+        db.table("best_runs").create({"workspace": str, "run_id": str, "chosen_by": str},
+                                     pk="workspace")
+        db.table("runs_shown").create({"id": int, "position": int}, pk="id")
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
         """Fold a page of events."""
         page = _Page(conn, {f.event.__dict__.get("run_id") or "" for f in events} - {""})
         for f in events:
             e = f.event
+            if e.TYPE not in _RUN_FOLDS:
+                page.shown = f.position  # a new run, a pipeline run, the gate: all shown
             if isinstance(e, PipelineRunStarted):
                 page.pipelines.append((
                     e.pipeline_run_id, e.workspace, e.version, dumps(e.stages), dumps(e.runs),
@@ -333,6 +476,8 @@ class RunsView:
                 existing = page.runs.get(run_id)
                 if existing is None:
                     continue  # the aggregate never records facts about an unknown run
+                if _changes_state_md(existing, e, f):
+                    page.shown = f.position
                 _RUN_FOLDS[e.TYPE](page, existing, e, f)
                 existing["last_position"] = f.position
                 page.touched.add(run_id)

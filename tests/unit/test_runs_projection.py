@@ -8,6 +8,7 @@ the view is then asked what an agent would ask.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,3 +424,65 @@ def test_finalizing_twice_is_refused_and_changes_no_view(lab):
     with pytest.raises(Conflict):
         lab.runs.finalize(ids["train"], results(0.85), actor=ACTOR)
     assert dump(lab.fresh()) == before
+
+
+# --- reading what STATE.md and the dashboard show costs the same at any length of history -------
+
+_HISTORY_TABLES = {"runs", "valued_runs", "run_tags", "metric_summaries", "run_links",
+                   "pipeline_runs"}
+"""Tables that grow with every run ever made. (``active_runs``, ``troubled_runs``'s newest end,
+``best_runs`` and ``unfinalized`` hold what is current: runs in flight, one row per workspace,
+the gate.)"""
+
+
+def _plans(views: Views, calls: list[Any]) -> list[tuple[str, list[str]]]:
+    """(statement, query plan lines) of every SELECT the calls made."""
+    statements: list[str] = []
+    views.conn.set_trace_callback(statements.append)
+    try:
+        for call in calls:
+            call()
+    finally:
+        views.conn.set_trace_callback(None)
+    out = []
+    for sql in dict.fromkeys(s for s in statements if s.lstrip().upper().startswith("SELECT")):
+        plan = views.conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+        out.append((sql, [str(row[3]) for row in plan]))
+    return out
+
+
+def _aliases(sql: str) -> dict[str, str]:
+    found = re.findall(r"\b(?:FROM|JOIN)\s+(\w+)(?:\s+(?:AS\s+)?(\w+))?", sql, re.IGNORECASE)
+    keywords = {"where", "join", "on", "order", "group", "limit", "left", "inner", "using"}
+    return {(alias if alias and alias.lower() not in keywords else table): table
+            for table, alias in found}
+
+
+def test_board_and_state_md_queries_never_scan_or_sort_the_history(lab):
+    """Every query behind the dashboard, STATE.md, the experiment context, the best lookups and
+    the fold's upkeep of the best is an index lookup, or an index read in order and stopped at
+    a LIMIT: no query visits every run, and none sorts (a temp B-tree) what it found."""
+    first = lab.cycle(0.82)
+    lab.runs.tag(first["train"], "best", "mark this run for the comparison", actor=ACTOR)
+    lab.cycle(0.85)
+    ids = lab.start()
+    lab.execute(ids["prep"], state=State.CRASHED)
+    lab.fresh()
+    calls = [lab.views.dashboard, lambda: lab.views.state_md(lambda s, m: False),
+             lambda: lab.views.experiment_context("ws"),
+             lambda: lab.views.best("ws", "train", "val_acc", ""),
+             lambda: lab.runs.finalize(ids["prep"], NO_VALUE, actor=ACTOR), lab.views.catch_up]
+    checked = 0
+    for sql, plan in _plans(lab.views, calls):
+        aliases = _aliases(sql)
+        if not set(aliases.values()) & (_HISTORY_TABLES | {"active_runs", "troubled_runs",
+                                                            "best_runs", "unfinalized"}):
+            continue  # workspaces, thoughts, audit: not this view's tables
+        checked += 1
+        assert not [line for line in plan if "TEMP B-TREE" in line], (sql, plan)
+        for line in plan:
+            words = line.split()
+            if words[0] != "SCAN" or aliases.get(words[1], words[1]) not in _HISTORY_TABLES:
+                continue
+            assert "USING" in line and "LIMIT" in sql.upper(), (sql, plan)
+    assert checked >= 15
