@@ -1,18 +1,31 @@
 """The facade every entry point calls: commands in, queries out.
 
 A command goes to its handler, then the projections catch up and STATE.md is rewritten, so the
-next read sees the write (read-your-writes). The facade is handed every adapter by
-``quipu.app.bootstrap`` and builds none itself. Entry points stay thin: parse, call, map errors
-at the edge.
+next read sees the write (read-your-writes). Once the handler has committed, nothing may turn
+the command into an error: an agent told "failed" would retry and do it twice. So a failure to
+catch up or to write STATE.md (a full disk, a directory in its way) is logged and returned as
+the answer's ``warning``, never raised. STATE.md is rendered again only when what it shows may
+have changed (``Views.state_md_key``), written through a temporary file of its own per writer,
+and written under a lock, so concurrent processes never trip over each other's file and the
+last one written is the newest. The facade is handed every adapter by ``quipu.app.bootstrap``
+and builds none itself. Entry points stay thin: parse, call, map errors at the edge.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: writes are still atomic, just unordered
+    fcntl = None  # type: ignore[assignment]
 
 from quipu.app.run_reads import RunQueries
 from quipu.core.errors import Conflict, InvalidInput, NotFound
@@ -26,6 +39,10 @@ if TYPE_CHECKING:
     from quipu.projections import Views
 
 __all__ = ["ExecutorFactory", "Quipu"]
+
+log = logging.getLogger("quipu.app")
+
+Dirty = Callable[[str, str | None], bool]
 
 ExecutorFactory = Callable[[RunService, Callable[[], None]], Executor]
 """Builds the configured executor for a facade's run commands; the callable is ``on_change``."""
@@ -54,6 +71,9 @@ class Quipu(RunQueries):
         self._executor_factory = executor
         self.workers: list[Executor] = []
         self._refreshing = threading.Lock()
+        self._shown: tuple[tuple[Any, ...], tuple[int, int, int] | None, str] | None = None
+        """(key, STATE.md's stat after writing, text) of the last render: skip the next while
+        both are unchanged."""
 
     def close(self) -> None:
         """Stop the workers, release the log and the views."""
@@ -69,27 +89,61 @@ class Quipu(RunQueries):
 
     # --- after every command -------------------------------------------------------------------
 
-    def refresh(self, dirty: Callable[[str, str | None], bool] | None = None) -> str:
+    def refresh(self, dirty: Dirty | None = None) -> str:
         """Catch the views up with the log and rewrite STATE.md if it changed; return it.
 
         Called after every command and, from the executor's thread, when stages start or end.
+        A STATE.md that cannot be written is logged, not raised (``refresh_state`` says why).
         """
-        with self._refreshing:
-            return self._refresh(dirty)
+        return self.refresh_state(dirty)[0]
 
-    def _refresh(self, dirty: Callable[[str, str | None], bool] | None) -> str:
+    def refresh_state(self, dirty: Dirty | None = None) -> tuple[str, dict[str, str] | None]:
+        """``refresh``, and a warning (``code``, ``message``, ``hint``) if STATE.md could not be
+        written; the views were caught up and the text is current either way."""
+        with self._refreshing:
+            return self._refresh(_once(dirty or self._dirty))
+
+    def _refresh(self, dirty: Dirty) -> tuple[str, dict[str, str] | None]:
         self.views.catch_up()
-        text = self.views.state_md(dirty=dirty or self._dirty)
         path = self.root / "STATE.md"
+        key = self.views.state_md_key(dirty)
+        if self._shown is not None and self._shown[0] == key and self._shown[1] == _stat(path):
+            return self._shown[2], None
+        text: str | None = None
         try:
-            old = path.read_text()
-        except OSError:
-            old = None
-        if old != text:
-            tmp = path.with_suffix(".md.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        return text
+            with self._state_md_lock():
+                # Rendered under the lock: a render from before another process's newer write
+                # must not replace it.
+                text = self.views.state_md(dirty=dirty)
+                _write_if_changed(path, text)
+                stat = _stat(path)
+        except OSError as exc:
+            log.warning("STATE.md was not written: %s", exc)
+            self._shown = None
+            if text is None:  # the lock itself failed
+                text = self.views.state_md(dirty=dirty)
+            return text, {"code": "state_md_not_written",
+                          "message": f"the command took effect, but STATE.md could not be "
+                                     f"written: {exc}",
+                          "hint": "free disk space or remove what is in the way of "
+                                  f"{path}; the next command rewrites it"}
+        self._shown = (key, stat, text)
+        return text, None
+
+    @contextlib.contextmanager
+    def _state_md_lock(self) -> Iterator[None]:
+        """An exclusive lock on ``.quipu/STATE.md.lock`` between processes (none where the
+        platform has no ``flock``)."""
+        if fcntl is None:
+            yield
+            return
+        lock = self.root / ".quipu" / "STATE.md.lock"
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _dirty(self, slot: str, manifest: str | None) -> bool:
         try:
@@ -99,7 +153,18 @@ class Quipu(RunQueries):
 
     def _write(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         result = fn()
-        self.refresh()
+        # The command has committed: from here on, trouble is a warning in the answer.
+        try:
+            warning = self.refresh_state()[1]
+        except Exception as exc:
+            log.warning("after a committed command, the views could not catch up: %r", exc)
+            warning = {"code": "views_not_refreshed",
+                       "message": f"the command took effect, but the views could not catch up "
+                                  f"with it: {exc}",
+                       "hint": "the next command or read catches up; quipu views rebuild "
+                               "refolds them if it keeps failing"}
+        if warning is not None:
+            result["warning"] = warning
         return result
 
     # --- commands ------------------------------------------------------------------------------
@@ -294,17 +359,20 @@ class Quipu(RunQueries):
                 seen[(slot, manifest)] = self._dirty(slot, manifest)
             return seen[(slot, manifest)]
 
-        state_md = self.refresh(dirty_once)
+        state_md, warning = self.refresh_state(dirty_once)
         project = self.views.project()
         slots = []
         for row in self.views.slots(self.config.slot_names()):
             if row["workspace"]:
                 row["dirty"] = dirty_once(row["slot"], row["manifest"])
             slots.append(row)
-        return {"project": project, "slots": slots,
-                "workspace_count": self.views.workspace_count(),
-                "recent_actions": self.views.audit_log(limit=5),
-                "head_position": self.views.position(), "state_md": state_md}
+        out = {"project": project, "slots": slots,
+               "workspace_count": self.views.workspace_count(),
+               "recent_actions": self.views.audit_log(limit=5),
+               "head_position": self.views.position(), "state_md": state_md}
+        if warning is not None:
+            out["warning"] = warning
+        return out
 
     def inspect_workspace(self, name: str, *, version_limit: int = 10,
                           version_offset: int = 0) -> dict[str, Any]:
@@ -344,3 +412,44 @@ class Quipu(RunQueries):
     def mark_seen(self, consumer: str, position: int) -> dict[str, Any]:
         """See ``Service.mark_seen``."""
         return self._write(lambda: self.service.mark_seen(consumer, position, actor=self.actor))
+
+
+def _once(dirty: Dirty) -> Dirty:
+    """``dirty`` asked at most once per (slot, manifest): a scan of a slot's files costs what the
+    slot holds, and one refresh asks for the key and the text."""
+    seen: dict[tuple[str, str | None], bool] = {}
+
+    def ask(slot: str, manifest: str | None) -> bool:
+        if (slot, manifest) not in seen:
+            seen[(slot, manifest)] = dirty(slot, manifest)
+        return seen[(slot, manifest)]
+
+    return ask
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of a file, to notice that someone else wrote or removed it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` unless it already holds it, atomically: through a
+    temporary file whose name no other writer (process or thread) uses."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, ValueError):  # missing, unreadable or garbled: write it anew
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

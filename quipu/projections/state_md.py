@@ -3,16 +3,33 @@
 ``render`` is a pure function of rows already read from the views (and of the slots' dirty flags,
 which the caller asks the slot files about), so the same log and the same dirty answers always
 give the same bytes. It reads no clock: every time shown is an event's own timestamp.
+
+Re-rendering after every command would be wasted work when nothing shown changed, so the views
+keep a mark of what STATE.md shows: ``StateMdMarkView`` holds the position of the latest event
+of the project, workspace, thought and audit views (everything they fold is shown), and the runs
+view keeps ``runs_shown`` (a heartbeat or metrics that change nothing shown leave it). The two
+positions and the slots' dirty flags change whenever the text can; the facade renders again
+only then.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
+
+import sqlite_utils
+
+from quipu.projections._base import Folded, Indexes
+from quipu.projections.audit_view import AuditView
+from quipu.projections.project_view import ProjectView
+from quipu.projections.thoughts_view import ThoughtsView
+from quipu.projections.workspaces_view import WorkspacesView
 
 __all__ = ["MAX_ACTIONS", "MAX_OUTCOMES", "MAX_RUNS", "MAX_THOUGHTS", "MAX_VERSIONS",
-           "MAX_WORKSPACES", "StateInput", "render"]
+           "MAX_WORKSPACES", "StateInput", "StateMdMarkView", "mark", "render"]
 
 MAX_WORKSPACES = 10
 """Workspaces described in full (mounted first, then the most recently active)."""
@@ -162,3 +179,34 @@ def render(state: StateInput) -> str:
     out += ["", "More: `quipu status` on the command line, or the MCP tools status(), "
             "inspect_workspace(name), get_workspace_thoughts(name) and get_audit_log().", ""]
     return "\n".join(out)
+
+
+class StateMdMarkView:
+    """Folds every event of the views STATE.md shows besides runs into one row: the position of
+    the latest (the runs view keeps its own, finer, mark in ``runs_shown``)."""
+
+    name: ClassVar[str] = "state_md_mark"
+    version: ClassVar[int] = 1
+    types: ClassVar[frozenset[str]] = (ProjectView.types | WorkspacesView.types
+                                       | ThoughtsView.types | AuditView.types)
+    tables: ClassVar[tuple[str, ...]] = ("state_md_mark",)
+    indexes: ClassVar[Indexes] = ()
+
+    def create(self, db: sqlite_utils.Database) -> None:
+        """One row, id 1."""
+        db.table("state_md_mark").create({"id": int, "position": int}, pk="id")
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
+        """Events come in log order: the page's last is the latest."""
+        conn.execute("INSERT OR REPLACE INTO state_md_mark (id, position) VALUES (1, ?)",
+                     (events[-1].position,))
+
+
+def mark(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(latest event shown of the other views, latest event shown of runs): STATE.md's text
+    can only have changed since a render if one of them moved (or a slot's dirty flag)."""
+    found = []
+    for table in ("state_md_mark", "runs_shown"):
+        row = conn.execute(f"SELECT position FROM {table} WHERE id = 1").fetchone()
+        found.append(0 if row is None else int(row[0]))
+    return found[0], found[1]

@@ -63,7 +63,7 @@ Each projection has its own ``version`` too: a change refolds only that projecti
 
 PROJECTIONS: tuple[type[Projection], ...] = (
     project.ProjectView, workspaces.WorkspacesView, thoughts.ThoughtsView, audit.AuditView,
-    runs.RunsView, dashboard.CursorsView,
+    runs.RunsView, dashboard.CursorsView, state_md.StateMdMarkView,
 )
 """Every projection, in the order they fold a page. Adding one is adding it here."""
 
@@ -507,18 +507,33 @@ class Views:
         return dashboard.cursor(self.conn, consumer)
 
     @_locked
-    def state_md(self, dirty: Callable[[str, str | None], bool], *,
-                 slot_names: Sequence[str] | None = None) -> str:
-        """STATE.md from the views; ``dirty(slot, manifest)`` says whether a slot has edits.
+    def state_md_key(self, dirty: Callable[[str, str | None], bool], *,
+                     slot_names: Sequence[str] | None = None) -> tuple[Any, ...]:
+        """What STATE.md's text depends on, cheaply: the marks the fold keeps of what it shows
+        (``state_md.mark``) and each slot's occupant, version and dirty flag. Equal keys give
+        equal text, so a caller that rendered for a key need not render for it again."""
+        slot_rows = self._state_md_slots(dirty, slot_names)
+        return (state_md.mark(self.conn),
+                tuple((s["slot"], s["workspace"], s["manifest"], s["dirty"]) for s in slot_rows))
 
-        Slots shown are ``slot_names`` or, without them, every slot ever occupied.
-        """
+    def _state_md_slots(self, dirty: Callable[[str, str | None], bool],
+                        slot_names: Sequence[str] | None) -> list[dict[str, Any]]:
         if slot_names is None:
             known = [s for (s,) in self.conn.execute("SELECT slot FROM slots")]
             slot_names = sorted(known, key=_natural)
         slot_rows = workspaces.slots(self.conn, slot_names)
         for s in slot_rows:
             s["dirty"] = bool(dirty(s["slot"], s["manifest"])) if s["workspace"] else None
+        return slot_rows
+
+    @_locked
+    def state_md(self, dirty: Callable[[str, str | None], bool], *,
+                 slot_names: Sequence[str] | None = None) -> str:
+        """STATE.md from the views; ``dirty(slot, manifest)`` says whether a slot has edits.
+
+        Slots shown are ``slot_names`` or, without them, every slot ever occupied.
+        """
+        slot_rows = self._state_md_slots(dirty, slot_names)
         shown = workspaces.recent_workspaces(self.conn, limit=state_md.MAX_WORKSPACES)
         for w in shown:
             w["latest"] = workspaces.latest_versions(self.conn, w["name"],

@@ -11,6 +11,7 @@ import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from quipu.core.errors import Conflict
 from quipu.core.ports import RunIndex
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
-from quipu.projections import Views
+from quipu.projections import Views, state_md
 
 ACTOR = "agent-1"
 WORKER = "worker-1"
@@ -486,3 +487,31 @@ def test_board_and_state_md_queries_never_scan_or_sort_the_history(lab):
                 continue
             assert "USING" in line and "LIMIT" in sql.upper(), (sql, plan)
     assert checked >= 15
+
+
+def test_state_md_mark_moves_only_for_what_state_md_shows_of_runs(lab):
+    """A heartbeat in the minute already shown as "last seen", or metrics of a run in flight
+    (whose value STATE.md does not show), leave the mark; a new minute, an exit, or metrics of
+    a run that ended (its finalize call shows them) move it."""
+    clock = lab.project.service.clock
+    ids = lab.start(stages=["prep"])
+    lab.launch(ids["prep"])
+
+    def mark() -> int:
+        return state_md.mark(lab.fresh().conn)[1]
+
+    launched = mark()
+    lab.runs.record_heartbeat(ids["prep"], worker=WORKER, message="step 1")
+    lab.metrics(ids["prep"], {"val_acc": 0.5})
+    assert mark() == launched
+
+    clock.at += timedelta(minutes=1)
+    lab.runs.record_heartbeat(ids["prep"], worker=WORKER, message="step 2")
+    beat = mark()
+    assert beat > launched
+    lab.runs.record_exit(ids["prep"], worker=WORKER, state=State.SUCCEEDED, exit_code=0,
+                         outputs={"features": {"sha256": "a" * 64, "size": 3}})
+    ended = mark()
+    assert ended > beat
+    lab.metrics(ids["prep"], {"val_acc": 0.6}, points=4)
+    assert mark() > ended
