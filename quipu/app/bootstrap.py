@@ -18,6 +18,7 @@ from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.seals import LocalSealKeeper, open_local_seals
 from quipu.adapters.slots import LocalSlotFiles
+from quipu.adapters.snapshots import SQLiteSnapshotStore
 from quipu.app.config import (
     CONFIG_FILE,
     DATA_DIR,
@@ -168,7 +169,8 @@ def build(root: Path, config: Config, *, actor: str) -> Quipu:
         return read_log(run_dir)
 
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
-                 clock=SystemClock(), actor=actor, executor=executor, live_log=live_log)
+                 clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
+                 snapshots=SQLiteSnapshotStore(data / "snapshots.db"))
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from quipu.app.run_reads import RunQueries
 from quipu.core.errors import Conflict, InvalidInput, NotFound
-from quipu.core.ports import BlobStore, Clock, EventStore, Executor, SlotFiles
+from quipu.core.ports import BlobStore, Clock, EventStore, Executor, SlotFiles, SnapshotStore
 from quipu.core.runs import lifecycle
-from quipu.core.runs.handlers import RunService
+from quipu.core.runs.handlers import InputPaths, RunService
+from quipu.core.unit_of_work import UnitOfWork
 from quipu.core.workspaces.handlers import Service, Settings
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Quipu(RunQueries):
     def __init__(self, root: Path, config: Config, *, store: EventStore, blobs: BlobStore,
                  slots: SlotFiles, views: Views, clock: Clock, actor: str,
                  executor: ExecutorFactory | None = None,
+                 snapshots: SnapshotStore | None = None,
                  live_log: Callable[[Path], bytes] = lambda _run_dir: b"") -> None:
         """Wire the facade to adapters built by ``quipu.app.bootstrap`` (never built here)."""
         self.root = root
@@ -45,12 +47,17 @@ class Quipu(RunQueries):
         self.actor = actor
         self.blobs = blobs
         self.slots = slots
-        self.service = Service(store, blobs, slots, clock,
-                               Settings(slots=config.slot_names(),
-                                        min_reason_length=config.reason_min_length))
+        self._snapshots = snapshots
+        self.uow = UnitOfWork(store, clock, snapshots=snapshots,
+                              min_reason_length=config.reason_min_length)
+        self.service = Service(self.uow, blobs, slots, Settings(slots=config.slot_names()))
         self.views = views
         self.live_log = live_log
-        self.runs = RunService(self.service, self.views)
+        roots = (str(root), *(str((root / r).resolve()) for r in config.data.roots))
+        self.runs = RunService(self.service, self.views,
+                               paths=InputPaths(roots=roots,
+                                                allow_any=config.data.allow_any_path,
+                                                realpath=os.path.realpath))
         self._executor_factory = executor
         self.workers: list[Executor] = []
         self._refreshing = threading.Lock()
@@ -59,6 +66,8 @@ class Quipu(RunQueries):
         """Stop the workers, release the log and the views."""
         self.stop_workers()
         self.views.close()
+        if self._snapshots is not None:
+            self._snapshots.close()
         self.store.close()
 
     def __enter__(self) -> Quipu:
