@@ -31,6 +31,7 @@ from quipu.app.facade import Quipu
 from quipu.core.audit import AuditReport, Seal, make_seal, verify_log
 from quipu.core.errors import Conflict, InvalidInput
 from quipu.core.ports import EventStore, Executor
+from quipu.core.project.commands import InitProject
 from quipu.core.runs.handlers import RunService
 from quipu.core.validation import check_name
 from quipu.projections import Views
@@ -188,7 +189,7 @@ def init_project(root: Path, *, name: str | None = None, goal: str = "",
         (root / "workspaces" / slot).mkdir(exist_ok=True)
     q = build(root, config, actor=actor or default_actor("cli"))
     try:
-        q.service.init_project(config.name, goal, actor=q.actor)
+        q.bus.handle(InitProject(name=config.name, goal=goal, actor=q.actor))
     except BaseException:
         q.close()
         raise
