@@ -676,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"a smoke run: {QUICK_SIZE} runs, 3 calls per figure")
     parser.add_argument("--reps", type=int, default=None, help="calls per figure (default 30)")
     parser.add_argument("--budget", type=float, default=20.0,
-                        help="seconds per figure after which at least 5 calls suffice")
+                        help="seconds per figure after which --least calls suffice")
+    parser.add_argument("--least", type=int, default=5,
+                        help="calls per figure that suffice once the budget is spent (default 5)")
     parser.add_argument("--no-cold", action="store_true", help="skip the cold-start figures")
     parser.add_argument("--json", action="store_true", help="write the results as JSON to stdout")
     args = parser.parse_args(argv)
@@ -688,8 +690,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(reps=args.reps or 3, least=3, warm=1, budget=args.budget)
         cold = Plan(reps=2, least=2, warm=0, budget=args.budget)
     else:
-        plan = Plan(reps=args.reps or 30, least=5, warm=1, budget=args.budget)
-        cold = Plan(reps=min(args.reps or 10, 10), least=3, warm=1, budget=args.budget)
+        plan = Plan(reps=args.reps or 30, least=args.least, warm=1, budget=args.budget)
+        cold = Plan(reps=min(args.reps or 10, 10), least=min(args.least, 3), warm=1,
+                    budget=args.budget)
 
     started = time.perf_counter()
     measured: dict[int, dict[str, list[float]]] = {}
