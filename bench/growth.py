@@ -55,24 +55,20 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
-# The facade, imported from this ONE place (it is moving to quipu.app).
-from quipu.bootstrap import init_project, open_project
-from quipu.core.events import (
-    Event,
-    PipelineRunStarted,
-    RunFinalized,
-    RunTagged,
-    ThoughtLogged,
-    event_type,
-)
+# The facade, imported from this ONE place.
+from quipu.app.bootstrap import init_project, open_project
 from quipu.core.log import decode, stream_id
+from quipu.core.messages import Event, event_type
 from quipu.core.ports import NewEvent
+from quipu.core.project.events import ThoughtLogged
+from quipu.core.runs.events import RunFinalized, RunTagged
+from quipu.core.workspaces.events import PipelineRunStarted
 
 from ._util import SCRATCH, machine, percentile
 
 __all__ = ["Figure", "generate", "main", "render"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when the generated project changes, so stale caches are not reused."""
 
 SIZES = (1_000, 10_000, 100_000)
@@ -309,7 +305,7 @@ def generate(size: int) -> Path:
     q = init_project(root, name="growth", goal="see how command costs grow with history",
                      actor="agent:bench")
     try:
-        q.service.clock = ShiftedClock(back)
+        q.uow.clock = ShiftedClock(back)
         q.create_workspace("busy", "sweep the learning rate", "the workspace every run goes to")
         q.mount("busy", "w1", "write the pipeline of the sweep")
         _write_pipeline(q.slots.path("w1"))

@@ -41,7 +41,7 @@ def test_growth_benchmark_generates_a_log_the_real_code_accepts_with_the_gate_cl
         tmp_path: Path) -> None:
     """The generated project (cached in the bench dir) verifies, holds the runs it claims in
     ``busy`` with every one finalized, and every operation of issue 6 was measured on it."""
-    from quipu.bootstrap import open_project
+    from quipu.app.bootstrap import open_project
     from quipu.core.audit import verify_log
 
     proc = subprocess.run([sys.executable, "-m", "bench.growth", "--quick", "--json"], cwd=ROOT,
