@@ -508,7 +508,7 @@ def build_project(root: Path, *, workspaces: int, events: int) -> Project:
     q = init_project(root, name="bench", goal="measure status latency", slots=3,
                      actor="agent:bench")
     try:
-        q.service.clock = FixedClock()
+        q.service.uow.clock = FixedClock()
         names = [f"ws-{i:04d}" for i in range(workspaces)]
         reason = "benchmark workspace for latency"
         for name in names:
