@@ -23,8 +23,8 @@ from pydantic import TypeAdapter
 
 from quipu.core.chain import split_state
 from quipu.core.errors import IntegrityFailure
-from quipu.core.events import Event, event_type
 from quipu.core.log import decode
+from quipu.core.messages import Event, event_type
 from quipu.core.ports import EventStore, StoredRecord
 
 __all__ = ["PAGE_SIZE", "Folded", "Indexes", "Progress", "Projection", "Runner", "Stored",

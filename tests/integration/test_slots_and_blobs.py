@@ -16,8 +16,8 @@ from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.slots.local import LocalSlotFiles
 from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound
 from quipu.core.log import ChainBreak, verify_chain
-from quipu.core.service import Service, Settings
-from quipu.core.versions import FileEntry, Manifest
+from quipu.core.workspaces.handlers import Service, Settings
+from quipu.core.workspaces.versions import FileEntry, Manifest
 
 ACTOR = "agent-1"
 REASON = "exercise slots and blobs on disk"

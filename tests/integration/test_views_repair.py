@@ -19,8 +19,8 @@ import pytest
 from toy_pipeline import FACTS_PIPELINE, FACTS_SPEC
 
 from quipu.adapters.eventstore import open_sqlite_store
-from quipu.bootstrap import Quipu, init_project, open_project
-from quipu.core.runs import RunService
+from quipu.app.bootstrap import Quipu, init_project, open_project
+from quipu.core.runs.handlers import RunService
 from quipu.projections import Views
 
 ACTOR = "agent:repair"
