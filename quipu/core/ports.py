@@ -92,6 +92,15 @@ class EventStore(Protocol):
         """The position of the newest event, 0 for an empty log."""
         ...
 
+    def hash_at(self, position: int) -> str:
+        """The chain hash of the newest event at or before ``position`` (positions may have
+        gaps), or ``chain.GENESIS`` when there is none.
+
+        What a reader stores beside its position to notice later that the log under it changed
+        (an older file restored, a different log put in its place).
+        """
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
