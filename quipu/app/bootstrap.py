@@ -18,6 +18,7 @@ from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.seals import LocalSealKeeper, open_local_seals
 from quipu.adapters.slots import LocalSlotFiles
+from quipu.adapters.snapshots import SQLiteSnapshotStore
 from quipu.app.config import (
     CONFIG_FILE,
     DATA_DIR,
@@ -30,6 +31,7 @@ from quipu.app.facade import Quipu
 from quipu.core.audit import AuditReport, Seal, make_seal, verify_log
 from quipu.core.errors import Conflict, InvalidInput
 from quipu.core.ports import EventStore, Executor
+from quipu.core.project.commands import InitProject
 from quipu.core.runs.handlers import RunService
 from quipu.core.validation import check_name
 from quipu.projections import Views
@@ -168,7 +170,8 @@ def build(root: Path, config: Config, *, actor: str) -> Quipu:
         return read_log(run_dir)
 
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
-                 clock=SystemClock(), actor=actor, executor=executor, live_log=live_log)
+                 clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
+                 snapshots=SQLiteSnapshotStore(data / "snapshots.db"))
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",
@@ -186,7 +189,7 @@ def init_project(root: Path, *, name: str | None = None, goal: str = "",
         (root / "workspaces" / slot).mkdir(exist_ok=True)
     q = build(root, config, actor=actor or default_actor("cli"))
     try:
-        q.service.init_project(config.name, goal, actor=q.actor)
+        q.bus.handle(InitProject(name=config.name, goal=goal, actor=q.actor))
     except BaseException:
         q.close()
         raise

@@ -16,8 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.validation import check_name
 
-__all__ = ["CONFIG_FILE", "DATA_DIR", "Config", "EventStoreConfig", "ExecutorConfig",
-           "find_project", "load_config", "write_config"]
+__all__ = [
+    "CONFIG_FILE",
+    "DATA_DIR",
+    "Config",
+    "DataConfig",
+    "EventStoreConfig",
+    "ExecutorConfig",
+    "find_project",
+    "load_config",
+    "write_config",
+]
 
 CONFIG_FILE = "quipu.yaml"
 DATA_DIR = ".quipu"
@@ -42,6 +51,15 @@ class ExecutorConfig(BaseModel):
     heartbeat_timeout: float = Field(default=600.0, gt=0)
 
 
+class DataConfig(BaseModel):
+    """Where run inputs may come from: the project, the listed roots, or anywhere if allowed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roots: list[str] = Field(default_factory=list)
+    allow_any_path: bool = False
+
+
 class Config(BaseModel):
     """The contents of ``quipu.yaml``."""
 
@@ -53,6 +71,7 @@ class Config(BaseModel):
     reason_min_length: int = Field(default=15, ge=1)
     eventstore: EventStoreConfig = EventStoreConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    data: DataConfig = DataConfig()
 
     @field_validator("slots")
     @classmethod
@@ -93,7 +112,8 @@ def load_config(root: Path) -> Config:
     except (yaml.YAMLError, ValidationError, OSError) as exc:
         raise InvalidInput(f"{path} is not a valid Quipu config: {exc}", code="invalid_config",
                            hint="fix the file; keys: name, goal, slots, reason_min_length, "
-                           "eventstore{url, synchronous}") from exc
+                           "eventstore{url, synchronous}, executor, "
+                           "data{roots, allow_any_path}") from exc
 
 
 def write_config(root: Path, config: Config) -> None:

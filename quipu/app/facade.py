@@ -29,9 +29,25 @@ except ImportError:  # pragma: no cover - not POSIX: writes are still atomic, ju
 
 from quipu.app.run_reads import RunQueries
 from quipu.core.errors import Conflict, InvalidInput, NotFound
-from quipu.core.ports import BlobStore, Clock, EventStore, Executor, SlotFiles
+from quipu.core.handlers import CommandBus
+from quipu.core.messages import Command
+from quipu.core.ports import BlobStore, Clock, EventStore, Executor, SlotFiles, SnapshotStore
+from quipu.core.project.commands import LogThought, MarkSeen
 from quipu.core.runs import lifecycle
-from quipu.core.runs.handlers import RunService
+from quipu.core.runs.commands import CancelRun, FinalizeRun, SaveResultsSpec, StartRun, TagRun
+from quipu.core.runs.handlers import InputPaths, RunService
+from quipu.core.unit_of_work import UnitOfWork
+from quipu.core.workspaces.commands import (
+    CreateWorkspace,
+    DeleteWorkspace,
+    Hibernate,
+    Mount,
+    PruneVersions,
+    Rollback,
+    SaveVersion,
+    TagVersion,
+    UntagVersion,
+)
 from quipu.core.workspaces.handlers import Service, Settings
 
 if TYPE_CHECKING:
@@ -54,6 +70,7 @@ class Quipu(RunQueries):
     def __init__(self, root: Path, config: Config, *, store: EventStore, blobs: BlobStore,
                  slots: SlotFiles, views: Views, clock: Clock, actor: str,
                  executor: ExecutorFactory | None = None,
+                 snapshots: SnapshotStore | None = None,
                  live_log: Callable[[Path], bytes] = lambda _run_dir: b"") -> None:
         """Wire the facade to adapters built by ``quipu.app.bootstrap`` (never built here)."""
         self.root = root
@@ -62,12 +79,18 @@ class Quipu(RunQueries):
         self.actor = actor
         self.blobs = blobs
         self.slots = slots
-        self.service = Service(store, blobs, slots, clock,
-                               Settings(slots=config.slot_names(),
-                                        min_reason_length=config.reason_min_length))
+        self._snapshots = snapshots
+        self.uow = UnitOfWork(store, clock, snapshots=snapshots,
+                              min_reason_length=config.reason_min_length)
+        self.service = Service(self.uow, blobs, slots, Settings(slots=config.slot_names()))
         self.views = views
         self.live_log = live_log
-        self.runs = RunService(self.service, self.views)
+        roots = (str(root), *(str((root / r).resolve()) for r in config.data.roots))
+        self.runs = RunService(self.service, self.views,
+                               paths=InputPaths(roots=roots,
+                                                allow_any=config.data.allow_any_path,
+                                                realpath=os.path.realpath))
+        self.bus = CommandBus(self.service, self.runs)
         self._executor_factory = executor
         self.workers: list[Executor] = []
         self._refreshing = threading.Lock()
@@ -79,6 +102,8 @@ class Quipu(RunQueries):
         """Stop the workers, release the log and the views."""
         self.stop_workers()
         self.views.close()
+        if self._snapshots is not None:
+            self._snapshots.close()
         self.store.close()
 
     def __enter__(self) -> Quipu:
@@ -151,8 +176,9 @@ class Quipu(RunQueries):
         except Exception:  # a slot being edited mid-scan must not break STATE.md
             return True
 
-    def _write(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        result = fn()
+    def _write(self, command: Command) -> dict[str, Any]:
+        """Carry out ``command`` through the bus, then catch the views up (read-your-writes)."""
+        result: dict[str, Any] = self.bus.handle(command)
         # The command has committed: from here on, trouble is a warning in the answer.
         try:
             warning = self.refresh_state()[1]
@@ -173,40 +199,38 @@ class Quipu(RunQueries):
                          from_workspace: str | None = None,
                          from_version: int | str | None = None) -> dict[str, Any]:
         """See ``Service.create_workspace``."""
-        return self._write(lambda: self.service.create_workspace(
-            name, goal, reason, actor=self.actor, from_workspace=from_workspace,
-            from_version=from_version))
+        return self._write(CreateWorkspace(name=name, goal=goal, reason=reason, actor=self.actor,
+                                           from_workspace=from_workspace,
+                                           from_version=from_version))
 
     def mount(self, workspace: str, slot: str, reason: str) -> dict[str, Any]:
         """See ``Service.mount``; adds the workspace's recent thoughts and versions."""
-        result = self._write(lambda: self.service.mount(workspace, slot, reason,
-                                                        actor=self.actor))
+        result = self._write(Mount(workspace=workspace, slot=slot, reason=reason,
+                                   actor=self.actor))
         result["recent_thoughts"] = self.views.thoughts(workspace=workspace, limit=5)
         return result
 
     def hibernate(self, slot: str, reason: str) -> dict[str, Any]:
         """See ``Service.hibernate``."""
-        return self._write(lambda: self.service.hibernate(slot, reason, actor=self.actor))
+        return self._write(Hibernate(slot=slot, reason=reason, actor=self.actor))
 
     def save_version(self, slot: str, message: str) -> dict[str, Any]:
         """See ``Service.save_version``."""
-        return self._write(lambda: self.service.save_version(slot, message, actor=self.actor))
+        return self._write(SaveVersion(slot=slot, message=message, actor=self.actor))
 
     def rollback(self, slot: str, version: int | str, reason: str) -> dict[str, Any]:
         """See ``Service.rollback``."""
-        return self._write(lambda: self.service.rollback(slot, version, reason,
-                                                         actor=self.actor))
+        return self._write(Rollback(slot=slot, version=version, reason=reason, actor=self.actor))
 
     def delete_workspace(self, workspace: str, reason: str) -> dict[str, Any]:
         """See ``Service.delete_workspace``."""
-        return self._write(lambda: self.service.delete_workspace(workspace, reason,
-                                                                 actor=self.actor))
+        return self._write(DeleteWorkspace(workspace=workspace, reason=reason, actor=self.actor))
 
     def log_thought(self, thought: str, *, workspace: str | None = None,
                     run_id: str | None = None) -> dict[str, Any]:
         """See ``Service.log_thought``."""
-        return self._write(lambda: self.service.log_thought(
-            thought, actor=self.actor, workspace=workspace, run_id=run_id))
+        return self._write(LogThought(thought=thought, actor=self.actor, workspace=workspace,
+                                      run_id=run_id))
 
     def manage_versions(self, workspace: str, action: str, *, version: int | str | None = None,
                         tag: str | None = None, reason: str | None = None,
@@ -229,19 +253,18 @@ class Quipu(RunQueries):
             if version is None or not tag:
                 raise InvalidInput("tag needs version and tag", code="tag_args",
                                    hint="manage_versions(ws, 'tag', version='v3', tag='best')")
-            return self._write(lambda: self.service.tag_version(
-                workspace, version, tag, reason, actor=self.actor))
+            return self._write(TagVersion(workspace=workspace, version=version, tag=tag,
+                                          reason=reason, actor=self.actor))
         if action == "untag":
             if not tag:
                 raise InvalidInput("untag needs the tag", code="tag_args",
                                    hint="manage_versions(ws, 'untag', tag='best')")
-            return self._write(lambda: self.service.untag_version(workspace, tag, reason,
-                                                                  actor=self.actor))
+            return self._write(UntagVersion(workspace=workspace, tag=tag, reason=reason,
+                                            actor=self.actor))
         if action in ("prune", "unprune"):
-            return self._write(lambda: self.service.prune_versions(
-                workspace, reason or "", actor=self.actor, version=version,
-                from_version=from_version, to_version=to_version,
-                unprune=action == "unprune"))
+            return self._write(PruneVersions(
+                workspace=workspace, reason=reason or "", actor=self.actor, version=version,
+                from_version=from_version, to_version=to_version, unprune=action == "unprune"))
         raise InvalidInput(f"unknown action {action!r}", code="unknown_action",
                            hint="use one of: list, tag, untag, prune, unprune")
 
@@ -284,8 +307,8 @@ class Quipu(RunQueries):
             skip_review: bool = False, dry_run: bool = False,
             wait_timeout: float = 3600.0) -> dict[str, Any]:
         """See ``RunService.run``; ``wait`` blocks until every stage run ended."""
-        result = self._write(lambda: self.runs.run(
-            workspace, reason=reason, results_spec=results_spec, actor=self.actor,
+        result = self._write(StartRun(
+            workspace=workspace, reason=reason, results_spec=results_spec, actor=self.actor,
             stages=stages, config_override=config_override, inputs_override=inputs_override,
             experiment_group=experiment_group, skip_review=skip_review, dry_run=dry_run))
         if wait and not dry_run:
@@ -298,9 +321,10 @@ class Quipu(RunQueries):
 
         A dry run: every problem at once, plus the stages, inputs and configs it would run.
         """
-        return self.runs.run(
-            workspace, reason="validate the pipeline and its configs (a dry run: nothing is "
-            "recorded)", results_spec=None, actor=self.actor, dry_run=True)
+        result: dict[str, Any] = self.bus.handle(StartRun(
+            workspace=workspace, reason="validate the pipeline and its configs (a dry run: "
+            "nothing is recorded)", results_spec=None, actor=self.actor, dry_run=True))
+        return result
 
     def run_states(self, run_ids: list[str]) -> tuple[bool, list[dict[str, Any]]]:
         """Whether every run has ended (or was blocked), and each run's state now."""
@@ -328,20 +352,20 @@ class Quipu(RunQueries):
     def finalize_run(self, record_or_run_id: str,
                      results: dict[str, Any] | None) -> dict[str, Any]:
         """See ``RunService.finalize``."""
-        return self._write(lambda: self.runs.finalize(record_or_run_id, results,
-                                                      actor=self.actor))
+        return self._write(FinalizeRun(run_id=record_or_run_id, results=results,
+                                       actor=self.actor))
 
     def cancel(self, run_id: str, reason: str) -> dict[str, Any]:
         """See ``RunService.cancel``."""
-        return self._write(lambda: self.runs.cancel(run_id, reason, actor=self.actor))
+        return self._write(CancelRun(run_id=run_id, reason=reason, actor=self.actor))
 
     def save_results_spec(self, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         """See ``RunService.save_results_spec``."""
-        return self._write(lambda: self.runs.save_results_spec(run_id, spec, actor=self.actor))
+        return self._write(SaveResultsSpec(run_id=run_id, spec=spec, actor=self.actor))
 
     def tag_record(self, ref: str, tag: str, reason: str) -> dict[str, Any]:
         """Tag a run (``best*`` tags mark the reference later runs are compared with)."""
-        return self._write(lambda: self.runs.tag(ref, tag, reason, actor=self.actor))
+        return self._write(TagRun(run_id=ref, tag=tag, reason=reason, actor=self.actor))
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -411,7 +435,7 @@ class Quipu(RunQueries):
 
     def mark_seen(self, consumer: str, position: int) -> dict[str, Any]:
         """See ``Service.mark_seen``."""
-        return self._write(lambda: self.service.mark_seen(consumer, position, actor=self.actor))
+        return self._write(MarkSeen(consumer=consumer, position=position, actor=self.actor))
 
 
 def _once(dirty: Dirty) -> Dirty:

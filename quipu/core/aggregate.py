@@ -7,9 +7,10 @@ work (``core.unit_of_work``) loads aggregates and commits their pending events a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 from uuid import UUID
 
 from quipu.core.log import stream_id
@@ -35,6 +36,9 @@ class Aggregate:
     """A consistency boundary rebuilt from its own stream."""
 
     KIND: ClassVar[str] = ""
+    SNAPSHOT_SCHEMA: ClassVar[int] = 0
+    """The shape of ``snapshot()``'s output; bump it when that shape changes (older snapshots are
+    then ignored). 0: this aggregate is never snapshotted."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -58,4 +62,21 @@ class Aggregate:
 
     def apply(self, event: Event) -> None:  # pragma: no cover - overridden
         """Fold one event into the state."""
+        raise NotImplementedError
+
+    def snapshot(self) -> bytes:
+        """The folded state as JSON bytes (aggregates with a ``SNAPSHOT_SCHEMA`` implement it)."""
+        return json.dumps(self.state_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    def restore(self, state: bytes, *, version: int) -> None:
+        """Take the state of a snapshot taken at ``version`` (the inverse of ``snapshot``)."""
+        self.load_state_dict(json.loads(state))
+        self.version = version
+
+    def state_dict(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        """The folded state as plain JSON values."""
+        raise NotImplementedError
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:  # pragma: no cover - overridden
+        """Set the folded state from ``state_dict``'s output."""
         raise NotImplementedError

@@ -14,12 +14,26 @@ of the log can decode any stored type.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Event", "decode_event", "event_type", "known_types", "register", "upcaster"]
+__all__ = ["Command", "Event", "decode_event", "event_type", "known_types", "register", "upcaster"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """Base of every command: a small frozen object saying what to do, and who asks.
+
+    A command's fields are exactly the arguments of its handler (``core.handlers`` maps each
+    command type to one handler and a test holds the two to the same signature).
+    """
+
+    def arguments(self) -> dict[str, Any]:
+        """The command's fields, as the handler's keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Event(BaseModel):

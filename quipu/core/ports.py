@@ -58,8 +58,9 @@ class EventStore(Protocol):
         """
         ...
 
-    def load(self, stream: UUID) -> list[StoredRecord]:
-        """Every event of one stream in version order (positions are 0: not needed there)."""
+    def load(self, stream: UUID, *, after: int = 0) -> list[StoredRecord]:
+        """The events of one stream with a version above ``after``, in version order
+        (positions are 0: not needed there)."""
         ...
 
     def read(
@@ -89,6 +90,15 @@ class EventStore(Protocol):
 
     def head(self) -> int:
         """The position of the newest event, 0 for an empty log."""
+        ...
+
+    def hash_at(self, position: int) -> str:
+        """The chain hash of the newest event at or before ``position`` (positions may have
+        gaps), or ``chain.GENESIS`` when there is none.
+
+        What a reader stores beside its position to notice later that the log under it changed
+        (an older file restored, a different log put in its place).
+        """
         ...
 
     def close(self) -> None:
@@ -205,4 +215,41 @@ class RunIndex(Protocol):
     def best(self, workspace: str, stage: str, metric: str,
              exclude: str) -> tuple[str, float] | None:
         """(run_id, value) of the newest finalized run tagged ``best*``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An aggregate's state as of ``version`` of its stream (a cache, never a record).
+
+    ``last_hash`` is the chain hash of the event at ``version``: the snapshot is valid only while
+    the log holds that very event there. ``schema`` is the aggregate's ``SNAPSHOT_SCHEMA``; a
+    snapshot of another schema is ignored.
+    """
+
+    stream: UUID
+    kind: str
+    schema: int
+    version: int
+    last_hash: str
+    state: bytes
+
+
+class SnapshotStore(Protocol):
+    """Where aggregate snapshots are cached (per machine; losing them only costs a replay)."""
+
+    def get(self, stream: UUID) -> Snapshot | None:
+        """The newest snapshot of ``stream``, or None."""
+        ...
+
+    def put(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` as the stream's newest (replacing an older one)."""
+        ...
+
+    def discard(self, stream: UUID) -> None:
+        """Forget the stream's snapshot (it no longer matches the log)."""
+        ...
+
+    def close(self) -> None:
+        """Release files or connections."""
         ...

@@ -22,6 +22,7 @@ import pytest
 
 from quipu.adapters.eventstore import open_memory_store, open_sqlite_store
 from quipu.adapters.eventstore._base import RecorderEventStore
+from quipu.core.chain import GENESIS, split_state
 from quipu.core.errors import Conflict, Unavailable
 from quipu.core.log import ChainBreak, decode, verify_chain
 from quipu.core.ports import NewEvent, StoredRecord
@@ -217,6 +218,32 @@ class EventStoreContract(abc.ABC):
                        {"after": p[6], "until": p[6]}, {"types": ["NoSuchEvent"]}):
             expected = [(r.position, r.type, r.state) for r in store.read(**kwargs)]  # type: ignore[arg-type]
             assert store.scan(**kwargs) == expected, kwargs  # type: ignore[arg-type]
+
+    def test_hash_at_is_the_chain_hash_of_the_newest_event_at_or_before_a_position(
+            self, store: RecorderEventStore) -> None:
+        """What the views store beside their position to notice a log that changed under them."""
+        assert store.hash_at(0) == store.hash_at(5) == GENESIS  # an empty log
+        for i in range(4):
+            store.append([NewEvent(uuid.uuid4(), 1, thought(f"t{i}"))])
+        records = read_all(store)
+        for r in records:
+            assert store.hash_at(r.position) == split_state(r.state).hash
+        assert store.hash_at(0) == GENESIS
+        assert store.hash_at(records[-1].position + 100) == split_state(records[-1].state).hash
+
+    def test_hash_at_a_gap_in_the_positions_is_the_hash_before_it(
+            self, store: RecorderEventStore) -> None:
+        stream = uuid.uuid4()
+        store.append([NewEvent(stream, 1, thought("first"))])
+        with pytest.raises(Conflict):  # a sequence-backed log may burn positions here
+            store.append([NewEvent(uuid.uuid4(), 1, thought("lost")),
+                          NewEvent(stream, 1, thought("taken"))])
+        store.append([NewEvent(stream, 2, thought("second"))])
+        records = read_all(store)
+        for p in range(records[-1].position + 1):
+            before = [r for r in records if r.position <= p]
+            expected = split_state(before[-1].state).hash if before else GENESIS
+            assert store.hash_at(p) == expected, p
 
     # --- the chain -------------------------------------------------------------------------
 

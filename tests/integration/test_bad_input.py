@@ -23,6 +23,7 @@ from quipu.adapters.slots.local import LocalSlotFiles
 from quipu.core.errors import Conflict, InvalidInput, NotFound, QuipuError, Unavailable
 from quipu.core.log import ChainBreak, decode, verify_chain
 from quipu.core.ports import EventStore, NewEvent, SlotFiles, StoredRecord
+from quipu.core.unit_of_work import UnitOfWork
 from quipu.core.workspaces.aggregate import Slot
 from quipu.core.workspaces.events import WorkspaceMounted
 from quipu.core.workspaces.handlers import Service, Settings
@@ -77,7 +78,8 @@ def open_project(root: Path, *, blobs: LocalBlobStore | None = None,
     store = store or open_sqlite_store(root / "events.db", synchronous="OFF", **sqlite)
     blobs = blobs or LocalBlobStore(root / "blobs", fsync=False)
     slots = slots or LocalSlotFiles(root / "workspaces", blobs, root / "cache")
-    service = Service(store, blobs, slots, FixedClock(), Settings(slots=("w1", "w2", "w3")))
+    service = Service(UnitOfWork(store, FixedClock()), blobs, slots,
+                      Settings(slots=("w1", "w2", "w3")))
     return Project(service, store, root)
 
 

@@ -32,6 +32,7 @@ from quipu.core.log import decode
 from quipu.core.runs.events import RunAdopted, RunHeartbeat, RunLost
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
+from quipu.core.unit_of_work import UnitOfWork
 from quipu.core.workspaces.aggregate import Workspace
 from quipu.core.workspaces.handlers import Service
 
@@ -128,7 +129,7 @@ class TestDeadlines:
         q = make_project(tmp_path, ONE_STAGE, {"solo": HANG})
         run_id = start(q)["solo"]
         clock = MovableClock()
-        runs = RunService(Service(q.store, q.blobs, q.slots, clock), q.views)
+        runs = RunService(Service(UnitOfWork(q.store, clock), q.blobs, q.slots), q.views)
         supervisor_only = executor(q, max_parallel=0, runs=runs)
         supervisor_only.poll_once()
         assert state(q, run_id) is State.QUEUED

@@ -443,7 +443,7 @@ class StepClock:
 
 
 def test_position_at_finds_the_head_as_it_stood_at_a_time(project):
-    project.service.clock = StepClock()
+    project.service.uow.clock = StepClock()
     project.service.init_project("demo", "goal of the demo", actor=ACTOR)  # 09:01, position 1
     project.create("a")  # 09:02
     project.create("b")  # 09:03

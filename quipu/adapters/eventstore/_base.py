@@ -25,13 +25,16 @@ from quipu.core.errors import Conflict, Unavailable
 from quipu.core.log import encode_data
 from quipu.core.ports import NewEvent, StoredRecord
 
-__all__ = ["RecorderEventStore", "Scanner", "head_hash", "link_pending", "scan_sql"]
+__all__ = ["RecorderEventStore", "Scanner", "Tail", "head_hash", "link_pending", "scan_sql"]
 
 T = TypeVar("T")
 
 
 Scanner = Callable[[int, int, "int | None", tuple[str, ...]], list[tuple[int, str, bytes]]]
 """An adapter's raw page reader: (after, limit, until, types) -> (position, type, state) rows."""
+
+Tail = Callable[[int], "bytes | None"]
+"""An adapter's reader of the state of the newest event at or before a position (None: none)."""
 
 
 def scan_sql(table: str, position: str, after: int, limit: int, until: int | None,
@@ -95,9 +98,11 @@ class RecorderEventStore:
         lock_retries: int = 5,
         retry_wait: float = 0.05,
         scanner: Scanner | None = None,
+        tail: Tail,
     ) -> None:
         self._recorder = recorder
         self._scanner = scanner
+        self._tail = tail
         self.description = description
         self._lock_retries = lock_retries
         self._retry_wait = retry_wait
@@ -138,9 +143,9 @@ class RecorderEventStore:
                     "was written",
                 ) from exc
 
-    def load(self, stream: UUID) -> list[StoredRecord]:
-        """Every event of one stream, oldest first."""
-        rows = self._call(lambda: self._recorder.select_events(stream))
+    def load(self, stream: UUID, *, after: int = 0) -> list[StoredRecord]:
+        """The events of one stream with a version above ``after``, oldest first."""
+        rows = self._call(lambda: self._recorder.select_events(stream, gt=after or None))
         return [
             StoredRecord(0, _as_uuid(r.originator_id), r.originator_version, r.topic,
                          bytes(r.state))
@@ -189,6 +194,13 @@ class RecorderEventStore:
     def head(self) -> int:
         """Position of the newest event (0 when empty)."""
         return int(self._call(self._recorder.max_notification_id) or 0)
+
+    def hash_at(self, position: int) -> str:
+        """Chain hash of the newest event at or before ``position``; GENESIS if there is none."""
+        if position <= 0:
+            return GENESIS
+        tail = self._tail
+        return head_hash(self._call(lambda: tail(position)))
 
     def close(self) -> None:
         """Close the recorder's connections."""

@@ -32,4 +32,11 @@ class _ChainedRecorder(POPOApplicationRecorder):
 
 def open_memory_store() -> RecorderEventStore:
     """A fresh, empty in-memory log."""
-    return RecorderEventStore(_ChainedRecorder(), description="memory")
+    recorder = _ChainedRecorder()
+
+    def tail(position: int) -> bytes | None:
+        # Positions here are list indexes + 1, with no gaps.
+        stored = recorder.stored[:position]
+        return bytes(stored[-1].state) if stored else None
+
+    return RecorderEventStore(recorder, description="memory", tail=tail)

@@ -100,7 +100,14 @@ def open_postgres_store(
             return [(r["notification_id"], r["topic"], bytes(r["state"]))
                     for r in curs.fetchall()]
 
+    def tail(position: int) -> bytes | None:
+        with datastore.transaction(commit=False) as curs:
+            curs.execute(f"SELECT state FROM {qualified} WHERE notification_id <= %s "
+                         "ORDER BY notification_id DESC LIMIT 1", (position,))
+            row = curs.fetchone()
+            return None if row is None else bytes(row["state"])
+
     return RecorderEventStore(
         recorder, description=f"postgresql {args['host']}/{args['dbname']}",
-        lock_retries=lock_retries, scanner=scanner,
+        lock_retries=lock_retries, scanner=scanner, tail=tail,
     )

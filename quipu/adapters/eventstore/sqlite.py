@@ -122,5 +122,12 @@ def open_sqlite_store(
             cursor.execute(sql, params)
             return cursor.fetchall()
 
+    def tail(position: int) -> bytes | None:
+        with datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT state FROM {table} WHERE rowid <= ? ORDER BY rowid DESC LIMIT 1",
+                      (position,))
+            row = c.fetchone()
+            return None if row is None else bytes(row["state"])
+
     return RecorderEventStore(recorder, description=f"sqlite {db}", lock_retries=lock_retries,
-                              scanner=scanner)
+                              scanner=scanner, tail=tail)

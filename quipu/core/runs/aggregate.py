@@ -11,7 +11,8 @@ return what the workspace must record, and the service appends both in one trans
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, InvalidInput, NotFound
@@ -49,6 +50,7 @@ class Run(Aggregate):
     """One stage execution."""
 
     KIND = "run"
+    SNAPSHOT_SCHEMA = 1
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -227,6 +229,33 @@ class Run(Aggregate):
 
     # --- folding -------------------------------------------------------------------------------
 
+    def state_dict(self) -> dict[str, Any]:
+        """The folded state as JSON values (a snapshot); events are kept whole."""
+        return {
+            "request": _event_dict(self.request), "state": self.state and self.state.value,
+            "entered_at": self.entered_at.isoformat() if self.entered_at else None,
+            "worker": self.worker, "pid": self.pid, "run_dir": self.run_dir,
+            "launched_inputs": self.launched_inputs, "exit": _event_dict(self.exit),
+            "metrics": _event_dict(self.metrics), "results_spec": self.results_spec,
+            "finalized": _event_dict(self.finalized), "tags": sorted(self.tags),
+            "lost_why": self.lost_why,
+        }
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Take a snapshot's state."""
+        self.request = _event_from(RunRequested, data["request"])
+        self.state = State(data["state"]) if data["state"] else None
+        self.entered_at = (datetime.fromisoformat(data["entered_at"]) if data["entered_at"]
+                           else None)
+        self.worker, self.pid, self.run_dir = data["worker"], data["pid"], data["run_dir"]
+        self.launched_inputs = dict(data["launched_inputs"])
+        self.exit = _event_from(RunExited, data["exit"])
+        self.metrics = _event_from(MetricsRecorded, data["metrics"])
+        self.results_spec = dict(data["results_spec"])
+        self.finalized = _event_from(RunFinalized, data["finalized"])
+        self.tags = set(data["tags"])
+        self.lost_why = data["lost_why"]
+
     def apply(self, event: Event) -> None:
         """Fold one event of the run's stream."""
         self.entered_at = event.at
@@ -259,3 +288,14 @@ class Run(Aggregate):
         elif isinstance(event, RunTagged):
             self.tags.add(event.tag)
         # RunHeartbeat only moves entered_at (the deadline clock).
+
+
+E = TypeVar("E", bound=Event)
+
+
+def _event_dict(event: Event | None) -> dict[str, Any] | None:
+    return None if event is None else event.model_dump(mode="json")
+
+
+def _event_from(cls: type[E], data: dict[str, Any] | None) -> E | None:
+    return None if data is None else cls.model_validate(data)

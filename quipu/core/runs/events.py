@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quipu.core.messages import Event, register
+from quipu.core.messages import Event, register, upcaster
 
 __all__ = [
     "MetricsRecorded",
@@ -27,14 +27,16 @@ __all__ = [
 # --- runs ---------------------------------------------------------------------------------------
 
 
-@register("RunRequested")
+@register("RunRequested", schema_version=2)
 class RunRequested(Event):
     """One stage execution was asked for, bound to a version, a config and its inputs.
 
     ``inputs`` maps each input to how it was resolved: ``{"kind": "upstream", "run_id", "signal"}``
     (a stage of the same pipeline run, fixed when it launches), ``{"kind": "run", ...}`` (an
     earlier run's output), ``{"kind": "source", "name"}`` or ``{"kind": "path", "path"}``;
-    ``via`` says which rule chose it.
+    ``via`` says which rule chose it. ``siblings`` maps every stage of the same pipeline run to
+    its run id, so a run that does not succeed finds what waits on it without reading its
+    workspace's whole stream (v2; a v1 event has none and falls back to that stream).
     """
 
     run_id: str
@@ -53,6 +55,13 @@ class RunRequested(Event):
     detail: dict[str, str]
     experiment_group: str | None = None
     skip_review: bool = False
+    siblings: dict[str, str] = {}
+
+
+@upcaster("RunRequested", from_version=1)
+def _run_requested_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    # v1 did not name the other stages of its pipeline run; an empty map means "unknown".
+    return {**data, "siblings": {}}
 
 
 @register("RunQueued")

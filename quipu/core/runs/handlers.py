@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from quipu.core.aggregate import Meta
 from quipu.core.errors import Conflict, InvalidInput, NotFound
+from quipu.core.log import decode
 from quipu.core.pipelines import (
     Pipeline,
     Signal,
@@ -38,12 +40,45 @@ from quipu.core.runs.results import (
 )
 from quipu.core.validation import check_name, check_reason
 from quipu.core.workspaces.aggregate import Workspace
+from quipu.core.workspaces.events import PipelineRunStarted
 from quipu.core.workspaces.handlers import Service
 from quipu.core.workspaces.versions import Manifest
 
-__all__ = ["RunService", "parse_detail"]
+__all__ = ["InputPaths", "RunService", "parse_detail"]
 
 DETAIL_KEYS = ("description", "hypothesis", "approach", "min_result", "goal")
+
+
+@dataclass(frozen=True)
+class InputPaths:
+    """Which files an ``inputs_override`` path may name.
+
+    Stages are unconfined processes (docs/executor.md), so an override is the way a path enters
+    a run: it must lie inside one of ``roots`` (the project and the data roots of quipu.yaml),
+    after ``realpath`` resolves symlinks, unless the project allows any path. ``realpath`` is
+    injected (it touches the filesystem; the domain does not).
+    """
+
+    roots: tuple[str, ...] = ()
+    allow_any: bool = False
+    realpath: Callable[[str], str] = posixpath.normpath
+
+    def check(self, path: str) -> str:
+        """The resolved path, or ``InvalidInput(path_outside_roots)``."""
+        real = self.realpath(path)
+        if self.allow_any:
+            return real
+        for root in self.roots:
+            base = self.realpath(root).rstrip("/")
+            if real == base or real.startswith(base + "/"):
+                return real
+        allowed = ", ".join(self.roots) or "none configured"
+        raise InvalidInput(
+            f"input override {path!r} is outside the project and its data roots ({allowed})",
+            code="path_outside_roots",
+            hint="put the data under the project or a directory listed in quipu.yaml "
+            "(data: {roots: [/path/to/data]}), register it as a source, or set "
+            "data.allow_any_path: true if runs of this project may read any file")
 
 
 def parse_detail(reason: str | Mapping[str, Any] | None, minimum: int) -> dict[str, str]:
@@ -69,9 +104,12 @@ class RunService:
     """Commands on runs."""
 
     def __init__(self, service: Service, index: RunIndex,
-                 new_id: Callable[[], str] | None = None) -> None:
+                 new_id: Callable[[], str] | None = None,
+                 paths: InputPaths | None = None) -> None:
         self.svc = service
+        self.uow = service.uow
         self.index = index
+        self.paths = paths or InputPaths()
         if new_id is None:
             from uuid import uuid4
 
@@ -81,12 +119,9 @@ class RunService:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _meta(self, actor: str, reason: str) -> Meta:
-        return Meta(actor=actor, reason=reason, at=self.svc.clock.now())
-
     def load_run(self, run_id: str) -> Run:
         """The run aggregate, or NotFound."""
-        run = self.svc.load(Run, run_id)
+        run = self.uow.load(Run, run_id)
         run.check_exists()
         return run
 
@@ -109,7 +144,7 @@ class RunService:
             experiment_group: str | None = None, skip_review: bool = False,
             dry_run: bool = False) -> dict[str, Any]:
         """Start (or, with ``dry_run``, preview) stages of a workspace's pipeline."""
-        minimum = self.svc.settings.min_reason_length
+        minimum = self.uow.min_reason_length
         detail = parse_detail(reason, minimum)
         spec = None
         if not dry_run or results_spec is not None:
@@ -123,14 +158,14 @@ class RunService:
         if experiment_group is not None:
             check_name(experiment_group, what="experiment group")
         slot, name = self._target(workspace)
-        meta = self._meta(actor, detail["description"])
+        meta = self.uow.stamp(actor, detail["description"])
 
         def command() -> dict[str, Any]:
-            ws = self.svc.load(Workspace, name)
+            ws = self.uow.load(Workspace, name)
             ws.check_exists()
             number = ws.current
             if slot is not None and not dry_run:
-                number, _created = self.svc._save(
+                number, _created = self.svc.save_slot(
                     ws, slot, meta, f"saved before run: {detail['description']}", "run")
             elif slot is not None:
                 digest = Manifest.from_bytes(self.svc.slots.manifest(slot)).digest()
@@ -176,22 +211,23 @@ class RunService:
                     config_hash=config_hash(plan["configs"][stage]), inputs=inputs,
                     outputs=plan["outputs"][stage], depends_on=sorted(set(depends_on)),
                     results_spec=spec.model_dump(mode="json"), detail=detail,
-                    experiment_group=experiment_group, skip_review=skip_review))
+                    experiment_group=experiment_group, skip_review=skip_review,
+                    siblings=run_ids))
                 runs.append(run)
-            positions = self.svc._commit(ws, *runs)
+            positions = self.uow.commit(ws, *runs)
             return {"pipeline_run_id": prun, "workspace": name, "version": f"v{number}",
                     "stages_queued": plan["order"],
                     "queued": [{"stage": s, "stage_run_id": run_ids[s]} for s in plan["order"]],
                     "warnings": plan["report"]["warnings"], "position": positions[-1]}
 
-        return self.svc._attempt(command)
+        return self.uow.attempt(command)
 
     def _target(self, workspace: str) -> tuple[str | None, str]:
         """(slot or None, workspace name) for a slot or workspace argument."""
         if workspace in self.svc.settings.slots:
-            slot, ws = self.svc._mounted(workspace)
+            slot, ws = self.svc.mounted(workspace)
             return slot.name, ws.name
-        ws = self.svc.load(Workspace, check_name(workspace))
+        ws = self.uow.load(Workspace, check_name(workspace))
         ws.check_exists()
         return ws.slot, ws.name
 
@@ -287,7 +323,7 @@ class RunService:
         if isinstance(ref, str) and ref.startswith("stage-"):
             return {"kind": "run", "run_id": self.load_run(ref).name, "signal": signal}
         if isinstance(ref, str) and ref.startswith("/"):
-            return {"kind": "path", "path": ref}
+            return {"kind": "path", "path": self.paths.check(ref)}
         raise InvalidInput(f"cannot resolve input override {ref!r}", code="invalid_override",
                            hint="use a run id (stage-...), {run_id, signal}, or an absolute path")
 
@@ -296,13 +332,13 @@ class RunService:
     def _end(self, run: Run, meta: Meta, holds: bool) -> list[int]:
         """Append a run's ending with its workspace's gate and cancel what waited on it."""
         request = run.check_exists()
-        ws = self.svc.load(Workspace, request.workspace)
+        ws = self.uow.load(Workspace, request.workspace)
         if holds:
             ws.hold_gate(meta, run.name, request.stage, run.current.value)
         others: list[Run] = []
         if run.current is not State.SUCCEEDED:
             others = self._cascade(run, meta)
-        return self.svc._commit(run, ws, *others)
+        return self.uow.commit(run, ws, *others)
 
     def _cascade(self, upstream: Run, meta: Meta) -> list[Run]:
         """Runs of the same pipeline run that wait on a run that did not succeed: canceled.
@@ -311,10 +347,10 @@ class RunService:
         pipeline run is left queued behind one that will never run.
         """
         request = upstream.check_exists()
-        ws = self.svc.load(Workspace, request.workspace)
-        waiting = [self.svc.load(Run, run_id)
-                   for run_id in ws_pipeline_runs(self.svc, ws.name, request.pipeline_run_id)
-                   if run_id != upstream.name]
+        siblings = (list(request.siblings.values()) if request.siblings
+                    else self._pipeline_runs_from_stream(request.workspace,
+                                                         request.pipeline_run_id))
+        waiting = [self.uow.load(Run, run_id) for run_id in siblings if run_id != upstream.name]
         canceled: list[Run] = []
         ended = [upstream]
         while ended:
@@ -328,17 +364,26 @@ class RunService:
                     ended.append(run)
         return canceled
 
+    def _pipeline_runs_from_stream(self, workspace: str, pipeline_run_id: str) -> list[str]:
+        """The run ids of a pipeline run started before requests named their siblings (v1):
+        read from the workspace's stream, the slow way."""
+        for record in self.uow.store.load(Workspace(workspace).stream):
+            event = decode(record).event
+            if isinstance(event, PipelineRunStarted) and event.pipeline_run_id == pipeline_run_id:
+                return list(event.runs.values())
+        return []
+
     def record_claim(self, run_id: str, worker: str) -> bool:
         """An executor claims a queued run; exactly one claimant wins."""
         def command() -> bool:
             run = self.load_run(run_id)
-            ok = run.claim(self._meta(worker, f"{worker} claims the queued run"), worker)
+            ok = run.claim(self.uow.stamp(worker, f"{worker} claims the queued run"), worker)
             if ok and run.pending:
-                self.svc._commit(run)
+                self.uow.commit(run)
             return ok
 
         try:
-            return self.svc._attempt(command)
+            return self.uow.attempt(command)
         except Conflict as exc:
             if exc.code == "concurrency_conflict":
                 return False
@@ -349,33 +394,33 @@ class RunService:
         """The stage process started."""
         def command() -> None:
             run = self.load_run(run_id)
-            run.launched(self._meta(worker, f"stage process {pid} started on {host}"),
+            run.launched(self.uow.stamp(worker, f"stage process {pid} started on {host}"),
                          worker=worker, host=host, pid=pid, run_dir=run_dir, inputs=inputs)
             if run.pending:
-                self.svc._commit(run)
+                self.uow.commit(run)
 
-        self.svc._attempt(command)
+        self.uow.attempt(command)
 
     def record_heartbeat(self, run_id: str, *, worker: str, message: str | None = None) -> None:
         """The run is alive."""
         def command() -> None:
             run = self.load_run(run_id)
-            run.heartbeat(self._meta(worker, "the stage process is alive"), message)
+            run.heartbeat(self.uow.stamp(worker, "the stage process is alive"), message)
             if run.pending:
-                self.svc._commit(run)
+                self.uow.commit(run)
 
-        self.svc._attempt(command)
+        self.uow.attempt(command)
 
     def record_launch_failure(self, run_id: str, *, worker: str, error: str) -> None:
         """The process could not be started."""
         def command() -> None:
             run = self.load_run(run_id)
-            meta = self._meta(worker, f"the stage could not start: {error}"[:500])
+            meta = self.uow.stamp(worker, f"the stage could not start: {error}"[:500])
             holds = run.launch_failed(meta, error)
             if run.pending:
                 self._end(run, meta, holds)
 
-        self.svc._attempt(command)
+        self.uow.attempt(command)
 
     def record_exit(self, run_id: str, *, worker: str, state: State, exit_code: int | None,
                     signal: int | None = None, outputs: dict[str, dict[str, Any]] | None = None,
@@ -387,36 +432,36 @@ class RunService:
             why = f"the stage process ended: {state.value}, exit code {exit_code}"
             if problems:
                 why += f" ({'; '.join(problems)})"
-            meta = self._meta(worker, why[:1000])
+            meta = self.uow.stamp(worker, why[:1000])
             holds = run.exited(meta, state=state, exit_code=exit_code, signal=signal,
                                outputs=outputs, logs=logs, problems=problems)
             if run.pending:
                 self._end(run, meta, holds)
 
-        self.svc._attempt(command)
+        self.uow.attempt(command)
 
     def record_lost(self, run_id: str, *, actor: str, why: str) -> None:
         """Silence past the deadline."""
         def command() -> None:
             run = self.load_run(run_id)
-            meta = self._meta(actor, f"no sign of life: {why}")
+            meta = self.uow.stamp(actor, f"no sign of life: {why}")
             holds = run.lost(meta, why)
             if run.pending:
                 self._end(run, meta, holds)
 
-        self.svc._attempt(command)
+        self.uow.attempt(command)
 
     def record_adopted(self, run_id: str, *, worker: str, pid: int) -> None:
         """A lost run's process was found alive."""
         def command() -> None:
             run = self.load_run(run_id)
-            meta = self._meta(worker, f"process {pid} of the lost run is alive; watching it")
+            meta = self.uow.stamp(worker, f"process {pid} of the lost run is alive; watching it")
             run.adopted(meta, worker=worker, pid=pid)
-            ws = self.svc.load(Workspace, run.check_exists().workspace)
+            ws = self.uow.load(Workspace, run.check_exists().workspace)
             ws.clear_gate(meta, run.name, "adopted: the run is running again")
-            self.svc._commit(run, ws)
+            self.uow.commit(run, ws)
 
-        self.svc._attempt(command)
+        self.uow.attempt(command)
 
     def record_deadline(self, run_id: str, *, actor: str) -> None:
         """A state's deadline passed with no news: apply the table's deadline trigger."""
@@ -427,7 +472,7 @@ class RunService:
             if spec.deadline_trigger is None:
                 return
             target = lifecycle.next_state(state, spec.deadline_trigger)
-            meta = self._meta(actor, f"deadline of state {state.value} passed")
+            meta = self.uow.stamp(actor, f"deadline of state {state.value} passed")
             if target is State.LOST:
                 self._end(run, meta, run.lost(meta, f"deadline of {state.value} passed"))
             elif target is State.CANCELED:
@@ -436,32 +481,32 @@ class RunService:
             elif target is State.FINALIZED:
                 held = run.finalize(meta, ml_outcome="unknown", results=None, results_auto={},
                                     comparison=None)
-                ws = self.svc.load(Workspace, run.check_exists().workspace)
+                ws = self.uow.load(Workspace, run.check_exists().workspace)
                 if held:
                     ws.clear_gate(meta, run.name, "no verdict before the deadline: unknown")
-                self.svc._commit(run, ws)
+                self.uow.commit(run, ws)
             # queued-by-deadline (review fails open) needs a reviewer; none exists yet.
 
-        self.svc._attempt(command)
+        self.uow.attempt(command)
 
     def record_metrics(self, run_id: str, *, actor: str, series: str | None, points: int,
                        summaries: dict[str, dict[str, Any]], complete: bool) -> None:
         """The metric ingester's latest summaries."""
         def command() -> None:
             run = self.load_run(run_id)
-            run.record_metrics(self._meta(actor, f"{points} metric points ingested"),
+            run.record_metrics(self.uow.stamp(actor, f"{points} metric points ingested"),
                                series=series, points=points, summaries=summaries,
                                complete=complete)
             if run.pending:
-                self.svc._commit(run)
+                self.uow.commit(run)
 
-        self.svc._attempt(command)
+        self.uow.attempt(command)
 
     # --- agent commands ------------------------------------------------------------------------
 
     def cancel(self, run_id: str, reason: str, *, actor: str) -> dict[str, Any]:
         """Cancel a run that has not ended (its process is ended by its executor)."""
-        meta = self.svc._meta(actor, reason)
+        meta = self.uow.meta(actor, reason)
 
         def command() -> dict[str, Any]:
             run = self.load_run(run_id)
@@ -470,7 +515,7 @@ class RunService:
             return {"run_id": run_id, "previous_state": previous.value,
                     "state": run.current.value, "position": positions[-1] if positions else None}
 
-        return self.svc._attempt(command)
+        return self.uow.attempt(command)
 
     def finalize(self, run_id: str, results: Mapping[str, Any] | None, *,
                  actor: str) -> dict[str, Any]:
@@ -485,19 +530,19 @@ class RunService:
             auto = auto_results(spec, last)
             final, comparison = self._verdict(run, spec, state, results)
             notes = final["notes"]
-            meta = self._meta(actor, notes)
+            meta = self.uow.stamp(actor, notes)
             held = run.finalize(meta, ml_outcome=final["ml_outcome"], results=final,
                                 results_auto=auto, comparison=comparison)
-            ws = self.svc.load(Workspace, request.workspace)
+            ws = self.uow.load(Workspace, request.workspace)
             if held:
                 ws.clear_gate(meta, run.name, "finalized")
-            positions = self.svc._commit(run, ws)
+            positions = self.uow.commit(run, ws)
             return {"run_id": run_id, "stage": request.stage, "workspace": request.workspace,
                     "infra_outcome": lifecycle.infra_outcome(state),
                     "ml_outcome": final["ml_outcome"], "results_auto": auto,
                     "comparison": comparison, "position": positions[-1]}
 
-        return self.svc._attempt(command)
+        return self.uow.attempt(command)
 
     def _verdict(self, run: Run, spec: ResultsSpec, state: State,
                  results: Mapping[str, Any] | None) -> tuple[dict[str, Any],
@@ -539,39 +584,26 @@ class RunService:
 
         def command() -> dict[str, Any]:
             run = self.load_run(run_id)
-            run.save_results_spec(self._meta(actor, "results spec replaced by the agent"),
+            run.save_results_spec(self.uow.stamp(actor, "results spec replaced by the agent"),
                                   parsed.model_dump(mode="json"))
-            self.svc._commit(run)
+            self.uow.commit(run)
             return {"run_id": run_id, "spec": parsed.model_dump(mode="json")}
 
-        return self.svc._attempt(command)
+        return self.uow.attempt(command)
 
     def tag(self, run_id: str, tag: str, reason: str, *, actor: str) -> dict[str, Any]:
         """Tag a run (``best*`` marks the reference for comparisons)."""
         check_name(tag, what="tag")
-        meta = self.svc._meta(actor, reason)
+        meta = self.uow.meta(actor, reason)
 
         def command() -> dict[str, Any]:
             run = self.load_run(run_id)
             run.tag(meta, tag)
             if run.pending:
-                self.svc._commit(run)
+                self.uow.commit(run)
             return {"run_id": run_id, "tag": tag}
 
-        return self.svc._attempt(command)
-
-
-def ws_pipeline_runs(svc: Service, workspace: str, pipeline_run_id: str) -> list[str]:
-    """The run ids of one pipeline run, read from the workspace's stream."""
-    from quipu.core.log import decode
-    from quipu.core.workspaces.events import PipelineRunStarted
-
-    ws = Workspace(workspace)
-    for record in svc.store.load(ws.stream):
-        event = decode(record).event
-        if isinstance(event, PipelineRunStarted) and event.pipeline_run_id == pipeline_run_id:
-            return list(event.runs.values())
-    return []
+        return self.uow.attempt(command)
 
 
 def _signal_doc(signal: Signal) -> dict[str, Any]:

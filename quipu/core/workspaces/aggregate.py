@@ -14,6 +14,7 @@ for one slot, or a delete racing a mount, end with one winner and nothing half-w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, InvalidInput, NotFound
@@ -57,6 +58,7 @@ class Workspace(Aggregate):
     """An isolated line of experimentation: a goal and a history of versions."""
 
     KIND = "workspace"
+    SNAPSHOT_SCHEMA = 1
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -252,6 +254,26 @@ class Workspace(Aggregate):
 
     # --- folding -------------------------------------------------------------------------------
 
+    def state_dict(self) -> dict[str, Any]:
+        """The folded state as JSON values (a snapshot)."""
+        return {
+            "exists": self.exists, "goal": self.goal, "last_number": self.last_number,
+            "versions": [[v.number, v.manifest, v.parent, v.file_count, v.total_bytes, v.pruned,
+                          sorted(v.tags)] for v in self.versions.values()],
+            "tags": self.tags, "slot": self.slot, "current": self.current,
+            "awaiting": {run: list(held) for run, held in self.awaiting.items()},
+        }
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Take a snapshot's state."""
+        self.exists, self.goal = bool(data["exists"]), str(data["goal"])
+        self.last_number = int(data["last_number"])
+        self.versions = {int(n): VersionInfo(int(n), str(m), p, int(c), int(b), bool(pr), set(t))
+                         for n, m, p, c, b, pr, t in data["versions"]}
+        self.tags = {str(k): int(v) for k, v in data["tags"].items()}
+        self.slot, self.current = data["slot"], data["current"]
+        self.awaiting = {str(r): (str(st), str(sa)) for r, (st, sa) in data["awaiting"].items()}
+
     def apply(self, event: Event) -> None:
         """Fold one event of this workspace's stream."""
         if isinstance(event, WorkspaceCreated):
@@ -290,6 +312,7 @@ class Slot(Aggregate):
     """A directory agents edit in; holds one workspace at a time."""
 
     KIND = "slot"
+    SNAPSHOT_SCHEMA = 1
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -310,6 +333,14 @@ class Slot(Aggregate):
                            hint=f"mount a workspace first: mount(workspace, {self.name!r}, "
                            "reason)")
         return self.occupant
+
+    def state_dict(self) -> dict[str, Any]:
+        """The folded state as JSON values (a snapshot)."""
+        return {"occupant": self.occupant}
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Take a snapshot's state."""
+        self.occupant = data["occupant"]
 
     def apply(self, event: Event) -> None:
         """Fold one event of this slot's stream."""

@@ -26,10 +26,12 @@ from uuid import UUID, uuid4
 
 from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
-from quipu.core.log import decode, stream_id
+from quipu.core.log import stream_id
 from quipu.core.ports import BlobStore, Clock, EventStore, NewEvent, SlotFiles
-from quipu.core.project.events import CursorMoved, ProjectInitialized, ThoughtLogged
-from quipu.core.validation import MIN_REASON_LENGTH, check_name, check_reason
+from quipu.core.project.aggregate import Cursor
+from quipu.core.project.events import ProjectInitialized, ThoughtLogged
+from quipu.core.unit_of_work import UnitOfWork
+from quipu.core.validation import check_name
 from quipu.core.workspaces.aggregate import Slot, Workspace
 from quipu.core.workspaces.versions import EMPTY_MANIFEST, Manifest, diff_manifests, text_diff
 
@@ -41,62 +43,42 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Settings:
-    """The knobs command handlers need."""
+    """The knobs workspace handlers need (the unit of work holds the reason rule and retries)."""
 
     slots: tuple[str, ...] = ("w1", "w2", "w3")
-    min_reason_length: int = MIN_REASON_LENGTH
-    max_attempts: int = 5
 
 
 class Service:
-    """Handles every command. Reads go through projections, not through here."""
+    """Handles every workspace, slot, version and project command through the unit of work.
 
-    def __init__(self, store: EventStore, blobs: BlobStore, slots: SlotFiles, clock: Clock,
+    Reads go through projections, not through here. ``mounted`` and ``save_slot`` are public:
+    run handlers use them to find the workspace in a slot and to save it before a run.
+    """
+
+    def __init__(self, uow: UnitOfWork, blobs: BlobStore, slots: SlotFiles,
                  settings: Settings | None = None,
                  new_id: Callable[[], UUID] = uuid4) -> None:
-        self.store = store
+        self.uow = uow
         self.blobs = blobs
         self.slots = slots
-        self.clock = clock
         self.settings = settings or Settings()
         self._new_id = new_id
 
-    # --- unit of work --------------------------------------------------------------------------
+    @property
+    def store(self) -> EventStore:
+        """The log (the unit of work's)."""
+        return self.uow.store
+
+    @property
+    def clock(self) -> Clock:
+        """Where time comes from (the unit of work's)."""
+        return self.uow.clock
 
     def load(self, cls: type[A], name: str) -> A:
-        """Rebuild an aggregate from its stream."""
-        agg = cls(name)
-        for record in self.store.load(agg.stream):
-            agg.replay(decode(record).event)
-        return agg
+        """Rebuild an aggregate (see ``UnitOfWork.load``)."""
+        return self.uow.load(cls, name)
 
-    def _commit(self, *aggregates: Aggregate) -> list[int]:
-        batch: list[NewEvent] = []
-        for agg in aggregates:
-            for i, event in enumerate(agg.pending):
-                batch.append(NewEvent(agg.stream, agg.version + 1 + i, event))
-        return self.store.append(batch)
-
-    def _attempt(self, command: Callable[[], T]) -> T:
-        for attempt in range(1, self.settings.max_attempts + 1):
-            try:
-                return command()
-            except Conflict as exc:
-                if exc.code != "concurrency_conflict" or attempt == self.settings.max_attempts:
-                    if exc.code == "concurrency_conflict":
-                        raise Conflict(
-                            f"gave up after {attempt} attempts: other commands kept changing "
-                            "the same workspace or slot",
-                            code="concurrency_conflict",
-                            hint="wait for the other agent's commands to finish and retry; "
-                            "nothing was written",
-                        ) from exc
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _meta(self, actor: str, reason: str | None, *, what: str = "reason") -> Meta:
-        text = check_reason(reason, minimum=self.settings.min_reason_length, what=what)
-        return Meta(actor=actor, reason=text, at=self.clock.now())
+    # --- helpers shared by the handlers --------------------------------------------------------
 
     def _slot(self, name: str) -> Slot:
         if name not in self.settings.slots:
@@ -104,7 +86,8 @@ class Service:
                            hint=f"slots in this project: {', '.join(self.settings.slots)}")
         return self.load(Slot, name)
 
-    def _mounted(self, slot_name: str) -> tuple[Slot, Workspace]:
+    def mounted(self, slot_name: str) -> tuple[Slot, Workspace]:
+        """The slot and the workspace mounted in it (``Conflict(slot_empty)`` if none)."""
         slot = self._slot(slot_name)
         ws = self.load(Workspace, slot.check_occupied())
         return slot, ws
@@ -138,7 +121,7 @@ class Service:
             raise InvalidInput(f"{name!r} is the name of a slot", code="name_is_a_slot",
                                hint="slot names refer to slots everywhere (diff, save_version); "
                                "give the workspace a descriptive name such as 'baseline'")
-        meta = self._meta(actor, reason)
+        meta = self.uow.meta(actor, reason)
         if from_version is not None and from_workspace is None:
             raise InvalidInput("from_version needs from_workspace", code="from_version_alone",
                                hint="pass the workspace the version belongs to as from_workspace")
@@ -158,16 +141,16 @@ class Service:
                                    "workspace")
                 fork = (from_workspace, source.check_version(number))
             ws.create(meta, goal, fork=fork)
-            positions = self._commit(ws)
+            positions = self.uow.commit(ws)
             return {"workspace": name, "forked_from": (f"{fork[0]}@v{fork[1].number}"
                                                        if fork else None),
                     "version": _label(ws.current), "position": positions[-1]}
 
-        return self._attempt(command)
+        return self.uow.attempt(command)
 
     def mount(self, workspace: str, slot: str, reason: str, *, actor: str) -> dict[str, Any]:
         """Copy a workspace's current version into a free slot."""
-        meta = self._meta(actor, reason)
+        meta = self.uow.meta(actor, reason)
 
         def command() -> dict[str, Any]:
             ws = self.load(Workspace, check_name(workspace))
@@ -184,7 +167,7 @@ class Service:
             # Claim the slot in the log BEFORE writing its files. The slot directory is shared:
             # a mount that loses the race for it (and would then undo its file work) must never
             # have touched the files of the mount that won.
-            positions = self._commit(ws, s)
+            positions = self.uow.commit(ws, s)
             try:
                 self.slots.restore(slot, manifest)
             except BaseException:
@@ -193,7 +176,7 @@ class Service:
             return {"workspace": workspace, "slot": slot, "version": _label(ws.current),
                     "path": str(self.slots.path(slot)), "position": positions[-1]}
 
-        return self._attempt(command)
+        return self.uow.attempt(command)
 
     def _check_blobs(self, manifest: bytes) -> None:
         """Refuse, before anything is written, a tree whose file contents are not all stored."""
@@ -213,10 +196,12 @@ class Service:
             ws, s = self.load(Workspace, workspace), self._slot(slot)
             ws.hibernate(Meta(meta.actor, f"mount failed while writing files: {meta.reason}",
                               self.clock.now()), s, None)
-            self._commit(ws, s)
+            self.uow.commit(ws, s)
 
-    def _save(self, ws: Workspace, slot: str, meta: Meta, message: str,
-              trigger: str) -> tuple[int | None, bool]:
+    def save_slot(self, ws: Workspace, slot: str, meta: Meta, message: str,
+                  trigger: str) -> tuple[int | None, bool]:
+        """Snapshot the slot into ``ws`` as a new version (pending, not committed): (number or
+        None for an empty slot of a new workspace, whether a version was created)."""
         digest, data = self.slots.snapshot(slot)
         if ws.current is None and not Manifest.from_bytes(data).files:
             return None, False  # an empty slot of a new workspace has nothing to save
@@ -228,60 +213,60 @@ class Service:
 
     def save_version(self, slot: str, message: str, *, actor: str) -> dict[str, Any]:
         """Snapshot the slot; an unchanged slot returns its existing version."""
-        meta = self._meta(actor, message, what="message")
+        meta = self.uow.meta(actor, message, what="message")
 
         def command() -> dict[str, Any]:
-            _slot, ws = self._mounted(slot)
-            number, created = self._save(ws, slot, meta, meta.reason, "save")
+            _slot, ws = self.mounted(slot)
+            number, created = self.save_slot(ws, slot, meta, meta.reason, "save")
             if number is None:
                 raise Conflict(f"slot {slot} is empty and {ws.name!r} has no versions yet",
                                code="nothing_to_save",
                                hint="add files to the slot first")
-            position = self._commit(ws)[-1] if created else None
+            position = self.uow.commit(ws)[-1] if created else None
             info = ws.versions[number]
             return {"workspace": ws.name, "slot": slot, "version": f"v{number}",
                     "number": number, "created": created, "manifest": info.manifest,
                     "file_count": info.file_count, "total_bytes": info.total_bytes,
                     "position": position}
 
-        return self._attempt(command)
+        return self.uow.attempt(command)
 
     def hibernate(self, slot: str, reason: str, *, actor: str) -> dict[str, Any]:
         """Save the slot's edits (if any), then free the slot."""
-        meta = self._meta(actor, reason)
+        meta = self.uow.meta(actor, reason)
 
         def command() -> dict[str, Any]:
-            s, ws = self._mounted(slot)
-            number, created = self._save(ws, slot, meta,
+            s, ws = self.mounted(slot)
+            number, created = self.save_slot(ws, slot, meta,
                                          f"auto-save before hibernate: {meta.reason}",
                                          "hibernate")
             ws.hibernate(meta, s, number if created else None)
-            positions = self._commit(ws, s)
+            positions = self.uow.commit(ws, s)
             self.slots.clear(slot)
             return {"workspace": ws.name, "slot": slot, "auto_saved": created,
                     "saved_version": f"v{number}" if created else None,
                     "current_version": f"v{ws.current}" if ws.current else None,
                     "position": positions[-1]}
 
-        return self._attempt(command)
+        return self.uow.attempt(command)
 
     def rollback(self, slot: str, version: int | str, reason: str, *,
                  actor: str) -> dict[str, Any]:
         """Make the slot exactly a version's tree; unsaved edits are saved first."""
-        meta = self._meta(actor, reason)
+        meta = self.uow.meta(actor, reason)
         number = parse_version(version)
 
         def command() -> dict[str, Any]:
-            _slot, ws = self._mounted(slot)
+            _slot, ws = self.mounted(slot)
             ws.check_version(number)
             before = self.slots.manifest(slot)
-            saved, created = self._save(ws, slot, meta,
+            saved, created = self.save_slot(ws, slot, meta,
                                         f"auto-save before rollback to v{number}: {meta.reason}",
                                         "rollback")
             changed = self.slots.restore(slot, self._manifest_of(ws, number))
             ws.rollback(meta, number, changed)
             try:
-                positions = self._commit(ws)
+                positions = self.uow.commit(ws)
             except BaseException:
                 self.slots.restore(slot, before)
                 raise
@@ -290,35 +275,35 @@ class Service:
                     "auto_saved_version": f"v{saved}" if created else None,
                     "position": positions[-1]}
 
-        return self._attempt(command)
+        return self.uow.attempt(command)
 
     def tag_version(self, workspace: str, version: int | str, tag: str, reason: str | None, *,
                     actor: str) -> dict[str, Any]:
         """Name a version (protects it from pruning)."""
-        meta = self._meta(actor, reason)
+        meta = self.uow.meta(actor, reason)
         number = parse_version(version)
 
         def command() -> dict[str, Any]:
             ws = self.load(Workspace, check_name(workspace))
             ws.tag(meta, number, tag)
-            self._commit(ws)
+            self.uow.commit(ws)
             return {"workspace": workspace, "version": f"v{number}", "tag": tag}
 
-        return self._attempt(command)
+        return self.uow.attempt(command)
 
     def untag_version(self, workspace: str, tag: str, reason: str | None, *,
                       actor: str) -> dict[str, Any]:
         """Remove a tag."""
-        meta = self._meta(actor, reason)
+        meta = self.uow.meta(actor, reason)
 
         def command() -> dict[str, Any]:
             ws = self.load(Workspace, check_name(workspace))
             number = ws.tags.get(tag)
             ws.untag(meta, tag)
-            self._commit(ws)
+            self.uow.commit(ws)
             return {"workspace": workspace, "version": f"v{number}", "untagged": tag}
 
-        return self._attempt(command)
+        return self.uow.attempt(command)
 
     def prune_versions(self, workspace: str, reason: str, *, actor: str,
                        version: int | str | None = None, from_version: int | str | None = None,
@@ -326,7 +311,7 @@ class Service:
                        ) -> dict[str, Any]:
         """Soft-prune (or unprune) one version or an inclusive range; tagged ones are skipped
         in a range and refused when named alone."""
-        meta = self._meta(actor, reason)
+        meta = self.uow.meta(actor, reason)
         if version is not None:
             numbers = [parse_version(version)]
         elif from_version is not None and to_version is not None:
@@ -351,23 +336,23 @@ class Service:
                 (ws.unprune if unprune else ws.prune)(meta, n)
                 if len(ws.pending) > before:
                     done.append(f"v{n}")
-            self._commit(ws)
+            self.uow.commit(ws)
             return {"workspace": workspace, "unpruned" if unprune else "pruned": done,
                     "skipped": skipped}
 
-        return self._attempt(command)
+        return self.uow.attempt(command)
 
     def delete_workspace(self, workspace: str, reason: str, *, actor: str) -> dict[str, Any]:
         """Retire an unmounted workspace (its history stays in the log)."""
-        meta = self._meta(actor, reason)
+        meta = self.uow.meta(actor, reason)
 
         def command() -> dict[str, Any]:
             ws = self.load(Workspace, check_name(workspace))
             ws.delete(meta)
-            position = self._commit(ws)[-1]
+            position = self.uow.commit(ws)[-1]
             return {"workspace": workspace, "deleted": True, "position": position}
 
-        return self._attempt(command)
+        return self.uow.attempt(command)
 
     def log_thought(self, thought: str, *, actor: str, workspace: str | None = None,
                     run_id: str | None = None) -> dict[str, Any]:
@@ -398,15 +383,13 @@ class Service:
                                hint="pass the cursor_position that dashboard() returned")
 
         def command() -> dict[str, Any]:
-            stream = stream_id("cursor", consumer)
-            event = CursorMoved(actor=actor, at=self.clock.now(),
-                                reason=f"{consumer} has seen everything up to position "
-                                f"{position}", consumer=consumer, position=position)
-            logged = self.store.append([NewEvent(stream, len(self.store.load(stream)) + 1,
-                                                 event)])
+            cursor = self.uow.load(Cursor, consumer)
+            cursor.move(Meta(actor, f"{consumer} has seen everything up to position {position}",
+                             self.clock.now()), position)
+            logged = self.uow.commit(cursor)
             return {"consumer": consumer, "position": position, "event_position": logged[0]}
 
-        return self._attempt(command)
+        return self.uow.attempt(command)
 
     # --- reads that need files -----------------------------------------------------------------
 
@@ -443,7 +426,7 @@ class Service:
     def _operand(self, ref: str, context: Workspace | None) -> tuple[_Operand, Workspace, str]:
         """Resolve ``w1`` (slot), ``ws``, ``ws@vN``, ``ws@tag`` or ``vN`` (needs context)."""
         if ref in self.settings.slots:
-            _slot, ws = self._mounted(ref)
+            _slot, ws = self.mounted(ref)
             manifest = Manifest.from_bytes(self.slots.manifest(ref))
             return ((manifest, f"{ref} (working copy of {ws.name})",
                      lambda p: self.slots.read_file(ref, p)), ws, "slot")
