@@ -23,7 +23,7 @@ from quipu.projections.runs_lookup import awaiting, best_by_workspace
 from quipu.projections.runs_view import ACTIVE_STATES
 
 __all__ = ["ACTIVE_STATES", "MAX_LISTED", "QUERIES", "CursorsView", "cursor", "dashboard",
-           "state_md_runs"]
+           "new_since", "state_md_runs"]
 
 MAX_LISTED = 20
 """Most rows in any one list of the dashboard (counts are always exact)."""
@@ -80,8 +80,12 @@ QUERIES = {
                "JOIN runs r ON r.run_id = u.run_id ORDER BY u.workspace, u.position",
     **{f"since_{c}": f"SELECT {_BRIEF} FROM runs r WHERE r.{c} > ? ORDER BY r.{c} DESC LIMIT ?"
        for c in ("created_position", "ended_position", "finalized_position")},
-    **{f"since_{c}_count": f"SELECT COUNT(*) FROM runs WHERE {c} > ?"
-       for c in ("created_position", "ended_position", "finalized_position")},
+    # How many since: the running total now, minus the total at the cursor, minus the ends an
+    # adoption took back since (rare: each corrects a supervisor's mistake).
+    "marks_total": "SELECT n FROM run_marks WHERE kind = ? ORDER BY position DESC LIMIT 1",
+    "marks_upto": "SELECT n FROM run_marks WHERE kind = ? AND position <= ? "
+                  "ORDER BY position DESC LIMIT 1",
+    "unended_since": "SELECT COUNT(*) FROM run_unended WHERE position > ?",
 }
 """Every query of the dashboard and of STATE.md's run sections (a test reads their plans)."""
 
@@ -91,9 +95,22 @@ def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> lis
 
 
 def _since(conn: sqlite3.Connection, column: str, after: int) -> dict[str, Any]:
-    total = conn.execute(QUERIES[f"since_{column}_count"], (after,)).fetchone()[0]
+    kind = column.removesuffix("_position")
+    total = conn.execute(QUERIES["marks_total"], (kind,)).fetchone()
+    upto = conn.execute(QUERIES["marks_upto"], (kind, after)).fetchone()
+    count = (total[0] if total else 0) - (upto[0] if upto else 0)
+    if kind == "ended":
+        count -= conn.execute(QUERIES["unended_since"], (after,)).fetchone()[0]
     runs = _rows(conn, QUERIES[f"since_{column}"], (after, MAX_LISTED))
-    return {"count": int(total), "runs": runs}
+    return {"count": int(count), "runs": runs}
+
+
+def new_since(conn: sqlite3.Connection, cursor: int) -> dict[str, Any]:
+    """Runs started, ended and finalized after ``cursor``: exact counts, the newest listed."""
+    return {"cursor": cursor,
+            "started": _since(conn, "created_position", cursor),
+            "ended": _since(conn, "ended_position", cursor),
+            "finalized": _since(conn, "finalized_position", cursor)}
 
 
 def dashboard(conn: sqlite3.Connection, consumer: str, *, head: int) -> dict[str, Any]:
@@ -122,12 +139,7 @@ def dashboard(conn: sqlite3.Connection, consumer: str, *, head: int) -> dict[str
         "recent_outcomes": outcomes,
         "failed_recent": failed,
         "best_by_workspace": best,
-        "new_since_last_look": {
-            "cursor": seen,
-            "started": _since(conn, "created_position", seen),
-            "ended": _since(conn, "ended_position", seen),
-            "finalized": _since(conn, "finalized_position", seen),
-        },
+        "new_since_last_look": new_since(conn, seen),
         "cursor_position": head,
     }
 

@@ -13,7 +13,10 @@ at any length of history (no query visits every run): the runs in flight (``acti
 runs that went wrong (``troubled_runs``), the finalized runs with a value (``valued_runs``, with
 the position of their latest ``best*`` tag) and each workspace's current best (``best_runs``),
 all recomputed at the end of a page from the final rows of the runs it touched, so an
-incremental fold and a rebuild hold the same rows. ``runs_shown`` holds the position of the
+incremental fold and a rebuild hold the same rows. ``run_marks`` counts runs as they are
+created, end and are finalized (a running total per kind at each position; ``run_unended`` the
+ends an adoption took back), so "how many since position P" is two index lookups, however far
+back P is. ``runs_shown`` holds the position of the
 latest event that changed what STATE.md shows of runs: a heartbeat that leaves the minute shown
 unchanged, or metrics of a run still in flight (whose value STATE.md does not show), leave it.
 
@@ -124,6 +127,10 @@ class _Page:
         self.valued_before = {n: r["workspace"] for n, r in self.runs.items() if _valued(r)}
         self.shown = 0
         """Position of the page's latest event that changes what STATE.md shows (0: none)."""
+        self.marks: list[tuple[str, int]] = []
+        """(kind, position) in log order: a run created, ended or finalized there."""
+        self.unended: list[int] = []
+        """Positions of ends an adoption took back."""
         self.pipelines: list[tuple[Any, ...]] = []
         self.links: list[tuple[Any, ...]] = []
         self.tags: list[tuple[Any, ...]] = []
@@ -189,6 +196,15 @@ class _Page:
             else:
                 c.execute("INSERT OR REPLACE INTO best_runs (workspace, run_id, chosen_by) "
                           "VALUES (?,?,?)", (ws, *found))
+        for kind in sorted({k for k, _ in self.marks}):
+            last = c.execute("SELECT n FROM run_marks WHERE kind = ? ORDER BY position DESC "
+                             "LIMIT 1", (kind,)).fetchone()
+            c.executemany("INSERT INTO run_marks (kind, position, n) VALUES (?,?,?)",
+                          [(kind, p, n) for n, p in enumerate(
+                              (p for k, p in self.marks if k == kind),
+                              start=(last[0] if last else 0) + 1)])
+        c.executemany("INSERT OR REPLACE INTO run_unended (position) VALUES (?)",
+                      [(p,) for p in self.unended])
         if self.shown:
             c.execute("INSERT INTO runs_shown (id, position) VALUES (1, ?) ON CONFLICT(id) "
                       "DO UPDATE SET position = MAX(position, excluded.position)",
@@ -376,6 +392,17 @@ _RUN_FOLDS: dict[str, Fold] = {
 """Events about an existing run (each also records the run's latest position)."""
 
 
+def _mark(page: _Page, row: Row, ended: int | None, finalized: int | None) -> None:
+    """Count an end or a finalization the event just recorded, or take back an end."""
+    if row["ended_position"] != ended:
+        if ended is not None:
+            page.unended.append(ended)
+        if row["ended_position"] is not None:
+            page.marks.append(("ended", row["ended_position"]))
+    if row["finalized_position"] != finalized and row["finalized_position"] is not None:
+        page.marks.append(("finalized", row["finalized_position"]))
+
+
 def _changes_state_md(row: Row, e: Any, f: Folded) -> bool:
     """Whether folding ``e`` into ``row`` can change STATE.md: a heartbeat only moves the
     "last seen" minute of a run in flight; metrics only change the value of a run that ended
@@ -398,7 +425,8 @@ class RunsView:
         FinalizationCleared.TYPE, *_RUN_FOLDS})
     tables: ClassVar[tuple[str, ...]] = (
         "runs", "metric_summaries", "run_tags", "pipeline_runs", "run_links", "unfinalized",
-        "active_runs", "troubled_runs", "valued_runs", "best_runs", "runs_shown")
+        "active_runs", "troubled_runs", "valued_runs", "best_runs", "run_marks", "run_unended",
+        "runs_shown")
     indexes: ClassVar[Indexes] = (
         ("runs", ("workspace", "created_position")),
         ("runs", ("workspace", "stage", "finalized_position")),
@@ -446,6 +474,9 @@ class RunsView:
             "value": float, "finalized_position": int, "best_tag_position": int}, pk="run_id")
         db.table("best_runs").create({"workspace": str, "run_id": str, "chosen_by": str},
                                      pk="workspace")
+        db.table("run_marks").create({"kind": str, "position": int, "n": int},
+                                     pk=("kind", "position"))
+        db.table("run_unended").create({"position": int}, pk="position")
         db.table("runs_shown").create({"id": int, "position": int}, pk="id")
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
@@ -465,6 +496,7 @@ class RunsView:
             elif isinstance(e, FinalizationCleared):
                 page.gate[e.run_id] = None
             elif isinstance(e, RunRequested):
+                page.marks.append(("created", f.position))
                 page.runs[e.run_id] = row = _new_row(e, f)
                 row["last_position"] = f.position
                 page.touched.add(e.run_id)
@@ -478,7 +510,9 @@ class RunsView:
                     continue  # the aggregate never records facts about an unknown run
                 if _changes_state_md(existing, e, f):
                     page.shown = f.position
+                ended, finalized = existing["ended_position"], existing["finalized_position"]
                 _RUN_FOLDS[e.TYPE](page, existing, e, f)
+                _mark(page, existing, ended, finalized)
                 existing["last_position"] = f.position
                 page.touched.add(run_id)
         page.flush()

@@ -22,7 +22,7 @@ from quipu.core.errors import Conflict
 from quipu.core.ports import RunIndex
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
-from quipu.projections import Views, state_md
+from quipu.projections import Views, dashboard_view, state_md
 
 ACTOR = "agent-1"
 WORKER = "worker-1"
@@ -430,7 +430,7 @@ def test_finalizing_twice_is_refused_and_changes_no_view(lab):
 # --- reading what STATE.md and the dashboard show costs the same at any length of history -------
 
 _HISTORY_TABLES = {"runs", "valued_runs", "run_tags", "metric_summaries", "run_links",
-                   "pipeline_runs"}
+                   "pipeline_runs", "run_marks", "run_unended"}
 """Tables that grow with every run ever made. (``active_runs``, ``troubled_runs``'s newest end,
 ``best_runs`` and ``unfinalized`` hold what is current: runs in flight, one row per workspace,
 the gate.)"""
@@ -515,3 +515,24 @@ def test_state_md_mark_moves_only_for_what_state_md_shows_of_runs(lab):
     assert ended > beat
     lab.metrics(ids["prep"], {"val_acc": 0.6}, points=4)
     assert mark() > ended
+
+
+def test_new_since_counts_an_end_an_adoption_took_back_once(lab):
+    """A run lost, adopted and ended again counts as ended once, at its last end, for a cursor
+    before, between and after its ends."""
+    ids = lab.start(stages=["prep"])
+    lab.launch(ids["prep"])
+    lost = lab.project.store.head() + 1
+    lab.runs.record_lost(ids["prep"], actor="supervisor", why="silent")
+    lab.runs.record_adopted(ids["prep"], worker=WORKER, pid=1)
+    lab.runs.record_exit(ids["prep"], worker=WORKER, state=State.SUCCEEDED, exit_code=0,
+                         outputs={"features": {"sha256": "a" * 64, "size": 3}})
+    conn = lab.fresh().conn
+    (ended,) = conn.execute("SELECT ended_position FROM runs WHERE run_id = ?",
+                            (ids["prep"],)).fetchone()
+    assert lost < ended
+    for cursor, count in ((0, 1), (lost - 1, 1), (lost, 1), (ended - 1, 1), (ended, 0)):
+        since = dashboard_view.new_since(conn, cursor)["ended"]
+        assert since["count"] == count, cursor
+        assert [r["run_id"] for r in since["runs"]] == [ids["prep"]] * count
+    assert dashboard_view.new_since(conn, 0)["started"]["count"] == 1

@@ -19,7 +19,7 @@ from quipu.core.errors import QuipuError
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
 from quipu.projections import Views
-from quipu.projections.dashboard_view import MAX_LISTED
+from quipu.projections.dashboard_view import MAX_LISTED, new_since
 from quipu.projections.runs_view import ACTIVE_STATES, TROUBLE_OUTCOMES
 
 ACTIONS = ("start", "launch", "heartbeat", "metrics", "exit", "lost", "adopt", "cancel",
@@ -254,6 +254,15 @@ def assert_kept_lists_match_a_scan(views: Views) -> None:
         assert [r["run_id"] for r in shown] == expected[:len(shown)], name
         assert len(shown) == min(len(expected), MAX_LISTED if name == "active" else 5), name
     assert board["active"]["count"] == len(list(conn.execute(scans["active"])))
+    head = views.position()
+    for cursor in sorted({0, 1, head // 3, head // 2, head - 2, head}):
+        since = new_since(conn, cursor)
+        for key, column in (("started", "created_position"), ("ended", "ended_position"),
+                            ("finalized", "finalized_position")):
+            expected = [r for (r,) in conn.execute(
+                f"SELECT run_id FROM runs WHERE {column} > ? ORDER BY {column} DESC", (cursor,))]
+            assert since[key]["count"] == len(expected), (key, cursor)
+            assert [r["run_id"] for r in since[key]["runs"]] == expected[:MAX_LISTED]
     workspaces = [w for (w,) in conn.execute(
         "SELECT DISTINCT workspace FROM runs WHERE state = 'finalized' AND value IS NOT NULL "
         "ORDER BY workspace")]
