@@ -2,7 +2,8 @@
 a process is still the stage it was.
 
 ``RunBook`` folds run events from the log into (state, time of the latest event) per run that
-is not finalized: the same clock the ``Run`` aggregate's deadlines use. ``overdue`` names the
+is not finalized: the state with ``lifecycle.state_after``, as the ``Run`` aggregate does, and
+the same clock the aggregate's deadlines use. ``overdue`` names the
 runs whose state's deadline (``core.lifecycle``; the running deadline is the executor's
 heartbeat timeout) has passed. ``process_is_stage`` tells a live stage from a dead one or from
 an unrelated process that reused its pid, by the ``QUIPU_RUN_ID`` in its environment.
@@ -16,43 +17,14 @@ from datetime import datetime
 from pathlib import Path
 
 from quipu.core import lifecycle
-from quipu.core.events import (
-    Event,
-    MetricsRecorded,
-    ResultsSpecSaved,
-    RunAdopted,
-    RunCanceled,
-    RunClaimed,
-    RunExited,
-    RunFinalized,
-    RunHeartbeat,
-    RunLaunched,
-    RunLaunchFailed,
-    RunLost,
-    RunQueued,
-    RunRequested,
-    RunTagged,
-)
+from quipu.core.events import Event, RunFinalized, RunRequested
 from quipu.core.lifecycle import State
 
 __all__ = ["RUN_EVENT_TYPES", "BookEntry", "RunBook", "process_is_stage"]
 
-RUN_EVENT_TYPES: tuple[str, ...] = tuple(cls.TYPE for cls in (
-    RunRequested, RunQueued, RunClaimed, RunLaunched, RunHeartbeat, RunLaunchFailed, RunExited,
-    RunLost, RunAdopted, RunCanceled, RunFinalized, MetricsRecorded, ResultsSpecSaved,
-    RunTagged))
+RUN_EVENT_TYPES: tuple[str, ...] = lifecycle.RUN_EVENTS
 """Every event on a run's stream: each one restarts the run's deadline clock."""
-
-_STATE_OF: dict[type[Event], State] = {
-    RunRequested: State.REQUESTED,
-    RunQueued: State.QUEUED,
-    RunClaimed: State.LAUNCHING,
-    RunLaunched: State.RUNNING,
-    RunLaunchFailed: State.FAILED,
-    RunLost: State.LOST,
-    RunAdopted: State.RUNNING,
-    RunCanceled: State.CANCELED,
-}
+_RUN_EVENTS = frozenset(RUN_EVENT_TYPES)
 
 
 @dataclass
@@ -86,13 +58,11 @@ class RunBook:
             self.runs[run_id] = BookEntry(State.REQUESTED, event.at, tuple(event.depends_on))
             return
         entry = self.runs.get(run_id)
-        if entry is None:  # its request predates what we read; the state is still right
+        if entry is None:  # its request predates what we read; state_after still lands right
             entry = self.runs[run_id] = BookEntry(State.REQUESTED, event.at)
         entry.at = event.at
-        if isinstance(event, RunExited):
-            entry.state = State(event.state)
-        elif type(event) in _STATE_OF:
-            entry.state = _STATE_OF[type(event)]
+        if event.TYPE in _RUN_EVENTS:
+            entry.state = lifecycle.state_after(entry.state, event)
 
     def state(self, run_id: str) -> State | None:
         """The run's state per the log, None when unknown or finalized."""
@@ -106,8 +76,7 @@ class RunBook:
             return False
         for dep in entry.depends_on:
             state = self.state(dep)
-            if state is not None and not (lifecycle.is_ended(state) or lifecycle.is_final(state)
-                                          or state is State.BLOCKED):
+            if state is not None and not lifecycle.settled(state):
                 return True
         return False
 
