@@ -46,13 +46,10 @@ class RunQueries:
         for the next call); once it ended, from the stored log blob. Never changes anything.
         """
         from quipu.adapters.executors.local import read_log
-        from quipu.core import lifecycle
-        from quipu.core.lifecycle import State
 
         run = self.runs.load_run(run_id)
         state = run.current
-        ended = lifecycle.is_ended(state) or lifecycle.is_final(state) or \
-            state is State.BLOCKED
+        ended = lifecycle.settled(state)
         truncated = False
         runtime: list[str] = []
         data = b""

@@ -356,8 +356,7 @@ class Quipu(RunQueries):
         """Whether every run has ended (or was blocked), and each run's state now."""
 
         states = {r: self.runs.load_run(r).current for r in run_ids}
-        done = all(lifecycle.is_ended(s) or lifecycle.is_final(s) or s.value == "blocked"
-                   for s in states.values())
+        done = all(lifecycle.settled(s) for s in states.values())
         return done, [{"stage_run_id": r, "state": s.value,
                        "infra_outcome": lifecycle.infra_outcome(s)} for r, s in states.items()]
 

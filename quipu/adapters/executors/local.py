@@ -233,8 +233,7 @@ class LocalExecutor:
             if dep.exit is not None and dep.exit.state == State.SUCCEEDED.value and \
                     dep.current in (State.SUCCEEDED, State.FINALIZED):
                 continue
-            if lifecycle.is_ended(dep.current) or lifecycle.is_final(dep.current) or \
-                    dep.current is State.BLOCKED:
+            if lifecycle.settled(dep.current):
                 return None
             return False
         return True
@@ -391,15 +390,9 @@ class LocalExecutor:
                 shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more"
                                                   if len(changed) > 5 else "")
                 problems.append(f"the stage changed files outside outputs/: {shown}")
-        stopped = (stage.quipu_dir / "stop_requested").exists()
-        if sig is not None:
-            state = State.CRASHED
-        elif exit_code != 0:
-            state = State.FAILED
-        elif stopped:
-            state = State.STOPPED
-        else:
-            state = State.FAILED if problems else State.SUCCEEDED
+        state = lifecycle.exit_state(lifecycle.ExitStatus(
+            exit_code=exit_code, signal=sig, problems=bool(problems),
+            stop_requested=(stage.quipu_dir / "stop_requested").exists()))
         path, truncated = stage.log.finish()
         logs = None
         if path.exists():
