@@ -47,9 +47,9 @@ class RunBook:
         self.deadlines[State.RUNNING] = heartbeat_timeout
 
     def apply(self, event: Event) -> None:
-        """Fold one run event."""
+        """Fold one run event (any other event is ignored)."""
         run_id = getattr(event, "run_id", None)
-        if not isinstance(run_id, str):
+        if not isinstance(run_id, str) or event.TYPE not in _RUN_EVENTS:
             return
         if isinstance(event, RunFinalized):
             self.runs.pop(run_id, None)
@@ -58,11 +58,16 @@ class RunBook:
             self.runs[run_id] = BookEntry(State.REQUESTED, event.at, tuple(event.depends_on))
             return
         entry = self.runs.get(run_id)
-        if entry is None:  # its request predates what we read; state_after still lands right
+        if entry is None:
+            if lifecycle.trigger_for(event.TYPE, event.__dict__) is None:
+                # A tag or metrics after finalization (or of a run requested before what we
+                # read) moves nothing; taking it for a new run in flight would keep its
+                # downstream waiting on it forever.
+                return
+            # Its request predates what we read; state_after still lands in the right state.
             entry = self.runs[run_id] = BookEntry(State.REQUESTED, event.at)
         entry.at = event.at
-        if event.TYPE in _RUN_EVENTS:
-            entry.state = lifecycle.state_after(entry.state, event)
+        entry.state = lifecycle.state_after(entry.state, event)
 
     def state(self, run_id: str) -> State | None:
         """The run's state per the log, None when unknown or finalized."""
