@@ -33,10 +33,18 @@ __all__ = ["ArgumentErrors", "guarded", "internal_error", "tool_error"]
 log = logging.getLogger("quipu.mcp")
 
 
+MAX_ERROR = 2000
+"""Most characters of a refusal's message sent back (a hostile argument quoted in a message must
+not flood the agent's context window either)."""
+
+
 def _line(code: str, message: str, hint: str) -> str:
-    text = f"[{code}] {message.strip()}"
+    message = message.strip()
+    if len(message) > MAX_ERROR:
+        message = message[:MAX_ERROR] + f"… [{len(message) - MAX_ERROR} characters cut]"
+    text = f"[{code}] {message}"
     if hint:
-        text += f" Hint: {hint.strip()}"
+        text += f" Hint: {hint.strip()[:MAX_ERROR]}"
     return text
 
 

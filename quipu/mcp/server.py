@@ -17,18 +17,19 @@ fastmcp reads signatures at runtime, so the annotations must be real objects, no
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastmcp import FastMCP
 from pydantic import Field
 
+from quipu.mcp.runs import RUN_TOOL_NAMES, register_run_tools
+
 from ._errors import ArgumentErrors, guarded
-from ._runs import RUN_TOOL_NAMES, register_run_tools
+from ._logging import log_to_stderr
 
 if TYPE_CHECKING:
-    from quipu.bootstrap import Quipu
+    from quipu.app.bootstrap import Quipu
 
 __all__ = ["DEFAULT_ACTOR", "TOOL_NAMES", "build_server", "serve"]
 
@@ -324,16 +325,6 @@ def build_server(q: "Quipu") -> FastMCP:
     return mcp
 
 
-def _log_to_stderr() -> None:
-    """Send our log records to stderr: over stdio, stdout carries only the protocol."""
-    logger = logging.getLogger("quipu")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-
 def serve(project_root: Path | None = None, actor: str | None = None) -> None:
     """Open the project at (or above) ``project_root``, start its workers, serve MCP over
     stdio, and stop and close everything on exit.
@@ -341,9 +332,9 @@ def serve(project_root: Path | None = None, actor: str | None = None) -> None:
     The actor recorded on every event is ``actor``, else ``$QUIPU_ACTOR``, else ``agent:mcp``.
     Raises ``QuipuError`` (e.g. ``no_project``) if the project cannot be opened.
     """
-    from quipu.bootstrap import open_project
+    from quipu.app.bootstrap import open_project
 
-    _log_to_stderr()
+    log_to_stderr()
     who = actor or os.environ.get("QUIPU_ACTOR") or DEFAULT_ACTOR
     q = open_project(project_root, actor=who)
     try:

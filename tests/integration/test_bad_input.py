@@ -21,11 +21,12 @@ from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.slots.local import LocalSlotFiles
 from quipu.core.errors import Conflict, InvalidInput, NotFound, QuipuError, Unavailable
-from quipu.core.events import WorkspaceMounted
 from quipu.core.log import ChainBreak, decode, verify_chain
 from quipu.core.ports import EventStore, NewEvent, SlotFiles, StoredRecord
-from quipu.core.service import Service, Settings
-from quipu.core.workspace import Slot
+from quipu.core.unit_of_work import UnitOfWork
+from quipu.core.workspaces.aggregate import Slot
+from quipu.core.workspaces.events import WorkspaceMounted
+from quipu.core.workspaces.handlers import Service, Settings
 
 ACTOR = "agent-1"
 REASON = "exercise bad input handling end to end"
@@ -77,7 +78,8 @@ def open_project(root: Path, *, blobs: LocalBlobStore | None = None,
     store = store or open_sqlite_store(root / "events.db", synchronous="OFF", **sqlite)
     blobs = blobs or LocalBlobStore(root / "blobs", fsync=False)
     slots = slots or LocalSlotFiles(root / "workspaces", blobs, root / "cache")
-    service = Service(store, blobs, slots, FixedClock(), Settings(slots=("w1", "w2", "w3")))
+    service = Service(UnitOfWork(store, FixedClock()), blobs, slots,
+                      Settings(slots=("w1", "w2", "w3")))
     return Project(service, store, root)
 
 

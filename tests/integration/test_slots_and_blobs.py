@@ -16,8 +16,9 @@ from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.slots.local import LocalSlotFiles
 from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound
 from quipu.core.log import ChainBreak, verify_chain
-from quipu.core.service import Service, Settings
-from quipu.core.versions import FileEntry, Manifest
+from quipu.core.unit_of_work import UnitOfWork
+from quipu.core.workspaces.handlers import Service, Settings
+from quipu.core.workspaces.versions import FileEntry, Manifest
 
 ACTOR = "agent-1"
 REASON = "exercise slots and blobs on disk"
@@ -357,7 +358,7 @@ class FixedClock:
 def open_service(root: Path) -> Service:
     blobs = LocalBlobStore(root / "blobs")
     slots = LocalSlotFiles(root / "workspaces", blobs, root / "cache")
-    return Service(open_sqlite_store(root / "events.db"), blobs, slots, FixedClock(),
+    return Service(UnitOfWork(open_sqlite_store(root / "events.db"), FixedClock()), blobs, slots,
                    Settings(slots=("w1", "w2")))
 
 

@@ -27,13 +27,14 @@ from test_executor_helpers import (
     wait_until,
 )
 
-from quipu.bootstrap import DATA_DIR, Quipu
-from quipu.core.events import RunAdopted, RunHeartbeat, RunLost
-from quipu.core.lifecycle import State
+from quipu.app.bootstrap import DATA_DIR, Quipu
 from quipu.core.log import decode
-from quipu.core.runs import RunService
-from quipu.core.service import Service
-from quipu.core.workspace import Workspace
+from quipu.core.runs.events import RunAdopted, RunHeartbeat, RunLost
+from quipu.core.runs.handlers import RunService
+from quipu.core.runs.lifecycle import State
+from quipu.core.unit_of_work import UnitOfWork
+from quipu.core.workspaces.aggregate import Workspace
+from quipu.core.workspaces.handlers import Service
 
 HANG = """\
     import time
@@ -155,7 +156,7 @@ class TestDeadlines:
         q = make_project(tmp_path, ONE_STAGE, {"solo": HANG})
         run_id = start(q)["solo"]
         clock = MovableClock()
-        runs = RunService(Service(q.store, q.blobs, q.slots, clock), q.views)
+        runs = RunService(Service(UnitOfWork(q.store, clock), q.blobs, q.slots), q.views)
         supervisor_only = executor(q, max_parallel=0, runs=runs)
         supervisor_only.poll_once()
         assert state(q, run_id) is State.QUEUED

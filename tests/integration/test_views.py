@@ -18,8 +18,9 @@ from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.eventstore._base import RecorderEventStore
 from quipu.adapters.slots import LocalSlotFiles
-from quipu.bootstrap import init_project, open_project
-from quipu.core.service import Service, Settings
+from quipu.app.bootstrap import init_project, open_project
+from quipu.core.unit_of_work import UnitOfWork
+from quipu.core.workspaces.handlers import Service, Settings
 from quipu.projections import Views, position_at, replay_views
 from quipu.projections.views import SCHEMA
 
@@ -44,7 +45,7 @@ def store(tmp_path: Path) -> Iterator[RecorderEventStore]:
     log = open_sqlite_store(tmp_path / "events.db", synchronous="OFF")
     blobs = LocalBlobStore(tmp_path / "blobs", fsync=False)
     files = LocalSlotFiles(tmp_path / "workspaces", blobs, tmp_path / "cache")
-    service = Service(log, blobs, files, StepClock(), Settings(slots=("w1", "w2")))
+    service = Service(UnitOfWork(log, StepClock()), blobs, files, Settings(slots=("w1", "w2")))
     service.init_project("demo", "a goal for the demo", actor=ACTOR)
     service.create_workspace("a", "goal of a", REASON, actor=ACTOR)
     service.mount("a", "w1", REASON, actor=ACTOR)
@@ -237,7 +238,7 @@ def _grow(store: RecorderEventStore, tmp_path: Path) -> None:
     """Add enough workspace and thought events for a rebuild to use a second process."""
     blobs = LocalBlobStore(tmp_path / "blobs", fsync=False)
     files = LocalSlotFiles(tmp_path / "workspaces", blobs, tmp_path / "cache")
-    service = Service(store, blobs, files, StepClock(), Settings(slots=("w1", "w2")))
+    service = Service(UnitOfWork(store, StepClock()), blobs, files, Settings(slots=("w1", "w2")))
     for i in range(12):
         service.create_workspace(f"grow-{i}", "a goal to grow the log", REASON, actor=ACTOR)
         service.log_thought(f"thought number {i} about the sweep", actor=ACTOR,

@@ -27,8 +27,9 @@ from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.slots import LocalSlotFiles
 from quipu.core.errors import QuipuError
-from quipu.core.service import Service, Settings
-from quipu.core.workspace import Slot, Workspace
+from quipu.core.unit_of_work import UnitOfWork
+from quipu.core.workspaces.aggregate import Slot, Workspace
+from quipu.core.workspaces.handlers import Service, Settings
 from quipu.projections import Views, replay_views
 
 ACTOR = "agent:machine"
@@ -87,8 +88,8 @@ class ViewsMachine(RuleBasedStateMachine):
         self.store = open_sqlite_store(self.tmp / "events.db", synchronous="OFF")
         blobs = LocalBlobStore(self.tmp / "blobs", fsync=False)
         self.files = LocalSlotFiles(self.tmp / "workspaces", blobs, self.tmp / "cache")
-        self.service = Service(self.store, blobs, self.files, StepClock(),
-                               Settings(slots=SLOTS, min_reason_length=5))
+        self.service = Service(UnitOfWork(self.store, StepClock(), min_reason_length=5), blobs,
+                               self.files, Settings(slots=SLOTS))
         self.service.init_project("machine", "keep the views honest", actor=ACTOR)
         self.views = Views(self.tmp / "views.db", self.store)
         self.views.catch_up()

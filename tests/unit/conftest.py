@@ -20,7 +20,8 @@ from quipu.adapters.eventstore import open_memory_store
 from quipu.adapters.eventstore._base import RecorderEventStore
 from quipu.adapters.slots.local import LocalSlotFiles
 from quipu.core.log import Recorded, decode
-from quipu.core.service import Service, Settings
+from quipu.core.unit_of_work import UnitOfWork
+from quipu.core.workspaces.handlers import Service, Settings
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ACTOR = "agent-1"
@@ -108,7 +109,8 @@ def make_project(root: Path, blobs: LocalBlobStore | None = None) -> Project:
     store = open_memory_store()
     blobs = blobs or LocalBlobStore(root / "blobs", fsync=False)
     slots = LocalSlotFiles(root / "workspaces", blobs, root / "cache")
-    service = Service(store, blobs, slots, FixedClock(), Settings(slots=("w1", "w2", "w3")))
+    service = Service(UnitOfWork(store, FixedClock()), blobs, slots,
+                      Settings(slots=("w1", "w2", "w3")))
     return Project(service, store, blobs, slots, root)
 
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quipu.core import lifecycle
 from quipu.core.errors import Conflict, InvalidInput
-from quipu.core.events import (
-    FinalizationRequired,
+from quipu.core.messages import event_type, known_types
+from quipu.core.runs import lifecycle
+from quipu.core.runs.events import (
     RunCanceled,
     RunExited,
     RunHeartbeat,
@@ -23,10 +23,8 @@ from quipu.core.events import (
     RunQueued,
     RunRequested,
     RunTagged,
-    event_type,
-    known_types,
 )
-from quipu.core.lifecycle import (
+from quipu.core.runs.lifecycle import (
     ACTIVE_STATES,
     EVENT_TRIGGERS,
     EXIT_STATES,
@@ -50,6 +48,7 @@ from quipu.core.lifecycle import (
     state_after,
     trigger_for,
 )
+from quipu.core.workspaces.events import FinalizationRequired
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 ENDED = {State.SUCCEEDED, State.FAILED, State.CRASHED, State.LOST, State.PREEMPTED,

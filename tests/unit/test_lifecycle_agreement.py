@@ -22,14 +22,15 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from quipu.adapters.executors._supervisor import RUN_EVENT_TYPES, RunBook
-from quipu.core import lifecycle
+from quipu.core.aggregate import Meta
 from quipu.core.errors import QuipuError
-from quipu.core.events import Event, RunRequested
-from quipu.core.lifecycle import EXIT_STATES, State
-from quipu.core.run import Run
-from quipu.core.workspace import Meta
+from quipu.core.messages import Event
+from quipu.core.runs import lifecycle
+from quipu.core.runs.aggregate import Run
+from quipu.core.runs.events import RunRequested
+from quipu.core.runs.lifecycle import EXIT_STATES, State
 from quipu.projections._base import Folded
-from quipu.projections.runs import RunsView
+from quipu.projections.runs_view import RunsView
 
 RUNS = ("stage-a", "stage-b")
 WORKERS = ("w1", "w2")

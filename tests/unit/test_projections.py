@@ -16,9 +16,10 @@ import pytest
 
 from quipu.core.chain import GENESIS, link_state
 from quipu.core.errors import Conflict, InvalidInput
-from quipu.core.events import Event, ThoughtLogged, register
 from quipu.core.log import stream_id
+from quipu.core.messages import Event, register
 from quipu.core.ports import NewEvent
+from quipu.core.project.events import ThoughtLogged
 from quipu.projections import Views, position_at, replay_views
 from quipu.projections._base import fast_decode
 
@@ -442,7 +443,7 @@ class StepClock:
 
 
 def test_position_at_finds_the_head_as_it_stood_at_a_time(project):
-    project.service.clock = StepClock()
+    project.service.uow.clock = StepClock()
     project.service.init_project("demo", "goal of the demo", actor=ACTOR)  # 09:01, position 1
     project.create("a")  # 09:02
     project.create("b")  # 09:03

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from quipu.core.errors import Conflict, InvalidInput, NotFound
-from quipu.core.lifecycle import State
-from quipu.core.runs import RunService
-from quipu.core.workspace import Workspace
+from quipu.core.runs.handlers import InputPaths, RunService
+from quipu.core.runs.lifecycle import State
+from quipu.core.workspaces.aggregate import Workspace
 
 ACTOR = "agent-1"
 
@@ -102,12 +102,32 @@ class TestRun:
         assert prep.current is State.QUEUED and train.request.depends_on == [prep.name]
 
     def test_config_precedence_is_defaults_then_config_file_then_override(self, runs):
+        runs.paths = InputPaths(roots=("/data",))
         result = start(runs, stages=["train"], config_override={"epochs": 9},
                        inputs_override={"features": "/data/features.npy"})
         train = runs.load_run(ids(result)[0])
         assert train.request.config == {"lr": 0.05, "epochs": 9}
         assert train.request.inputs["features"]["kind"] == "path"
         assert train.request.inputs["features"]["via"] == "override"
+
+    def test_an_input_override_outside_the_data_roots_is_refused_and_nothing_is_written(
+            self, runs, project):
+        runs.paths = InputPaths(roots=("/data",))
+        head = project.store.head()
+        with pytest.raises(InvalidInput) as caught:
+            start(runs, stages=["train"], inputs_override={"features": "/etc/passwd"})
+        assert caught.value.code == "path_outside_roots"
+        assert "/data" in caught.value.message and "allow_any_path" in caught.value.hint
+        assert project.store.head() == head
+        # A path that only looks inside a root is judged after normalisation.
+        with pytest.raises(InvalidInput):
+            start(runs, stages=["train"], inputs_override={"features": "/data/../etc/passwd"})
+
+    def test_a_project_that_allows_any_path_takes_one(self, runs):
+        runs.paths = InputPaths(allow_any=True)
+        result = start(runs, stages=["train"], inputs_override={"features": "/etc/hosts"})
+        train = runs.load_run(ids(result)[0])
+        assert train.request.inputs["features"]["path"] == "/etc/hosts"
 
     def test_a_flat_override_for_several_stages_is_an_error_not_silently_dropped(self, runs,
                                                                                   project):

@@ -138,9 +138,9 @@ class RecorderEventStore:
                     "was written",
                 ) from exc
 
-    def load(self, stream: UUID) -> list[StoredRecord]:
-        """Every event of one stream, oldest first."""
-        rows = self._call(lambda: self._recorder.select_events(stream))
+    def load(self, stream: UUID, *, after: int = 0) -> list[StoredRecord]:
+        """The events of one stream with a version above ``after``, oldest first."""
+        rows = self._call(lambda: self._recorder.select_events(stream, gt=after or None))
         return [
             StoredRecord(0, _as_uuid(r.originator_id), r.originator_version, r.topic,
                          bytes(r.state))

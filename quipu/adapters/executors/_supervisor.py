@@ -4,7 +4,7 @@ a process is still the stage it was.
 ``RunBook`` folds run events from the log into (state, time of the latest event) per run that
 is not finalized: the state with ``lifecycle.state_after``, as the ``Run`` aggregate does, and
 the same clock the aggregate's deadlines use. ``overdue`` names the
-runs whose state's deadline (``core.lifecycle``; the running deadline is the executor's
+runs whose state's deadline (``core.runs.lifecycle``; the running deadline is the executor's
 heartbeat timeout) has passed. ``process_is_stage`` tells a live stage from a dead one or from
 an unrelated process that reused its pid, by the ``QUIPU_RUN_ID`` in its environment.
 """
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from quipu.core import lifecycle
-from quipu.core.events import Event, RunFinalized, RunRequested
-from quipu.core.lifecycle import State
+from quipu.core.messages import Event
+from quipu.core.runs import lifecycle
+from quipu.core.runs.events import RunFinalized, RunRequested
+from quipu.core.runs.lifecycle import State
 
 __all__ = ["RUN_EVENT_TYPES", "BookEntry", "RunBook", "process_is_stage"]
 

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput
 from quipu.core.ports import BlobStore
-from quipu.core.versions import FileEntry, Manifest
+from quipu.core.workspaces.versions import FileEntry, Manifest
 
 __all__ = ["DEFAULT_IGNORE", "LocalSlotFiles"]
 

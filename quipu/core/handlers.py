@@ -1,0 +1,99 @@
+"""The registry: which handler carries out each command, on one screen.
+
+Handlers are the verb-named methods of the domain services (``core.workspaces.handlers.Service``,
+``core.runs.handlers.RunService``); each loads, decides and commits through the unit of work. The
+facade builds a command and hands it to ``CommandBus.handle``. A failed command raises its typed
+error to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from quipu.core.messages import Command
+from quipu.core.project.commands import InitProject, LogThought, MarkSeen
+from quipu.core.runs.commands import (
+    CancelRun,
+    FinalizeRun,
+    RecordAdopted,
+    RecordClaim,
+    RecordDeadline,
+    RecordExit,
+    RecordHeartbeat,
+    RecordLaunch,
+    RecordLaunchFailure,
+    RecordLost,
+    RecordMetrics,
+    SaveResultsSpec,
+    StartRun,
+    TagRun,
+)
+from quipu.core.runs.handlers import RunService
+from quipu.core.workspaces.commands import (
+    CreateWorkspace,
+    DeleteWorkspace,
+    Hibernate,
+    Mount,
+    PruneVersions,
+    Rollback,
+    SaveVersion,
+    TagVersion,
+    UntagVersion,
+)
+from quipu.core.workspaces.handlers import Service
+
+__all__ = ["CommandBus", "registry"]
+
+Handler = Callable[..., Any]
+
+
+def registry(ws: Service, runs: RunService) -> Mapping[type[Command], Handler]:
+    """Every command type and the handler that carries it out."""
+    return {
+        # the project
+        InitProject: ws.init_project,
+        LogThought: ws.log_thought,
+        MarkSeen: ws.mark_seen,
+        # workspaces, slots, versions
+        CreateWorkspace: ws.create_workspace,
+        Mount: ws.mount,
+        Hibernate: ws.hibernate,
+        SaveVersion: ws.save_version,
+        Rollback: ws.rollback,
+        TagVersion: ws.tag_version,
+        UntagVersion: ws.untag_version,
+        PruneVersions: ws.prune_versions,
+        DeleteWorkspace: ws.delete_workspace,
+        # runs: the agent
+        StartRun: runs.run,
+        CancelRun: runs.cancel,
+        FinalizeRun: runs.finalize,
+        SaveResultsSpec: runs.save_results_spec,
+        TagRun: runs.tag,
+        # runs: executors and the supervisor
+        RecordClaim: runs.record_claim,
+        RecordLaunch: runs.record_launch,
+        RecordHeartbeat: runs.record_heartbeat,
+        RecordLaunchFailure: runs.record_launch_failure,
+        RecordExit: runs.record_exit,
+        RecordLost: runs.record_lost,
+        RecordAdopted: runs.record_adopted,
+        RecordDeadline: runs.record_deadline,
+        RecordMetrics: runs.record_metrics,
+    }
+
+
+class CommandBus:
+    """Hands each command to its handler."""
+
+    def __init__(self, ws: Service, runs: RunService) -> None:
+        self.handlers = registry(ws, runs)
+
+    def handle(self, command: Command) -> Any:
+        """Carry out ``command``; its handler's result, or its typed error."""
+        try:
+            handler = self.handlers[type(command)]
+        except KeyError:
+            raise TypeError(f"no handler for {type(command).__name__}") from None
+        return handler(**command.arguments())

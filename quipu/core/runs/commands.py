@@ -1,0 +1,163 @@
+"""Commands on runs: what an agent asks for, and the facts executors and the supervisor report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from quipu.core.messages import Command
+from quipu.core.runs.lifecycle import State
+
+__all__ = ["CancelRun", "FinalizeRun", "RecordAdopted", "RecordClaim", "RecordDeadline",
+           "RecordExit", "RecordHeartbeat", "RecordLaunch", "RecordLaunchFailure", "RecordLost",
+           "RecordMetrics", "SaveResultsSpec", "StartRun", "TagRun"]
+
+
+# --- the agent -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartRun(Command):
+    """Start (or with ``dry_run`` preview) stages of a workspace's pipeline."""
+
+    workspace: str
+    reason: str | Mapping[str, Any] | None
+    results_spec: Mapping[str, Any] | None
+    actor: str
+    stages: list[str] | None = None
+    config_override: Mapping[str, Any] | None = None
+    inputs_override: Mapping[str, Any] | None = None
+    experiment_group: str | None = None
+    skip_review: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelRun(Command):
+    """Cancel a run that has not ended."""
+
+    run_id: str
+    reason: str
+    actor: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalizeRun(Command):
+    """Record what an ended run means (releases the workspace's gate)."""
+
+    run_id: str
+    results: Mapping[str, Any] | None
+    actor: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaveResultsSpec(Command):
+    """Replace a run's results spec before it is finalized."""
+
+    run_id: str
+    spec: Mapping[str, Any]
+    actor: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TagRun(Command):
+    """Tag a run (``best*`` marks the reference for comparisons)."""
+
+    run_id: str
+    tag: str
+    reason: str
+    actor: str
+
+
+# --- executors and the supervisor -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordClaim(Command):
+    """An executor claims a queued run (exactly one claimant wins)."""
+
+    run_id: str
+    worker: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordLaunch(Command):
+    """The stage process started."""
+
+    run_id: str
+    worker: str
+    host: str
+    pid: int
+    run_dir: str
+    inputs: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordHeartbeat(Command):
+    """The stage is alive."""
+
+    run_id: str
+    worker: str
+    message: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordLaunchFailure(Command):
+    """The stage process could not be started."""
+
+    run_id: str
+    worker: str
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordExit(Command):
+    """The stage process ended in ``state``."""
+
+    run_id: str
+    worker: str
+    state: State
+    exit_code: int | None
+    signal: int | None = None
+    outputs: dict[str, dict[str, Any]] | None = None
+    logs: dict[str, Any] | None = None
+    problems: list[str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordLost(Command):
+    """Silence past the deadline: the run is lost."""
+
+    run_id: str
+    actor: str
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordAdopted(Command):
+    """A lost run's process was found alive."""
+
+    run_id: str
+    worker: str
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordDeadline(Command):
+    """A state's deadline passed with no news: apply the lifecycle table's deadline trigger."""
+
+    run_id: str
+    actor: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordMetrics(Command):
+    """The metric ingester's latest summaries."""
+
+    run_id: str
+    actor: str
+    series: str | None
+    points: int
+    summaries: dict[str, dict[str, Any]]
+    complete: bool
