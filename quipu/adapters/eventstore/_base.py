@@ -7,8 +7,10 @@ several writers. ``RecorderEventStore`` wraps such a recorder as Quipu's ``Event
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -20,12 +22,13 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 
-from quipu.core.chain import GENESIS, link_state, split_state
-from quipu.core.errors import Conflict, Unavailable
+from quipu.core.chain import GENESIS, link_mac, link_state, split_state, stored_state
+from quipu.core.errors import Conflict, IntegrityFailure, Unavailable
 from quipu.core.log import encode_data
 from quipu.core.ports import NewEvent, StoredRecord
 
-__all__ = ["RecorderEventStore", "Scanner", "head_hash", "link_pending", "scan_sql"]
+__all__ = ["RawAccess", "RawRow", "RecorderEventStore", "Scanner", "head_hash", "link_pending",
+           "scan_sql"]
 
 T = TypeVar("T")
 
@@ -33,11 +36,27 @@ T = TypeVar("T")
 Scanner = Callable[[int, int, "int | None", tuple[str, ...]], list[tuple[int, str, bytes]]]
 """An adapter's raw page reader: (after, limit, until, types) -> (position, type, state) rows."""
 
+RawRow = tuple[int, Any, int, str, object]
+"""(position, stream id, version, type, state) as the database returned them, unchecked."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawAccess:
+    """An adapter's own SQL readers, used instead of the recorder's where the recorder would
+    crash on a damaged row (it calls ``bytes(state)``) before Quipu can name the position."""
+
+    scanner: Scanner
+    reader: Callable[[int, int, int | None, tuple[str, ...]], list[RawRow]]
+    """(after, limit, until, types) -> raw rows in log order."""
+    loader: Callable[[UUID], list[RawRow]]
+    """stream -> that stream's raw rows in version order."""
+
 
 def scan_sql(table: str, position: str, after: int, limit: int, until: int | None,
-             types: tuple[str, ...], mark: str) -> tuple[str, list[Any]]:
+             types: tuple[str, ...], mark: str,
+             columns: str = "topic, state") -> tuple[str, list[Any]]:
     """The SELECT of one raw page (``mark`` is the driver's placeholder: ``?`` or ``%s``)."""
-    sql = f"SELECT {position}, topic, state FROM {table} WHERE {position} > {mark}"
+    sql = f"SELECT {position}, {columns} FROM {table} WHERE {position} > {mark}"
     params: list[Any] = [after]
     if until is not None:
         sql += f" AND {position} <= {mark}"
@@ -61,20 +80,52 @@ def _pending(event: NewEvent) -> StoredEvent:
     )
 
 
-def head_hash(state: bytes | None) -> str:
-    """The chain hash of the newest stored event (its state), or the genesis hash."""
-    return GENESIS if state is None else split_state(bytes(state)).hash
+def head_hash(state: bytes | None, *, key: bytes | None = None) -> str:
+    """The chain hash of the newest stored event (its state), or the genesis hash.
+
+    Called inside the write lock before linking. When the newest event carries a key MAC the
+    writer must hold the same audit key: without it (``audit_key_missing``) or with another one
+    (``audit_key_mismatch``) the append is refused, since its events would break the keyed chain.
+    """
+    if state is None:
+        return GENESIS
+    link = split_state(stored_state(0, state))
+    if link.mac is not None:
+        if key is None:
+            raise Conflict(
+                "the log is keyed (its events carry audit-key MACs) but this writer has no key",
+                code="audit_key_missing",
+                hint="set audit.key_file in quipu.yaml or QUIPU_AUDIT_KEY_FILE to the log's key "
+                "file; nothing was written",
+            )
+        if not hmac.compare_digest(link.mac, link_mac(key, link.hash)):
+            raise IntegrityFailure(
+                "the newest event's key MAC does not match this writer's audit key",
+                code="audit_key_mismatch",
+                hint="either the key file is not this log's key, or the newest event was forged "
+                "without it: run `quipu audit verify` with the key; nothing was written",
+            )
+    return link.hash
 
 
-def link_pending(prev: str, pending: Sequence[StoredEvent]) -> list[StoredEvent]:
-    """Chain pending events after ``prev``; called inside the recorder's write lock."""
+def link_pending(
+    prev: str, positions: Sequence[int], pending: Sequence[StoredEvent], *,
+    key: bytes | None = None,
+) -> list[StoredEvent]:
+    """Chain pending events after ``prev``; called inside the recorder's write lock.
+
+    ``positions`` are the global positions the events will be stored at (the adapter decides
+    them under its lock and inserts with them explicitly), so each link covers its position.
+    With ``key`` each link also carries its key MAC.
+    """
     linked = []
-    for s in pending:
+    for position, s in zip(positions, pending, strict=True):
         newline = s.state.index(b"\n")
         schema_version = int(s.state[:newline])
         stream = s.originator_id.hex if isinstance(s.originator_id, UUID) else str(s.originator_id)
         state, prev = link_state(
-            prev, stream, s.originator_version, s.topic, schema_version, s.state[newline + 1 :]
+            prev, stream, s.originator_version, s.topic, schema_version, s.state[newline + 1 :],
+            position=position, key=key,
         )
         linked.append(StoredEvent(s.originator_id, s.originator_version, s.topic, state))
     return linked
@@ -94,10 +145,10 @@ class RecorderEventStore:
         description: str,
         lock_retries: int = 5,
         retry_wait: float = 0.05,
-        scanner: Scanner | None = None,
+        raw: RawAccess | None = None,
     ) -> None:
         self._recorder = recorder
-        self._scanner = scanner
+        self._raw = raw
         self.description = description
         self._lock_retries = lock_retries
         self._retry_wait = retry_wait
@@ -140,10 +191,14 @@ class RecorderEventStore:
 
     def load(self, stream: UUID) -> list[StoredRecord]:
         """Every event of one stream, oldest first."""
+        if self._raw is not None:
+            loader = self._raw.loader
+            return [StoredRecord(0, _as_uuid(r[1]), r[2], r[3], stored_state(r[0], r[4]))
+                    for r in self._call(lambda: loader(stream))]
         rows = self._call(lambda: self._recorder.select_events(stream))
         return [
             StoredRecord(0, _as_uuid(r.originator_id), r.originator_version, r.topic,
-                         bytes(r.state))
+                         stored_state(0, r.state))
             for r in rows
         ]
 
@@ -158,6 +213,10 @@ class RecorderEventStore:
         """Up to ``limit`` events after ``after`` (and up to ``until``), in log order."""
         if until is not None and until <= after:
             return []
+        if self._raw is not None:
+            reader = self._raw.reader
+            return [StoredRecord(r[0], _as_uuid(r[1]), r[2], r[3], stored_state(r[0], r[4]))
+                    for r in self._call(lambda: reader(after, limit, until, tuple(types)))]
         rows = self._call(
             lambda: self._recorder.select_notifications(
                 after + 1, limit, stop=until, topics=tuple(types)
@@ -165,7 +224,7 @@ class RecorderEventStore:
         )
         return [
             StoredRecord(r.id, _as_uuid(r.originator_id), r.originator_version, r.topic,
-                         bytes(r.state))
+                         stored_state(r.id, r.state))
             for r in rows
         ]
 
@@ -180,11 +239,15 @@ class RecorderEventStore:
         """(position, type, state) of up to ``limit`` events after ``after``, in log order."""
         if until is not None and until <= after:
             return []
-        if self._scanner is None:
+        if self._raw is None:
             return [(r.position, r.type, r.state)
                     for r in self.read(after=after, limit=limit, until=until, types=types)]
-        scanner = self._scanner
-        return self._call(lambda: scanner(after, limit, until, tuple(types)))
+        scanner = self._raw.scanner
+        rows = self._call(lambda: scanner(after, limit, until, tuple(types)))
+        for position, _, state in rows:
+            if type(state) is not bytes:  # cheap per row; the fold would crash on anything else
+                stored_state(position, state)
+        return rows
 
     def head(self) -> int:
         """Position of the newest event (0 when empty)."""
