@@ -7,6 +7,7 @@ several writers. ``RecorderEventStore`` wraps such a recorder as Quipu's ``Event
 
 from __future__ import annotations
 
+import errno
 import hmac
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from quipu.core.log import encode_data
 from quipu.core.ports import NewEvent, StoredRecord
 
 __all__ = ["RawAccess", "RawRow", "RecorderEventStore", "Scanner", "head_hash", "link_pending",
-           "scan_sql"]
+           "scan_sql", "storage_failure"]
 
 T = TypeVar("T")
 
@@ -131,6 +132,59 @@ def link_pending(
     return linked
 
 
+# SQLite's primary result codes (the low byte of the extended code Python reports).
+_SQLITE_FULL = 13
+_SQLITE_NOT_WRITABLE = {3, 8, 14}  # PERM, READONLY, CANTOPEN
+_SQLITE_IOERR = 10
+# PostgreSQL SQLSTATEs: disk_full, read_only_sql_transaction.
+_PG_DISK_FULL = "53100"
+_PG_READ_ONLY = "25006"
+_ERRNO_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_ERRNO_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_failure(exc: BaseException, description: str, location: str) -> Unavailable | None:
+    """The typed error for a write that failed because of the storage itself, or None.
+
+    Walks the exception's causes (eventsourcing wraps the driver's error) for SQLite's result
+    code, PostgreSQL's SQLSTATE or an ``OSError``'s errno: a full disk becomes ``disk_full``, a
+    read-only or forbidden file ``log_not_writable``, an I/O error ``log_io_error``. Anything
+    else (a lock, a lost connection) is left to the caller's retry.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        sqlite_code = getattr(current, "sqlite_errorcode", None)
+        primary = sqlite_code & 0xFF if isinstance(sqlite_code, int) else None
+        sqlstate = getattr(current, "sqlstate", None)
+        number = current.errno if isinstance(current, OSError) else None
+        if primary == _SQLITE_FULL or sqlstate == _PG_DISK_FULL or number in _ERRNO_FULL:
+            return Unavailable(
+                f"the event log ({description}) could not be written: the disk is full "
+                f"({current})",
+                code="disk_full",
+                hint=f"free space on {location}; nothing was written",
+            )
+        if (primary in _SQLITE_NOT_WRITABLE or sqlstate == _PG_READ_ONLY
+                or number in _ERRNO_NOT_WRITABLE):
+            return Unavailable(
+                f"the event log ({description}) is not writable: {current}",
+                code="log_not_writable",
+                hint=f"make {location} writable by this user (is the disk mounted read-only?); "
+                "nothing was written",
+            )
+        if primary == _SQLITE_IOERR:
+            return Unavailable(
+                f"the event log ({description}) hit an I/O error: {current}",
+                code="log_io_error",
+                hint=f"check the disk holding {location} (space, health, mount); nothing was "
+                "written",
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _as_uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
@@ -146,8 +200,10 @@ class RecorderEventStore:
         lock_retries: int = 5,
         retry_wait: float = 0.05,
         raw: RawAccess | None = None,
+        location: str = "",
     ) -> None:
         self._recorder = recorder
+        self.location = location or description
         self._raw = raw
         self.description = description
         self._lock_retries = lock_retries
@@ -170,6 +226,9 @@ class RecorderEventStore:
                     hint="reload and retry the command",
                 ) from exc
             except OperationalError as exc:
+                failure = storage_failure(exc, self.description, self.location)
+                if failure is not None:
+                    raise failure from exc  # a full or read-only disk does not clear by waiting
                 attempt += 1
                 if attempt > self._lock_retries:
                     raise Unavailable(
@@ -182,6 +241,9 @@ class RecorderEventStore:
                 time.sleep(self._retry_wait * (2 ** (attempt - 1)))
             except PersistenceError as exc:
                 # Not a lock: retrying would not help and "locked" would mislead.
+                failure = storage_failure(exc, self.description, self.location)
+                if failure is not None:
+                    raise failure from exc
                 raise Unavailable(
                     f"the event log ({self.description}) refused the write: {exc}",
                     code="log_write_failed",

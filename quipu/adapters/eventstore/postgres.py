@@ -142,4 +142,5 @@ def open_postgres_store(
     return RecorderEventStore(
         recorder, description=f"postgresql {args['host']}/{args['dbname']}",
         lock_retries=lock_retries, raw=RawAccess(scanner, reader, loader),
+        location=f"the PostgreSQL server {args['host']}:{args['port']} (its data directory)",
     )

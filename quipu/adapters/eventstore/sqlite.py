@@ -19,7 +19,17 @@ from eventsourcing.sqlite import (
     SQLiteTransaction,
 )
 
-from ._base import RawAccess, RawRow, RecorderEventStore, head_hash, link_pending, scan_sql
+from quipu.core.errors import Unavailable
+
+from ._base import (
+    RawAccess,
+    RawRow,
+    RecorderEventStore,
+    head_hash,
+    link_pending,
+    scan_sql,
+    storage_failure,
+)
 
 __all__ = ["Synchronous", "open_sqlite_store"]
 
@@ -111,17 +121,19 @@ def open_sqlite_store(
     key MAC: the keyed chain.
     """
     db = str(path)
-    if db != ":memory:":
-        Path(db).parent.mkdir(parents=True, exist_ok=True)
-    datastore = SQLiteDatastore(db, lock_timeout=lock_timeout)
-    datastore.pool.close()
-    datastore.pool = _Pool(synchronous=synchronous, db_name=db, lock_timeout=lock_timeout)
-    recorder = _ChainedRecorder(datastore, key=key)
+    where = str(Path(db).resolve().parent) if db != ":memory:" else "memory"
     try:
+        if db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        datastore = SQLiteDatastore(db, lock_timeout=lock_timeout)
+        datastore.pool.close()
+        datastore.pool = _Pool(synchronous=synchronous, db_name=db, lock_timeout=lock_timeout)
+        recorder = _ChainedRecorder(datastore, key=key)
         recorder.create_table()
     except Exception as exc:  # sqlite3 errors arrive wrapped differently by version
-        from quipu.core.errors import Unavailable
-
+        failure = storage_failure(exc, f"sqlite {db}", where)
+        if failure is not None:
+            raise failure from exc
         raise Unavailable(
             f"cannot open the event log at {db}: {exc}",
             code="log_unreadable",
@@ -150,4 +162,4 @@ def open_sqlite_store(
                     "WHERE originator_id = ? ORDER BY originator_version", (stream.hex,))
 
     return RecorderEventStore(recorder, description=f"sqlite {db}", lock_retries=lock_retries,
-                              raw=RawAccess(scanner, reader, loader))
+                              raw=RawAccess(scanner, reader, loader), location=where)
