@@ -16,11 +16,19 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from quipu._run_queries import RunQueries
 from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
+from quipu.adapters.seals import AutoSealingStore, open_local_seals, read_key_file
 from quipu.adapters.slots import LocalSlotFiles
 from quipu.core import lifecycle
 from quipu.core.errors import Conflict, InvalidInput, NotFound
@@ -30,8 +38,8 @@ from quipu.core.service import Service, Settings
 from quipu.core.validation import check_name
 from quipu.projections import Views
 
-__all__ = ["CONFIG_FILE", "Config", "Quipu", "SystemClock", "find_project", "init_project",
-           "open_project", "open_store"]
+__all__ = ["CONFIG_FILE", "Config", "Quipu", "SystemClock", "audit_key", "find_project",
+           "init_project", "open_project", "open_store", "seal_paths"]
 
 CONFIG_FILE = "quipu.yaml"
 DATA_DIR = ".quipu"
@@ -56,6 +64,31 @@ class ExecutorConfig(BaseModel):
     heartbeat_timeout: float = Field(default=600.0, gt=0)
 
 
+class AutoSealConfig(BaseModel):
+    """``audit.auto_seal``: seal the log's head every N events and/or M minutes, to ``path``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every_events: int | None = Field(default=None, ge=1)
+    every_minutes: float | None = Field(default=None, gt=0)
+    path: str = f"{DATA_DIR}/seals.jsonl"
+
+    @model_validator(mode="after")
+    def _some_period(self) -> AutoSealConfig:
+        if self.every_events is None and self.every_minutes is None:
+            raise ValueError("auto_seal needs every_events or every_minutes")
+        return self
+
+
+class AuditConfig(BaseModel):
+    """``audit``: the keyed chain's key file and automatic seals (see docs/audit.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_file: str | None = None
+    auto_seal: AutoSealConfig | None = None
+
+
 class Config(BaseModel):
     """The contents of ``quipu.yaml``."""
 
@@ -67,6 +100,7 @@ class Config(BaseModel):
     reason_min_length: int = Field(default=15, ge=1)
     eventstore: EventStoreConfig = EventStoreConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    audit: AuditConfig = AuditConfig()
 
     @field_validator("slots")
     @classmethod
@@ -115,22 +149,53 @@ def load_config(root: Path) -> Config:
     except (yaml.YAMLError, ValidationError, OSError) as exc:
         raise InvalidInput(f"{path} is not a valid Quipu config: {exc}", code="invalid_config",
                            hint="fix the file; keys: name, goal, slots, reason_min_length, "
-                           "eventstore{url, synchronous}") from exc
+                           "eventstore{url, synchronous}, audit{key_file, auto_seal}") from exc
+
+
+def audit_key(root: Path, config: Config) -> bytes | None:
+    """The keyed chain's key from ``$QUIPU_AUDIT_KEY_FILE`` or ``audit.key_file``, or None."""
+    named = os.environ.get("QUIPU_AUDIT_KEY_FILE") or config.audit.key_file
+    if not named:
+        return None
+    path = Path(named).expanduser()
+    return read_key_file(path if path.is_absolute() else root / path)
+
+
+def seal_paths(root: Path, config: Config) -> list[Path]:
+    """Every seal file the project writes: the default one and the automatic seals' file."""
+    paths = [root / DATA_DIR / "seals.jsonl"]
+    if config.audit.auto_seal is not None:
+        auto = Path(config.audit.auto_seal.path).expanduser()
+        auto = auto if auto.is_absolute() else root / auto
+        if auto not in paths:
+            paths.append(auto)
+    return paths
 
 
 def open_store(root: Path, config: Config) -> EventStore:
-    """The log chosen by ``$QUIPU_EVENTSTORE_URL`` or ``eventstore.url``."""
+    """The log chosen by ``$QUIPU_EVENTSTORE_URL`` or ``eventstore.url``, keyed with the audit key
+    and sealing itself when ``audit`` says so."""
+    store = _open_log(root, config, audit_key(root, config))
+    auto = config.audit.auto_seal
+    if auto is None:
+        return store
+    return AutoSealingStore(store, open_local_seals(seal_paths(root, config)[-1]),
+                            every_events=auto.every_events, every_minutes=auto.every_minutes,
+                            clock=SystemClock().now)
+
+
+def _open_log(root: Path, config: Config, key: bytes | None) -> EventStore:
     url = os.environ.get("QUIPU_EVENTSTORE_URL") or config.eventstore.url
     if url.startswith(("postgresql://", "postgres://")):
         from quipu.adapters.eventstore.postgres import open_postgres_store
 
-        return open_postgres_store(url, table=config.eventstore.table)
+        return open_postgres_store(url, table=config.eventstore.table, key=key)
     if url == "sqlite":
         return open_sqlite_store(root / DATA_DIR / "events.db",
-                                 synchronous=config.eventstore.synchronous)
+                                 synchronous=config.eventstore.synchronous, key=key)
     if url.startswith("sqlite:///"):
         return open_sqlite_store(Path(url.removeprefix("sqlite:///")),
-                                 synchronous=config.eventstore.synchronous)
+                                 synchronous=config.eventstore.synchronous, key=key)
     raise InvalidInput(f"unknown event store {url!r}", code="invalid_eventstore_url",
                        hint="use 'sqlite' (default), sqlite:///path/events.db or "
                        "postgresql://user:pass@host/db")

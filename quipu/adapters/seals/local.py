@@ -94,6 +94,27 @@ class LocalSealKeeper:
             hint="check the path, free space and permissions, then seal again",
         )
 
+    def last(self) -> Seal | None:
+        """The newest seal in the file, read from its tail only (cheap at any length).
+
+        None when there is no file or no complete, valid last line: automatic sealing then
+        simply starts afresh rather than refusing to work.
+        """
+        try:
+            with self.path.open("rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - 4096))
+                tail = fh.read(4096)  # bounded: a device (not a file) may never end
+        except OSError:
+            return None
+        lines = [line for line in tail.split(b"\n") if line.strip()]
+        if not lines:
+            return None
+        try:
+            return self._parse(0, lines[-1].decode("utf-8"))
+        except (InvalidInput, UnicodeDecodeError):
+            return None
+
     def read_all(self) -> list[Seal]:
         """Every seal in the file, oldest first; an absent file holds no seals."""
         try:
