@@ -11,13 +11,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 
+from quipu.core.chain import stored_state
 from quipu.core.errors import InvalidInput, Unavailable
 
-from ._base import RecorderEventStore, head_hash, link_pending, scan_sql
+from ._base import RawAccess, RawRow, RecorderEventStore, head_hash, link_pending, scan_sql
 
 __all__ = ["open_postgres_store"]
 
@@ -25,20 +27,35 @@ __all__ = ["open_postgres_store"]
 class _ChainedRecorder(PostgresApplicationRecorder):
     """Links the chain after the table lock, inside the insert transaction."""
 
+    chain_key: bytes | None = None
+
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
         self._lock_table(curs)
         self._notify_channel(curs)
+        table = f'"{self.datastore.schema}"."{self.events_table_name}"'
         with curs.connection.cursor() as head_cursor:
-            head_cursor.execute(
-                f'SELECT state FROM "{self.datastore.schema}"."{self.events_table_name}" '
-                "ORDER BY notification_id DESC LIMIT 1"
-            )
+            head_cursor.execute(f"SELECT state FROM {table} ORDER BY notification_id DESC LIMIT 1")
             row = head_cursor.fetchone()
-        linked = link_pending(head_hash(bytes(row["state"]) if row else None), stored_events)
-        # Skip the parent's lock (already held) and insert the linked events.
-        super(PostgresApplicationRecorder, self)._insert_stored_events(curs, linked, **kwargs)
+            # Positions are drawn from the column's own sequence here, under the EXCLUSIVE
+            # lock, so they increase in commit order (a rolled-back draw only leaves a gap, which
+            # the log tolerates) and each link can hash the position it is stored at. They need
+            # not be consecutive: each event is linked with the one it got.
+            head_cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'notification_id')) AS id "
+                "FROM generate_series(1, %s)", (table, len(stored_events)))
+            positions = [int(r["id"]) for r in head_cursor.fetchall()]
+        prev = head_hash(stored_state(0, row["state"]) if row else None, key=self.chain_key)
+        linked = link_pending(prev, positions, stored_events, key=self.chain_key)
+        curs.execute(
+            f"INSERT INTO {table} (notification_id, originator_id, originator_version, topic, "
+            "state) SELECT * FROM unnest(%s::bigint[], %s::uuid[], %s::bigint[], %s::text[], "
+            "%s::bytea[]) RETURNING notification_id",
+            (positions, [e.originator_id for e in linked],
+             [e.originator_version for e in linked], [e.topic for e in linked],
+             [e.state for e in linked]),
+        )
 
 
 def _create_table(recorder: _ChainedRecorder, attempts: int = 5) -> None:
@@ -73,14 +90,24 @@ def parse_url(url: str) -> dict[str, Any]:
 
 
 def open_postgres_store(
-    url: str, *, schema: str = "", table: str = "quipu_events", lock_retries: int = 5
+    url: str,
+    *,
+    schema: str = "",
+    table: str = "quipu_events",
+    lock_retries: int = 5,
+    key: bytes | None = None,
 ) -> RecorderEventStore:
-    """Connect to the PostgreSQL log at ``url`` (creating its table if needed)."""
+    """Connect to the PostgreSQL log at ``url`` (creating its table if needed).
+
+    With ``key`` (the audit key, kept outside the database) every appended link carries its
+    key MAC: the keyed chain.
+    """
     args = parse_url(url)
     try:
         datastore = PostgresDatastore(**args, schema=schema, lock_timeout=5, pool_size=2,
                                       max_overflow=4)
         recorder = _ChainedRecorder(datastore, events_table_name=table)
+        recorder.chain_key = key
         _create_table(recorder)
     except Exception as exc:
         raise Unavailable(
@@ -92,13 +119,25 @@ def open_postgres_store(
         ) from exc
     qualified = f'"{datastore.schema}"."{table}"'
 
-    def scanner(after: int, limit: int, until: int | None,
-                types: tuple[str, ...]) -> list[tuple[int, str, bytes]]:
-        sql, params = scan_sql(qualified, "notification_id", after, limit, until, types, "%s")
+    def rows(sql: str, params: Sequence[Any]) -> list[Any]:
         with datastore.transaction(commit=False) as curs:
             curs.execute(sql, params)
-            return [(r["notification_id"], r["topic"], bytes(r["state"]))
-                    for r in curs.fetchall()]
+            return [tuple(r.values()) for r in curs.fetchall()]
+
+    def scanner(after: int, limit: int, until: int | None,
+                types: tuple[str, ...]) -> list[tuple[int, str, bytes]]:
+        return [(p, t, bytes(st) if isinstance(st, memoryview) else st)
+                for p, t, st in rows(*scan_sql(qualified, "notification_id", after, limit,
+                                               until, types, "%s"))]
+
+    def reader(after: int, limit: int, until: int | None, types: tuple[str, ...]) -> list[RawRow]:
+        return rows(*scan_sql(qualified, "notification_id", after, limit, until, types, "%s",
+                              columns="originator_id, originator_version, topic, state"))
+
+    def loader(stream: UUID, after: int) -> list[RawRow]:
+        return rows(f"SELECT notification_id, originator_id, originator_version, topic, state "
+                    f"FROM {qualified} WHERE originator_id = %s AND originator_version > %s "
+                    "ORDER BY originator_version", (stream, after))
 
     def tail(position: int) -> bytes | None:
         with datastore.transaction(commit=False) as curs:
@@ -109,5 +148,6 @@ def open_postgres_store(
 
     return RecorderEventStore(
         recorder, description=f"postgresql {args['host']}/{args['dbname']}",
-        lock_retries=lock_retries, scanner=scanner, tail=tail,
+        lock_retries=lock_retries, tail=tail, raw=RawAccess(scanner, reader, loader),
+        location=f"the PostgreSQL server {args['host']}:{args['port']} (its data directory)",
     )
