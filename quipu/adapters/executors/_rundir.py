@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from quipu.adapters._storage import storage_errors
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.ports import BlobStore
 from quipu.core.versions import FileEntry, Manifest
@@ -156,10 +157,33 @@ def build_run_dir(run_dir: Path, *, blobs: BlobStore, run_id: str, stage: str, w
                   inputs: Mapping[str, Mapping[str, Any]],
                   outputs: Mapping[str, Mapping[str, Any]],
                   producer: Callable[[str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Create the run directory from scratch; return the inputs given {name: {sha256, ...}}."""
+    """Create the run directory from scratch; return the inputs given {name: {sha256, ...}}.
+
+    Every file restored from the blob store is checked against its hash while it is copied. If
+    anything fails (``blob_corrupt``, a missing input, a full disk), the half-built directory
+    is removed and the error raised: a stage never starts on damaged code or inputs.
+    """
+    _remove_tree(run_dir)
+    try:
+        with storage_errors(run_dir, "building the run directory"):
+                return _build(run_dir, blobs=blobs, run_id=run_id, stage=stage,
+                          workspace=workspace, manifest_digest=manifest_digest, config=config,
+                          inputs=inputs, outputs=outputs, producer=producer)
+    except BaseException:
+        _remove_tree(run_dir)
+        raise
+
+
+def _remove_tree(run_dir: Path) -> None:
     if run_dir.exists():
         _make_writable(run_dir)
         shutil.rmtree(run_dir)
+
+
+def _build(run_dir: Path, *, blobs: BlobStore, run_id: str, stage: str, workspace: str,
+           manifest_digest: str, config: Mapping[str, Any],
+           inputs: Mapping[str, Mapping[str, Any]], outputs: Mapping[str, Mapping[str, Any]],
+           producer: Callable[[str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
     for sub in ("code", "inputs", "outputs", ".quipu"):
         (run_dir / sub).mkdir(parents=True)
     restore_manifest(blobs, Manifest.from_bytes(blobs.get_bytes(manifest_digest)),
