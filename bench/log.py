@@ -33,20 +33,19 @@ from typing import Any
 from uuid import UUID
 
 from quipu.adapters.eventstore import open_sqlite_store
-from quipu.core.events import (
-    Event,
-    ProjectInitialized,
+from quipu.core.log import stream_id
+from quipu.core.messages import Event
+from quipu.core.ports import NewEvent
+from quipu.core.project.events import ProjectInitialized, ThoughtLogged
+from quipu.core.workspaces.events import (
     SlotClaimed,
     SlotReleased,
-    ThoughtLogged,
     VersionSaved,
     VersionTagged,
     WorkspaceCreated,
     WorkspaceHibernated,
     WorkspaceMounted,
 )
-from quipu.core.log import stream_id
-from quipu.core.ports import NewEvent
 
 from ._util import (
     SCRATCH,
@@ -504,7 +503,7 @@ class Project:
 
 def build_project(root: Path, *, workspaces: int, events: int) -> Project:
     """init_project + real service commands for the workspaces, then pad through the store."""
-    from quipu.bootstrap import init_project
+    from quipu.app.bootstrap import init_project
 
     q = init_project(root, name="bench", goal="measure status latency", slots=3,
                      actor="agent:bench")
@@ -566,7 +565,7 @@ def time_calls(fn: Callable[[], object], n: int) -> list[float]:
 
 def bench_latency(*, workspaces: int, events: int, calls: int, profile: bool) -> list[Result]:
     """p50/p95 of Quipu.status() and inspect_workspace() vs raw SELECTs of the same rows."""
-    from quipu.bootstrap import open_project
+    from quipu.app.bootstrap import open_project
 
     with scratch_dir("latency-") as tmp:
         start = time.perf_counter()

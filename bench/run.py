@@ -152,7 +152,7 @@ def log(msg: str) -> None:
 
 def _project(root: Path) -> Any:
     """A project with one workspace holding the probe and the a -> b -> c pipeline."""
-    from quipu.bootstrap import init_project
+    from quipu.app.bootstrap import init_project
 
     q = init_project(root, name="bench", goal="measure what running a stage costs",
                      actor="bench:run")

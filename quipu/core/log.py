@@ -10,8 +10,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from uuid import UUID, uuid5
 
+from quipu.core.messages import Event, decode_event
+
 from .chain import GENESIS, event_hash, split_state
-from .events import Event, decode_event
 from .ports import StoredRecord
 
 __all__ = [

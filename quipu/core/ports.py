@@ -1,6 +1,6 @@
 """The ports: small Protocols for everything outside the domain.
 
-Adapters in ``quipu.adapters`` implement them; ``quipu.bootstrap`` picks which. Unit tests use
+Adapters in ``quipu.adapters`` implement them; ``quipu.app.bootstrap`` picks which. Unit tests use
 small fakes of these ports, never mocks of Quipu's own code.
 """
 
@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Protocol
 from uuid import UUID
 
-from .events import Event
+from quipu.core.messages import Event
 
 __all__ = [
     "BlobStore",
     "Clock",
     "EventStore",
+    "Executor",
     "NewEvent",
+    "RunIndex",
     "SlotFiles",
     "StoredRecord",
 ]
@@ -175,4 +177,44 @@ class Clock(Protocol):
 
     def now(self) -> datetime:
         """The current time, timezone-aware UTC."""
+        ...
+
+
+class Executor(Protocol):
+    """Runs queued stages: follows the log in the background and answers with run events.
+
+    Built by ``quipu.app.bootstrap`` from ``quipu.yaml`` (the local-process executor by default)
+    and started by ``quipu serve`` / ``quipu worker``. It claims queued runs (exactly one
+    executor wins a claim), launches them, records heartbeats, metrics, exits and outputs, and
+    applies every state's deadline (the supervisor).
+    """
+
+    def start(self) -> None:
+        """Begin following the log in a background thread."""
+        ...
+
+    def stop(self) -> None:
+        """Stop following the log and wait for the thread (stage processes keep running)."""
+        ...
+
+
+class RunIndex(Protocol):
+    """Read-side facts run commands need across runs (served by the runs view).
+
+    A command that uses one records what it chose in its event (an input's ``via`` and run id,
+    a finalized run's comparison), so replaying the log never depends on a projection.
+    """
+
+    def latest_output(self, workspace: str, stage: str, signal: str) -> str | None:
+        """The newest succeeded, not-bad run of ``stage`` that produced ``signal``."""
+        ...
+
+    def previous_finalized(self, workspace: str, stage: str, metric: str,
+                           exclude: str) -> tuple[str, float] | None:
+        """(run_id, value) of the newest finalized run of the stage with a value."""
+        ...
+
+    def best(self, workspace: str, stage: str, metric: str,
+             exclude: str) -> tuple[str, float] | None:
+        """(run_id, value) of the newest finalized run tagged ``best*``."""
         ...

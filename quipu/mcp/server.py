@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastmcp import FastMCP
 from pydantic import Field
 
+from quipu.mcp.runs import RUN_TOOL_NAMES, register_run_tools
+
 from ._errors import ArgumentErrors, guarded
-from ._runs import RUN_TOOL_NAMES, register_run_tools
 
 if TYPE_CHECKING:
-    from quipu.bootstrap import Quipu
+    from quipu.app.bootstrap import Quipu
 
 __all__ = ["DEFAULT_ACTOR", "TOOL_NAMES", "build_server", "serve"]
 
@@ -341,7 +342,7 @@ def serve(project_root: Path | None = None, actor: str | None = None) -> None:
     The actor recorded on every event is ``actor``, else ``$QUIPU_ACTOR``, else ``agent:mcp``.
     Raises ``QuipuError`` (e.g. ``no_project``) if the project cannot be opened.
     """
-    from quipu.bootstrap import open_project
+    from quipu.app.bootstrap import open_project
 
     _log_to_stderr()
     who = actor or os.environ.get("QUIPU_ACTOR") or DEFAULT_ACTOR

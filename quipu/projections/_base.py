@@ -20,8 +20,8 @@ from uuid import UUID
 import sqlite_utils
 from pydantic import TypeAdapter
 
-from quipu.core.events import Event, event_type
 from quipu.core.log import decode
+from quipu.core.messages import Event, event_type
 from quipu.core.ports import EventStore, StoredRecord
 
 __all__ = ["PAGE_SIZE", "Folded", "Indexes", "Progress", "Projection", "Runner", "chunks",

@@ -24,8 +24,31 @@ import sqlite_utils
 
 from quipu.core.errors import InvalidInput
 from quipu.core.ports import EventStore
+from quipu.projections import (
+    audit_view as audit,
+)
+from quipu.projections import (
+    dashboard_view as dashboard,
+)
+from quipu.projections import (
+    project_view as project,
+)
+from quipu.projections import (
+    runs_lookup as run_queries,
+)
+from quipu.projections import (
+    runs_view as runs,
+)
+from quipu.projections import (
+    state_md,
+)
+from quipu.projections import (
+    thoughts_view as thoughts,
+)
+from quipu.projections import (
+    workspaces_view as workspaces,
+)
 
-from . import audit, dashboard, project, run_queries, runs, state_md, thoughts, workspaces
 from ._base import PAGE_SIZE, Progress, Projection, Runner, create_indexes
 
 __all__ = ["PROJECTIONS", "REBUILD_PAGE_SIZE", "SCHEMA", "Views"]
@@ -148,7 +171,7 @@ class Views:
     another process's write lock on the file. ``reopen`` opens a second connection to the same
     log: given it, a large rebuild folds its heaviest projections in a second process.
     Queries return plain JSON-serialisable dicts in a deterministic order; they read what was
-    folded so far, so callers ``catch_up()`` first (``quipu.bootstrap.Quipu`` does).
+    folded so far, so callers ``catch_up()`` first (``quipu.app.facade.Quipu`` does).
     """
 
     def __init__(self, path: Path, store: EventStore, *, until: int | None = None,
@@ -378,7 +401,7 @@ class Views:
         """Recent actions, newest first."""
         return audit.audit_log(self.conn, limit=limit, workspace=workspace)
 
-    # --- runs: the RunIndex port of core.runs (catches up first: commands need every event) -----
+    # --- runs: the RunIndex port of core.ports (catches up first: commands need every event) -----
 
     @_locked
     def latest_output(self, workspace: str, stage: str, signal: str) -> str | None:

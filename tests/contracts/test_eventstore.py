@@ -23,9 +23,10 @@ import pytest
 from quipu.adapters.eventstore import open_memory_store, open_sqlite_store
 from quipu.adapters.eventstore._base import RecorderEventStore
 from quipu.core.errors import Conflict, Unavailable
-from quipu.core.events import ThoughtLogged, WorkspaceCreated
 from quipu.core.log import ChainBreak, decode, verify_chain
 from quipu.core.ports import NewEvent, StoredRecord
+from quipu.core.project.events import ThoughtLogged
+from quipu.core.workspaces.events import WorkspaceCreated
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -59,7 +60,7 @@ def texts(records: list[StoredRecord]) -> list[str]:
 WRITER = r"""
 import sys, time, uuid
 from datetime import UTC, datetime
-from quipu.core.events import ThoughtLogged
+from quipu.core.project.events import ThoughtLogged
 from quipu.core.ports import NewEvent
 
 kind, where, table, tag, n, start = sys.argv[1:7]

@@ -25,7 +25,7 @@ from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.adapters.slots.local import STAGING_PREFIX, LocalSlotFiles
 from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound
 from quipu.core.ports import BlobStore, SlotFiles
-from quipu.core.versions import FileEntry, Manifest
+from quipu.core.workspaces.versions import FileEntry, Manifest
 
 Tree = dict[str, tuple[str, bytes | str, int]]
 

@@ -18,7 +18,7 @@ import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
 
-from quipu.bootstrap import init_project
+from quipu.app.bootstrap import init_project
 
 ACTOR = "agent:e2e-test"
 REQUEST_TIMEOUT = 30.0

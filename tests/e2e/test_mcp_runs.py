@@ -17,7 +17,7 @@ import pytest
 from fastmcp import Client
 from toy_pipeline import SPEC, write_toy_pipeline
 
-from quipu.core.lifecycle import gate_rule
+from quipu.core.runs.lifecycle import gate_rule
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -26,9 +26,9 @@ from quipu.adapters.seals import open_local_seals
 from quipu.core.audit import Seal, make_seal, verify_log
 from quipu.core.chain import event_hash, split_state
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput
-from quipu.core.events import ThoughtLogged
 from quipu.core.log import encode_data
 from quipu.core.ports import NewEvent
+from quipu.core.project.events import ThoughtLogged
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 NOW = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)

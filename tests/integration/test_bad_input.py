@@ -21,11 +21,11 @@ from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.slots.local import LocalSlotFiles
 from quipu.core.errors import Conflict, InvalidInput, NotFound, QuipuError, Unavailable
-from quipu.core.events import WorkspaceMounted
 from quipu.core.log import ChainBreak, decode, verify_chain
 from quipu.core.ports import EventStore, NewEvent, SlotFiles, StoredRecord
-from quipu.core.service import Service, Settings
-from quipu.core.workspace import Slot
+from quipu.core.workspaces.aggregate import Slot
+from quipu.core.workspaces.events import WorkspaceMounted
+from quipu.core.workspaces.handlers import Service, Settings
 
 ACTOR = "agent-1"
 REASON = "exercise bad input handling end to end"

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from quipu.adapters.executors._rundir import build_run_dir
-from quipu.bootstrap import Quipu, init_project, open_project
+from quipu.app.bootstrap import init_project, open_project
+from quipu.app.facade import Quipu
 from quipu.core.errors import IntegrityFailure
 
 REASON = "exercise restores of damaged blobs"

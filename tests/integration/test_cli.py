@@ -13,7 +13,7 @@ import click
 import pytest
 from cli_runner import quipu
 
-from quipu.cli import main
+from quipu.cli._root import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

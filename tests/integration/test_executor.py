@@ -19,8 +19,8 @@ from test_executor_helpers import (
     start,
 )
 
-from quipu.core.lifecycle import State
 from quipu.core.log import decode
+from quipu.core.runs.lifecycle import State
 
 MAKE = """\
     import numpy as np

@@ -19,8 +19,8 @@ from test_executor_helpers import (
     wait_until,
 )
 
-from quipu.core.lifecycle import State
-from quipu.core.workspace import Workspace
+from quipu.core.runs.lifecycle import State
+from quipu.core.workspaces.aggregate import Workspace
 
 OK = "from quipu import sdk\nsdk.save_output('numbers', [1, 2])\n"
 

@@ -11,9 +11,9 @@ from textwrap import dedent
 from typing import Any
 
 from quipu.adapters.executors.local import LocalExecutor
-from quipu.bootstrap import DATA_DIR, Quipu, init_project
-from quipu.core.lifecycle import State
-from quipu.core.runs import RunService
+from quipu.app.bootstrap import DATA_DIR, Quipu, init_project
+from quipu.core.runs.handlers import RunService
+from quipu.core.runs.lifecycle import State
 
 SPEC = {
     "primary_metric": "loss", "direction": "minimize", "min_value": 1.0, "goal_value": 0.1,
@@ -88,7 +88,7 @@ def drive(ex: LocalExecutor, done: Callable[[], bool], timeout: float = 60.0) ->
 
 def ended(q: Quipu, *run_ids: str) -> Callable[[], bool]:
     """A condition: every run has ended (or is finalized)."""
-    from quipu.core import lifecycle
+    from quipu.core.runs import lifecycle
 
     def check() -> bool:
         return all(lifecycle.is_ended(q.runs.load_run(r).current)

@@ -18,10 +18,10 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from toy_pipeline import FACTS_PIPELINE, FACTS_SPEC
 
-from quipu.bootstrap import Quipu, init_project, open_project
+from quipu.app.bootstrap import Quipu, init_project, open_project
 from quipu.core.errors import InvalidInput, NotFound
-from quipu.core.lifecycle import State
-from quipu.core.runs import RunService
+from quipu.core.runs.handlers import RunService
+from quipu.core.runs.lifecycle import State
 
 ACTOR = "agent-1"
 WORKER = "worker-1"

@@ -14,7 +14,7 @@ from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.slots.local import LocalSlotFiles
 from quipu.core.log import ChainBreak, verify_chain
-from quipu.core.service import Service, Settings
+from quipu.core.workspaces.handlers import Service, Settings
 
 ACTOR = "agent-1"
 REASON = "exercise slots and blobs on disk"

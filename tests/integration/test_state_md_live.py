@@ -7,7 +7,7 @@ from pathlib import Path
 
 from toy_pipeline import SPEC, write_toy_pipeline
 
-from quipu.bootstrap import init_project
+from quipu.app.bootstrap import init_project
 
 WHY = "check that STATE.md follows the executor"
 

@@ -27,13 +27,13 @@ from test_executor_helpers import (
     wait_until,
 )
 
-from quipu.bootstrap import Quipu
-from quipu.core.events import RunAdopted, RunHeartbeat, RunLost
-from quipu.core.lifecycle import State
+from quipu.app.bootstrap import Quipu
 from quipu.core.log import decode
-from quipu.core.runs import RunService
-from quipu.core.service import Service
-from quipu.core.workspace import Workspace
+from quipu.core.runs.events import RunAdopted, RunHeartbeat, RunLost
+from quipu.core.runs.handlers import RunService
+from quipu.core.runs.lifecycle import State
+from quipu.core.workspaces.aggregate import Workspace
+from quipu.core.workspaces.handlers import Service
 
 HANG = """\
     import time

@@ -18,8 +18,8 @@ from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.eventstore._base import RecorderEventStore
 from quipu.adapters.slots import LocalSlotFiles
-from quipu.bootstrap import init_project, open_project
-from quipu.core.service import Service, Settings
+from quipu.app.bootstrap import init_project, open_project
+from quipu.core.workspaces.handlers import Service, Settings
 from quipu.projections import Views, position_at, replay_views
 from quipu.projections.views import SCHEMA
 

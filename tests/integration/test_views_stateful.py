@@ -27,8 +27,8 @@ from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.adapters.slots import LocalSlotFiles
 from quipu.core.errors import QuipuError
-from quipu.core.service import Service, Settings
-from quipu.core.workspace import Slot, Workspace
+from quipu.core.workspaces.aggregate import Slot, Workspace
+from quipu.core.workspaces.handlers import Service, Settings
 from quipu.projections import Views, replay_views
 
 ACTOR = "agent:machine"

@@ -20,7 +20,7 @@ from quipu.adapters.eventstore import open_memory_store
 from quipu.adapters.eventstore._base import RecorderEventStore
 from quipu.adapters.slots.local import LocalSlotFiles
 from quipu.core.log import Recorded, decode
-from quipu.core.service import Service, Settings
+from quipu.core.workspaces.handlers import Service, Settings
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ACTOR = "agent-1"

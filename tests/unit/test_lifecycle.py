@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quipu.core import lifecycle
 from quipu.core.errors import Conflict, InvalidInput
-from quipu.core.lifecycle import (
+from quipu.core.runs import lifecycle
+from quipu.core.runs.lifecycle import (
     STATES,
     TRANSITIONS,
     State,

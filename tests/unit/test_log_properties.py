@@ -22,9 +22,11 @@ from quipu.adapters.eventstore import open_memory_store, open_sqlite_store
 from quipu.adapters.eventstore._base import RecorderEventStore
 from quipu.core.chain import GENESIS, link_state
 from quipu.core.errors import Conflict
-from quipu.core.events import Event, ThoughtLogged, WorkspaceCreated
 from quipu.core.log import ChainBreak, decode, encode_data, verify_chain
+from quipu.core.messages import Event
 from quipu.core.ports import NewEvent, StoredRecord
+from quipu.core.project.events import ThoughtLogged
+from quipu.core.workspaces.events import WorkspaceCreated
 
 STREAMS = [uuid.UUID(int=n + 1) for n in range(4)]
 

@@ -8,7 +8,7 @@ from textwrap import dedent
 import pytest
 
 from quipu.core.errors import InvalidInput, NotFound
-from quipu.core.pipeline import (
+from quipu.core.pipelines import (
     Edge,
     Pipeline,
     config_hash,

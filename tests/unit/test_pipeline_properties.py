@@ -8,7 +8,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quipu.core.pipeline import (
+from quipu.core.pipelines import (
     SIGNAL_TYPES,
     Pipeline,
     resolve_config,

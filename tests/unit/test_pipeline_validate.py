@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from quipu.core.errors import InvalidInput
-from quipu.core.pipeline import ValidationReport, parse_pipeline, validate_pipeline
+from quipu.core.pipelines import ValidationReport, parse_pipeline, validate_pipeline
 
 DIGITS = dedent("""\
     name: digits

@@ -16,9 +16,10 @@ import pytest
 
 from quipu.core.chain import GENESIS, link_state
 from quipu.core.errors import Conflict, InvalidInput
-from quipu.core.events import Event, ThoughtLogged, register
 from quipu.core.log import stream_id
+from quipu.core.messages import Event, register
 from quipu.core.ports import NewEvent
+from quipu.core.project.events import ThoughtLogged
 from quipu.projections import Views, position_at, replay_views
 from quipu.projections._base import fast_decode
 

@@ -11,7 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from quipu.core.errors import InvalidInput
-from quipu.core.results import (
+from quipu.core.runs.results import (
     RESULTS_EXAMPLE,
     SPEC_EXAMPLE,
     FinalResults,

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from quipu.core.errors import Conflict, InvalidInput, NotFound
-from quipu.core.lifecycle import State
-from quipu.core.runs import RunService
-from quipu.core.workspace import Workspace
+from quipu.core.runs.handlers import RunService
+from quipu.core.runs.lifecycle import State
+from quipu.core.workspaces.aggregate import Workspace
 
 ACTOR = "agent-1"
 

@@ -17,8 +17,9 @@ import pytest
 from toy_pipeline import FACTS_PIPELINE, FACTS_SPEC
 
 from quipu.core.errors import Conflict
-from quipu.core.lifecycle import State
-from quipu.core.runs import RunIndex, RunService
+from quipu.core.ports import RunIndex
+from quipu.core.runs.handlers import RunService
+from quipu.core.runs.lifecycle import State
 from quipu.projections import Views
 
 ACTOR = "agent-1"

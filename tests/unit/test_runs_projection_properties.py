@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from test_runs_projection import ACTOR, NO_VALUE, PIPELINE, SPEC, WORKER, dump, results
 
 from quipu.core.errors import QuipuError
-from quipu.core.lifecycle import State
-from quipu.core.runs import RunService
+from quipu.core.runs.handlers import RunService
+from quipu.core.runs.lifecycle import State
 from quipu.projections import Views
 
 ACTIONS = ("start", "launch", "heartbeat", "metrics", "exit", "lost", "adopt", "cancel",

@@ -15,12 +15,8 @@ import pytest
 
 from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound, Unavailable
-from quipu.core.events import (
-    SlotRolledBack,
-    ThoughtLogged,
-    VersionSaved,
-    WorkspaceHibernated,
-)
+from quipu.core.project.events import ThoughtLogged
+from quipu.core.workspaces.events import SlotRolledBack, VersionSaved, WorkspaceHibernated
 
 ACTOR = "agent-1"
 REASON = "exercise the service in a unit test"

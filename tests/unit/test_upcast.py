@@ -16,9 +16,9 @@ from pathlib import Path
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.core.audit import verify_log
 from quipu.core.chain import link_state, split_state
-from quipu.core.events import ThoughtLogged
 from quipu.core.log import decode
 from quipu.core.ports import NewEvent
+from quipu.core.project.events import ThoughtLogged
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quipu.core.versions import (
+from quipu.core.workspaces.versions import (
     EMPTY_MANIFEST,
     FileEntry,
     Manifest,

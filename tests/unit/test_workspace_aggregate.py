@@ -6,8 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from quipu.core.aggregate import Meta
 from quipu.core.errors import Conflict, InvalidInput, NotFound
-from quipu.core.events import (
+from quipu.core.log import stream_id
+from quipu.core.workspaces.aggregate import Slot, Workspace
+from quipu.core.workspaces.events import (
     SlotClaimed,
     SlotReleased,
     VersionPruned,
@@ -15,8 +18,6 @@ from quipu.core.events import (
     WorkspaceCreated,
     WorkspaceMounted,
 )
-from quipu.core.log import stream_id
-from quipu.core.workspace import Meta, Slot, Workspace
 
 META = Meta(actor="agent-1", reason="exercise the aggregates", at=datetime(2024, 5, 1,
                                                                            tzinfo=UTC))
@@ -234,8 +235,9 @@ def test_a_tag_that_looks_like_a_version_number_is_refused() -> None:
     """ws@v3 must always mean version 3, so 'v3' cannot be a tag."""
     from datetime import UTC, datetime
 
+    from quipu.core.aggregate import Meta
     from quipu.core.errors import InvalidInput
-    from quipu.core.workspace import Meta, Workspace
+    from quipu.core.workspaces.aggregate import Workspace
 
     meta = Meta(actor="t", reason="a reason long enough", at=datetime(2024, 1, 1, tzinfo=UTC))
     ws = Workspace("w")

@@ -27,7 +27,7 @@ from typing import Any
 from quipu.adapters._storage import storage_errors
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.ports import BlobStore
-from quipu.core.versions import FileEntry, Manifest
+from quipu.core.workspaces.versions import FileEntry, Manifest
 from quipu.rundir import (
     CODE_DIR,
     INPUTS_DIR,

@@ -3,7 +3,7 @@ a process is still the stage it was.
 
 ``RunBook`` folds run events from the log into (state, time of the latest event) per run that
 is not finalized: the same clock the ``Run`` aggregate's deadlines use. ``overdue`` names the
-runs whose state's deadline (``core.lifecycle``; the running deadline is the executor's
+runs whose state's deadline (``core.runs.lifecycle``; the running deadline is the executor's
 heartbeat timeout) has passed. ``process_is_stage`` tells a live stage from a dead one or from
 an unrelated process that reused its pid, by the ``QUIPU_RUN_ID`` in its environment.
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from quipu.core import lifecycle
-from quipu.core.events import (
-    Event,
+from quipu.core.messages import Event
+from quipu.core.runs import lifecycle
+from quipu.core.runs.events import (
     MetricsRecorded,
     ResultsSpecSaved,
     RunAdopted,
@@ -33,7 +33,7 @@ from quipu.core.events import (
     RunRequested,
     RunTagged,
 )
-from quipu.core.lifecycle import State
+from quipu.core.runs.lifecycle import State
 
 __all__ = ["RUN_EVENT_TYPES", "BookEntry", "RunBook", "process_is_stage"]
 

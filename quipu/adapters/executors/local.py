@@ -13,7 +13,7 @@ projections) and answers with events through ``RunService``:
 * ``RunCanceled`` -> SIGTERM to the stage's process group, SIGKILL after ``kill_grace``.
 
 The same loop is the supervisor: a run silent past its state's deadline gets
-``record_deadline`` (lost, canceled or finalized, per ``core.lifecycle``). On its first step it
+``record_deadline`` (lost, canceled or finalized, per ``core.runs.lifecycle``). On its first step it
 recovers runs a previous engine left behind: a live stage is watched again (adopted if it had
 been declared lost), a finished one has its exit recorded from ``.quipu/exit.json``, a vanished
 one is lost. Every step is idempotent: the ``Run`` aggregate ignores a fact it already holds.
@@ -34,14 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quipu.core import lifecycle
 from quipu.core.errors import Conflict
-from quipu.core.events import Event, RunCanceled, RunQueued
-from quipu.core.lifecycle import State
 from quipu.core.log import decode
+from quipu.core.messages import Event
 from quipu.core.ports import BlobStore, EventStore
-from quipu.core.run import Run
-from quipu.core.runs import RunService
+from quipu.core.runs import lifecycle
+from quipu.core.runs.aggregate import Run
+from quipu.core.runs.events import RunCanceled, RunQueued
+from quipu.core.runs.handlers import RunService
+from quipu.core.runs.lifecycle import State
 from quipu.rundir import (
     CHECKPOINTS,
     ENV_INPUTS_DIR,

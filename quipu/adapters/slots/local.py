@@ -31,7 +31,7 @@ from quipu.adapters._storage import (
 )
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, QuipuError
 from quipu.core.ports import BlobStore
-from quipu.core.versions import FileEntry, Manifest
+from quipu.core.workspaces.versions import FileEntry, Manifest
 
 __all__ = ["DEFAULT_IGNORE", "STAGING_PREFIX", "LocalSlotFiles"]
 

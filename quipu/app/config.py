@@ -1,0 +1,103 @@
+"""``quipu.yaml``: what a project chooses, validated with clear errors.
+
+Every adapter is picked from here by ``quipu.app.bootstrap`` (the one composition root); the
+facade and the entry points only ever see the parsed ``Config``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from quipu.core.errors import InvalidInput, NotFound
+from quipu.core.validation import check_name
+
+__all__ = ["CONFIG_FILE", "DATA_DIR", "Config", "EventStoreConfig", "ExecutorConfig",
+           "find_project", "load_config", "write_config"]
+
+CONFIG_FILE = "quipu.yaml"
+DATA_DIR = ".quipu"
+
+
+class EventStoreConfig(BaseModel):
+    """Where the log lives: ``sqlite`` (``.quipu/events.db``) or a ``postgresql://`` URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = "sqlite"
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    table: str = "quipu_events"
+
+
+class ExecutorConfig(BaseModel):
+    """How the embedded local executor runs stages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_parallel: int = Field(default=2, ge=1, le=64)
+    heartbeat_timeout: float = Field(default=600.0, gt=0)
+
+
+class Config(BaseModel):
+    """The contents of ``quipu.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    goal: str = ""
+    slots: int | list[str] = 3
+    reason_min_length: int = Field(default=15, ge=1)
+    eventstore: EventStoreConfig = EventStoreConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+
+    @field_validator("slots")
+    @classmethod
+    def _slots_valid(cls, value: int | list[str]) -> int | list[str]:
+        if isinstance(value, int):
+            if not 1 <= value <= 64:
+                raise ValueError("slots must be between 1 and 64")
+        else:
+            for name in value:
+                check_name(name, what="slot")
+        return value
+
+    def slot_names(self) -> tuple[str, ...]:
+        """``w1..wN`` or the listed names."""
+        if isinstance(self.slots, int):
+            return tuple(f"w{i}" for i in range(1, self.slots + 1))
+        return tuple(self.slots)
+
+
+def find_project(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` (or ``$QUIPU_PROJECT``) with quipu.yaml."""
+    env = os.environ.get("QUIPU_PROJECT")
+    here = Path(env) if env and start is None else (start or Path.cwd())
+    here = here.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise NotFound(f"no {CONFIG_FILE} at or above {here}", code="no_project",
+                   hint="run `quipu init` in your project directory, or pass --project PATH")
+
+
+def load_config(root: Path) -> Config:
+    """Parse and validate ``quipu.yaml``."""
+    path = root / CONFIG_FILE
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return Config.model_validate(raw)
+    except (yaml.YAMLError, ValidationError, OSError) as exc:
+        raise InvalidInput(f"{path} is not a valid Quipu config: {exc}", code="invalid_config",
+                           hint="fix the file; keys: name, goal, slots, reason_min_length, "
+                           "eventstore{url, synchronous}") from exc
+
+
+def write_config(root: Path, config: Config) -> None:
+    """Write ``quipu.yaml``."""
+    data = config.model_dump(exclude_defaults=True)
+    data.setdefault("name", config.name)
+    (root / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,3 @@
+"""The project itself, thoughts and readers' cursors."""
+
+__all__: list[str] = []

@@ -1,0 +1,261 @@
+"""The Run aggregate: one stage execution, moved only along ``core.runs.lifecycle``'s table.
+
+Every fact about a run is an event on its own stream. The aggregate checks each step against
+the transition table (never a copy of it), and treats a re-delivered fact as a no-op, so
+executors and the supervisor can be idempotent: claiming a run twice, or recording the same exit
+twice, changes nothing the second time.
+
+Ending a run and finalizing it also touch the workspace (the finalization gate); those decisions
+return what the workspace must record, and the service appends both in one transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quipu.core.aggregate import Aggregate, Meta
+from quipu.core.errors import Conflict, InvalidInput, NotFound
+from quipu.core.messages import Event
+from quipu.core.runs import lifecycle
+from quipu.core.runs.events import (
+    MetricsRecorded,
+    ResultsSpecSaved,
+    RunAdopted,
+    RunCanceled,
+    RunClaimed,
+    RunExited,
+    RunFinalized,
+    RunHeartbeat,
+    RunLaunched,
+    RunLaunchFailed,
+    RunLost,
+    RunQueued,
+    RunRequested,
+    RunTagged,
+)
+from quipu.core.runs.lifecycle import State, Trigger
+
+__all__ = ["Run"]
+
+_EXIT_TRIGGERS = {
+    State.SUCCEEDED: Trigger.EXITED_OK,
+    State.FAILED: Trigger.EXITED_ERROR,
+    State.CRASHED: Trigger.CRASHED,
+    State.STOPPED: Trigger.STOP_REQUESTED_EXIT,
+}
+
+
+class Run(Aggregate):
+    """One stage execution."""
+
+    KIND = "run"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.request: RunRequested | None = None
+        self.state: State | None = None
+        self.entered_at: Any = None  # time of the latest event (deadlines count from it)
+        self.worker: str | None = None
+        self.pid: int | None = None
+        self.run_dir: str | None = None
+        self.launched_inputs: dict[str, dict[str, Any]] = {}
+        self.exit: RunExited | None = None
+        self.metrics: MetricsRecorded | None = None
+        self.results_spec: dict[str, Any] = {}
+        self.finalized: RunFinalized | None = None
+        self.tags: set[str] = set()
+        self.lost_why: str | None = None
+
+    # --- guards --------------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (its stream name)."""
+        return self.name
+
+    def check_exists(self) -> RunRequested:
+        """The run's request, or NotFound."""
+        if self.request is None:
+            raise NotFound(f"there is no run {self.name!r}", code="unknown_run",
+                           hint="list runs with list_history(workspace) or "
+                           "list_unfinalized_runs(workspace)")
+        return self.request
+
+    @property
+    def current(self) -> State:
+        """The run's state (it must exist)."""
+        self.check_exists()
+        assert self.state is not None
+        return self.state
+
+    def _move(self, trigger: Trigger) -> State:
+        return lifecycle.next_state(self.current, trigger)
+
+    # --- decisions -----------------------------------------------------------------------------
+
+    def requested(self, meta: Meta, request: RunRequested) -> None:
+        """Record the request (and, with no reviewer in the loop, queue it at once)."""
+        if self.request is not None:
+            raise Conflict(f"run {self.name} already exists", code="run_exists",
+                           hint="run ids are unique; this is a bug in the caller")
+        self.trigger(request)
+        self.trigger(RunQueued(**meta.fields(), run_id=self.name,
+                               review="skipped" if request.skip_review else "no reviewer"))
+
+    def claim(self, meta: Meta, worker: str) -> bool:
+        """Take a queued run for ``worker``; False if it is no longer claimable by it."""
+        if self.current is State.LAUNCHING and self.worker == worker:
+            return True  # re-delivered: already ours
+        if self.current is not State.QUEUED:
+            return False
+        self._move(Trigger.CLAIMED)
+        self.trigger(RunClaimed(**meta.fields(), run_id=self.name, worker=worker))
+        return True
+
+    def launched(self, meta: Meta, *, worker: str, host: str, pid: int, run_dir: str,
+                 inputs: dict[str, dict[str, Any]]) -> None:
+        """The process is running."""
+        if self.current is State.RUNNING and self.pid == pid:
+            return
+        self._move(Trigger.LAUNCHED)
+        self.trigger(RunLaunched(**meta.fields(), run_id=self.name, worker=worker, host=host,
+                                 pid=pid, run_dir=run_dir, inputs=inputs))
+
+    def heartbeat(self, meta: Meta, message: str | None = None) -> None:
+        """The run is alive (only meaningful while it runs)."""
+        if self.current is State.RUNNING:
+            self.trigger(RunHeartbeat(**meta.fields(), run_id=self.name, message=message))
+
+    def launch_failed(self, meta: Meta, error: str) -> bool:
+        """The process could not start; returns whether the gate is now held."""
+        if self.current is State.FAILED:
+            return False
+        self._move(Trigger.LAUNCH_FAILED)
+        self.trigger(RunLaunchFailed(**meta.fields(), run_id=self.name, error=error))
+        return True
+
+    def exited(self, meta: Meta, *, state: State, exit_code: int | None,
+               signal: int | None = None, outputs: dict[str, dict[str, Any]] | None = None,
+               logs: dict[str, Any] | None = None, problems: list[str] | None = None) -> bool:
+        """The process ended in ``state``; returns whether it now holds the gate.
+
+        A run that was already recorded as lost, canceled or ended keeps its first ending: the
+        late exit is dropped (the log already says what was known at the time).
+        """
+        if state not in _EXIT_TRIGGERS:
+            raise InvalidInput(f"{state} is not an exit state", code="invalid_exit_state",
+                               hint="use succeeded, failed, crashed or stopped")
+        if self.current is not State.RUNNING:
+            return False
+        self._move(_EXIT_TRIGGERS[state])
+        self.trigger(RunExited(**meta.fields(), run_id=self.name, state=state.value,
+                               exit_code=exit_code, signal=signal, outputs=outputs or {},
+                               logs=logs, problems=problems or []))
+        return lifecycle.blocks_finalization_gate(state)
+
+    def lost(self, meta: Meta, why: str) -> bool:
+        """Silence past the deadline: the run is lost; returns whether the gate is now held."""
+        if self.current is State.LOST:
+            return False
+        trigger = (Trigger.HEARTBEAT_LOST if self.current in (State.RUNNING, State.LAUNCHING)
+                   else Trigger.DEADLINE)
+        target = self._move(trigger)
+        if target is not State.LOST:
+            raise Conflict(f"run {self.name} in {self.current} cannot be lost",
+                           code="invalid_transition", hint="only launching/running runs")
+        self.trigger(RunLost(**meta.fields(), run_id=self.name, why=why))
+        return True
+
+    def adopted(self, meta: Meta, *, worker: str, pid: int) -> None:
+        """A lost run's process is alive after all."""
+        self._move(Trigger.ADOPTED)
+        self.trigger(RunAdopted(**meta.fields(), run_id=self.name, worker=worker, pid=pid))
+
+    def cancel(self, meta: Meta) -> State:
+        """Cancel a run that has not ended; returns the state it was in."""
+        previous = self.current
+        if previous is State.CANCELED:
+            return previous
+        if lifecycle.is_ended(previous) or lifecycle.is_final(previous):
+            raise Conflict(f"run {self.name} already ended ({previous})", code="run_ended",
+                           hint="an ended run cannot be canceled; finalize_run() it instead")
+        self._move(Trigger.CANCEL)
+        self.trigger(RunCanceled(**meta.fields(), run_id=self.name))
+        return previous
+
+    def finalize(self, meta: Meta, *, ml_outcome: str, results: dict[str, Any] | None,
+                 results_auto: dict[str, Any], comparison: dict[str, Any] | None) -> bool:
+        """Record the verdict; returns whether the run held the gate."""
+        request = self.check_exists()
+        state = self.current
+        if state is State.FINALIZED:
+            raise Conflict(f"run {self.name} is already finalized", code="already_finalized",
+                           hint="inspect_record() shows its results; tag it to mark it")
+        if not (lifecycle.is_ended(state) or state is State.BLOCKED):
+            raise Conflict(f"run {self.name} is still {state}", code="run_not_ended",
+                           hint="wait for it (inspect_run, logs) or cancel() it first")
+        held = lifecycle.blocks_finalization_gate(state)
+        self._move(Trigger.FINALIZE)
+        self.trigger(RunFinalized(**meta.fields(), run_id=self.name, workspace=request.workspace,
+                                  stage=request.stage, ml_outcome=ml_outcome, results=results,
+                                  results_auto=results_auto, comparison=comparison))
+        return held
+
+    def save_results_spec(self, meta: Meta, spec: dict[str, Any]) -> None:
+        """Replace the results spec before finalization."""
+        if self.current is State.FINALIZED:
+            raise Conflict(f"run {self.name} is finalized", code="already_finalized",
+                           hint="the spec of a finalized run is part of its record")
+        self.trigger(ResultsSpecSaved(**meta.fields(), run_id=self.name, spec=spec))
+
+    def record_metrics(self, meta: Meta, *, series: str | None, points: int,
+                       summaries: dict[str, dict[str, Any]], complete: bool) -> None:
+        """Record the latest metric summaries (skipped when nothing changed)."""
+        self.check_exists()
+        if (self.metrics is not None and self.metrics.points == points
+                and self.metrics.complete == complete and self.metrics.series == series):
+            return
+        self.trigger(MetricsRecorded(**meta.fields(), run_id=self.name, series=series,
+                                     points=points, summaries=summaries, complete=complete))
+
+    def tag(self, meta: Meta, tag: str) -> None:
+        """Tag the run."""
+        request = self.check_exists()
+        if tag not in self.tags:
+            self.trigger(RunTagged(**meta.fields(), run_id=self.name,
+                                   workspace=request.workspace, tag=tag))
+
+    # --- folding -------------------------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        """Fold one event of the run's stream."""
+        self.entered_at = event.at
+        if isinstance(event, RunRequested):
+            self.request, self.state = event, State.REQUESTED
+            self.results_spec = dict(event.results_spec)
+        elif isinstance(event, RunQueued):
+            self.state = State.QUEUED
+        elif isinstance(event, RunClaimed):
+            self.state, self.worker = State.LAUNCHING, event.worker
+        elif isinstance(event, RunLaunched):
+            self.state, self.pid, self.run_dir = State.RUNNING, event.pid, event.run_dir
+            self.worker, self.launched_inputs = event.worker, event.inputs
+        elif isinstance(event, RunLaunchFailed):
+            self.state = State.FAILED
+        elif isinstance(event, RunExited):
+            self.state, self.exit = State(event.state), event
+        elif isinstance(event, RunLost):
+            self.state, self.lost_why = State.LOST, event.why
+        elif isinstance(event, RunAdopted):
+            self.state, self.pid, self.worker = State.RUNNING, event.pid, event.worker
+        elif isinstance(event, RunCanceled):
+            self.state = State.CANCELED
+        elif isinstance(event, RunFinalized):
+            self.state, self.finalized = State.FINALIZED, event
+        elif isinstance(event, MetricsRecorded):
+            self.metrics = event
+        elif isinstance(event, ResultsSpecSaved):
+            self.results_spec = dict(event.spec)
+        elif isinstance(event, RunTagged):
+            self.tags.add(event.tag)
+        # RunHeartbeat only moves entered_at (the deadline clock).

@@ -1,0 +1,186 @@
+"""Run events: each lives on the run's own stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quipu.core.messages import Event, register
+
+__all__ = [
+    "MetricsRecorded",
+    "ResultsSpecSaved",
+    "RunAdopted",
+    "RunCanceled",
+    "RunClaimed",
+    "RunExited",
+    "RunFinalized",
+    "RunHeartbeat",
+    "RunLaunchFailed",
+    "RunLaunched",
+    "RunLost",
+    "RunQueued",
+    "RunRequested",
+    "RunTagged",
+]
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+@register("RunRequested")
+class RunRequested(Event):
+    """One stage execution was asked for, bound to a version, a config and its inputs.
+
+    ``inputs`` maps each input to how it was resolved: ``{"kind": "upstream", "run_id", "signal"}``
+    (a stage of the same pipeline run, fixed when it launches), ``{"kind": "run", ...}`` (an
+    earlier run's output), ``{"kind": "source", "name"}`` or ``{"kind": "path", "path"}``;
+    ``via`` says which rule chose it.
+    """
+
+    run_id: str
+    pipeline_run_id: str
+    workspace: str
+    stage: str
+    version: int
+    manifest: str
+    entrypoint: str
+    config: dict[str, Any]
+    config_hash: str
+    inputs: dict[str, dict[str, Any]]
+    outputs: dict[str, dict[str, Any]]
+    depends_on: list[str]
+    results_spec: dict[str, Any]
+    detail: dict[str, str]
+    experiment_group: str | None = None
+    skip_review: bool = False
+
+
+@register("RunQueued")
+class RunQueued(Event):
+    """The run may execute (review approved, skipped, or timed out open)."""
+
+    run_id: str
+    review: str
+
+
+@register("RunClaimed")
+class RunClaimed(Event):
+    """An executor took the run (optimistic concurrency makes exactly one win)."""
+
+    run_id: str
+    worker: str
+
+
+@register("RunLaunched")
+class RunLaunched(Event):
+    """The stage process started; ``inputs`` are the exact bytes it was given (sha256, size)."""
+
+    run_id: str
+    worker: str
+    host: str
+    pid: int
+    run_dir: str
+    inputs: dict[str, dict[str, Any]]
+
+
+@register("RunHeartbeat")
+class RunHeartbeat(Event):
+    """The executor saw the run alive (throttled; silence past the deadline means lost)."""
+
+    run_id: str
+    message: str | None = None
+
+
+@register("RunLaunchFailed")
+class RunLaunchFailed(Event):
+    """The stage could not be started."""
+
+    run_id: str
+    error: str
+
+
+@register("RunExited")
+class RunExited(Event):
+    """The stage process ended; ``state`` is succeeded, failed, crashed or stopped.
+
+    ``outputs`` maps each output to {sha256, size, kind, stats}; ``logs`` is the captured output
+    {sha256, size, truncated}; ``problems`` says why an exit-0 run still failed (missing or empty
+    declared outputs, writes outside ``outputs/``).
+    """
+
+    run_id: str
+    state: str
+    exit_code: int | None
+    signal: int | None = None
+    outputs: dict[str, dict[str, Any]] = {}
+    logs: dict[str, Any] | None = None
+    problems: list[str] = []
+
+
+@register("RunLost")
+class RunLost(Event):
+    """The engine stopped hearing from the run (no heartbeat, or no process after a restart)."""
+
+    run_id: str
+    why: str
+
+
+@register("RunAdopted")
+class RunAdopted(Event):
+    """A run thought lost was found alive and is watched again."""
+
+    run_id: str
+    worker: str
+    pid: int
+
+
+@register("RunCanceled")
+class RunCanceled(Event):
+    """The run was canceled (by the agent, or by a deadline before it ran)."""
+
+    run_id: str
+
+
+@register("MetricsRecorded")
+class MetricsRecorded(Event):
+    """A run's metric series so far: a Parquet blob plus per-metric summaries.
+
+    ``summaries`` maps name -> {min, max, last, count, trend, last_step}; ``complete`` is true
+    for the final ingestion after the run ended.
+    """
+
+    run_id: str
+    series: str | None
+    points: int
+    summaries: dict[str, dict[str, Any]]
+    complete: bool
+
+
+@register("RunFinalized")
+class RunFinalized(Event):
+    """The agent said what the run means (``results`` is None for a run with nothing to judge)."""
+
+    run_id: str
+    workspace: str
+    stage: str
+    ml_outcome: str
+    results: dict[str, Any] | None
+    results_auto: dict[str, Any]
+    comparison: dict[str, Any] | None
+
+
+@register("ResultsSpecSaved")
+class ResultsSpecSaved(Event):
+    """A run's results_spec was replaced (before finalization)."""
+
+    run_id: str
+    spec: dict[str, Any]
+
+
+@register("RunTagged")
+class RunTagged(Event):
+    """A run was tagged (``best*`` tags mark the reference for comparisons)."""
+
+    run_id: str
+    workspace: str
+    tag: str

@@ -1,0 +1,579 @@
+"""Run commands: start a pipeline run, record what executors observe, finalize, cancel.
+
+``RunService`` sits beside the workspace ``Service`` and shares its unit of work. Starting a run
+saves the slot as a version, resolves every stage's config and inputs, checks the finalization
+gate and appends the workspace's ``PipelineRunStarted`` with each stage run's ``RunRequested``
+in ONE transaction. Executors and the supervisor report facts through the ``record_*`` commands;
+a run that ends holds the workspace's gate in the same transaction that records its end.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from quipu.core.aggregate import Meta
+from quipu.core.errors import Conflict, InvalidInput, NotFound
+from quipu.core.pipelines import (
+    Pipeline,
+    Signal,
+    config_hash,
+    resolve_config,
+    split_override,
+    stage_order,
+    validate_pipeline,
+)
+from quipu.core.ports import RunIndex
+from quipu.core.runs import lifecycle
+from quipu.core.runs.aggregate import Run
+from quipu.core.runs.events import RunRequested
+from quipu.core.runs.lifecycle import State
+from quipu.core.runs.results import (
+    ResultsSpec,
+    auto_results,
+    compare,
+    parse_final_results,
+    parse_results_spec,
+)
+from quipu.core.validation import check_name, check_reason
+from quipu.core.workspaces.aggregate import Workspace
+from quipu.core.workspaces.handlers import Service
+from quipu.core.workspaces.versions import Manifest
+
+__all__ = ["RunService", "parse_detail"]
+
+DETAIL_KEYS = ("description", "hypothesis", "approach", "min_result", "goal")
+
+
+def parse_detail(reason: str | Mapping[str, Any] | None, minimum: int) -> dict[str, str]:
+    """A run's reason: a sentence, or {description, hypothesis, approach, min_result, goal}."""
+    if isinstance(reason, Mapping):
+        unknown = sorted(set(reason) - set(DETAIL_KEYS))
+        if unknown:
+            raise InvalidInput(f"unknown reason keys {unknown}", code="invalid_reason",
+                               hint=f"a structured reason has the keys {list(DETAIL_KEYS)}")
+        description = check_reason(str(reason.get("description") or ""), minimum=minimum,
+                                   what="reason.description")
+        if len(description) > 500:
+            raise InvalidInput("reason.description is longer than 500 characters",
+                               code="invalid_reason",
+                               hint="keep the description short; put detail in hypothesis "
+                               "and approach")
+        detail = {k: str(reason[k]).strip() for k in DETAIL_KEYS[1:] if reason.get(k)}
+        return {"description": description, **detail}
+    return {"description": check_reason(reason, minimum=minimum)}
+
+
+class RunService:
+    """Commands on runs."""
+
+    def __init__(self, service: Service, index: RunIndex,
+                 new_id: Callable[[], str] | None = None) -> None:
+        self.svc = service
+        self.index = index
+        if new_id is None:
+            from uuid import uuid4
+
+            def new_id() -> str:
+                return uuid4().hex[:12]
+        self._new_id = new_id
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _meta(self, actor: str, reason: str) -> Meta:
+        return Meta(actor=actor, reason=reason, at=self.svc.clock.now())
+
+    def load_run(self, run_id: str) -> Run:
+        """The run aggregate, or NotFound."""
+        run = self.svc.load(Run, run_id)
+        run.check_exists()
+        return run
+
+    def _files(self, manifest: Manifest) -> tuple[Callable[[str], bool], Callable[[str], str]]:
+        def exists(path: str) -> bool:
+            return posixpath.normpath(path) in manifest.files
+
+        def read(path: str) -> str:
+            entry = manifest.files[posixpath.normpath(path)]
+            return self.svc.blobs.get_bytes(entry.sha256).decode("utf-8")
+
+        return exists, read
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def run(self, workspace: str, *, reason: str | Mapping[str, Any] | None,
+            results_spec: Mapping[str, Any] | None, actor: str,
+            stages: list[str] | None = None, config_override: Mapping[str, Any] | None = None,
+            inputs_override: Mapping[str, Any] | None = None,
+            experiment_group: str | None = None, skip_review: bool = False,
+            dry_run: bool = False) -> dict[str, Any]:
+        """Start (or, with ``dry_run``, preview) stages of a workspace's pipeline."""
+        minimum = self.svc.settings.min_reason_length
+        detail = parse_detail(reason, minimum)
+        spec = None
+        if not dry_run or results_spec is not None:
+            if results_spec is None:
+                raise InvalidInput(
+                    "run() needs a results_spec: what metric decides success, and the bars",
+                    code="results_spec_missing",
+                    hint="pass results_spec={primary_metric, direction, min_value, goal_value, "
+                    "dataset_split, tolerance, context}; dry_run=True previews without one")
+            spec = parse_results_spec(dict(results_spec))
+        if experiment_group is not None:
+            check_name(experiment_group, what="experiment group")
+        slot, name = self._target(workspace)
+        meta = self._meta(actor, detail["description"])
+
+        def command() -> dict[str, Any]:
+            ws = self.svc.load(Workspace, name)
+            ws.check_exists()
+            number = ws.current
+            if slot is not None and not dry_run:
+                number, _created = self.svc._save(
+                    ws, slot, meta, f"saved before run: {detail['description']}", "run")
+            elif slot is not None:
+                digest = Manifest.from_bytes(self.svc.slots.manifest(slot)).digest()
+                if number is None or ws.versions[number].manifest != digest:
+                    number = None  # preview of unsaved edits: read the slot itself
+            plan = self._plan(ws, number, slot, stages, config_override, inputs_override)
+            if dry_run:
+                return {"valid": plan["valid"], "dry_run": True, **plan["report"],
+                        "stages_to_run": plan["order"], "inputs": plan["inputs"],
+                        "configs": plan["configs"]}
+            if not plan["valid"]:
+                errors = plan["report"]["errors"]
+                codes = {p["code"] for p in errors}
+                raise InvalidInput(
+                    "the pipeline has problems: " + "; ".join(
+                        f"{p['where']}: {p['message']}" for p in errors),
+                    code=codes.pop() if len(codes) == 1 else "pipeline_invalid",
+                    hint="run(dry_run=True) or validate_config(workspace) lists every problem "
+                    "with a hint")
+            if number is None:
+                raise Conflict(f"workspace {name!r} has no saved version to run",
+                               code="nothing_to_run", hint="add files and save_version first")
+            assert spec is not None
+            prun = f"prun-{self._new_id()}"
+            run_ids = {stage: f"stage-{self._new_id()}" for stage in plan["order"]}
+            ws.start_pipeline(meta, pipeline_run_id=prun, version=number, runs=run_ids,
+                              detail=detail, experiment_group=experiment_group)
+            runs: list[Run] = []
+            manifest_digest = ws.versions[number].manifest
+            for stage in plan["order"]:
+                inputs = {}
+                depends_on = []
+                for input_name, how in plan["inputs"][stage].items():
+                    if how["kind"] == "upstream":
+                        how = {**how, "run_id": run_ids[how["stage"]]}
+                        depends_on.append(run_ids[how["stage"]])
+                    inputs[input_name] = how
+                run = Run(run_ids[stage])
+                run.requested(meta, RunRequested(
+                    **meta.fields(), run_id=run.name, pipeline_run_id=prun, workspace=name,
+                    stage=stage, version=number, manifest=manifest_digest,
+                    entrypoint=plan["entrypoints"][stage], config=plan["configs"][stage],
+                    config_hash=config_hash(plan["configs"][stage]), inputs=inputs,
+                    outputs=plan["outputs"][stage], depends_on=sorted(set(depends_on)),
+                    results_spec=spec.model_dump(mode="json"), detail=detail,
+                    experiment_group=experiment_group, skip_review=skip_review))
+                runs.append(run)
+            positions = self.svc._commit(ws, *runs)
+            return {"pipeline_run_id": prun, "workspace": name, "version": f"v{number}",
+                    "stages_queued": plan["order"],
+                    "queued": [{"stage": s, "stage_run_id": run_ids[s]} for s in plan["order"]],
+                    "warnings": plan["report"]["warnings"], "position": positions[-1]}
+
+        return self.svc._attempt(command)
+
+    def _target(self, workspace: str) -> tuple[str | None, str]:
+        """(slot or None, workspace name) for a slot or workspace argument."""
+        if workspace in self.svc.settings.slots:
+            slot, ws = self.svc._mounted(workspace)
+            return slot.name, ws.name
+        ws = self.svc.load(Workspace, check_name(workspace))
+        ws.check_exists()
+        return ws.slot, ws.name
+
+    def _sources(self, ws: Workspace, number: int | None,
+                 slot: str | None) -> tuple[Callable[[str], bool], Callable[[str], str]]:
+        if number is None and slot is not None:
+            manifest = Manifest.from_bytes(self.svc.slots.manifest(slot))
+
+            def read_slot(path: str) -> str:
+                return self.svc.slots.read_file(slot, posixpath.normpath(path)).decode("utf-8")
+
+            return (lambda p: posixpath.normpath(p) in manifest.files), read_slot
+        if number is None:
+            return (lambda _p: False), (lambda p: "")
+        manifest = Manifest.from_bytes(self.svc.blobs.get_bytes(ws.versions[number].manifest))
+        return self._files(manifest)
+
+    def _plan(self, ws: Workspace, number: int | None, slot: str | None,
+              stages: list[str] | None, config_override: Mapping[str, Any] | None,
+              inputs_override: Mapping[str, Any] | None) -> dict[str, Any]:
+        exists, read = self._sources(ws, number, slot)
+        if not exists("pipeline.yaml"):
+            raise NotFound(f"workspace {ws.name!r} has no pipeline.yaml", code="no_pipeline",
+                           hint="add pipeline.yaml at the workspace root (see docs/pipelines.md)")
+        configs = {}
+        pipeline_text = read("pipeline.yaml")
+        report = validate_pipeline(pipeline_text, config_texts={}, file_exists=exists)
+        names = [s.name for s in report.pipeline.stages] if report.pipeline else []
+        for stage in names:
+            path = f"configs/{stage}.yaml"
+            if exists(path):
+                configs[stage] = read(path)
+        report = validate_pipeline(pipeline_text, config_texts=configs, file_exists=exists,
+                                   stages=stages, override=config_override)
+        out: dict[str, Any] = {"valid": report.valid, "order": [], "inputs": {}, "configs": {},
+                               "entrypoints": {}, "outputs": {},
+                               "report": {"errors": [p.model_dump() for p in report.errors],
+                                          "warnings": [p.model_dump() for p in report.warnings]}}
+        if not report.valid or report.pipeline is None:
+            return out
+        pipeline = report.pipeline
+        order = stage_order(pipeline, stages)
+        overrides = split_override(dict(config_override or {}), order)
+        input_overrides = split_override(dict(inputs_override or {}), order)
+        out["order"] = order
+        for stage in order:
+            spec = pipeline.stage(stage)
+            out["configs"][stage] = resolve_config(stage, pipeline, configs,
+                                                   overrides.get(stage))
+            out["entrypoints"][stage] = spec.entrypoint or f"modules/{stage}.py"
+            out["outputs"][stage] = {n: _signal_doc(s) for n, s in spec.outputs.items()}
+            out["inputs"][stage] = {
+                n: self._resolve(ws.name, pipeline, stage, n, s, order,
+                                 input_overrides.get(stage, {}))
+                for n, s in spec.inputs.items()}
+        return out
+
+    def _resolve(self, workspace: str, pipeline: Pipeline, stage: str, name: str, signal: Signal,
+                 order: list[str], overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """Where one input comes from: override -> same pipeline run -> newest good run ->
+        registered source. The rule that chose it is recorded as ``via``."""
+        doc = _signal_doc(signal)
+        if name in overrides:
+            return {**doc, **self._override(overrides[name], signal.signal or name),
+                    "via": "override"}
+        if signal.from_stage is not None:
+            wanted = signal.signal or name
+            if signal.from_stage in order:
+                return {**doc, "kind": "upstream", "stage": signal.from_stage, "signal": wanted,
+                        "via": "same pipeline run"}
+            found = self.index.latest_output(workspace, signal.from_stage, wanted)
+            if found is not None:
+                return {**doc, "kind": "run", "run_id": found, "signal": wanted,
+                        "via": "newest succeeded run"}
+            raise NotFound(
+                f"input {stage}.{name} needs {signal.from_stage}.{wanted}, and no succeeded run "
+                f"of {signal.from_stage} produced it", code="input_unresolved",
+                hint=f"run {signal.from_stage} too (stages=[{signal.from_stage!r}, {stage!r}]), "
+                "or pass inputs_override")
+        if signal.dataset is not None:
+            raise NotFound(
+                f"input {stage}.{name} reads dataset {signal.dataset!r}, but no source registry "
+                "is available yet", code="source_unresolved",
+                hint="pass inputs_override={input: '/absolute/path'} for now")
+        raise InvalidInput(f"input {stage}.{name} has no from_stage or dataset",
+                           code="input_unbound", hint="declare where it comes from, or pass "
+                           "inputs_override")
+
+    def _override(self, ref: Any, signal: str) -> dict[str, Any]:
+        if isinstance(ref, Mapping) and "run_id" in ref:
+            run = self.load_run(str(ref["run_id"]))
+            return {"kind": "run", "run_id": run.name, "signal": str(ref.get("signal", signal))}
+        if isinstance(ref, str) and ref.startswith("stage-"):
+            return {"kind": "run", "run_id": self.load_run(ref).name, "signal": signal}
+        if isinstance(ref, str) and ref.startswith("/"):
+            return {"kind": "path", "path": ref}
+        raise InvalidInput(f"cannot resolve input override {ref!r}", code="invalid_override",
+                           hint="use a run id (stage-...), {run_id, signal}, or an absolute path")
+
+    # --- facts from executors and the supervisor ----------------------------------------------
+
+    def _end(self, run: Run, meta: Meta, holds: bool) -> list[int]:
+        """Append a run's ending with its workspace's gate and cancel what waited on it."""
+        request = run.check_exists()
+        ws = self.svc.load(Workspace, request.workspace)
+        if holds:
+            ws.hold_gate(meta, run.name, request.stage, run.current.value)
+        others: list[Run] = []
+        if run.current is not State.SUCCEEDED:
+            others = self._cascade(run, meta)
+        return self.svc._commit(run, ws, *others)
+
+    def _cascade(self, upstream: Run, meta: Meta) -> list[Run]:
+        """Runs of the same pipeline run that wait on a run that did not succeed: canceled.
+
+        Transitively: a run canceled here cancels what waits on it in turn, so no stage of the
+        pipeline run is left queued behind one that will never run.
+        """
+        request = upstream.check_exists()
+        ws = self.svc.load(Workspace, request.workspace)
+        waiting = [self.svc.load(Run, run_id)
+                   for run_id in ws_pipeline_runs(self.svc, ws.name, request.pipeline_run_id)
+                   if run_id != upstream.name]
+        canceled: list[Run] = []
+        ended = [upstream]
+        while ended:
+            up = ended.pop()
+            for run in waiting:
+                if (run.request is not None and up.name in run.request.depends_on
+                        and run.state in (State.REQUESTED, State.QUEUED)):
+                    run.cancel(Meta(meta.actor, f"upstream {up.name} ended "
+                                    f"{up.current.value}; nothing to run on", meta.at))
+                    canceled.append(run)
+                    ended.append(run)
+        return canceled
+
+    def record_claim(self, run_id: str, worker: str) -> bool:
+        """An executor claims a queued run; exactly one claimant wins."""
+        def command() -> bool:
+            run = self.load_run(run_id)
+            ok = run.claim(self._meta(worker, f"{worker} claims the queued run"), worker)
+            if ok and run.pending:
+                self.svc._commit(run)
+            return ok
+
+        try:
+            return self.svc._attempt(command)
+        except Conflict as exc:
+            if exc.code == "concurrency_conflict":
+                return False
+            raise
+
+    def record_launch(self, run_id: str, *, worker: str, host: str, pid: int, run_dir: str,
+                      inputs: dict[str, dict[str, Any]]) -> None:
+        """The stage process started."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            run.launched(self._meta(worker, f"stage process {pid} started on {host}"),
+                         worker=worker, host=host, pid=pid, run_dir=run_dir, inputs=inputs)
+            if run.pending:
+                self.svc._commit(run)
+
+        self.svc._attempt(command)
+
+    def record_heartbeat(self, run_id: str, *, worker: str, message: str | None = None) -> None:
+        """The run is alive."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            run.heartbeat(self._meta(worker, "the stage process is alive"), message)
+            if run.pending:
+                self.svc._commit(run)
+
+        self.svc._attempt(command)
+
+    def record_launch_failure(self, run_id: str, *, worker: str, error: str) -> None:
+        """The process could not be started."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            meta = self._meta(worker, f"the stage could not start: {error}"[:500])
+            holds = run.launch_failed(meta, error)
+            if run.pending:
+                self._end(run, meta, holds)
+
+        self.svc._attempt(command)
+
+    def record_exit(self, run_id: str, *, worker: str, state: State, exit_code: int | None,
+                    signal: int | None = None, outputs: dict[str, dict[str, Any]] | None = None,
+                    logs: dict[str, Any] | None = None,
+                    problems: list[str] | None = None) -> None:
+        """The process ended."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            why = f"the stage process ended: {state.value}, exit code {exit_code}"
+            if problems:
+                why += f" ({'; '.join(problems)})"
+            meta = self._meta(worker, why[:1000])
+            holds = run.exited(meta, state=state, exit_code=exit_code, signal=signal,
+                               outputs=outputs, logs=logs, problems=problems)
+            if run.pending:
+                self._end(run, meta, holds)
+
+        self.svc._attempt(command)
+
+    def record_lost(self, run_id: str, *, actor: str, why: str) -> None:
+        """Silence past the deadline."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            meta = self._meta(actor, f"no sign of life: {why}")
+            holds = run.lost(meta, why)
+            if run.pending:
+                self._end(run, meta, holds)
+
+        self.svc._attempt(command)
+
+    def record_adopted(self, run_id: str, *, worker: str, pid: int) -> None:
+        """A lost run's process was found alive."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            meta = self._meta(worker, f"process {pid} of the lost run is alive; watching it")
+            run.adopted(meta, worker=worker, pid=pid)
+            ws = self.svc.load(Workspace, run.check_exists().workspace)
+            ws.clear_gate(meta, run.name, "adopted: the run is running again")
+            self.svc._commit(run, ws)
+
+        self.svc._attempt(command)
+
+    def record_deadline(self, run_id: str, *, actor: str) -> None:
+        """A state's deadline passed with no news: apply the table's deadline trigger."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            state = run.current
+            spec = lifecycle.spec(state)
+            if spec.deadline_trigger is None:
+                return
+            target = lifecycle.next_state(state, spec.deadline_trigger)
+            meta = self._meta(actor, f"deadline of state {state.value} passed")
+            if target is State.LOST:
+                self._end(run, meta, run.lost(meta, f"deadline of {state.value} passed"))
+            elif target is State.CANCELED:
+                run.cancel(meta)
+                self._end(run, meta, False)
+            elif target is State.FINALIZED:
+                held = run.finalize(meta, ml_outcome="unknown", results=None, results_auto={},
+                                    comparison=None)
+                ws = self.svc.load(Workspace, run.check_exists().workspace)
+                if held:
+                    ws.clear_gate(meta, run.name, "no verdict before the deadline: unknown")
+                self.svc._commit(run, ws)
+            # queued-by-deadline (review fails open) needs a reviewer; none exists yet.
+
+        self.svc._attempt(command)
+
+    def record_metrics(self, run_id: str, *, actor: str, series: str | None, points: int,
+                       summaries: dict[str, dict[str, Any]], complete: bool) -> None:
+        """The metric ingester's latest summaries."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            run.record_metrics(self._meta(actor, f"{points} metric points ingested"),
+                               series=series, points=points, summaries=summaries,
+                               complete=complete)
+            if run.pending:
+                self.svc._commit(run)
+
+        self.svc._attempt(command)
+
+    # --- agent commands ------------------------------------------------------------------------
+
+    def cancel(self, run_id: str, reason: str, *, actor: str) -> dict[str, Any]:
+        """Cancel a run that has not ended (its process is ended by its executor)."""
+        meta = self.svc._meta(actor, reason)
+
+        def command() -> dict[str, Any]:
+            run = self.load_run(run_id)
+            previous = run.cancel(meta)
+            positions = self._end(run, meta, False) if run.pending else []
+            return {"run_id": run_id, "previous_state": previous.value,
+                    "state": run.current.value, "position": positions[-1] if positions else None}
+
+        return self.svc._attempt(command)
+
+    def finalize(self, run_id: str, results: Mapping[str, Any] | None, *,
+                 actor: str) -> dict[str, Any]:
+        """Record what the run means; releases the workspace's gate."""
+        def command() -> dict[str, Any]:
+            run = self.load_run(run_id)
+            request = run.check_exists()
+            state = run.current
+            spec = ResultsSpec.model_validate(run.results_spec)
+            last = {k: v["last"] for k, v in (run.metrics.summaries if run.metrics else {}).items()
+                    if isinstance(v.get("last"), (int, float))}
+            auto = auto_results(spec, last)
+            final, comparison = self._verdict(run, spec, state, results)
+            notes = final["notes"]
+            meta = self._meta(actor, notes)
+            held = run.finalize(meta, ml_outcome=final["ml_outcome"], results=final,
+                                results_auto=auto, comparison=comparison)
+            ws = self.svc.load(Workspace, request.workspace)
+            if held:
+                ws.clear_gate(meta, run.name, "finalized")
+            positions = self.svc._commit(run, ws)
+            return {"run_id": run_id, "stage": request.stage, "workspace": request.workspace,
+                    "infra_outcome": lifecycle.infra_outcome(state),
+                    "ml_outcome": final["ml_outcome"], "results_auto": auto,
+                    "comparison": comparison, "position": positions[-1]}
+
+        return self.svc._attempt(command)
+
+    def _verdict(self, run: Run, spec: ResultsSpec, state: State,
+                 results: Mapping[str, Any] | None) -> tuple[dict[str, Any],
+                                                          dict[str, Any] | None]:
+        outcome = lifecycle.infra_outcome(state)
+        data = dict(results or {})
+        logged = run.metrics is not None and spec.primary_metric in run.metrics.summaries
+        if (state in (State.SUCCEEDED, State.STOPPED) and logged) or "value" in data:
+            final = parse_final_results(data, spec=spec, infra_outcome=outcome)
+            request = run.check_exists()
+            prev = self.index.previous_finalized(request.workspace, request.stage,
+                                                 spec.primary_metric, run.name)
+            best = None
+            if spec.baseline_run:
+                base = self.load_run(spec.baseline_run)
+                value = (base.finalized.results or {}).get("value") if base.finalized else None
+                best = (base.name, float(value)) if isinstance(value, (int, float)) else None
+            if best is None:
+                best = self.index.best(request.workspace, request.stage, spec.primary_metric,
+                                       run.name)
+            comparison = compare(spec, final.value, previous=prev, best=best)
+            return final.model_dump(mode="json"), comparison.model_dump(mode="json")
+        # No value to judge (the run failed, crashed, was lost or never ran, or it is a stage
+        # that does not log the primary metric, like a preprocessing step): a verdict and notes
+        # are still required, so the record says what the agent made of it.
+        outcome_value = data.get("ml_outcome", "unknown")
+        if outcome_value not in ("success", "partial", "miss", "unknown"):
+            raise InvalidInput(f"ml_outcome {outcome_value!r} is not one of success, partial, "
+                               "miss, unknown", code="invalid_results",
+                               hint="a run that did not succeed is usually 'miss' or 'unknown'")
+        notes = check_reason(str(data.get("notes") or ""), what="results.notes")
+        return {"ml_outcome": outcome_value, "notes": notes, "value": None,
+                "infra_outcome": outcome}, None
+
+    def save_results_spec(self, run_id: str, spec: Mapping[str, Any], *,
+                          actor: str) -> dict[str, Any]:
+        """Replace a run's results spec before it is finalized."""
+        parsed = parse_results_spec(dict(spec))
+
+        def command() -> dict[str, Any]:
+            run = self.load_run(run_id)
+            run.save_results_spec(self._meta(actor, "results spec replaced by the agent"),
+                                  parsed.model_dump(mode="json"))
+            self.svc._commit(run)
+            return {"run_id": run_id, "spec": parsed.model_dump(mode="json")}
+
+        return self.svc._attempt(command)
+
+    def tag(self, run_id: str, tag: str, reason: str, *, actor: str) -> dict[str, Any]:
+        """Tag a run (``best*`` marks the reference for comparisons)."""
+        check_name(tag, what="tag")
+        meta = self.svc._meta(actor, reason)
+
+        def command() -> dict[str, Any]:
+            run = self.load_run(run_id)
+            run.tag(meta, tag)
+            if run.pending:
+                self.svc._commit(run)
+            return {"run_id": run_id, "tag": tag}
+
+        return self.svc._attempt(command)
+
+
+def ws_pipeline_runs(svc: Service, workspace: str, pipeline_run_id: str) -> list[str]:
+    """The run ids of one pipeline run, read from the workspace's stream."""
+    from quipu.core.log import decode
+    from quipu.core.workspaces.events import PipelineRunStarted
+
+    ws = Workspace(workspace)
+    for record in svc.store.load(ws.stream):
+        event = decode(record).event
+        if isinstance(event, PipelineRunStarted) and event.pipeline_run_id == pipeline_run_id:
+            return list(event.runs.values())
+    return []
+
+
+def _signal_doc(signal: Signal) -> dict[str, Any]:
+    schema = signal.schema_.model_dump(exclude_none=True) if signal.schema_ else None
+    return {"type": signal.type, "format": signal.format, "schema": schema}

@@ -1,0 +1,511 @@
+"""Command handlers: load aggregates, decide, touch the files, append atomically.
+
+Every handler follows the same shape so that an error never leaves half-written state:
+
+1. load the aggregates it needs from their streams;
+2. decide (guards raise typed errors; nothing has been touched yet);
+3. do the file work (snapshot into the blob store, restore a tree into a slot);
+4. append every event of the command in ONE transaction;
+5. if the append fails, undo the file work, then re-raise; a lost race is retried from step 1 a
+   bounded number of times.
+
+``mount`` swaps steps 3 and 4: it claims the slot in the log first and only then writes the
+files, because the slot directory is shared and the loser of a race for it must not undo (clear)
+the winner's files. If writing the files fails, it empties the slot and records it free again.
+
+Blobs written before a failed append are harmless: they are content-addressed and unreferenced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from quipu.core.aggregate import Aggregate, Meta
+from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
+from quipu.core.log import decode, stream_id
+from quipu.core.ports import BlobStore, Clock, EventStore, NewEvent, SlotFiles
+from quipu.core.project.events import CursorMoved, ProjectInitialized, ThoughtLogged
+from quipu.core.validation import MIN_REASON_LENGTH, check_name, check_reason
+from quipu.core.workspaces.aggregate import Slot, Workspace
+from quipu.core.workspaces.versions import EMPTY_MANIFEST, Manifest, diff_manifests, text_diff
+
+__all__ = ["Service", "Settings"]
+
+A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The knobs command handlers need."""
+
+    slots: tuple[str, ...] = ("w1", "w2", "w3")
+    min_reason_length: int = MIN_REASON_LENGTH
+    max_attempts: int = 5
+
+
+class Service:
+    """Handles every command. Reads go through projections, not through here."""
+
+    def __init__(self, store: EventStore, blobs: BlobStore, slots: SlotFiles, clock: Clock,
+                 settings: Settings | None = None,
+                 new_id: Callable[[], UUID] = uuid4) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.slots = slots
+        self.clock = clock
+        self.settings = settings or Settings()
+        self._new_id = new_id
+
+    # --- unit of work --------------------------------------------------------------------------
+
+    def load(self, cls: type[A], name: str) -> A:
+        """Rebuild an aggregate from its stream."""
+        agg = cls(name)
+        for record in self.store.load(agg.stream):
+            agg.replay(decode(record).event)
+        return agg
+
+    def _commit(self, *aggregates: Aggregate) -> list[int]:
+        batch: list[NewEvent] = []
+        for agg in aggregates:
+            for i, event in enumerate(agg.pending):
+                batch.append(NewEvent(agg.stream, agg.version + 1 + i, event))
+        return self.store.append(batch)
+
+    def _attempt(self, command: Callable[[], T]) -> T:
+        for attempt in range(1, self.settings.max_attempts + 1):
+            try:
+                return command()
+            except Conflict as exc:
+                if exc.code != "concurrency_conflict" or attempt == self.settings.max_attempts:
+                    if exc.code == "concurrency_conflict":
+                        raise Conflict(
+                            f"gave up after {attempt} attempts: other commands kept changing "
+                            "the same workspace or slot",
+                            code="concurrency_conflict",
+                            hint="wait for the other agent's commands to finish and retry; "
+                            "nothing was written",
+                        ) from exc
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _meta(self, actor: str, reason: str | None, *, what: str = "reason") -> Meta:
+        text = check_reason(reason, minimum=self.settings.min_reason_length, what=what)
+        return Meta(actor=actor, reason=text, at=self.clock.now())
+
+    def _slot(self, name: str) -> Slot:
+        if name not in self.settings.slots:
+            raise NotFound(f"there is no slot {name!r}", code="unknown_slot",
+                           hint=f"slots in this project: {', '.join(self.settings.slots)}")
+        return self.load(Slot, name)
+
+    def _mounted(self, slot_name: str) -> tuple[Slot, Workspace]:
+        slot = self._slot(slot_name)
+        ws = self.load(Workspace, slot.check_occupied())
+        return slot, ws
+
+    def _manifest_of(self, ws: Workspace, number: int | None) -> bytes:
+        if number is None:
+            return EMPTY_MANIFEST.to_bytes()
+        return self.blobs.get_bytes(ws.versions[number].manifest)
+
+    # --- project -------------------------------------------------------------------------------
+
+    def init_project(self, name: str, goal: str, *, actor: str) -> int:
+        """Record the project's name and goal (once)."""
+        check_name(name, what="project")
+        stream = stream_id("project", "project")
+        if self.store.load(stream):
+            raise Conflict("this project is already initialised", code="project_exists",
+                           hint="run quipu status to see it")
+        event = ProjectInitialized(actor=actor, reason=f"initialise project {name}",
+                                   at=self.clock.now(), name=name, goal=goal.strip() or name)
+        return self.store.append([NewEvent(stream, 1, event)])[0]
+
+    # --- workspaces ----------------------------------------------------------------------------
+
+    def create_workspace(self, name: str, goal: str, reason: str, *, actor: str,
+                         from_workspace: str | None = None,
+                         from_version: int | str | None = None) -> dict[str, Any]:
+        """Create a workspace, empty or forked from another workspace's version."""
+        check_name(name)
+        if name in self.settings.slots:
+            raise InvalidInput(f"{name!r} is the name of a slot", code="name_is_a_slot",
+                               hint="slot names refer to slots everywhere (diff, save_version); "
+                               "give the workspace a descriptive name such as 'baseline'")
+        meta = self._meta(actor, reason)
+        if from_version is not None and from_workspace is None:
+            raise InvalidInput("from_version needs from_workspace", code="from_version_alone",
+                               hint="pass the workspace the version belongs to as from_workspace")
+
+        def command() -> dict[str, Any]:
+            ws = self.load(Workspace, name)
+            fork = None
+            if from_workspace is not None:
+                source = self.load(Workspace, check_name(from_workspace))
+                source.check_exists()
+                number = (parse_version(from_version) if from_version is not None
+                          else source.current)
+                if number is None:
+                    raise Conflict(f"workspace {from_workspace!r} has no versions to fork from",
+                                   code="nothing_to_fork",
+                                   hint="save_version in its slot first, or create an empty "
+                                   "workspace")
+                fork = (from_workspace, source.check_version(number))
+            ws.create(meta, goal, fork=fork)
+            positions = self._commit(ws)
+            return {"workspace": name, "forked_from": (f"{fork[0]}@v{fork[1].number}"
+                                                       if fork else None),
+                    "version": _label(ws.current), "position": positions[-1]}
+
+        return self._attempt(command)
+
+    def mount(self, workspace: str, slot: str, reason: str, *, actor: str) -> dict[str, Any]:
+        """Copy a workspace's current version into a free slot."""
+        meta = self._meta(actor, reason)
+
+        def command() -> dict[str, Any]:
+            ws = self.load(Workspace, check_name(workspace))
+            s = self._slot(slot)
+            ws.mount(meta, s)
+            if not self.slots.is_empty(slot):
+                raise Conflict(
+                    f"slot {slot} is free but still holds files at {self.slots.path(slot)}",
+                    code="slot_not_empty",
+                    hint="those files belong to no workspace; move them somewhere safe (or into "
+                    "a workspace) and mount again; Quipu will not overwrite them")
+            manifest = self._manifest_of(ws, ws.current)
+            self._check_blobs(manifest)
+            # Claim the slot in the log BEFORE writing its files. The slot directory is shared:
+            # a mount that loses the race for it (and would then undo its file work) must never
+            # have touched the files of the mount that won.
+            positions = self._commit(ws, s)
+            try:
+                self.slots.restore(slot, manifest)
+            except BaseException:
+                self._release_failed_mount(workspace, slot, meta)
+                raise
+            return {"workspace": workspace, "slot": slot, "version": _label(ws.current),
+                    "path": str(self.slots.path(slot)), "position": positions[-1]}
+
+        return self._attempt(command)
+
+    def _check_blobs(self, manifest: bytes) -> None:
+        """Refuse, before anything is written, a tree whose file contents are not all intact."""
+        for rel, entry in Manifest.from_bytes(manifest).files.items():
+            if entry.kind == "file" and not self.blobs.exists(entry.sha256):
+                raise IntegrityFailure(
+                    f"the stored content of {rel} ({entry.sha256[:12]}) is missing",
+                    code="blob_missing",
+                    hint="restore the blob directory from a backup; nothing was written")
+            if entry.kind == "file":
+                # Checked before the mount is committed, so a damaged blob leaves no trace.
+                self.blobs.verify(entry.sha256)
+
+    def _release_failed_mount(self, workspace: str, slot: str, meta: Meta) -> None:
+        """Undo a committed mount whose files could not be written: empty and free the slot."""
+        # Best effort, each step on its own: the caller re-raises the original error.
+        with contextlib.suppress(Exception):
+            self.slots.clear(slot)
+        with contextlib.suppress(Exception):
+            ws, s = self.load(Workspace, workspace), self._slot(slot)
+            ws.hibernate(Meta(meta.actor, f"mount failed while writing files: {meta.reason}",
+                              self.clock.now()), s, None)
+            self._commit(ws, s)
+
+    def _save(self, ws: Workspace, slot: str, meta: Meta, message: str,
+              trigger: str) -> tuple[int | None, bool]:
+        digest, data = self.slots.snapshot(slot)
+        if ws.current is None and not Manifest.from_bytes(data).files:
+            return None, False  # an empty slot of a new workspace has nothing to save
+        manifest = Manifest.from_bytes(data)
+        before = len(ws.pending)
+        number = ws.save(meta, digest, file_count=len(manifest.files),
+                         total_bytes=manifest.total_bytes, message=message, trigger=trigger)
+        return number, len(ws.pending) > before
+
+    def save_version(self, slot: str, message: str, *, actor: str) -> dict[str, Any]:
+        """Snapshot the slot; an unchanged slot returns its existing version."""
+        meta = self._meta(actor, message, what="message")
+
+        def command() -> dict[str, Any]:
+            _slot, ws = self._mounted(slot)
+            number, created = self._save(ws, slot, meta, meta.reason, "save")
+            if number is None:
+                raise Conflict(f"slot {slot} is empty and {ws.name!r} has no versions yet",
+                               code="nothing_to_save",
+                               hint="add files to the slot first")
+            position = self._commit(ws)[-1] if created else None
+            info = ws.versions[number]
+            return {"workspace": ws.name, "slot": slot, "version": f"v{number}",
+                    "number": number, "created": created, "manifest": info.manifest,
+                    "file_count": info.file_count, "total_bytes": info.total_bytes,
+                    "position": position}
+
+        return self._attempt(command)
+
+    def hibernate(self, slot: str, reason: str, *, actor: str) -> dict[str, Any]:
+        """Save the slot's edits (if any), then free the slot."""
+        meta = self._meta(actor, reason)
+
+        def command() -> dict[str, Any]:
+            s, ws = self._mounted(slot)
+            number, created = self._save(ws, slot, meta,
+                                         f"auto-save before hibernate: {meta.reason}",
+                                         "hibernate")
+            ws.hibernate(meta, s, number if created else None)
+            positions = self._commit(ws, s)
+            self.slots.clear(slot)
+            return {"workspace": ws.name, "slot": slot, "auto_saved": created,
+                    "saved_version": f"v{number}" if created else None,
+                    "current_version": f"v{ws.current}" if ws.current else None,
+                    "position": positions[-1]}
+
+        return self._attempt(command)
+
+    def rollback(self, slot: str, version: int | str, reason: str, *,
+                 actor: str) -> dict[str, Any]:
+        """Make the slot exactly a version's tree; unsaved edits are saved first."""
+        meta = self._meta(actor, reason)
+        number = parse_version(version)
+
+        def command() -> dict[str, Any]:
+            _slot, ws = self._mounted(slot)
+            ws.check_version(number)
+            before = self.slots.manifest(slot)
+            saved, created = self._save(ws, slot, meta,
+                                        f"auto-save before rollback to v{number}: {meta.reason}",
+                                        "rollback")
+            changed = self.slots.restore(slot, self._manifest_of(ws, number))
+            ws.rollback(meta, number, changed)
+            try:
+                positions = self._commit(ws)
+            except BaseException:
+                self.slots.restore(slot, before)
+                raise
+            return {"workspace": ws.name, "slot": slot, "version": f"v{number}",
+                    "files_reverted": changed,
+                    "auto_saved_version": f"v{saved}" if created else None,
+                    "position": positions[-1]}
+
+        return self._attempt(command)
+
+    def tag_version(self, workspace: str, version: int | str, tag: str, reason: str | None, *,
+                    actor: str) -> dict[str, Any]:
+        """Name a version (protects it from pruning)."""
+        meta = self._meta(actor, reason)
+        number = parse_version(version)
+
+        def command() -> dict[str, Any]:
+            ws = self.load(Workspace, check_name(workspace))
+            ws.tag(meta, number, tag)
+            self._commit(ws)
+            return {"workspace": workspace, "version": f"v{number}", "tag": tag}
+
+        return self._attempt(command)
+
+    def untag_version(self, workspace: str, tag: str, reason: str | None, *,
+                      actor: str) -> dict[str, Any]:
+        """Remove a tag."""
+        meta = self._meta(actor, reason)
+
+        def command() -> dict[str, Any]:
+            ws = self.load(Workspace, check_name(workspace))
+            number = ws.tags.get(tag)
+            ws.untag(meta, tag)
+            self._commit(ws)
+            return {"workspace": workspace, "version": f"v{number}", "untagged": tag}
+
+        return self._attempt(command)
+
+    def prune_versions(self, workspace: str, reason: str, *, actor: str,
+                       version: int | str | None = None, from_version: int | str | None = None,
+                       to_version: int | str | None = None, unprune: bool = False
+                       ) -> dict[str, Any]:
+        """Soft-prune (or unprune) one version or an inclusive range; tagged ones are skipped
+        in a range and refused when named alone."""
+        meta = self._meta(actor, reason)
+        if version is not None:
+            numbers = [parse_version(version)]
+        elif from_version is not None and to_version is not None:
+            lo, hi = parse_version(from_version), parse_version(to_version)
+            if lo > hi:
+                raise InvalidInput(f"from_version v{lo} is after to_version v{hi}",
+                                   code="bad_range", hint="swap them")
+            numbers = list(range(lo, hi + 1))
+        else:
+            raise InvalidInput("say which versions", code="version_missing",
+                               hint="pass version, or from_version and to_version")
+
+        def command() -> dict[str, Any]:
+            ws = self.load(Workspace, check_name(workspace))
+            done, skipped = [], []
+            for n in numbers:
+                if len(numbers) > 1 and (n not in ws.versions or ws.versions[n].tags
+                                         or (not unprune and n == ws.current)):
+                    skipped.append(f"v{n}")
+                    continue
+                before = len(ws.pending)
+                (ws.unprune if unprune else ws.prune)(meta, n)
+                if len(ws.pending) > before:
+                    done.append(f"v{n}")
+            self._commit(ws)
+            return {"workspace": workspace, "unpruned" if unprune else "pruned": done,
+                    "skipped": skipped}
+
+        return self._attempt(command)
+
+    def delete_workspace(self, workspace: str, reason: str, *, actor: str) -> dict[str, Any]:
+        """Retire an unmounted workspace (its history stays in the log)."""
+        meta = self._meta(actor, reason)
+
+        def command() -> dict[str, Any]:
+            ws = self.load(Workspace, check_name(workspace))
+            ws.delete(meta)
+            position = self._commit(ws)[-1]
+            return {"workspace": workspace, "deleted": True, "position": position}
+
+        return self._attempt(command)
+
+    def log_thought(self, thought: str, *, actor: str, workspace: str | None = None,
+                    run_id: str | None = None) -> dict[str, Any]:
+        """Write down a thought; it is its own reason."""
+        text = (thought or "").strip()
+        if not text:
+            raise InvalidInput("the thought is empty", code="thought_missing",
+                               hint="write what you are thinking, e.g. 'loss plateaus at "
+                               "epoch 3; the LR schedule may be too aggressive'")
+        if workspace is not None:
+            self.load(Workspace, check_name(workspace)).check_exists()
+        event = ThoughtLogged(actor=actor, reason=text, at=self.clock.now(), thought=text,
+                              workspace=workspace, run_id=run_id)
+        position = self.store.append([NewEvent(self._new_id(), 1, event)])[0]
+        return {"logged": True, "position": position, "workspace": workspace}
+
+    def mark_seen(self, consumer: str, position: int, *, actor: str) -> dict[str, Any]:
+        """Record that ``consumer`` has seen everything up to ``position`` (``CursorMoved``).
+
+        Reading never changes state; "new since you last looked" moves only by this command.
+        """
+        check_name(consumer, what="consumer")
+        head = self.store.head()
+        if isinstance(position, bool) or not isinstance(position, int) or not (
+                0 <= position <= head):
+            raise InvalidInput(f"position {position!r} is not in the log (0..{head})",
+                               code="invalid_position",
+                               hint="pass the cursor_position that dashboard() returned")
+
+        def command() -> dict[str, Any]:
+            stream = stream_id("cursor", consumer)
+            event = CursorMoved(actor=actor, at=self.clock.now(),
+                                reason=f"{consumer} has seen everything up to position "
+                                f"{position}", consumer=consumer, position=position)
+            logged = self.store.append([NewEvent(stream, len(self.store.load(stream)) + 1,
+                                                 event)])
+            return {"consumer": consumer, "position": position, "event_position": logged[0]}
+
+        return self._attempt(command)
+
+    # --- reads that need files -----------------------------------------------------------------
+
+    def diff(self, target: str, against: str | None = None) -> dict[str, Any]:
+        """Compare a slot, a workspace or ``workspace@vN`` with another (see resolve rules)."""
+        left_ref, right_ref = self._diff_operands(target, against)
+        left_manifest, left_label, left_read = left_ref
+        right_manifest, right_label, right_read = right_ref
+        changes = diff_manifests(left_manifest, right_manifest)
+        text = []
+        for f in changes.files:
+            old = left_read(f.path) if f.old and f.old.kind == "file" else None
+            new = right_read(f.path) if f.new and f.new.kind == "file" else None
+            text.append(text_diff(f.path, old, new, left=left_label, right=right_label,
+                                  old_entry=f.old, new_entry=f.new))
+        return {
+            "left": left_label, "right": right_label, "has_changes": changes.has_changes,
+            "summary": changes.summary(),
+            "files_changed": [{"path": f.path, "change": f.change} for f in changes.files],
+            "diff_text": "".join(text),
+        }
+
+    _Operand = tuple[Manifest, str, Callable[[str], bytes]]
+
+    def _version_operand(self, ws: Workspace, number: int | None) -> _Operand:
+        manifest = Manifest.from_bytes(self._manifest_of(ws, number))
+        label = f"{ws.name}@v{number}" if number is not None else f"{ws.name}@empty"
+
+        def read(path: str) -> bytes:
+            return self.blobs.get_bytes(manifest.files[path].sha256)
+
+        return manifest, label, read
+
+    def _operand(self, ref: str, context: Workspace | None) -> tuple[_Operand, Workspace, str]:
+        """Resolve ``w1`` (slot), ``ws``, ``ws@vN``, ``ws@tag`` or ``vN`` (needs context)."""
+        if ref in self.settings.slots:
+            _slot, ws = self._mounted(ref)
+            manifest = Manifest.from_bytes(self.slots.manifest(ref))
+            return ((manifest, f"{ref} (working copy of {ws.name})",
+                     lambda p: self.slots.read_file(ref, p)), ws, "slot")
+        name, _, version = ref.partition("@")
+        if not version and _is_version_ref(name):
+            if context is None:
+                raise InvalidInput(f"{ref!r} alone does not say which workspace",
+                                   code="ambiguous_version",
+                                   hint="write workspace@vN, or diff a slot against vN")
+            ws, version = context, name
+        else:
+            ws = self.load(Workspace, check_name(name))
+            ws.check_exists()
+        if not version:
+            return self._version_operand(ws, ws.current), ws, "workspace"
+        number = ws.tags[version] if version in ws.tags else parse_version(version)
+        ws.check_version(number, allow_pruned=True)
+        return self._version_operand(ws, number), ws, "version"
+
+    def _diff_operands(self, target: str, against: str | None) -> tuple[_Operand, _Operand]:
+        right, ws, kind = self._operand(target, None)
+        if against is not None:
+            left, _, _ = self._operand(against, ws)
+        elif kind == "slot":
+            left = self._version_operand(ws, ws.current)
+        elif kind == "version":
+            parent = ws.versions[int(right[1].rsplit("@v", 1)[1])].parent
+            left = self._version_operand(ws, parent)
+        else:
+            raise InvalidInput(f"diff of workspace {target!r} needs something to compare with",
+                               code="diff_needs_against",
+                               hint="pass against='ws@vN', or diff its slot or one version")
+        return left, right
+
+    def aggregates(self, names: Sequence[str]) -> list[Workspace]:
+        """Load several workspaces (for callers that need aggregate truth)."""
+        return [self.load(Workspace, n) for n in names]
+
+
+def _is_version_ref(text: str) -> bool:
+    return len(text) > 1 and text[0] in "vV" and text[1:].isdigit()
+
+
+def _label(number: int | None) -> str | None:
+    """Versions are shown as 'v3' everywhere an agent or a person reads them."""
+    return None if number is None else f"v{number}"
+
+
+def parse_version(value: int | str | None) -> int:
+    """Accept 3, '3' or 'v3'; anything else is InvalidInput."""
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if _is_version_ref(text):
+            return int(text[1:])
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+    raise InvalidInput(f"{value!r} is not a version", code="invalid_version",
+                       hint="write versions as v3 (or 3)")

@@ -1,0 +1,286 @@
+"""Queries on the runs view: the ``core.ports.RunIndex`` lookups and the read tools
+(``list_history``, ``inspect_record``, ``list_unfinalized_runs``, ``get_experiment_context``).
+
+Each takes the views connection and returns plain JSON-serialisable values.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from quipu.core.runs.lifecycle import State
+from quipu.core.runs.results import ResultsSpec, auto_results, suggest_outcome
+from quipu.projections._base import chunks, placeholders, rows_as_dicts
+from quipu.projections.runs_view import Row, loads_row
+
+__all__ = ["auto_results_of", "best", "current_best", "downstream", "experiment_context",
+           "finalize_hint", "history", "latest_output", "previous_finalized", "record",
+           "results_status", "run_row", "summaries", "tagged_run", "tags_of", "unfinalized"]
+
+
+_BAD = ("(EXISTS (SELECT 1 FROM run_tags b WHERE b.run_id = r.run_id AND b.tag = 'bad-results')"
+        " OR (r.ml_outcome = 'miss' AND EXISTS (SELECT 1 FROM run_tags b "
+        "WHERE b.run_id = r.run_id AND b.tag = 'bad')))")
+"""A run whose outputs must not be reused: tagged ``bad-results``, or finalized as a miss and
+tagged ``bad``."""
+
+_BEST_TAG = ("(SELECT MAX(t.position) FROM run_tags t WHERE t.run_id = r.run_id "
+             "AND substr(t.tag, 1, 4) = 'best')")
+"""The position of a run's latest ``best*`` tag (NULL if it has none)."""
+
+
+def latest_output(conn: sqlite3.Connection, workspace: str, stage: str,
+                  signal: str) -> str | None:
+    """The newest run of ``stage`` that succeeded, produced ``signal`` and is not bad."""
+    row = conn.execute(
+        "SELECT r.run_id FROM runs r WHERE r.workspace = ? AND r.stage = ? "
+        "AND r.infra_outcome = 'succeeded' "
+        "AND EXISTS (SELECT 1 FROM json_each(r.outputs) j WHERE j.key = ?) "
+        f"AND NOT {_BAD} ORDER BY r.created_position DESC LIMIT 1",
+        (workspace, stage, signal)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def previous_finalized(conn: sqlite3.Connection, workspace: str, stage: str, metric: str,
+                       exclude: str) -> tuple[str, float] | None:
+    """(run_id, value) of the most recently finalized run of the stage with a value."""
+    row = conn.execute(
+        "SELECT r.run_id, r.value FROM runs r WHERE r.workspace = ? AND r.stage = ? "
+        "AND r.state = 'finalized' AND r.primary_metric = ? AND r.value IS NOT NULL "
+        "AND r.run_id != ? ORDER BY r.finalized_position DESC LIMIT 1",
+        (workspace, stage, metric, exclude)).fetchone()
+    return None if row is None else (str(row[0]), float(row[1]))
+
+
+def best(conn: sqlite3.Connection, workspace: str, stage: str, metric: str,
+         exclude: str) -> tuple[str, float] | None:
+    """(run_id, value) of the finalized run of the stage most recently tagged ``best*``."""
+    row = conn.execute(
+        f"SELECT r.run_id, r.value, {_BEST_TAG} AS tagged FROM runs r "
+        "WHERE r.workspace = ? AND r.stage = ? AND r.state = 'finalized' "
+        "AND r.primary_metric = ? AND r.value IS NOT NULL AND r.run_id != ? "
+        "AND tagged IS NOT NULL ORDER BY tagged DESC LIMIT 1",
+        (workspace, stage, metric, exclude)).fetchone()
+    return None if row is None else (str(row[0]), float(row[1]))
+
+
+def tags_of(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Each run's tags, by name."""
+    out: dict[str, list[str]] = {r: [] for r in run_ids}
+    for batch in chunks(list(run_ids)):
+        for run_id, tag in conn.execute(
+                f"SELECT run_id, tag FROM run_tags WHERE run_id IN ({placeholders(len(batch))})"
+                " ORDER BY run_id, tag", batch):
+            out[run_id].append(tag)
+    return out
+
+
+def tagged_run(conn: sqlite3.Connection, workspace: str, tag: str) -> str | None:
+    """The run of ``workspace`` most recently given ``tag``."""
+    row = conn.execute("SELECT run_id FROM run_tags WHERE workspace = ? AND tag = ? "
+                       "ORDER BY position DESC LIMIT 1", (workspace, tag)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def results_status(row: Row) -> str:
+    """``finalized`` (the agent's verdict), ``auto`` (a logged primary value) or ``missing``."""
+    if row["state"] == State.FINALIZED.value:
+        return "finalized"
+    return "auto" if row["value"] is not None else "missing"
+
+
+def _summary(row: Row, tags: list[str]) -> dict[str, Any]:
+    return {
+        "record_id": row["run_id"], "run_id": row["run_id"],
+        "pipeline_run_id": row["pipeline_run_id"], "workspace": row["workspace"],
+        "stage": row["stage"], "version": f"v{row['version']}", "reason": row["description"],
+        "hypothesis": row["hypothesis"], "experiment_group": row["experiment_group"],
+        "primary_metric": row["primary_metric"], "direction": row["direction"],
+        "value": row["value"], "state": row["state"], "infra_outcome": row["infra_outcome"],
+        "ml_outcome": row["ml_outcome"], "results_status": results_status(row),
+        "created_at": row["created_at"], "ended_at": row["ended_at"],
+        "finalized_at": row["finalized_at"], "tags": tags,
+    }
+
+
+def summaries(conn: sqlite3.Connection, run_id: str) -> dict[str, dict[str, Any]]:
+    """The latest metric summaries of a run, by metric name."""
+    cur = conn.execute("SELECT name, min, max, last, count, trend, last_step FROM "
+                       "metric_summaries WHERE run_id = ? ORDER BY name", (run_id,))
+    return {r.pop("name"): r for r in rows_as_dicts(cur)}
+
+
+def auto_results_of(row: Row, metrics: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """What the logged metrics say before the agent finalizes (``core.results.auto_results``)."""
+    if row["state"] == State.FINALIZED.value:
+        return dict(row["results_auto"] or {})
+    try:
+        spec = ResultsSpec.model_validate(row["results_spec"])
+    except ValueError:
+        return None
+    last = {name: float(s["last"]) for name, s in metrics.items()
+            if isinstance(s.get("last"), int | float)}
+    return auto_results(spec, last)
+
+
+def history(conn: sqlite3.Connection, workspace: str, *, stage: str | None = None,
+            tagged: str | None = None, metric: str | None = None,
+            min_value: float | None = None, experiment_group: str | None = None,
+            sort_by: str = "created", desc: bool = True, finalized_only: bool = False,
+            limit: int = 20, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """A page of a workspace's runs and how many match (see ``Views.history``)."""
+    where, params = ["r.workspace = ?"], [workspace]
+    for column, value in (("r.stage", stage), ("r.primary_metric", metric),
+                          ("r.experiment_group", experiment_group)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if tagged is not None:
+        where.append("EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.run_id AND t.tag = ?)")
+        params.append(tagged)
+    if min_value is not None:
+        where.append("r.value >= ?")
+        params.append(min_value)  # type: ignore[arg-type]
+    if finalized_only:
+        where.append("r.state = 'finalized'")
+    clause = " AND ".join(where)
+    order = "DESC" if desc else "ASC"
+    sort = (f"r.value IS NULL, r.value {order}, r.created_position DESC" if sort_by == "metric"
+            else f"r.created_position {order}")
+    total = int(conn.execute(f"SELECT COUNT(*) FROM runs r WHERE {clause}",
+                             params).fetchone()[0])
+    rows = rows_as_dicts(conn.execute(
+        f"SELECT * FROM runs r WHERE {clause} ORDER BY {sort} LIMIT ? OFFSET ?",
+        (*params, max(limit, 0), max(offset, 0))))
+    tags = tags_of(conn, [r["run_id"] for r in rows])
+    return [_summary(r, tags[r["run_id"]]) for r in rows], total
+
+
+def run_row(conn: sqlite3.Connection, run_id: str) -> Row | None:
+    """A run's row with JSON parsed, or None."""
+    rows = rows_as_dicts(conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)))
+    return loads_row(rows[0]) if rows else None
+
+
+def record(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+    """Everything recorded about one run, or None."""
+    row = run_row(conn, run_id)
+    if row is None:
+        return None
+    metrics = summaries(conn, run_id)
+    out = _summary(row, tags_of(conn, [run_id])[run_id])
+    out.update({
+        "description": row["description"], "detail": row["detail"],
+        "results_spec": row["results_spec"], "results": row["results"],
+        "results_auto": auto_results_of(row, metrics), "comparison": row["comparison"],
+        "metrics": metrics, "config_hash": row["config_hash"], "created_by": row["created_by"],
+        "launched_at": row["launched_at"], "last_seen_at": row["last_seen_at"],
+        "error": row["error"], "problems": row["problems"], "exit_code": row["exit_code"],
+        "in_gate": conn.execute("SELECT 1 FROM unfinalized WHERE run_id = ?",
+                                (run_id,)).fetchone() is not None,
+    })
+    return out
+
+
+def downstream(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+    """The runs that read an output of ``run_id``, oldest first."""
+    cur = conn.execute(
+        "SELECT l.run_id, l.input, l.signal, r.stage, r.state, r.infra_outcome, r.ml_outcome "
+        "FROM run_links l JOIN runs r ON r.run_id = l.run_id WHERE l.from_run = ? "
+        "ORDER BY r.created_position, l.input", (run_id,))
+    return rows_as_dicts(cur)
+
+
+def finalize_hint(row: Row, auto: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``results`` argument a ``finalize_run`` of this run needs, filled where known.
+
+    A run that succeeded (or was stopped) and logged its primary metric needs full results
+    (``core.runs.RunService`` compares the value); any other run needs a verdict and notes.
+    """
+    notes = "<what this result means and what to try next (15+ characters)>"
+    logged = auto is not None and row["primary_metric"] not in (auto.get("missing") or [])
+    if row["state"] in (State.SUCCEEDED.value, State.STOPPED.value) and logged:
+        spec = ResultsSpec.model_validate(row["results_spec"])
+        value = auto.get("value") if auto else None
+        return {"primary_metric": spec.primary_metric, "direction": spec.direction,
+                "value": value if value is not None else "<the final value>",
+                "dataset_split": spec.dataset_split,
+                "ml_outcome": suggest_outcome(spec, value) if value is not None else "unknown",
+                "notes": notes}
+    return {"ml_outcome": "miss" if row["infra_outcome"] != "succeeded" else "unknown",
+            "notes": notes}
+
+
+def unfinalized(conn: sqlite3.Connection, workspace: str) -> list[dict[str, Any]]:
+    """The runs holding the workspace's finalization gate, oldest first, with the call to make."""
+    ids = [r for (r,) in conn.execute("SELECT run_id FROM unfinalized WHERE workspace = ? "
+                                      "ORDER BY position", (workspace,))]
+    out = []
+    for run_id in ids:
+        row = run_row(conn, run_id)
+        if row is None:
+            continue
+        auto = auto_results_of(row, summaries(conn, run_id))
+        args = finalize_hint(row, auto)
+        out.append({
+            "run_id": run_id, "workspace": workspace, "stage": row["stage"],
+            "state": row["state"], "infra_outcome": row["infra_outcome"],
+            "reason": row["description"], "hypothesis": row["hypothesis"],
+            "ended_at": row["ended_at"], "error": row["error"], "problems": row["problems"],
+            "results_auto": auto, "finalize_args": args,
+            "finalize_call": f"finalize_run({json.dumps(run_id)}, {json.dumps(args)})",
+        })
+    return out
+
+
+def current_best(conn: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
+    """The workspace's reference result: the finalized run most recently tagged ``best*``,
+    else the best value (by its direction) of the stage and metric finalized most recently."""
+    base = ("SELECT r.run_id, r.stage, r.primary_metric, r.direction, r.value, r.hypothesis, "
+            f"r.ml_outcome, r.finalized_at, {_BEST_TAG} AS tagged FROM runs r "
+            "WHERE r.workspace = ? AND r.state = 'finalized' AND r.value IS NOT NULL ")
+    rows = rows_as_dicts(conn.execute(base + "AND tagged IS NOT NULL ORDER BY tagged DESC "
+                                      "LIMIT 1", (workspace,)))
+    how = "tagged best"
+    if not rows:
+        latest = conn.execute(base + "ORDER BY r.finalized_position DESC LIMIT 1",
+                              (workspace,)).fetchone()
+        if latest is None:
+            return None
+        order = "ASC" if latest[3] == "minimize" else "DESC"
+        rows = rows_as_dicts(conn.execute(
+            base + f"AND r.stage = ? AND r.primary_metric = ? ORDER BY r.value {order}, "
+            "r.finalized_position DESC LIMIT 1", (workspace, latest[1], latest[2])))
+        how = "best value"
+    found = rows[0]
+    del found["tagged"]
+    return {**found, "chosen_by": how, "tags": tags_of(conn, [found["run_id"]])[found["run_id"]]}
+
+
+def experiment_context(conn: sqlite3.Connection, workspace: str, *,
+                       trend: int = 10) -> dict[str, Any]:
+    """Best result, runs awaiting finalization, the recent trend and regression alerts."""
+    rows = [loads_row(r) for r in rows_as_dicts(conn.execute(
+        "SELECT run_id, stage, primary_metric, direction, value, ml_outcome, finalized_at, "
+        "comparison, hypothesis FROM runs WHERE workspace = ? AND state = 'finalized' "
+        "AND value IS NOT NULL ORDER BY finalized_position DESC LIMIT ?", (workspace, trend)))]
+    rows.reverse()  # oldest first: it reads as a trend
+    alerts = []
+    for r in rows:
+        comparison = r["comparison"] or {}
+        vs_best = comparison.get("vs_best") or {}
+        if comparison.get("regression_alert"):
+            alerts.append({"run_id": r["run_id"], "stage": r["stage"], "value": r["value"],
+                           "best_run": vs_best.get("run_id"), "best_value": vs_best.get("value"),
+                           "delta": vs_best.get("delta")})
+    return {
+        "workspace": workspace,
+        "current_best": current_best(conn, workspace),
+        "awaiting_finalization": unfinalized(conn, workspace),
+        "recent_trend": [{k: r[k] for k in ("run_id", "stage", "primary_metric", "value",
+                                            "ml_outcome", "finalized_at")} for r in rows],
+        "regression_alerts": alerts,
+    }
