@@ -118,15 +118,27 @@ class BlobStore(Protocol):
         ...
 
     def get_bytes(self, digest: str) -> bytes:
-        """The bytes stored under ``digest``; ``NotFound`` if absent."""
+        """The bytes stored under ``digest``; ``NotFound`` if absent.
+
+        Raises ``IntegrityFailure(code="blob_corrupt")`` when the stored bytes do not hash to
+        ``digest``.
+        """
+        ...
+
+    def verify(self, digest: str) -> None:
+        """Check the stored bytes against ``digest``: ``NotFound`` or ``blob_corrupt`` if not."""
         ...
 
     def copy_to(self, digest: str, dest: Path) -> None:
-        """Write the blob to ``dest`` (parents created, replaced atomically)."""
+        """Write the blob to ``dest`` (parents created, replaced atomically).
+
+        The hash is checked while copying: a damaged blob raises ``blob_corrupt`` and leaves
+        ``dest`` untouched.
+        """
         ...
 
     def exists(self, digest: str) -> bool:
-        """Whether ``digest`` is stored."""
+        """Whether ``digest`` is stored (its content is not read)."""
         ...
 
 

@@ -43,6 +43,24 @@ from quipu.core.runs.aggregate import Run
 from quipu.core.runs.events import RunCanceled, RunQueued
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
+from quipu.rundir import (
+    CHECKPOINTS,
+    ENV_INPUTS_DIR,
+    ENV_OUTPUTS_DIR,
+    ENV_RUN_DIR,
+    ENV_RUN_ID,
+    ENV_STAGE,
+    ENV_STAGE_CONFIG,
+    HEARTBEAT,
+    INPUTS_DIR,
+    METRICS,
+    OUTPUTS,
+    OUTPUTS_DIR,
+    RUNTIME_LOG,
+    SIDE_DIR,
+    STAGE_JSON,
+    STOP_REQUESTED,
+)
 
 from ._metrics import MetricSeries
 from ._rundir import (
@@ -61,8 +79,8 @@ __all__ = ["LocalExecutor", "read_log"]
 log = logging.getLogger("quipu.executor")
 
 WRAPPER = "quipu.adapters.executors._wrapper"
-_SIGNS_OF_LIFE = ("heartbeat", "metrics.jsonl", "stdout.log", "stdout.tail", "runtime.log",
-                  "outputs.jsonl", "checkpoints.jsonl")
+_SIGNS_OF_LIFE = (HEARTBEAT, METRICS, "stdout.log", "stdout.tail", RUNTIME_LOG, OUTPUTS,
+                  CHECKPOINTS)
 
 
 @dataclass
@@ -251,12 +269,12 @@ class LocalExecutor:
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "PYTHONPATH": str(run_dir / "code"),
             "PYTHONDONTWRITEBYTECODE": "1",
-            "QUIPU_RUN_DIR": str(run_dir),
-            "QUIPU_RUN_ID": run_id,
-            "QUIPU_STAGE": stage,
-            "QUIPU_INPUTS_DIR": str(run_dir / "inputs"),
-            "QUIPU_OUTPUTS_DIR": str(run_dir / "outputs"),
-            "QUIPU_STAGE_CONFIG": str(run_dir / ".quipu" / "stage.json"),
+            ENV_RUN_DIR: str(run_dir),
+            ENV_RUN_ID: run_id,
+            ENV_STAGE: stage,
+            ENV_INPUTS_DIR: str(run_dir / INPUTS_DIR),
+            ENV_OUTPUTS_DIR: str(run_dir / OUTPUTS_DIR),
+            ENV_STAGE_CONFIG: str(run_dir / SIDE_DIR / STAGE_JSON),
         }
 
     def _launch(self, run: Run) -> None:
@@ -295,7 +313,7 @@ class LocalExecutor:
     def _watch_new(self, run_id: str, run_dir: Path, pid: int, outputs: dict[str, Any],
                    popen: subprocess.Popen[bytes] | None) -> _Stage:
         stage = _Stage(run_id=run_id, run_dir=run_dir, pid=pid, outputs=dict(outputs),
-                       metrics=MetricSeries(run_dir / ".quipu" / "metrics.jsonl"),
+                       metrics=MetricSeries(run_dir / SIDE_DIR / METRICS),
                        log=CappedLog(run_dir / ".quipu", self.log_limit), popen=popen)
         stage.signs = self._signs(stage)
         self._stages[run_id] = stage
@@ -350,7 +368,7 @@ class LocalExecutor:
             self._ingest_metrics(stage, complete=False)
 
     def _alive(self, stage: _Stage) -> None:
-        beat = read_json(stage.quipu_dir / "heartbeat")
+        beat = read_json(stage.quipu_dir / HEARTBEAT)
         message = beat.get("message") if isinstance(beat, dict) else None
         if self.book.state(stage.run_id) is State.LOST:
             # It was declared lost for its silence, and it spoke again: say so in the log.
@@ -392,7 +410,7 @@ class LocalExecutor:
                 shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more"
                                                   if len(changed) > 5 else "")
                 problems.append(f"the stage changed files outside outputs/: {shown}")
-        stopped = (stage.quipu_dir / "stop_requested").exists()
+        stopped = (stage.quipu_dir / STOP_REQUESTED).exists()
         if sig is not None:
             state = State.CRASHED
         elif exit_code != 0:
