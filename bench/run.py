@@ -307,15 +307,20 @@ def _quipu_argv(root: Path, *command: str) -> list[str]:
     return [sys.executable, "-m", "quipu.cli", "--project", str(root), *command]
 
 
+# Bytecode caching on, as in an ordinary install (a PYTHONDONTWRITEBYTECODE=1 environment would
+# otherwise make every start compile Quipu from source); the dropped first repetition writes it.
+_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def _bare_python() -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    subprocess.run([sys.executable, "-c", "pass"], check=True, env=_ENV)
     return time.perf_counter() - started
 
 
 def _status_once(root: Path) -> float:
     started = time.perf_counter()
-    subprocess.run(_quipu_argv(root, "status"), check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(_quipu_argv(root, "status"), check=True, stdout=subprocess.DEVNULL, env=_ENV)
     return time.perf_counter() - started
 
 
@@ -327,7 +332,7 @@ def _initialize_once(root: Path) -> float:
 
     argv = _quipu_argv(root, "serve")
     params = StdioServerParameters(command=argv[0], args=argv[1:],
-                                   env={**os.environ, "QUIPU_ACTOR": "bench:run"})
+                                   env={**_ENV, "QUIPU_ACTOR": "bench:run"})
     answered: list[float] = []
 
     async def session() -> None:
