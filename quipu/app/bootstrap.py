@@ -209,7 +209,7 @@ def build(root: Path, config: Config, *, actor: str) -> Quipu:
                              worker_id=f"local:{os.uname().nodename}:{os.getpid()}",
                              max_parallel=config.executor.max_parallel,
                              heartbeat_timeout=config.executor.heartbeat_timeout,
-                             on_change=on_change)
+                             on_change=on_change, position_file=data / "executor.json")
 
     def live_log(run_dir: Path) -> bytes:
         from quipu.adapters.executors.local import read_log

@@ -101,6 +101,16 @@ class EventStore(Protocol):
         """
         ...
 
+    def wait_for_append(self, *, after: int, timeout: float) -> int:
+        """Block until the head is beyond ``after`` or ``timeout`` seconds pass; return the head.
+
+        What followers of the log (the executor, a caller waiting for its runs) use instead of
+        polling on a timer. An append through this store wakes the call at once; an append by
+        another process or connection wakes it soon after it commits (how soon depends on the
+        adapter). A returned head ``<= after`` means the timeout passed with nothing new.
+        """
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

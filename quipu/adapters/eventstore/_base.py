@@ -3,12 +3,18 @@
 Each adapter subclasses an ``eventsourcing`` 9.5 application recorder and links the chain inside
 that recorder's own write lock (``link_pending``), so the chain order is the log order even with
 several writers. ``RecorderEventStore`` wraps such a recorder as Quipu's ``EventStore`` port.
+
+Followers (the executor, ``run(wait=True)``) wait for appends instead of polling on a timer: an
+``AppendSignal`` wakes them at once for appends made through this process's store, and each
+adapter adds how it hears of other processes' appends (SQLite: ``PollingSignal``; PostgreSQL:
+``LISTEN``/``NOTIFY``).
 """
 
 from __future__ import annotations
 
 import errno
 import hmac
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,8 +35,8 @@ from quipu.core.errors import Conflict, IntegrityFailure, Unavailable
 from quipu.core.log import encode_data
 from quipu.core.ports import NewEvent, StoredRecord
 
-__all__ = ["RawAccess", "RawRow", "RecorderEventStore", "Scanner", "Tail", "head_hash",
-           "link_pending", "scan_sql", "storage_failure"]
+__all__ = ["AppendSignal", "PollingSignal", "RawAccess", "RawRow", "RecorderEventStore",
+           "Scanner", "Tail", "head_hash", "link_pending", "scan_sql", "storage_failure"]
 
 T = TypeVar("T")
 
@@ -192,6 +198,81 @@ def storage_failure(exc: BaseException, description: str, location: str) -> Unav
 _STATE = itemgetter(2)
 
 
+class AppendSignal:
+    """Wakes the threads of this process that wait for the log to grow.
+
+    The store calls ``notify`` after every append it commits. A waiter calls ``arm`` BEFORE it
+    reads the head and passes the token to ``wait``, so an append that lands between the read
+    and the wait is not missed: ``wait`` returns at once when anything happened since ``arm``.
+    This base class hears only appends made through this process's store; subclasses also
+    hear other processes (override ``arm``/``wait``).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._generation = 0
+
+    def notify(self) -> None:
+        """An append through this store committed: wake every waiter."""
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def arm(self) -> Any:
+        """A token for ``wait``: what has been seen so far."""
+        with self._changed:
+            return self._generation
+
+    def wait(self, token: Any, timeout: float) -> None:
+        """Return when something may have been appended since ``arm`` gave ``token``, or
+        after ``timeout`` seconds. Waking too often is allowed: callers check the head."""
+        with self._changed:
+            if self._generation == token:
+                self._changed.wait(timeout)
+
+    def close(self) -> None:
+        """Release what the signal holds (nothing here)."""
+
+
+class PollingSignal(AppendSignal):
+    """``AppendSignal`` plus a cheap probe of the database, every ``interval`` seconds, for
+    appends by other processes: ``probe()`` returns a value that changes when another
+    connection commits (SQLite's ``PRAGMA data_version``)."""
+
+    def __init__(self, probe: Callable[[], int], interval: float = 0.025,
+                 on_close: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self._probe = probe
+        self._on_close = on_close
+        self.interval = interval
+
+    def close(self) -> None:
+        """Release the probe's connection."""
+        if self._on_close is not None:
+            self._on_close()
+
+    def arm(self) -> Any:
+        """(generation, probe value) as seen now."""
+        return (super().arm(), self._probe())
+
+    def wait(self, token: Any, timeout: float) -> None:
+        """Return on an in-process append at once, on another process's within ``interval``."""
+        generation, seen = token
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._changed:
+                if self._generation != generation:
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._changed.wait(min(self.interval, remaining))
+                if self._generation != generation:
+                    return
+            if self._probe() != seen:
+                return
+
+
 def _as_uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
@@ -209,11 +290,13 @@ class RecorderEventStore:
         tail: Tail,
         raw: RawAccess | None = None,
         location: str = "",
+        signal: AppendSignal | None = None,
     ) -> None:
         self._recorder = recorder
         self._tail = tail
         self.location = location or description
         self._raw = raw
+        self._signal = signal if signal is not None else AppendSignal()
         self.description = description
         self._lock_retries = lock_retries
         self._retry_wait = retry_wait
@@ -227,6 +310,7 @@ class RecorderEventStore:
         while True:
             try:
                 ids = self._recorder.insert_events(pending)
+                self._signal.notify()
                 return list(ids or [])
             except IntegrityError as exc:
                 raise Conflict(
@@ -335,8 +419,24 @@ class RecorderEventStore:
         # Only the hash is read: a reader need not hold the audit key (writers check the MAC).
         return GENESIS if state is None else split_state(stored_state(position, state)).hash
 
+    def wait_for_append(self, *, after: int, timeout: float) -> int:
+        """Block until the head passes ``after`` or ``timeout`` seconds pass; return the head.
+
+        See ``EventStore.wait_for_append``. The head is read after arming the signal, so an
+        append between the read and the wait still wakes this call.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            token = self._signal.arm()
+            head = self.head()
+            remaining = deadline - time.monotonic()
+            if head > after or remaining <= 0:
+                return head
+            self._signal.wait(token, remaining)
+
     def close(self) -> None:
-        """Close the recorder's connections."""
+        """Close the recorder's connections (and the signal's)."""
+        self._signal.close()
         datastore = getattr(self._recorder, "datastore", None)
         if datastore is not None:
             datastore.close()

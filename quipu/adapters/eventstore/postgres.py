@@ -3,23 +3,38 @@
 Chosen by ``eventstore.url: postgresql://user:pass@host:port/db`` in ``quipu.yaml`` or by
 ``QUIPU_EVENTSTORE_URL``. The recorder takes an EXCLUSIVE table lock for every insert, and the
 chain is linked after that lock, so writers on many hosts still form one chain.
+
+Every append transaction also issues ``NOTIFY <table>``; a thread waiting for appends
+(``wait_for_append``) holds its own autocommit connection that ``LISTEN``s on that channel, so
+appends from any host wake it as soon as they commit.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg import sql
 
 from quipu.core.chain import stored_state
 from quipu.core.errors import InvalidInput, Unavailable
 
-from ._base import RawAccess, RawRow, RecorderEventStore, head_hash, link_pending, scan_sql
+from ._base import (
+    AppendSignal,
+    RawAccess,
+    RawRow,
+    RecorderEventStore,
+    head_hash,
+    link_pending,
+    scan_sql,
+)
 
 __all__ = ["open_postgres_store"]
 
@@ -56,6 +71,57 @@ class _ChainedRecorder(PostgresApplicationRecorder):
              [e.originator_version for e in linked], [e.topic for e in linked],
              [e.state for e in linked]),
         )
+
+
+class _ListenSignal(AppendSignal):
+    """Wakes waiters on ``NOTIFY <channel>``: one listening connection per waiting thread."""
+
+    def __init__(self, connect_args: dict[str, Any], channel: str) -> None:
+        super().__init__()
+        self._args = connect_args
+        self._channel = channel
+        self._local = threading.local()
+        self._opened: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg.connect(**self._args, autocommit=True, connect_timeout=5)
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self._local.conn = conn
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def arm(self) -> Any:
+        """Listen (from now on every commit is queued on the connection) and drop what
+        arrived before: the caller reads the head next, which covers it."""
+        try:
+            for _ in self._connection().notifies(timeout=0):
+                pass
+        except psycopg.Error:
+            self._local.conn = None  # reconnect next time; this wait falls back to its timeout
+        return None
+
+    def wait(self, token: Any, timeout: float) -> None:
+        """Return at the first notification since ``arm``, or after ``timeout`` seconds."""
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            time.sleep(min(timeout, 0.05))  # no listener: a short poll instead
+            return
+        try:
+            for _ in conn.notifies(timeout=timeout, stop_after=1):
+                break
+        except psycopg.Error:
+            self._local.conn = None
+
+    def close(self) -> None:
+        """Close every listening connection."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
 
 
 def _create_table(recorder: _ChainedRecorder, attempts: int = 5) -> None:
@@ -150,4 +216,5 @@ def open_postgres_store(
         recorder, description=f"postgresql {args['host']}/{args['dbname']}",
         lock_retries=lock_retries, tail=tail, raw=RawAccess(scanner, reader, loader),
         location=f"the PostgreSQL server {args['host']}:{args['port']} (its data directory)",
+        signal=_ListenSignal(args, recorder.channel_name),
     )

@@ -1,8 +1,14 @@
-"""The embedded default log: one SQLite file (``.quipu/events.db``) in WAL mode."""
+"""The embedded default log: one SQLite file (``.quipu/events.db``) in WAL mode.
+
+Waiting for appends: this process's appends wake waiters at once; another process's commit is
+noticed within 25 ms by polling ``PRAGMA data_version`` on a connection of the waiter's own
+(the value changes whenever ANOTHER connection commits, and reading it touches no table).
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +28,7 @@ from eventsourcing.sqlite import (
 from quipu.core.errors import Unavailable
 
 from ._base import (
+    PollingSignal,
     RawAccess,
     RawRow,
     RecorderEventStore,
@@ -107,6 +114,31 @@ class _ChainedRecorder(SQLiteApplicationRecorder):
         return list(positions)
 
 
+class _DataVersion:
+    """``PRAGMA data_version`` on a connection of its own, opened on first use."""
+
+    def __init__(self, db: str) -> None:
+        self._db = db
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = sqlite3.connect(self._db, check_same_thread=False,
+                                                 isolation_level=None)
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error:
+                return -1  # unknown: the waiter wakes and reads the head, which retries
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
 def open_sqlite_store(
     path: Path | str,
     *,
@@ -169,6 +201,11 @@ def open_sqlite_store(
             row = c.fetchone()
             return None if row is None else bytes(row["state"])
 
+    # An in-memory database is private to one connection: only this store can append to it.
+    signal = None
+    if db != ":memory:":
+        version = _DataVersion(db)
+        signal = PollingSignal(version, on_close=version.close)
     return RecorderEventStore(recorder, description=f"sqlite {db}", lock_retries=lock_retries,
                               tail=tail, raw=RawAccess(scanner, reader, loader),
-                              location=where)
+                              location=where, signal=signal)

@@ -103,6 +103,10 @@ class AutoSealingStore:
         """See ``EventStore.hash_at``."""
         return self.inner.hash_at(position)
 
+    def wait_for_append(self, *, after: int, timeout: float) -> int:
+        """See ``EventStore.wait_for_append``."""
+        return self.inner.wait_for_append(after=after, timeout=timeout)
+
     def close(self) -> None:
         """Close the wrapped store."""
         self.inner.close()
