@@ -278,11 +278,11 @@ def test_a_snapshot_survives_an_upcast_event_in_its_tail_and_in_its_state(
     v1 = current.model_dump(mode="json")
     del v1["siblings"]
     data = json.dumps(v1, separators=(",", ":")).encode()
-    state, _ = link_state("0" * 64, run.stream.hex, 1, "RunRequested", 1, data)
+    state, _ = link_state("0" * 64, run.stream.hex, 1, "RunRequested", 1, data, position=1)
     raw = sqlite3.connect(tmp_path / "events.db")
     with raw:
-        raw.execute("INSERT INTO stored_events (originator_id, originator_version, topic, state)"
-                    " VALUES (?, ?, ?, ?)", (run.stream.hex, 1, "RunRequested", state))
+        raw.execute("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, "
+                    "state) VALUES (?, ?, ?, ?, ?)", (1, run.stream.hex, 1, "RunRequested", state))
     raw.close()
     assert split_state(store.load(run.stream)[0].state).schema_version == 1
     snapshots = SQLiteSnapshotStore(tmp_path / "snapshots.db")
