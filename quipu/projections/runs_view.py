@@ -84,11 +84,10 @@ JSON_COLUMNS = frozenset({
 
 Row = dict[str, Any]
 
-ACTIVE_STATES = tuple(s.value for s, sp in lifecycle.STATES.items()
-                      if not sp.ended and not sp.final and s is not State.BLOCKED)
-"""States of a run still in flight (from the lifecycle table)."""
-TROUBLE_OUTCOMES = ("failed", "crashed", "lost", "preempted")
-"""Infra outcomes of runs that went wrong."""
+ACTIVE_STATES = tuple(s.value for s in lifecycle.ACTIVE_STATES)
+"""States of a run still in flight (not ``lifecycle.settled``)."""
+TROUBLE_OUTCOMES = tuple(str(lifecycle.infra_outcome(s)) for s in lifecycle.TROUBLE_STATES)
+"""The infra outcomes of runs that went wrong (the lifecycle table's trouble states)."""
 _ACTIVE = frozenset(ACTIVE_STATES)
 _BEST_PREFIX = "best"
 
@@ -283,7 +282,8 @@ def _new_row(e: RunRequested, f: Folded) -> Row:
 
 
 def _move(row: Row, state: State, f: Folded) -> None:
-    """Enter ``state``; the infra outcome is the lifecycle table's, kept once finalized."""
+    """Enter ``state`` (``lifecycle.state_after``'s answer); the infra outcome is the lifecycle
+    table's, kept once finalized."""
     row["state"] = state.value
     if state is not State.FINALIZED:
         row["infra_outcome"] = lifecycle.infra_outcome(state)
@@ -292,17 +292,14 @@ def _move(row: Row, state: State, f: Folded) -> None:
 
 
 def _queued(page: _Page, row: Row, e: RunQueued, f: Folded) -> None:
-    _move(row, State.QUEUED, f)
     row["review"] = e.review
 
 
 def _claimed(page: _Page, row: Row, e: RunClaimed, f: Folded) -> None:
-    _move(row, State.LAUNCHING, f)
     row["worker"] = e.worker
 
 
 def _launched(page: _Page, row: Row, e: RunLaunched, f: Folded) -> None:
-    _move(row, State.RUNNING, f)
     row.update(worker=e.worker, host=e.host, pid=e.pid, run_dir=e.run_dir,
                inputs_launched=e.inputs, launched_at=f.at, last_seen_at=f.at)
 
@@ -314,30 +311,26 @@ def _heartbeat(page: _Page, row: Row, e: RunHeartbeat, f: Folded) -> None:
 
 
 def _launch_failed(page: _Page, row: Row, e: RunLaunchFailed, f: Folded) -> None:
-    _move(row, State.FAILED, f)
     row["error"] = e.error
 
 
 def _exited(page: _Page, row: Row, e: RunExited, f: Folded) -> None:
-    _move(row, State(e.state), f)
     row.update(exit_code=e.exit_code, signal=e.signal, outputs=e.outputs, logs=e.logs,
                problems=list(e.problems))
 
 
 def _lost(page: _Page, row: Row, e: RunLost, f: Folded) -> None:
-    _move(row, State.LOST, f)
     row["error"] = e.why
 
 
 def _adopted(page: _Page, row: Row, e: RunAdopted, f: Folded) -> None:
     # Back to running: the ending recorded as lost was a mistake the log corrects.
     row.update(ended_at=None, ended_position=None, error=None)
-    _move(row, State.RUNNING, f)
     row.update(worker=e.worker, pid=e.pid, last_seen_at=f.at)
 
 
 def _canceled(page: _Page, row: Row, e: RunCanceled, f: Folded) -> None:
-    _move(row, State.CANCELED, f)
+    pass  # only the state moves
 
 
 def _metrics(page: _Page, row: Row, e: MetricsRecorded, f: Folded) -> None:
@@ -350,7 +343,6 @@ def _metrics(page: _Page, row: Row, e: MetricsRecorded, f: Folded) -> None:
 
 
 def _finalized(page: _Page, row: Row, e: RunFinalized, f: Folded) -> None:
-    _move(row, State.FINALIZED, f)
     row.update(ml_outcome=e.ml_outcome, results=e.results, results_auto=e.results_auto,
                comparison=e.comparison, finalized_at=f.at, finalized_position=f.position,
                value=finite((e.results or {}).get("value")))
@@ -389,7 +381,9 @@ _RUN_FOLDS: dict[str, Fold] = {
     ResultsSpecSaved.TYPE: _spec_saved,
     RunTagged.TYPE: _tagged,
 }
-"""Events about an existing run (each also records the run's latest position)."""
+"""The bookkeeping of events about an existing run, besides its state (each also records the
+run's latest position). The state itself comes from ``lifecycle.state_after``; a test checks
+these are exactly the run events after the opening one."""
 
 
 def _mark(page: _Page, row: Row, ended: int | None, finalized: int | None) -> None:
@@ -511,7 +505,10 @@ class RunsView:
                 if _changes_state_md(existing, e, f):
                     page.shown = f.position
                 ended, finalized = existing["ended_position"], existing["finalized_position"]
+                state = lifecycle.state_after(State(existing["state"]), e)
                 _RUN_FOLDS[e.TYPE](page, existing, e, f)
+                if state.value != existing["state"]:
+                    _move(existing, state, f)
                 _mark(page, existing, ended, finalized)
                 existing["last_position"] = f.position
                 page.touched.add(run_id)
