@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from test_executor_helpers import (
     wait_until,
 )
 
+from quipu.adapters.executors._rundir import CappedLog
 from quipu.core.runs.lifecycle import State
 from quipu.core.workspaces.aggregate import Workspace
 
@@ -141,6 +144,37 @@ class TestTheLogIsCapped:
         text = q.blobs.get_bytes(logs["sha256"]).decode()
         assert text.startswith("FIRST LINE\n") and text.endswith("LAST LINE\n")
         assert "bytes in the middle were dropped" in text
+
+    def test_cutting_the_log_while_the_stage_writes_loses_no_byte(self, tmp_path: Path) -> None:
+        """Cuts made under a live writer lose nothing: the log is the first half, a notice
+        counting exactly what was dropped, and the last half of what the process wrote."""
+        code = (
+            "import sys\n"
+            "for i in range(150_000):\n"
+            "    sys.stdout.write(f'{i:09d}\\n')\n"
+            "    if i % 64 == 0:\n"
+            "        sys.stdout.flush()\n"
+            "print('LAST LINE', flush=True)\n")
+        quipu_dir = tmp_path / ".quipu"
+        quipu_dir.mkdir()
+        with (quipu_dir / "stdout.log").open("ab") as out:
+            writer = subprocess.Popen([sys.executable, "-c", code], stdout=out)
+        limit = 16 * 1024
+        log = CappedLog(quipu_dir, limit)
+        cuts = 0
+        while writer.poll() is None:
+            before = log.dropped
+            log.check()  # as fast as it can, so cuts land while the writer writes
+            cuts += log.dropped != before
+        # finished by a fresh reader of the cap state, as by an executor that restarted
+        path, truncated = CappedLog(quipu_dir, limit).finish()
+        written = b"".join(f"{i:09d}\n".encode() for i in range(150_000)) + b"LAST LINE\n"
+        half = limit // 2
+        dropped = len(written) - 2 * half
+        notice = (f"\n[quipu: output exceeded {limit} bytes; about {dropped} bytes "
+                  "in the middle were dropped]\n").encode()
+        assert truncated and cuts > 10, cuts  # the scenario did cut the log while it ran
+        assert path.read_bytes() == written[:half] + notice + written[-half:]
 
 
 class TestCancel:
