@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from test_executor_helpers import (
@@ -18,8 +17,8 @@ from test_executor_helpers import (
     pid_gone,
     start,
     state,
-    wait_until,
 )
+from waiting import wait_until
 
 from quipu.adapters.executors._rundir import CappedLog
 from quipu.core.runs.lifecycle import State
@@ -195,15 +194,17 @@ class TestCancel:
         ex = executor(q, kill_grace=2.0)
         drive(ex, lambda: state(q, run_id) is State.RUNNING)
         pids_file = Path(q.runs.load_run(run_id).run_dir) / "outputs" / "pids.txt"
-        wait_until(lambda: pids_file.exists() and pids_file.read_text().count(" ") == 1)
+        wait_until(lambda: pids_file.exists() and pids_file.read_text().count(" ") == 1,
+                   what="the stage writes its and its child's pids")
         stage_pid, grandchild = map(int, pids_file.read_text().split())
         try:
             assert not pid_gone(stage_pid) and not pid_gone(grandchild)
             q.cancel(run_id, "the hypothesis was already refuted elsewhere")
-            started = time.monotonic()
-            drive(ex, lambda: not ex.running(), timeout=20)
-            wait_until(lambda: pid_gone(stage_pid) and pid_gone(grandchild), timeout=10)
-            assert time.monotonic() - started < 10
+            drive(ex, lambda: not ex.running(), what="the executor lets the canceled stage go")
+            # The executor stops watching only after it signalled the whole group; both
+            # processes then end (the grace is 2 s; the bound is only for a broken build).
+            wait_until(lambda: pid_gone(stage_pid) and pid_gone(grandchild),
+                       what="the stage and its child end")
             run = q.runs.load_run(run_id)
             assert run.current is State.CANCELED and run.exit is None
         finally:
@@ -228,11 +229,13 @@ class TestCancel:
         ex = executor(q, kill_grace=1.0)
         drive(ex, lambda: state(q, run_id) is State.RUNNING)
         pids_file = Path(q.runs.load_run(run_id).run_dir) / "outputs" / "pids.txt"
-        wait_until(lambda: pids_file.exists() and pids_file.read_text().count(" ") == 1)
+        wait_until(lambda: pids_file.exists() and pids_file.read_text().count(" ") == 1,
+                   what="the stage writes its and its child's pids")
         stage_pid, grandchild = map(int, pids_file.read_text().split())
         try:
             q.cancel(run_id, "the hypothesis was already refuted elsewhere")
-            drive(ex, lambda: not ex.running(), timeout=20)
-            wait_until(lambda: pid_gone(grandchild), timeout=10)
+            drive(ex, lambda: not ex.running(), what="the executor lets the canceled stage go")
+            # SIGTERM cannot end it: only the SIGKILL after the grace can.
+            wait_until(lambda: pid_gone(grandchild), what="the child ignoring SIGTERM ends")
         finally:
             kill_quietly(stage_pid)

@@ -4,11 +4,12 @@ pipeline, a real SQLite log, real stage processes."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from textwrap import dedent
 from typing import Any
+
+from waiting import wait_until
 
 from quipu.adapters.executors.local import LocalExecutor
 from quipu.app.bootstrap import DATA_DIR, Quipu, init_project
@@ -76,14 +77,13 @@ def executor(q: Quipu, runs: RunService | None = None, **kw: Any) -> LocalExecut
                          **options)
 
 
-def drive(ex: LocalExecutor, done: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Poll the executor until ``done()`` or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; watching {ex.running()}")
-        ex.poll_once()
-        time.sleep(0.05)
+def drive(ex: LocalExecutor, done: Callable[[], bool], *, timeout: float = 120.0,
+          what: str = "the runs reach the awaited state") -> None:
+    """Poll the executor until ``done()``; fail naming ``what`` after ``timeout`` seconds."""
+    try:
+        wait_until(done, what=what, timeout=timeout, step=ex.poll_once)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (the executor watches {ex.running()})") from None
 
 
 def ended(q: Quipu, *run_ids: str) -> Callable[[], bool]:
@@ -114,15 +114,6 @@ def pid_gone(pid: int) -> bool:
     except OSError:
         return True
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Sleep until ``cond()``; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def kill_quietly(pid: int) -> None:
