@@ -12,9 +12,11 @@ from test_executor_helpers import (
     drive,
     ended,
     executor,
+    exit_of,
     kill_quietly,
     make_project,
     pid_gone,
+    run_dir_of,
     start,
     state,
 )
@@ -34,7 +36,7 @@ class TestFailures:
         ids = start(q)
         drive(executor(q), ended(q, *ids.values()))
         make = q.runs.load_run(ids["make"])
-        assert make.current is State.FAILED and make.exit.exit_code == 3
+        assert make.current is State.FAILED and exit_of(make).exit_code == 3
         assert state(q, ids["double"]) is State.CANCELED
         assert state(q, ids["report"]) is State.CANCELED
         assert not (q.root / ".quipu" / "runs" / ids["double"]).exists()  # never launched
@@ -46,9 +48,10 @@ class TestFailures:
         run_id = start(q)["solo"]
         drive(executor(q), ended(q, run_id))
         run = q.runs.load_run(run_id)
-        assert run.current is State.FAILED and run.exit.exit_code == 1
-        log = q.blobs.get_bytes(run.exit.logs["sha256"]).decode()
-        assert "ValueError: no good" in log and not run.exit.logs["truncated"]
+        assert run.current is State.FAILED and exit_of(run).exit_code == 1
+        logs = exit_of(run).logs
+        assert logs is not None and not logs["truncated"]
+        assert "ValueError: no good" in q.blobs.get_bytes(logs["sha256"]).decode()
 
     def test_exit_0_with_a_declared_output_missing_fails_with_a_problem(
             self, tmp_path: Path) -> None:
@@ -56,8 +59,8 @@ class TestFailures:
         run_id = start(q)["solo"]
         drive(executor(q), ended(q, run_id))
         run = q.runs.load_run(run_id)
-        assert run.current is State.FAILED and run.exit.exit_code == 0
-        assert run.exit.problems == [
+        assert run.current is State.FAILED and exit_of(run).exit_code == 0
+        assert exit_of(run).problems == [
             "declared output 'result' was not written (expected outputs/result.json)"]
 
     def test_exit_0_with_an_empty_declared_output_fails_with_a_problem(
@@ -68,7 +71,7 @@ class TestFailures:
         drive(executor(q), ended(q, run_id))
         run = q.runs.load_run(run_id)
         assert run.current is State.FAILED
-        assert run.exit.problems == ["declared output 'result' is empty (outputs/result.json)"]
+        assert exit_of(run).problems == ["declared output 'result' is empty (outputs/result.json)"]
 
     def test_a_stage_without_outputs_may_write_nothing(self, tmp_path: Path) -> None:
         pipeline = "stages:\n  - name: solo\n"
@@ -76,7 +79,7 @@ class TestFailures:
         run_id = start(q)["solo"]
         drive(executor(q), ended(q, run_id))
         run = q.runs.load_run(run_id)
-        assert run.current is State.SUCCEEDED and run.exit.problems == []
+        assert run.current is State.SUCCEEDED and exit_of(run).problems == []
 
     def test_writing_outside_outputs_is_a_problem(self, tmp_path: Path) -> None:
         code = """\
@@ -91,9 +94,9 @@ class TestFailures:
         drive(executor(q), ended(q, run_id))
         run = q.runs.load_run(run_id)
         assert run.current is State.FAILED
-        assert run.exit.problems == [
+        assert exit_of(run).problems == [
             "the stage changed files outside outputs/: code/modules/solo.py, scratch.txt"]
-        assert "result" in run.exit.outputs  # what it did produce is still recorded
+        assert "result" in exit_of(run).outputs  # what it did produce is still recorded
 
     def test_a_stage_killed_by_a_signal_crashed(self, tmp_path: Path) -> None:
         code = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
@@ -101,8 +104,8 @@ class TestFailures:
         run_id = start(q)["solo"]
         drive(executor(q), ended(q, run_id))
         run = q.runs.load_run(run_id)
-        assert run.current is State.CRASHED and run.exit.signal == 9
-        assert run.exit.exit_code is None
+        assert run.current is State.CRASHED and exit_of(run).signal == 9
+        assert exit_of(run).exit_code is None
 
     def test_a_stage_asked_to_stop_that_exits_0_is_stopped(self, tmp_path: Path) -> None:
         code = """\
@@ -115,7 +118,7 @@ class TestFailures:
         run_id = start(q)["solo"]
         ex = executor(q)
         drive(ex, lambda: state(q, run_id) is State.RUNNING)
-        (Path(q.runs.load_run(run_id).run_dir) / ".quipu" / "stop_requested").touch()
+        (run_dir_of(q.runs.load_run(run_id)) / ".quipu" / "stop_requested").touch()
         drive(ex, ended(q, run_id))
         assert state(q, run_id) is State.STOPPED
 
@@ -138,8 +141,8 @@ class TestTheLogIsCapped:
         drive(executor(q, log_limit=256 * 1024), ended(q, run_id))
         run = q.runs.load_run(run_id)
         assert run.current is State.SUCCEEDED
-        logs = run.exit.logs
-        assert logs["truncated"] is True and logs["size"] < 300 * 1024
+        logs = exit_of(run).logs
+        assert logs is not None and logs["truncated"] is True and logs["size"] < 300 * 1024
         text = q.blobs.get_bytes(logs["sha256"]).decode()
         assert text.startswith("FIRST LINE\n") and text.endswith("LAST LINE\n")
         assert "bytes in the middle were dropped" in text
@@ -193,7 +196,7 @@ class TestCancel:
         run_id = start(q)["solo"]
         ex = executor(q, kill_grace=2.0)
         drive(ex, lambda: state(q, run_id) is State.RUNNING)
-        pids_file = Path(q.runs.load_run(run_id).run_dir) / "outputs" / "pids.txt"
+        pids_file = run_dir_of(q.runs.load_run(run_id)) / "outputs" / "pids.txt"
         wait_until(lambda: pids_file.exists() and pids_file.read_text().count(" ") == 1,
                    what="the stage writes its and its child's pids")
         stage_pid, grandchild = map(int, pids_file.read_text().split())
@@ -228,7 +231,7 @@ class TestCancel:
         run_id = start(q)["solo"]
         ex = executor(q, kill_grace=1.0)
         drive(ex, lambda: state(q, run_id) is State.RUNNING)
-        pids_file = Path(q.runs.load_run(run_id).run_dir) / "outputs" / "pids.txt"
+        pids_file = run_dir_of(q.runs.load_run(run_id)) / "outputs" / "pids.txt"
         wait_until(lambda: pids_file.exists() and pids_file.read_text().count(" ") == 1,
                    what="the stage writes its and its child's pids")
         stage_pid, grandchild = map(int, pids_file.read_text().split())

@@ -13,6 +13,8 @@ from waiting import wait_until
 
 from quipu.adapters.executors.local import LocalExecutor
 from quipu.app.bootstrap import DATA_DIR, Quipu, init_project
+from quipu.core.runs.aggregate import Run
+from quipu.core.runs.events import RunExited
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
 
@@ -99,6 +101,25 @@ def ended(q: Quipu, *run_ids: str) -> Callable[[], bool]:
 def state(q: Quipu, run_id: str) -> State:
     """The run's state per its aggregate."""
     return q.runs.load_run(run_id).current
+
+
+def exit_of(run: Run) -> RunExited:
+    """The run's recorded exit, which must exist."""
+    assert run.exit is not None, f"run {run.run_id} has no exit recorded ({run.current})"
+    return run.exit
+
+
+def run_dir_of(run: Run) -> Path:
+    """The directory the executor launched the run in."""
+    assert run.run_dir is not None, f"run {run.run_id} was not launched ({run.current})"
+    return Path(run.run_dir)
+
+
+def pid_of(q: Quipu, run_id: str) -> int:
+    """The pid of the run's stage process."""
+    pid = q.runs.load_run(run_id).pid
+    assert pid is not None, f"run {run_id} was not launched"
+    return pid
 
 
 def start(q: Quipu, **kw: Any) -> dict[str, str]:

@@ -12,15 +12,18 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from test_executor_helpers import (
     ONE_STAGE,
     drive,
     ended,
     executor,
+    exit_of,
     kill_quietly,
     make_project,
     pid_gone,
+    pid_of,
     start,
     state,
 )
@@ -28,6 +31,7 @@ from waiting import wait_until
 
 from quipu.app.bootstrap import Quipu
 from quipu.core.log import decode
+from quipu.core.messages import Event
 from quipu.core.runs.events import MetricsRecorded, RunAdopted, RunHeartbeat, RunLost
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
@@ -59,7 +63,7 @@ SLEEP_THEN_SUCCEED = """\
 SERVE_WAIT = 120.0
 
 
-def events_of(q: Quipu, cls: type, run_id: str) -> list:
+def events_of(q: Quipu, cls: type[Event], run_id: str) -> list[Any]:
     return [e for e in (decode(r).event for r in q.store.read(types=[cls.TYPE], limit=10_000))
             if getattr(e, "run_id", None) == run_id]
 
@@ -80,7 +84,7 @@ class TestDeadlines:
         run_id = start(q)["solo"]
         ex = executor(q, heartbeat_timeout=1.0)
         drive(ex, lambda: state(q, run_id) is State.RUNNING)
-        pid = q.runs.load_run(run_id).pid
+        pid = pid_of(q, run_id)
         try:
             drive(ex, lambda: state(q, run_id) is State.LOST, what="the silent stage is lost")
             lost = events_of(q, RunLost, run_id)
@@ -168,8 +172,8 @@ class TestAnExecutorRestartInProcess:
         go.touch()
         drive(second, ended(q, run_id))
         run = q.runs.load_run(run_id)
-        assert run.current is State.SUCCEEDED and run.exit.exit_code == 0
-        assert run.exit.actor == "test:second"
+        assert run.current is State.SUCCEEDED and exit_of(run).exit_code == 0
+        assert exit_of(run).actor == "test:second"
         assert run.metrics is not None and run.metrics.summaries["loss"]["last"] == 0.5
         first.poll_once()  # the first one coming back records nothing twice
         assert q.runs.load_run(run_id).version == run.version
@@ -213,7 +217,7 @@ class TestAKilledServeRestarts:
         try:
             wait_until(lambda: state(q, run_id) is State.RUNNING, timeout=SERVE_WAIT,
                        what="the first engine launches the stage")
-            stage_pid = q.runs.load_run(run_id).pid
+            stage_pid = pid_of(q, run_id)
             _kill_engine(engine)
             assert not pid_gone(stage_pid)  # the stage lives in its own session
             engine = _serve(q.root, tmp_path / "serve.log")
@@ -227,7 +231,7 @@ class TestAKilledServeRestarts:
             wait_until(ended(q, run_id), timeout=SERVE_WAIT, what="the stage's exit is recorded")
             run = q.runs.load_run(run_id)
             assert run.current is State.SUCCEEDED, (run.current, run.exit)
-            assert run.exit.exit_code == 0 and run.exit.actor.endswith(second)
+            assert exit_of(run).exit_code == 0 and exit_of(run).actor.endswith(second)
             assert run_id in q.service.load(Workspace, "ws").awaiting
         finally:
             _kill_engine(engine)
@@ -242,7 +246,7 @@ class TestAKilledServeRestarts:
         try:
             wait_until(lambda: state(q, run_id) is State.RUNNING, timeout=SERVE_WAIT,
                        what="the first engine launches the stage")
-            stage_pid = q.runs.load_run(run_id).pid
+            stage_pid = pid_of(q, run_id)
             _kill_engine(engine)
             os.killpg(stage_pid, signal.SIGKILL)  # the machine took the stage down too
             wait_until(lambda: pid_gone(stage_pid), what="the killed stage is gone")

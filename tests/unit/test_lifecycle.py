@@ -238,7 +238,8 @@ def test_a_deadline_override_replaces_the_default():
 
 def test_bad_deadline_overrides_are_all_reported_at_once():
     with pytest.raises(InvalidInput) as err:
-        deadlines({"sleeping": 5, "finalized": 5, "running": 0, "queued": 1.5})
+        deadlines({"sleeping": 5, "finalized": 5, "running": 0,
+                   "queued": 1.5})  # type: ignore[dict-item]  # wrong on purpose
 
     assert err.value.code == "invalid_deadline"
     for fragment in ("'sleeping'", "finalized has no deadline", "running: 0", "queued: 1.5"):
