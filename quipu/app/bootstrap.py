@@ -16,7 +16,12 @@ from pathlib import Path
 
 from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
-from quipu.adapters.seals import LocalSealKeeper, open_local_seals
+from quipu.adapters.seals import (
+    AutoSealingStore,
+    LocalSealKeeper,
+    open_local_seals,
+    read_key_file,
+)
 from quipu.adapters.slots import LocalSlotFiles
 from quipu.adapters.snapshots import SQLiteSnapshotStore
 from quipu.app.config import (
@@ -44,6 +49,7 @@ __all__ = [
     "LogHandle",
     "Quipu",
     "SystemClock",
+    "audit_key",
     "build",
     "default_actor",
     "find_project",
@@ -51,6 +57,7 @@ __all__ = [
     "open_log",
     "open_project",
     "open_store",
+    "seal_paths",
 ]
 
 
@@ -62,19 +69,50 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+def audit_key(root: Path, config: Config) -> bytes | None:
+    """The keyed chain's key from ``$QUIPU_AUDIT_KEY_FILE`` or ``audit.key_file``, or None."""
+    named = os.environ.get("QUIPU_AUDIT_KEY_FILE") or config.audit.key_file
+    if not named:
+        return None
+    path = Path(named).expanduser()
+    return read_key_file(path if path.is_absolute() else root / path)
+
+
+def seal_paths(root: Path, config: Config) -> list[Path]:
+    """Every seal file the project writes: the default one and the automatic seals' file."""
+    paths = [root / DATA_DIR / "seals.jsonl"]
+    if config.audit.auto_seal is not None:
+        auto = Path(config.audit.auto_seal.path).expanduser()
+        auto = auto if auto.is_absolute() else root / auto
+        if auto not in paths:
+            paths.append(auto)
+    return paths
+
+
 def open_store(root: Path, config: Config) -> EventStore:
-    """The log chosen by ``$QUIPU_EVENTSTORE_URL`` or ``eventstore.url``."""
+    """The log chosen by ``$QUIPU_EVENTSTORE_URL`` or ``eventstore.url``, keyed with the audit key
+    and sealing itself when ``audit`` says so."""
+    store = _open_log(root, config, audit_key(root, config))
+    auto = config.audit.auto_seal
+    if auto is None:
+        return store
+    return AutoSealingStore(store, open_local_seals(seal_paths(root, config)[-1]),
+                            every_events=auto.every_events, every_minutes=auto.every_minutes,
+                            clock=SystemClock().now)
+
+
+def _open_log(root: Path, config: Config, key: bytes | None) -> EventStore:
     url = os.environ.get("QUIPU_EVENTSTORE_URL") or config.eventstore.url
     if url.startswith(("postgresql://", "postgres://")):
         from quipu.adapters.eventstore.postgres import open_postgres_store
 
-        return open_postgres_store(url, table=config.eventstore.table)
+        return open_postgres_store(url, table=config.eventstore.table, key=key)
     if url == "sqlite":
         return open_sqlite_store(root / DATA_DIR / "events.db",
-                                 synchronous=config.eventstore.synchronous)
+                                 synchronous=config.eventstore.synchronous, key=key)
     if url.startswith("sqlite:///"):
         return open_sqlite_store(Path(url.removeprefix("sqlite:///")),
-                                 synchronous=config.eventstore.synchronous)
+                                 synchronous=config.eventstore.synchronous, key=key)
     raise InvalidInput(f"unknown event store {url!r}", code="invalid_eventstore_url",
                        hint="use 'sqlite' (default), sqlite:///path/events.db or "
                        "postgresql://user:pass@host/db")
@@ -98,9 +136,18 @@ class LogHandle:
         return open_local_seals(self.seal_path(given))
 
     def verify(self, seals: Path | None = None) -> tuple[AuditReport, int]:
-        """Recompute the chain against the seals at ``seal_path(seals)``: (report, seals read)."""
-        sealed = self.seals(seals).read_all()
-        return verify_log(self.store, sealed), len(sealed)
+        """Recompute the chain (and the keyed links, given the project's audit key) against the
+        seals at ``seal_path(seals)`` and the automatic seals' file: (report, seals read)."""
+        files = seal_paths(self.root, self.config)
+        if seals is not None:
+            files[0] = seals
+        sealed = [s for path in files for s in open_local_seals(path).read_all()]
+        return verify_log(self.store, sealed, key=self.key), len(sealed)
+
+    @property
+    def key(self) -> bytes | None:
+        """The keyed chain's key (``audit.key_file`` / ``$QUIPU_AUDIT_KEY_FILE``), or None."""
+        return audit_key(self.root, self.config)
 
     def seal(self, given: Path | None = None) -> tuple[Seal, Path]:
         """Append a seal of the head to ``seal_path(given)``; return it and where it went."""
@@ -162,7 +209,7 @@ def build(root: Path, config: Config, *, actor: str) -> Quipu:
                              worker_id=f"local:{os.uname().nodename}:{os.getpid()}",
                              max_parallel=config.executor.max_parallel,
                              heartbeat_timeout=config.executor.heartbeat_timeout,
-                             on_change=on_change)
+                             on_change=on_change, position_file=data / "executor.json")
 
     def live_log(run_dir: Path) -> bytes:
         from quipu.adapters.executors.local import read_log

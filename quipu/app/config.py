@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.validation import check_name
@@ -19,6 +26,8 @@ from quipu.core.validation import check_name
 __all__ = [
     "CONFIG_FILE",
     "DATA_DIR",
+    "AuditConfig",
+    "AutoSealConfig",
     "Config",
     "DataConfig",
     "EventStoreConfig",
@@ -51,6 +60,31 @@ class ExecutorConfig(BaseModel):
     heartbeat_timeout: float = Field(default=600.0, gt=0)
 
 
+class AutoSealConfig(BaseModel):
+    """``audit.auto_seal``: seal the log's head every N events and/or M minutes, to ``path``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every_events: int | None = Field(default=None, ge=1)
+    every_minutes: float | None = Field(default=None, gt=0)
+    path: str = f"{DATA_DIR}/seals.jsonl"
+
+    @model_validator(mode="after")
+    def _some_period(self) -> AutoSealConfig:
+        if self.every_events is None and self.every_minutes is None:
+            raise ValueError("auto_seal needs every_events or every_minutes")
+        return self
+
+
+class AuditConfig(BaseModel):
+    """``audit``: the keyed chain's key file and automatic seals (see docs/audit.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_file: str | None = None
+    auto_seal: AutoSealConfig | None = None
+
+
 class DataConfig(BaseModel):
     """Where run inputs may come from: the project, the listed roots, or anywhere if allowed."""
 
@@ -72,6 +106,7 @@ class Config(BaseModel):
     eventstore: EventStoreConfig = EventStoreConfig()
     executor: ExecutorConfig = ExecutorConfig()
     data: DataConfig = DataConfig()
+    audit: AuditConfig = AuditConfig()
 
     @field_validator("slots")
     @classmethod
@@ -113,7 +148,7 @@ def load_config(root: Path) -> Config:
         raise InvalidInput(f"{path} is not a valid Quipu config: {exc}", code="invalid_config",
                            hint="fix the file; keys: name, goal, slots, reason_min_length, "
                            "eventstore{url, synchronous}, executor, "
-                           "data{roots, allow_any_path}") from exc
+                           "data{roots, allow_any_path}, audit{key_file, auto_seal}") from exc
 
 
 def write_config(root: Path, config: Config) -> None:

@@ -265,22 +265,27 @@ class Quipu(RunQueries):
         """Whether every run has ended (or was blocked), and each run's state now."""
 
         states = {r: self.runs.load_run(r).current for r in run_ids}
-        done = all(lifecycle.is_ended(s) or lifecycle.is_final(s) or s.value == "blocked"
-                   for s in states.values())
+        done = all(lifecycle.settled(s) for s in states.values())
         return done, [{"stage_run_id": r, "state": s.value,
                        "infra_outcome": lifecycle.infra_outcome(s)} for r, s in states.items()]
 
     def wait_for(self, run_ids: list[str], *, timeout: float = 3600.0,
-                 poll: float = 0.2) -> list[dict[str, Any]]:
-        """Block until every run has ended (or the timeout passes); return their states."""
+                 poll: float = 1.0) -> list[dict[str, Any]]:
+        """Block until every run has ended (or the timeout passes); return their states.
+
+        The runs are checked again whenever the log grows (``wait_for_append``), and at least
+        every ``poll`` seconds.
+        """
         import time
 
         deadline = time.monotonic() + timeout
         while True:
+            seen = self.store.head()  # before the check: an append after it wakes the wait
             done, states = self.run_states(run_ids)
-            if done or time.monotonic() > deadline:
+            remaining = deadline - time.monotonic()
+            if done or remaining <= 0:
                 break
-            time.sleep(poll)
+            self.store.wait_for_append(after=seen, timeout=min(poll, remaining))
         self.refresh()
         return states
 

@@ -46,13 +46,9 @@ class RunQueries:
         goes, its live log is read from its run directory (a line still being written waits
         for the next call); once it ended, from the stored log blob. Never changes anything.
         """
-        from quipu.core.runs import lifecycle
-        from quipu.core.runs.lifecycle import State
-
         run = self.runs.load_run(run_id)
         state = run.current
-        ended = lifecycle.is_ended(state) or lifecycle.is_final(state) or \
-            state is State.BLOCKED
+        ended = lifecycle.settled(state)
         truncated = False
         runtime: list[str] = []
         data = b""

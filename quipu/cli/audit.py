@@ -31,12 +31,15 @@ def audit() -> None:
 
 @audit.command()
 @click.option("--seals", type=click.Path(path_type=Path), default=None,
-              help="Seal file to check against (default .quipu/seals.jsonl).")
+              help="Seal file to check against (default .quipu/seals.jsonl); the automatic "
+              "seals' file (audit.auto_seal.path) is always checked too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 @_edge
 def verify(ctx: click.Context, seals: Path | None, as_json: bool) -> None:
     """Recompute the hash chain; exit 1 and name the first bad position if anything changed.
+
+    With an audit key (audit.key_file or QUIPU_AUDIT_KEY_FILE) the keyed links are checked too.
 
     \b
     Example:
@@ -44,6 +47,7 @@ def verify(ctx: click.Context, seals: Path | None, as_json: bool) -> None:
     """
     with open_log(ctx.obj.get("project")) as log:
         report, sealed = log.verify(seals)
+        key = log.key
     data = dataclasses.asdict(report)
     data["seals_checked"] = sealed
     if as_json:
@@ -56,6 +60,13 @@ def verify(ctx: click.Context, seals: Path | None, as_json: bool) -> None:
     else:
         click.secho(f"TAMPERED: first bad position {report.first_bad_position}: "
                     f"{report.problem}", fg="red", err=True)
+    if not as_json and report.keyed_links and not report.key_checked:
+        click.secho(f"NOTE: {report.keyed_links} event(s) carry audit-key MACs but no key was "
+                    "given, so they were not checked: set audit.key_file or "
+                    "QUIPU_AUDIT_KEY_FILE", fg="yellow", err=True)
+    elif not as_json and key is not None and report.ok and not report.keyed_links:
+        click.secho("NOTE: an audit key was given but no event carries a MAC", fg="yellow",
+                    err=True)
     sys.exit(0 if report.ok else 1)
 
 

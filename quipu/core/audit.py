@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .chain import GENESIS, split_state
+from .chain import UnreadableState, split_state
 from .errors import Conflict, IntegrityFailure, InvalidInput
-from .log import ChainBreak, verify_chain
-from .ports import EventStore
+from .log import ChainBreak, ChainVerifier, verify_chain
+from .ports import EventStore, StoredRecord
 
 __all__ = ["AuditReport", "Seal", "make_seal", "verify_log"]
 
@@ -40,7 +40,11 @@ class AuditReport:
 
     ``head_position`` and ``head_hash`` describe the last event whose chain verified: the log's
     head when ``ok`` (0 and the genesis hash for an empty log or a break at the first event).
-    ``first_bad_position`` is the lowest position known to be wrong.
+    ``first_bad_position`` is the lowest position known to be wrong. ``keyed_links`` counts the
+    verified events that carry a key MAC and ``key_checked`` says whether those MACs were checked
+    against a key (False when the log is keyed but no key was given: then only the plain chain
+    was verified and events appended after the last seal by someone without the key are not
+    ruled out).
     """
 
     ok: bool
@@ -49,6 +53,8 @@ class AuditReport:
     head_hash: str
     first_bad_position: int | None
     problem: str | None
+    keyed_links: int = 0
+    key_checked: bool = False
 
 
 def make_seal(store: EventStore, now: datetime) -> Seal:
@@ -99,43 +105,50 @@ def verify_log(
     seals: Sequence[Seal] = (),
     page: int = 5000,
     progress: Callable[[int], None] | None = None,
+    *,
+    key: bytes | None = None,
 ) -> AuditReport:
     """Walk the whole log, check its hash chain and every seal; name the first bad position.
 
     The log is read in pages of ``page`` events up to the head it had when the audit started
     (events appended meanwhile are left for the next audit). ``progress`` is called with the
     number of events checked after each page. A chain break is reported at the first event that
-    does not verify; a seal whose position is missing or holds a different hash is reported as
-    "log truncated or rewritten before sealed position N". When both happen the lower position
-    wins, so ``first_bad_position`` is always the earliest known damage.
+    does not verify; a stored row whose state is not bytes (NULL, TEXT) is such a break. A seal
+    whose position is missing or holds a different hash is reported as "log truncated or
+    rewritten before sealed position N". When both happen the lower position wins, so
+    ``first_bad_position`` is always the earliest known damage. With ``key`` (the audit key)
+    every key MAC is checked too.
     """
     if page < 1:
         raise InvalidInput("page must be at least 1", code="invalid_page", hint="use e.g. 5000")
     wanted = {seal.position for seal in seals}
     seen: dict[int, str] = {}
     until = store.head()
-    prev = GENESIS
+    verifier = ChainVerifier(key=key)
     last_position = 0
     checked = 0
     chain_break: ChainBreak | None = None
     after = 0
     while chain_break is None and after < until:
-        records = store.read(after=after, limit=page, until=until)
-        if not records:
-            break
-        for item in verify_chain(records, prev=prev):
-            if isinstance(item, ChainBreak):
-                chain_break = item
+        records, damaged = _read_page(store, after, page, until)
+        for record in records:
+            chain_break = verifier.check(record)
+            if chain_break is not None:
                 break
-            record, prev = item
             last_position = record.position
             checked += 1
             if record.position in wanted:
-                seen[record.position] = prev
+                seen[record.position] = verifier.prev
+        if chain_break is None and damaged is not None:
+            chain_break = damaged
+        if not records:
+            break
         after = records[-1].position
         if progress is not None:
             progress(checked)
 
+    prev = verifier.prev
+    keyed = (verifier.keyed_links, key is not None and verifier.keyed_links > 0)
     bad: list[tuple[int, str]] = []
     if chain_break is not None:
         bad.append((chain_break.position, chain_break.problem))
@@ -151,5 +164,21 @@ def verify_log(
             break  # seals are sorted: the first failing one is the earliest
     if bad:
         position, problem = min(bad)
-        return AuditReport(False, checked, last_position, prev, position, problem)
-    return AuditReport(True, checked, last_position, prev, None, None)
+        return AuditReport(False, checked, last_position, prev, position, problem, *keyed)
+    return AuditReport(True, checked, last_position, prev, None, None, *keyed)
+
+
+def _read_page(
+    store: EventStore, after: int, page: int, until: int
+) -> tuple[list[StoredRecord], ChainBreak | None]:
+    """One page of records; a row whose state is unreadable ends the page as a ChainBreak."""
+    try:
+        return store.read(after=after, limit=page, until=until), None
+    except UnreadableState as exc:
+        # The rows before the damaged one are still worth checking: a break among them is
+        # earlier, and so is what they tell the seals.
+        before = (store.read(after=after, limit=page, until=exc.position - 1)
+                  if exc.position - 1 > after else [])
+        return before, ChainBreak(
+            exc.position, f"stored state is {exc.found}, not bytes: the row was damaged"
+        )

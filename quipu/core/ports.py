@@ -92,6 +92,25 @@ class EventStore(Protocol):
         """The position of the newest event, 0 for an empty log."""
         ...
 
+    def hash_at(self, position: int) -> str:
+        """The chain hash of the newest event at or before ``position`` (positions may have
+        gaps), or ``chain.GENESIS`` when there is none.
+
+        What a reader stores beside its position to notice later that the log under it changed
+        (an older file restored, a different log put in its place).
+        """
+        ...
+
+    def wait_for_append(self, *, after: int, timeout: float) -> int:
+        """Block until the head is beyond ``after`` or ``timeout`` seconds pass; return the head.
+
+        What followers of the log (the executor, a caller waiting for its runs) use instead of
+        polling on a timer. An append through this store wakes the call at once; an append by
+        another process or connection wakes it soon after it commits (how soon depends on the
+        adapter). A returned head ``<= after`` means the timeout passed with nothing new.
+        """
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -109,15 +128,27 @@ class BlobStore(Protocol):
         ...
 
     def get_bytes(self, digest: str) -> bytes:
-        """The bytes stored under ``digest``; ``NotFound`` if absent."""
+        """The bytes stored under ``digest``; ``NotFound`` if absent.
+
+        Raises ``IntegrityFailure(code="blob_corrupt")`` when the stored bytes do not hash to
+        ``digest``.
+        """
+        ...
+
+    def verify(self, digest: str) -> None:
+        """Check the stored bytes against ``digest``: ``NotFound`` or ``blob_corrupt`` if not."""
         ...
 
     def copy_to(self, digest: str, dest: Path) -> None:
-        """Write the blob to ``dest`` (parents created, replaced atomically)."""
+        """Write the blob to ``dest`` (parents created, replaced atomically).
+
+        The hash is checked while copying: a damaged blob raises ``blob_corrupt`` and leaves
+        ``dest`` untouched.
+        """
         ...
 
     def exists(self, digest: str) -> bool:
-        """Whether ``digest`` is stored."""
+        """Whether ``digest`` is stored (its content is not read)."""
         ...
 
 

@@ -19,7 +19,7 @@ from quipu.core.runs.lifecycle import gate_rule
 from quipu.mcp._errors import guarded
 
 if TYPE_CHECKING:
-    from quipu.app.bootstrap import Quipu
+    from quipu.app.facade import Quipu
 
 __all__ = ["RUN_TOOL_NAMES", "RunReason", "register_run_tools", "run_description"]
 

@@ -4,8 +4,9 @@ A projection is a pure fold of events into a few tables of ``views.db``. It decl
 a ``version`` (bumped when its tables or fold change, which refolds it from 0), the event types
 it handles and its tables. The runner reads the log in pages, decodes only events some
 projection handles, gives each projection the events it has not seen yet, and writes every
-projection's position in the SAME transaction as its rows, one transaction per page. A page
-that holds no event a projection handles still advances its position.
+projection's position (and the chain hash of the log there) in the SAME transaction as its rows,
+one transaction per page. A page that holds no event a projection handles still advances its
+position.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from uuid import UUID
 import sqlite_utils
 from pydantic import TypeAdapter
 
+from quipu.core.chain import split_state
+from quipu.core.errors import IntegrityFailure
 from quipu.core.log import decode
 from quipu.core.messages import Event, event_type
 from quipu.core.ports import EventStore, StoredRecord
 
-__all__ = ["PAGE_SIZE", "Folded", "Indexes", "Progress", "Projection", "Runner", "chunks",
-           "create_indexes", "fast_decode", "placeholders", "rows_as_dicts"]
+__all__ = ["PAGE_SIZE", "Folded", "Indexes", "Progress", "Projection", "Runner", "Stored",
+           "chain_hash", "chunks", "create_indexes", "fast_decode", "placeholders",
+           "rows_as_dicts"]
 
 PAGE_SIZE = 2000
 """Events read (and folded) per transaction."""
@@ -108,9 +112,22 @@ def placeholders(n: int) -> str:
 
 Progress = Callable[[int, int], None]
 
+Stored = dict[str, tuple[int, str | None]]
+"""Each projection's stored (position, chain hash of the newest event at or before it)."""
+
+
+def chain_hash(state: bytes) -> str:
+    """The chain hash in a stored state's header (``split_state`` without the data)."""
+    return split_state(state[: state.find(b"\n") + 1]).hash
+
 
 class Runner:
-    """Catches projections up with the log, one transaction per page."""
+    """Catches projections up with the log, one transaction per page.
+
+    Beside each projection's position it stores the chain hash of the newest event at or before
+    that position, in the same transaction, so ``diverged`` can tell later whether the log
+    under the views is still the one they were folded from.
+    """
 
     def __init__(self, conn: sqlite3.Connection, store: EventStore,
                  projections: Sequence[Projection], *, until: int | None,
@@ -121,20 +138,65 @@ class Runner:
         self.until = until
         self.page_size = page_size
 
-    def target(self) -> int:
+    def target(self, head: int | None = None) -> int:
         """The position to catch up to: the log's head, capped by ``until``."""
-        head = self.store.head()
+        if head is None:
+            head = self.store.head()
         return head if self.until is None else min(head, self.until)
+
+    def stored(self) -> Stored:
+        """Each projection's stored position and hash ((0, None) if it has none)."""
+        rows = self.conn.execute("SELECT name, position, hash FROM _positions").fetchall()
+        found = {str(name): (int(position), None if h is None else str(h))
+                 for name, position, h in rows}
+        return {p.name: found.get(p.name, (0, None)) for p in self.projections}
 
     def positions(self) -> dict[str, int]:
         """Each projection's stored position."""
-        rows = self.conn.execute("SELECT name, position FROM _positions").fetchall()
-        stored = {str(name): int(position) for name, position in rows}
-        return {p.name: stored.get(p.name, 0) for p in self.projections}
+        return {name: position for name, (position, _) in self.stored().items()}
 
-    def run(self, *, progress: Progress | None = None) -> tuple[int, int]:
-        """Fold until every projection reached the target; return (position, events read)."""
-        target = self.target()
+    def diverged(self, stored: Stored, head: int) -> dict[str, str]:
+        """The projections whose stored position the log no longer backs, each with why.
+
+        ``stored`` must have been read BEFORE ``head``: the log only grows and views only fold
+        what the log held, so a position read first can only exceed a head read after it if
+        the log lost events (an older file restored, a lost WAL). A hash that differs from the
+        log's at the same position means the log was replaced by another one.
+        """
+        target = self.target(head)
+        reasons: dict[int, str | None] = {}
+        out: dict[str, str] = {}
+        for name, (position, stored_hash) in stored.items():
+            if position == 0:
+                continue  # nothing folded: nothing to contradict
+            if position not in reasons:
+                reasons[position] = self._contradiction(position, stored_hash, head, target)
+            reason = reasons[position]
+            if reason is not None:
+                out[name] = reason
+        return out
+
+    def _contradiction(self, position: int, stored_hash: str | None, head: int,
+                       target: int) -> str | None:
+        if position > head:
+            return (f"they have folded the log up to position {position} but the log ends at "
+                    f"{head} (an older events.db restored, or its WAL lost?)")
+        if position > target:
+            return (f"they have folded the log up to position {position}, past the "
+                    f"{target} they were opened to show")
+        actual = _log_hash(position, lambda: self.store.hash_at(position))
+        if stored_hash != actual:
+            return (f"the log's event at position {position} is not the one they folded "
+                    f"(chain hash {actual[:12]}, folded {str(stored_hash)[:12]}): "
+                    "the log was replaced by another one")
+        return None
+
+    def run(self, *, progress: Progress | None = None,
+            target: int | None = None) -> tuple[int, int]:
+        """Fold until every projection reached the target (default: ``target()``); return
+        (position, events read)."""
+        if target is None:
+            target = self.target()
         if min(self.positions().values(), default=target) >= target:
             return target, 0  # the fast path of every read: nothing new, no write lock
         read = 0
@@ -174,19 +236,48 @@ class Runner:
             mine = handlers.get(type_name)
             if mine is None:
                 continue  # the store ignored the type filter; never decode what nobody folds
-            folded = fast_decode(position, type_name, state)
+            folded = _decode_stored(position, type_name, state)
             for i in mine:
                 if folded.position > after[i]:
                     batches[i].append(folded)
         for p, batch in zip(lagging, batches, strict=True):
             if batch:
                 p.apply(self.conn, batch)
+        # The hash of the position reached: the page's last event when it is there, else (the
+        # page ended on events nobody here folds) one indexed read of the log.
+        last = records[-1] if records and records[-1][0] == reached else None
+        reached_hash = _log_hash(reached, lambda: chain_hash(last[2]) if last is not None
+                                 else self.store.hash_at(reached))
         # A projection already past this page (others are being refolded from 0) keeps its own.
         self.conn.executemany(
-            "INSERT INTO _positions (name, position, version) VALUES (?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET position = excluded.position",
-            [(p.name, max(reached, after[i]), p.version) for i, p in enumerate(lagging)])
+            "INSERT INTO _positions (name, position, version, hash) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET position = excluded.position, hash = excluded.hash",
+            [(p.name, reached, p.version, reached_hash)
+             for i, p in enumerate(lagging) if reached > after[i]])
         return reached, len(records)
+
+
+def _log_hash(position: int, read: Callable[[], str]) -> str:
+    """A chain hash read from the log; a header that cannot be parsed is the log's fault."""
+    try:
+        return read()
+    except (ValueError, TypeError, KeyError) as exc:
+        raise IntegrityFailure(
+            f"the event at or before position {position} has no readable chain header: {exc}",
+            code="event_undecodable",
+            hint="run `quipu audit verify` to see what is wrong with the log") from exc
+
+
+def _decode_stored(position: int, type_name: str, state: bytes) -> Folded:
+    """``fast_decode``, with a log event that cannot be read named as the log's fault: it must
+    never pass for damage to the views (refolding them would meet the same event again)."""
+    try:
+        return fast_decode(position, type_name, state)
+    except Exception as exc:
+        raise IntegrityFailure(
+            f"the event at position {position} ({type_name}) cannot be decoded: {exc}",
+            code="event_undecodable",
+            hint="run `quipu audit verify` to see what is wrong with the log") from exc
 
 
 def rows_as_dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:

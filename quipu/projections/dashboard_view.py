@@ -22,10 +22,10 @@ from quipu.projections.runs_lookup import current_best, unfinalized
 
 __all__ = ["ACTIVE_STATES", "MAX_LISTED", "CursorsView", "cursor", "dashboard", "state_md_runs"]
 
-ACTIVE_STATES = tuple(s.value for s, sp in lifecycle.STATES.items()
-                      if not sp.ended and not sp.final and s is not lifecycle.State.BLOCKED)
-"""States of a run still in flight (from the lifecycle table)."""
-_TROUBLE = ("failed", "crashed", "lost", "preempted")
+ACTIVE_STATES = tuple(s.value for s in lifecycle.ACTIVE_STATES)
+"""States of a run still in flight (not ``lifecycle.settled``)."""
+_TROUBLE = tuple(lifecycle.infra_outcome(s) for s in lifecycle.TROUBLE_STATES)
+"""The infra outcomes of runs that went wrong (the lifecycle table's trouble states)."""
 MAX_LISTED = 20
 """Most rows in any one list of the dashboard (counts are always exact)."""
 RECENT = 5

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from quipu.core.runs import lifecycle
 from quipu.core.runs.lifecycle import State
 from quipu.core.runs.results import ResultsSpec, auto_results, suggest_outcome
 from quipu.projections._base import chunks, placeholders, rows_as_dicts
@@ -202,7 +203,7 @@ def finalize_hint(row: Row, auto: dict[str, Any] | None) -> dict[str, Any]:
     """
     notes = "<what this result means and what to try next (15+ characters)>"
     logged = auto is not None and row["primary_metric"] not in (auto.get("missing") or [])
-    if row["state"] in (State.SUCCEEDED.value, State.STOPPED.value) and logged:
+    if lifecycle.has_value(row["state"], logged=logged):
         spec = ResultsSpec.model_validate(row["results_spec"])
         value = auto.get("value") if auto else None
         return {"primary_metric": spec.primary_metric, "direction": spec.direction,

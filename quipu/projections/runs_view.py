@@ -156,7 +156,8 @@ def _new_row(e: RunRequested, f: Folded) -> Row:
 
 
 def _move(row: Row, state: State, f: Folded) -> None:
-    """Enter ``state``; the infra outcome is the lifecycle table's, kept once finalized."""
+    """Enter ``state`` (``lifecycle.state_after``'s answer); the infra outcome is the lifecycle
+    table's, kept once finalized."""
     row["state"] = state.value
     if state is not State.FINALIZED:
         row["infra_outcome"] = lifecycle.infra_outcome(state)
@@ -165,17 +166,14 @@ def _move(row: Row, state: State, f: Folded) -> None:
 
 
 def _queued(page: _Page, row: Row, e: RunQueued, f: Folded) -> None:
-    _move(row, State.QUEUED, f)
     row["review"] = e.review
 
 
 def _claimed(page: _Page, row: Row, e: RunClaimed, f: Folded) -> None:
-    _move(row, State.LAUNCHING, f)
     row["worker"] = e.worker
 
 
 def _launched(page: _Page, row: Row, e: RunLaunched, f: Folded) -> None:
-    _move(row, State.RUNNING, f)
     row.update(worker=e.worker, host=e.host, pid=e.pid, run_dir=e.run_dir,
                inputs_launched=e.inputs, launched_at=f.at, last_seen_at=f.at)
 
@@ -187,30 +185,26 @@ def _heartbeat(page: _Page, row: Row, e: RunHeartbeat, f: Folded) -> None:
 
 
 def _launch_failed(page: _Page, row: Row, e: RunLaunchFailed, f: Folded) -> None:
-    _move(row, State.FAILED, f)
     row["error"] = e.error
 
 
 def _exited(page: _Page, row: Row, e: RunExited, f: Folded) -> None:
-    _move(row, State(e.state), f)
     row.update(exit_code=e.exit_code, signal=e.signal, outputs=e.outputs, logs=e.logs,
                problems=list(e.problems))
 
 
 def _lost(page: _Page, row: Row, e: RunLost, f: Folded) -> None:
-    _move(row, State.LOST, f)
     row["error"] = e.why
 
 
 def _adopted(page: _Page, row: Row, e: RunAdopted, f: Folded) -> None:
     # Back to running: the ending recorded as lost was a mistake the log corrects.
     row.update(ended_at=None, ended_position=None, error=None)
-    _move(row, State.RUNNING, f)
     row.update(worker=e.worker, pid=e.pid, last_seen_at=f.at)
 
 
 def _canceled(page: _Page, row: Row, e: RunCanceled, f: Folded) -> None:
-    _move(row, State.CANCELED, f)
+    pass  # only the state moves
 
 
 def _metrics(page: _Page, row: Row, e: MetricsRecorded, f: Folded) -> None:
@@ -223,7 +217,6 @@ def _metrics(page: _Page, row: Row, e: MetricsRecorded, f: Folded) -> None:
 
 
 def _finalized(page: _Page, row: Row, e: RunFinalized, f: Folded) -> None:
-    _move(row, State.FINALIZED, f)
     row.update(ml_outcome=e.ml_outcome, results=e.results, results_auto=e.results_auto,
                comparison=e.comparison, finalized_at=f.at, finalized_position=f.position,
                value=finite((e.results or {}).get("value")))
@@ -262,7 +255,9 @@ _RUN_FOLDS: dict[str, Fold] = {
     ResultsSpecSaved.TYPE: _spec_saved,
     RunTagged.TYPE: _tagged,
 }
-"""Events about an existing run (each also records the run's latest position)."""
+"""The bookkeeping of events about an existing run, besides its state (each also records the
+run's latest position). The state itself comes from ``lifecycle.state_after``; a test checks
+these are exactly the run events after the opening one."""
 
 
 class RunsView:
@@ -333,7 +328,10 @@ class RunsView:
                 existing = page.runs.get(run_id)
                 if existing is None:
                     continue  # the aggregate never records facts about an unknown run
+                state = lifecycle.state_after(State(existing["state"]), e)
                 _RUN_FOLDS[e.TYPE](page, existing, e, f)
+                if state.value != existing["state"]:
+                    _move(existing, state, f)
                 existing["last_position"] = f.position
                 page.touched.add(run_id)
         page.flush()

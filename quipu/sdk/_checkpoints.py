@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from quipu.rundir import CHECKPOINTS
 from quipu.sdk._context import (
     CheckpointNotFound,
     RunContext,
@@ -132,7 +133,7 @@ def save_checkpoint(name: str, data: Any, step: int | None = None) -> Path:
     record = {"name": name, "step": checked_step,
               "path": final.relative_to(ctx.run_dir).as_posix(),
               "sha256": digest, "size": size, "ts": time.time()}
-    append_bytes(ctx.side_file("checkpoints.jsonl"), jsonl([record]))
+    append_bytes(ctx.side_file(CHECKPOINTS), jsonl([record]))
     return final
 
 
@@ -143,7 +144,7 @@ def catalogue(ctx: RunContext) -> list[Checkpoint]:
     are included too, hashed now and dated by their modification time.
     """
     latest: dict[tuple[str, int | None], Checkpoint] = {}
-    for line in read_jsonl(ctx.quipu_dir / "checkpoints.jsonl"):
+    for line in read_jsonl(ctx.quipu_dir / CHECKPOINTS):
         point = Checkpoint(name=line["name"], step=line.get("step"), path=line["path"],
                            sha256=line["sha256"], size=line["size"], ts=line["ts"])
         latest.pop((point.name, point.step), None)

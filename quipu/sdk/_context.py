@@ -27,6 +27,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from quipu.rundir import (
+    ENV_INPUTS_DIR,
+    ENV_OUTPUTS_DIR,
+    ENV_RUN_DIR,
+    ENV_RUN_ID,
+    ENV_STAGE,
+    ENV_STAGE_CONFIG,
+    FINISH,
+    HEARTBEAT,
+    INPUTS_DIR,
+    OUTPUTS_DIR,
+    RUNTIME_LOG,
+    SIDE_DIR,
+    STAGE_JSON,
+    STOP_REQUESTED,
+    WARNINGS,
+)
+
 __all__ = [
     "CheckpointNotFound",
     "NotInRun",
@@ -75,13 +93,6 @@ class CheckpointNotFound(SdkError, LookupError):
 class SdkWarning(UserWarning):
     """The SDK skipped something (a rejected metric point, a dropped log line) and went on."""
 
-
-ENV_RUN_DIR = "QUIPU_RUN_DIR"
-ENV_RUN_ID = "QUIPU_RUN_ID"
-ENV_STAGE = "QUIPU_STAGE"
-ENV_INPUTS_DIR = "QUIPU_INPUTS_DIR"
-ENV_OUTPUTS_DIR = "QUIPU_OUTPUTS_DIR"
-ENV_STAGE_CONFIG = "QUIPU_STAGE_CONFIG"
 
 RUNTIME_LOG_LIMIT = 10 * 1024 * 1024
 """Bytes of .quipu/runtime.log, truncation notice included, after which lines are dropped."""
@@ -162,7 +173,7 @@ class RunContext:
     @property
     def quipu_dir(self) -> Path:
         """``$QUIPU_RUN_DIR/.quipu``: the side files the engine reads."""
-        return self.run_dir / ".quipu"
+        return self.run_dir / SIDE_DIR
 
     def side_file(self, name: str) -> Path:
         """A file under ``.quipu/``, creating the directory on first use."""
@@ -227,7 +238,7 @@ class RunContext:
             if count == WARNINGS_PER_KIND + 1:
                 message = f"more than {WARNINGS_PER_KIND} {kind} warnings; further ones dropped"
             record = {"ts": time.time(), "kind": kind, "message": message}
-            append_bytes(self.side_file("warnings.jsonl"), jsonl([record]))
+            append_bytes(self.side_file(WARNINGS), jsonl([record]))
 
 
 _contexts: dict[Path, RunContext] = {}
@@ -257,10 +268,10 @@ def current() -> RunContext:
                 )
             ctx = RunContext(
                 run_dir=run_dir,
-                inputs_dir=Path(os.environ.get(ENV_INPUTS_DIR) or run_dir / "inputs"),
-                outputs_dir=Path(os.environ.get(ENV_OUTPUTS_DIR) or run_dir / "outputs"),
+                inputs_dir=Path(os.environ.get(ENV_INPUTS_DIR) or run_dir / INPUTS_DIR),
+                outputs_dir=Path(os.environ.get(ENV_OUTPUTS_DIR) or run_dir / OUTPUTS_DIR),
                 stage_config_path=Path(
-                    os.environ.get(ENV_STAGE_CONFIG) or run_dir / ".quipu" / "stage.json"
+                    os.environ.get(ENV_STAGE_CONFIG) or run_dir / SIDE_DIR / STAGE_JSON
                 ),
             )
             _contexts[run_dir] = ctx
@@ -329,7 +340,7 @@ def runtime_log(message: str, level: str = "INFO") -> None:
         raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
     text = str(message).replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\n  ")
     line = f"{iso_now()} {level} {text}\n".encode()
-    path = ctx.side_file("runtime.log")
+    path = ctx.side_file(RUNTIME_LOG)
     with ctx.lock:
         if ctx._log_truncated:
             return
@@ -358,7 +369,7 @@ def heartbeat(message: str | None = None, force: bool = False) -> bool:
         if not force and last is not None and now - last < HEARTBEAT_INTERVAL:
             return False
         ctx._last_heartbeat = now
-        replace_json(ctx.side_file("heartbeat"), {"ts": time.time(), "message": message})
+        replace_json(ctx.side_file(HEARTBEAT), {"ts": time.time(), "message": message})
     return True
 
 
@@ -367,7 +378,7 @@ def should_stop() -> bool:
 
     Check it between steps of a long loop; when it is True, save a checkpoint and return.
     """
-    return (current().quipu_dir / "stop_requested").exists()
+    return (current().quipu_dir / STOP_REQUESTED).exists()
 
 
 def finish() -> None:
@@ -378,4 +389,4 @@ def finish() -> None:
     """
     ctx = current()
     flush(ctx)
-    replace_json(ctx.side_file("finish.json"), {"ts": time.time(), "status": "ok"})
+    replace_json(ctx.side_file(FINISH), {"ts": time.time(), "status": "ok"})

@@ -1,14 +1,14 @@
 """Inputs and outputs: declared signals in ``stage.json``, files under ``inputs/`` and ``outputs/``.
 
-Every ``save_output`` writes the file through a temporary name and an atomic rename, then appends
-one line to ``.quipu/outputs.jsonl`` with the file's sha256, size and summary statistics, so the
-engine can record what the stage produced without reading the data twice.
+File names, extensions and hashing come from :mod:`quipu.rundir`, the contract the executor
+reads by. Every ``save_output`` writes the file through a temporary name and an atomic rename,
+then appends one line to ``.quipu/outputs.jsonl`` with the file's sha256, size and summary
+statistics, so the engine can record what the stage produced without reading the data twice.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib
 import json
 import math
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from quipu.rundir import ARTIFACTS, OUTPUTS, hash_path, output_filename
 from quipu.sdk._context import (
     RunContext,
     SchemaMismatch,
@@ -45,35 +46,7 @@ __all__ = [
 STATS_SAMPLE_LIMIT = 1_000_000
 """Arrays with more elements are summarised from an evenly strided, deterministic sample."""
 
-_EXTENSIONS = {"npy": ".npy", "csv": ".csv", "json": ".json"}
 _DECODERS = ("npy", "csv", "rows", "dataframe", "parquet", "json", "text", "bytes", "path")
-
-
-def output_filename(name: str, signal_type: str) -> str:
-    """Where output ``name`` of ``signal_type`` lives inside ``outputs/``."""
-    return name + _EXTENSIONS.get(signal_type, "")
-
-
-def hash_path(path: Path) -> tuple[str, int]:
-    """sha256 and size in bytes of a file, or of a directory's sorted manifest.
-
-    A directory hashes the lines ``<relative posix path>\\0<file sha256>\\n`` of all its files
-    in path order; its size is the sum of their sizes.
-    """
-    if path.is_dir():
-        manifest = hashlib.sha256()
-        total = 0
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        for file in files:
-            file_digest, size = hash_path(file)
-            manifest.update(f"{file.relative_to(path).as_posix()}\0{file_digest}\n".encode())
-            total += size
-        return manifest.hexdigest(), total
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest(), path.stat().st_size
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -361,7 +334,7 @@ def save_output(name: str, data: Any, *, artifact: bool = False) -> Path:
         target.is_relative_to(ctx.run_dir) else str(target),
         "type": kind, "sha256": digest, "size": size, "stats": stats,
     }
-    append_bytes(ctx.side_file("outputs.jsonl"), jsonl([record]))
+    append_bytes(ctx.side_file(OUTPUTS), jsonl([record]))
     if artifact:
         _record_artifact(ctx, name, target)
     return target
@@ -394,7 +367,7 @@ def _save_file(name: str, data: Any, kind: str, target: Path, tmp: Path) -> dict
 
 def _record_artifact(ctx: RunContext, name: str, path: Path) -> None:
     relpath = path.resolve().relative_to(ctx.outputs_dir.resolve()).as_posix()
-    append_bytes(ctx.side_file("artifacts.jsonl"), jsonl([{"name": name, "path": relpath}]))
+    append_bytes(ctx.side_file(ARTIFACTS), jsonl([{"name": name, "path": relpath}]))
 
 
 def log_artifact(name: str, relpath: str | os.PathLike[str]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from quipu.rundir import METRICS
 from quipu.sdk._context import RunContext, append_bytes, current, on_flush, on_release
 
 __all__ = [
@@ -68,7 +69,7 @@ class _Series:
             f'"step":{"null" if p["step"] is None else p["step"]},"ts":{p["ts"]!r}}}\n'
             for p in self.buffer).encode()
         self.buffer.clear()
-        append_bytes(self.ctx.side_file("metrics.jsonl"), data)
+        append_bytes(self.ctx.side_file(METRICS), data)
 
 
 _series: dict[Path, _Series] = {}

@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from quipu import rundir
+from quipu.rundir import output_filename
 from quipu.sdk import _context
 from quipu.sdk._checkpoints import Checkpoint, catalogue
-from quipu.sdk._io import output_filename
 
 __all__ = ["Input", "MetricPoint", "StageRun", "stage"]
 
@@ -79,7 +80,7 @@ class StageRun:
 
     def _flush(self) -> None:
         # Points still buffered in this process belong in the file before anyone reads it.
-        if os.environ.get(_context.ENV_RUN_DIR) == str(self.run_dir):
+        if os.environ.get(rundir.ENV_RUN_DIR) == str(self.run_dir):
             _context.flush(_context.current())
 
     def _lines(self, name: str) -> list[dict[str, Any]]:
@@ -173,7 +174,7 @@ class StageRun:
     def request_stop(self) -> None:
         """Ask the stage to stop, as the engine does: ``should_stop()`` turns True."""
         self.quipu_dir.mkdir(parents=True, exist_ok=True)
-        (self.quipu_dir / "stop_requested").touch()
+        (self.quipu_dir / rundir.STOP_REQUESTED).touch()
 
 
 @contextmanager
@@ -303,12 +304,12 @@ def stage(
                    "outputs": declared_outputs}
     (run_dir / ".quipu" / "stage.json").write_text(json.dumps(description, indent=2))
     env = {
-        _context.ENV_RUN_DIR: str(run_dir),
-        _context.ENV_RUN_ID: run_id,
-        _context.ENV_STAGE: stage_name,
-        _context.ENV_INPUTS_DIR: str(run_dir / "inputs"),
-        _context.ENV_OUTPUTS_DIR: str(run_dir / "outputs"),
-        _context.ENV_STAGE_CONFIG: str(run_dir / ".quipu" / "stage.json"),
+        rundir.ENV_RUN_DIR: str(run_dir),
+        rundir.ENV_RUN_ID: run_id,
+        rundir.ENV_STAGE: stage_name,
+        rundir.ENV_INPUTS_DIR: str(run_dir / rundir.INPUTS_DIR),
+        rundir.ENV_OUTPUTS_DIR: str(run_dir / rundir.OUTPUTS_DIR),
+        rundir.ENV_STAGE_CONFIG: str(run_dir / rundir.SIDE_DIR / rundir.STAGE_JSON),
     }
     run = StageRun(run_dir=run_dir, run_id=run_id, stage=stage_name, env=env,
                    declared_outputs=declared_outputs)

@@ -22,6 +22,7 @@ from waiting import wait_until
 
 from quipu.adapters.eventstore import open_memory_store, open_sqlite_store
 from quipu.adapters.eventstore._base import RecorderEventStore
+from quipu.core.chain import GENESIS, split_state
 from quipu.core.errors import Conflict, Unavailable
 from quipu.core.log import ChainBreak, decode, verify_chain
 from quipu.core.ports import NewEvent, StoredRecord
@@ -223,6 +224,32 @@ class EventStoreContract(abc.ABC):
             expected = [(r.position, r.type, r.state) for r in store.read(**kwargs)]
             assert store.scan(**kwargs) == expected, kwargs
 
+    def test_hash_at_is_the_chain_hash_of_the_newest_event_at_or_before_a_position(
+            self, store: RecorderEventStore) -> None:
+        """What the views store beside their position to notice a log that changed under them."""
+        assert store.hash_at(0) == store.hash_at(5) == GENESIS  # an empty log
+        for i in range(4):
+            store.append([NewEvent(uuid.uuid4(), 1, thought(f"t{i}"))])
+        records = read_all(store)
+        for r in records:
+            assert store.hash_at(r.position) == split_state(r.state).hash
+        assert store.hash_at(0) == GENESIS
+        assert store.hash_at(records[-1].position + 100) == split_state(records[-1].state).hash
+
+    def test_hash_at_a_gap_in_the_positions_is_the_hash_before_it(
+            self, store: RecorderEventStore) -> None:
+        stream = uuid.uuid4()
+        store.append([NewEvent(stream, 1, thought("first"))])
+        with pytest.raises(Conflict):  # a sequence-backed log may burn positions here
+            store.append([NewEvent(uuid.uuid4(), 1, thought("lost")),
+                          NewEvent(stream, 1, thought("taken"))])
+        store.append([NewEvent(stream, 2, thought("second"))])
+        records = read_all(store)
+        for p in range(records[-1].position + 1):
+            before = [r for r in records if r.position <= p]
+            expected = split_state(before[-1].state).hash if before else GENESIS
+            assert store.hash_at(p) == expected, p
+
     # --- the chain -------------------------------------------------------------------------
 
     def test_the_chain_verifies_after_many_appends(self, store: RecorderEventStore) -> None:
@@ -267,8 +294,7 @@ class EventStoreContract(abc.ABC):
         self, store: RecorderEventStore, tmp_path: Path
     ) -> None:
         args = self.writer_process_args()
-        if args is None:
-            pytest.skip("this store lives in one process")
+        assert args is not None
         kind, where, table = args
         batches, barrier = 30, tmp_path / "barrier"
         procs = [
@@ -291,13 +317,73 @@ class EventStoreContract(abc.ABC):
             assert mine == [f"{tag}-{i}" for i in range(2 * batches)]
         assert_chain_verifies(records)
 
+    # --- waiting for appends -----------------------------------------------------------------
+
+    def _wait_in_thread(self, store: RecorderEventStore, after: int) -> tuple[
+            threading.Thread, list[int]]:
+        """A thread blocked in ``wait_for_append(after)`` with a timeout no test reaches."""
+        woke: list[int] = []
+        waiter = threading.Thread(
+            target=lambda: woke.append(store.wait_for_append(after=after, timeout=3600)),
+            daemon=True)
+        waiter.start()
+        return waiter, woke
+
+    def test_a_wait_returns_the_head_at_once_when_it_is_already_past_after(
+            self, store: RecorderEventStore) -> None:
+        [p] = store.append([NewEvent(uuid.uuid4(), 1, thought("there"))])
+        assert store.wait_for_append(after=0, timeout=3600) == p
+
+    def test_a_wait_with_nothing_appended_ends_at_its_timeout_with_the_same_head(
+            self, store: RecorderEventStore) -> None:
+        [p] = store.append([NewEvent(uuid.uuid4(), 1, thought("there"))])
+        assert store.wait_for_append(after=p, timeout=0.05) == p
+        assert store.wait_for_append(after=p + 5, timeout=0.0) == p
+
+    def test_an_append_through_the_same_store_wakes_a_waiting_thread(
+            self, store: RecorderEventStore) -> None:
+        head = store.head()
+        waiter, woke = self._wait_in_thread(store, head)
+        [p] = store.append([NewEvent(uuid.uuid4(), 1, thought("wake up"))])
+        waiter.join(timeout=60)  # the wait's own timeout is an hour: only the append ends it
+        assert not waiter.is_alive()
+        assert woke == [p]
+
+    def test_an_append_through_another_connection_wakes_a_waiting_thread(
+            self, store: RecorderEventStore) -> None:
+        other = self.create_store()
+        try:
+            waiter, woke = self._wait_in_thread(store, store.head())
+            [p] = other.append([NewEvent(uuid.uuid4(), 1, thought("from elsewhere"))])
+            waiter.join(timeout=60)
+            assert not waiter.is_alive()
+            assert woke == [p]
+        finally:
+            other.close()
+
+    def test_an_append_from_another_process_wakes_a_waiting_thread(
+            self, store: RecorderEventStore) -> None:
+        args = self.writer_process_args()
+        assert args is not None
+        kind, where, table = args
+        waiter, woke = self._wait_in_thread(store, store.head())
+        proc = subprocess.run([sys.executable, "-c", WRITER, kind, where, table, "p", "1", "0"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        waiter.join(timeout=60)
+        assert not waiter.is_alive()
+        assert woke == [store.head()] and woke[0] > 0
+
 
 class TestMemoryEventStore(EventStoreContract):
     def create_store(self) -> RecorderEventStore:
         return open_memory_store()
 
-    # A memory store lives in one process: there is no second process to race with.
+    # A memory store lives in one process: there is no second process or connection to race
+    # with or to be woken by.
     test_concurrent_processes_form_one_chain_with_no_lost_events = None  # type: ignore[assignment]
+    test_an_append_through_another_connection_wakes_a_waiting_thread = None  # type: ignore[assignment]
+    test_an_append_from_another_process_wakes_a_waiting_thread = None  # type: ignore[assignment]
 
 
 class TestSQLiteEventStore(EventStoreContract):

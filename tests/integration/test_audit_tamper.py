@@ -8,6 +8,7 @@ and checks the audit names the first bad position. Runs on a SQLite file and on 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -26,9 +27,10 @@ from quipu.adapters.seals import open_local_seals
 from quipu.core.audit import Seal, make_seal, verify_log
 from quipu.core.chain import event_hash, split_state
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput
-from quipu.core.log import encode_data
+from quipu.core.log import decode, encode_data
 from quipu.core.ports import NewEvent
 from quipu.core.project.events import ThoughtLogged
+from quipu.projections import Views
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 NOW = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
@@ -38,6 +40,7 @@ PAGE = 3  # small pages, so breaks also land on page boundaries and prev carries
 MODIFIED = "does not match its hash"
 OUT_OF_PLACE = "does not follow the event before it"
 TRUNCATED = "log truncated or rewritten before sealed position"
+RENUMBERED = "does not match its hash: it was modified or renumbered"
 
 
 def thought(text: str) -> ThoughtLogged:
@@ -63,6 +66,8 @@ class RawLog(Protocol):
     def delete(self, *positions: int) -> None: ...
     def insert(self, row: Row) -> None: ...
     def shift_up(self, from_position: int) -> None: ...
+    def renumber(self, from_position: int, by: int) -> None: ...
+    def set_state(self, position: int, value: object) -> None: ...
 
 
 class SQLiteRaw:
@@ -95,6 +100,16 @@ class SQLiteRaw:
                           (from_position,))
         self.conn.execute("UPDATE stored_events SET rowid = rowid - 999999 WHERE rowid >= ?",
                           (from_position + 1000000,))
+
+    def renumber(self, from_position: int, by: int) -> None:
+        # Via a far range, so no intermediate rowid collides; order is kept.
+        self.conn.execute("UPDATE stored_events SET rowid = rowid + 1000000 WHERE rowid >= ?",
+                          (from_position,))
+        self.conn.execute("UPDATE stored_events SET rowid = rowid - 1000000 + ? WHERE rowid >= ?",
+                          (by, 1000000 + from_position))
+
+    def set_state(self, position: int, value: object) -> None:
+        self.conn.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (value, position))
 
     def close(self) -> None:
         self.conn.close()
@@ -132,6 +147,19 @@ class PostgresRaw:
                   "WHERE notification_id >= %s", (from_position,))
         self._run("UPDATE {t} SET notification_id = notification_id - 999999 "
                   "WHERE notification_id >= %s", (from_position + 1000000,))
+
+    def renumber(self, from_position: int, by: int) -> None:
+        self._run("UPDATE {t} SET notification_id = notification_id + 1000000 "
+                  "WHERE notification_id >= %s", (from_position,))
+        self._run("UPDATE {t} SET notification_id = notification_id - 1000000 + %s "
+                  "WHERE notification_id >= %s", (by, 1000000 + from_position))
+
+    def set_state(self, position: int, value: object) -> None:
+        if isinstance(value, str):  # a bytea column only takes text through an explicit cast
+            self._run("UPDATE {t} SET state = convert_to(%s, 'UTF8') WHERE notification_id = %s",
+                      (value, position))
+        else:
+            self._run("UPDATE {t} SET state = %s WHERE notification_id = %s", (value, position))
 
     def close(self) -> None:
         self.conn.close()
@@ -184,9 +212,10 @@ def forged_row(log: Log, position: int, *, honest_hash: bool) -> Row:
     stream, version = uuid.uuid4(), 1
     event = thought("forged: the baseline was never run")
     data = encode_data(event)
-    h = (event_hash(prev, stream.hex, version, event.TYPE, event.SCHEMA_VERSION, data)
+    h = (event_hash(prev, stream.hex, version, event.TYPE, event.SCHEMA_VERSION, data,
+                    position=position)
          if honest_hash else prev[::-1])
-    header = json.dumps({"v": event.SCHEMA_VERSION, "p": prev, "h": h},
+    header = json.dumps({"v": event.SCHEMA_VERSION, "f": 2, "p": prev, "h": h},
                         separators=(",", ":")).encode()
     return Row(position, stream, version, event.TYPE, header + b"\n" + data)
 
@@ -297,6 +326,120 @@ def test_swapped_events_are_reported_at_the_earlier_position(
     log.raw.insert(replace(b, position=first))
     log.raw.insert(replace(a, position=second))
     assert_bad_at(log, first, OUT_OF_PLACE)
+
+
+# --- (e) renumbered ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("by", [1000, 1])
+def test_renumbering_every_position_is_reported_at_the_first_event(log: Log, by: int) -> None:
+    """Order and content stay, only positions move: each link hashes its position."""
+    log.raw.renumber(1, by)
+    assert [r.position for r in log.raw.rows()] == list(range(1 + by, EVENTS + 1 + by))
+    assert_bad_at(log, 1 + by, RENUMBERED)
+
+
+def test_renumbering_the_tail_is_reported_at_the_first_moved_event(log: Log) -> None:
+    log.raw.renumber(12, 5)
+    assert_bad_at(log, 17, RENUMBERED)
+
+
+def test_an_old_format_link_after_a_new_one_is_reported(log: Log) -> None:
+    """Downgrading a link to format 1 (which ignores positions) is itself a break."""
+    row = log.row(EVENTS)
+    link = split_state(row.state)
+    event = json.loads(link.data)
+    h = event_hash(link.prev, row.stream.hex, row.version, row.topic, link.schema_version,
+                   link.data)
+    header = json.dumps({"v": link.schema_version, "p": link.prev, "h": h},
+                        separators=(",", ":")).encode()
+    assert event["thought"] == f"event {EVENTS}"
+    log.raw.update(replace(row, state=header + b"\n" + link.data))
+    assert_bad_at(log, EVENTS, "link format 1 after an event in format 2")
+
+
+# --- (f) a stored state that is not bytes ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "found"), [(None, "NULL"), ("a text state", "TEXT")])
+def test_a_state_that_is_not_bytes_is_reported_at_its_position(
+    log: Log, value: object, found: str
+) -> None:
+    log.raw.set_state(7, value)
+    if isinstance(log.raw, PostgresRaw) and found == "TEXT":
+        found = "chain header"  # a bytea column turns text into bytes: a header-less state
+    assert_bad_at(log, 7, found)
+    assert verify_log(log.store, page=1).first_bad_position == 7
+    assert verify_log(log.store, page=7).first_bad_position == 7  # the bad row ends a page
+
+
+@pytest.mark.parametrize("value", [None, "a text state"])
+def test_rebuilding_views_over_a_state_that_is_not_bytes_refuses_naming_it(
+    log: Log, value: object, tmp_path: Path
+) -> None:
+    log.raw.set_state(7, value)
+    views = Views(tmp_path / "views.db", log.store)
+    try:
+        with pytest.raises(IntegrityFailure) as caught:
+            views.rebuild()
+    finally:
+        views.close()
+    assert "position 7" in caught.value.message
+    assert "quipu audit verify" in caught.value.hint
+
+
+def test_loading_a_stream_with_a_null_state_is_an_integrity_failure(log: Log) -> None:
+    row = log.row(7)
+    log.raw.set_state(7, None)
+    with pytest.raises(IntegrityFailure) as caught:
+        log.store.load(row.stream)
+    assert caught.value.code == "state_unreadable" and "position 7" in caught.value.message
+
+
+# --- a log written before positions were chained ----------------------------------------------
+
+V1_FIXTURE = Path(__file__).parent.parent / "fixtures" / "events_chain_v1.db"
+V1_EVENTS = 9  # written by the format-1 code (commit 5a53a58), see tests/fixtures/README.md
+
+
+@pytest.fixture
+def old_log(tmp_path: Path) -> Iterator[Log]:
+    """A copy of a real SQLite log written in link format 1, plus 4 events appended now."""
+    path = tmp_path / "events.db"
+    shutil.copyfile(V1_FIXTURE, path)
+    store = open_sqlite_store(path)
+    raw = SQLiteRaw(path)
+    assert {split_state(r.state).format for r in raw.rows()} == {1}
+    stream = uuid.uuid4()
+    store.append([NewEvent(stream, 1, thought("new 1")), NewEvent(stream, 2, thought("new 2"))])
+    store.append([NewEvent(stream, 3, thought("new 3"))])
+    store.append([NewEvent(stream, 4, thought("new 4"))])
+    yield Log(store, raw)
+    raw.close()
+    store.close()
+
+
+def test_a_log_mixing_old_and_new_link_formats_verifies(old_log: Log) -> None:
+    rows = old_log.raw.rows()
+    assert [split_state(r.state).format for r in rows] == [1] * V1_EVENTS + [2] * 4
+    report = verify_log(old_log.store, [make_seal(old_log.store, NOW)], page=PAGE)
+    assert (report.ok, report.events_checked) == (True, V1_EVENTS + 4)
+    assert [decode(r).event.thought for r in old_log.store.read()] == (  # type: ignore[attr-defined]
+        [f"old event {n}" for n in range(1, V1_EVENTS + 1)] + [f"new {n}" for n in range(1, 5)])
+
+
+def test_renumbering_a_mixed_log_is_reported_at_the_first_new_format_event(
+    old_log: Log,
+) -> None:
+    """Format-1 events never covered their positions; the first format-2 one does."""
+    old_log.raw.renumber(1, 100)
+    assert_bad_at(old_log, V1_EVENTS + 1 + 100, RENUMBERED)
+
+
+def test_an_old_format_event_modified_is_still_reported(old_log: Log) -> None:
+    row = old_log.row(4)
+    old_log.raw.update(replace(row, state=row.state.replace(b"old event 4", b"old event X")))
+    assert_bad_at(old_log, 4, "content does not match its hash: it was modified")
 
 
 # --- (e) truncated -----------------------------------------------------------------------------

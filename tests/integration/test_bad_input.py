@@ -435,6 +435,12 @@ class HookedStore:
              types: Sequence[str] = ()) -> list[tuple[int, str, bytes]]:
         return self.inner.scan(after=after, limit=limit, until=until, types=types)
 
+    def hash_at(self, position: int) -> str:
+        return self.inner.hash_at(position)
+
+    def wait_for_append(self, *, after: int, timeout: float) -> int:
+        return self.inner.wait_for_append(after=after, timeout=timeout)
+
     def head(self) -> int:
         return self.inner.head()
 

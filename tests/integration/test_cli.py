@@ -108,6 +108,50 @@ def test_audit_verify_catches_truncation_after_a_seal(project: Path) -> None:
     assert proc.returncode == 1 and "TAMPERED" in proc.stderr
 
 
+def test_audit_verify_names_the_first_position_after_every_position_is_renumbered(
+    project: Path,
+) -> None:
+    for i in range(3):
+        quipu("workspace", "thought", f"thought number {i} about positions", cwd=project)
+    db = sqlite3.connect(project / ".quipu" / "events.db")
+    db.execute("UPDATE stored_events SET rowid = rowid + 100")
+    db.commit()
+    db.close()
+    proc = quipu("audit", "verify", "--json", cwd=project, check=False)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["first_bad_position"] == 101
+
+
+@pytest.mark.parametrize("state", [None, "a text state"])
+def test_audit_verify_names_a_row_whose_state_is_not_bytes(project: Path, state: object) -> None:
+    for i in range(3):
+        quipu("workspace", "thought", f"thought number {i} about damage", cwd=project)
+    db = sqlite3.connect(project / ".quipu" / "events.db")
+    db.execute("UPDATE stored_events SET state=? WHERE rowid=3", (state,))
+    db.commit()
+    db.close()
+    proc = quipu("audit", "verify", cwd=project, check=False)
+    assert proc.returncode == 1
+    assert "first bad position 3" in proc.stderr and "Traceback" not in proc.stderr
+    rebuilt = quipu("rebuild", "--all", cwd=project, check=False)
+    assert rebuilt.returncode == 2
+    assert "state_unreadable" in rebuilt.stderr and "audit verify" in rebuilt.stderr
+
+
+def test_audit_verify_checks_a_keyed_log_with_its_key_and_says_when_it_has_none(
+    project: Path, tmp_path: Path
+) -> None:
+    key = tmp_path / "audit.key"
+    key.write_text("k" * 32 + "\n")
+    config = (project / "quipu.yaml").read_text()
+    (project / "quipu.yaml").write_text(config + f"audit:\n  key_file: {key}\n")
+    quipu("workspace", "thought", "a thought written with the key", cwd=project)
+    assert "OK" in quipu("audit", "verify", cwd=project).stdout
+    (project / "quipu.yaml").write_text(config)
+    proc = quipu("audit", "verify", cwd=project)
+    assert "1 event(s) carry audit-key MACs but no key was given" in proc.stderr
+
+
 def test_replay_shows_the_past_without_touching_live_views(project: Path) -> None:
     quipu("workspace", "create", "early", "--goal", "first idea",
           "--reason", "the first idea of the day", cwd=project)

@@ -29,7 +29,7 @@ from test_executor_helpers import (
 )
 from waiting import wait_until
 
-from quipu.app.bootstrap import Quipu
+from quipu.app.bootstrap import DATA_DIR, Quipu
 from quipu.core.log import decode
 from quipu.core.messages import Event
 from quipu.core.runs.events import MetricsRecorded, RunAdopted, RunHeartbeat, RunLost
@@ -61,6 +61,32 @@ SLEEP_THEN_SUCCEED = """\
 # on a loaded machine that alone has taken over ten seconds. Waits that include one are bounded
 # by this, which is a limit for a broken build, not a speed claim.
 SERVE_WAIT = 120.0
+
+TWO_STAGES = """\
+    stages:
+      - name: first
+        outputs:
+          result: {type: json, schema: null}
+      - name: second
+        inputs:
+          result: {type: json, from_stage: first, schema: null}
+        outputs:
+          result: {type: json, schema: null}
+    """
+
+WAIT_THEN_SAVE = """\
+    import time
+    from pathlib import Path
+    from quipu import sdk
+    while not Path("{go}").exists():
+        time.sleep(0.05)
+    sdk.save_output("result", {{"done": True}})
+    """
+
+SAVE = """\
+    from quipu import sdk
+    sdk.save_output("result", {"done": True})
+    """
 
 
 def events_of(q: Quipu, cls: type[Event], run_id: str) -> list[Any]:
@@ -261,3 +287,32 @@ class TestAKilledServeRestarts:
             assert [(r["run_id"], r["state"]) for r in unfinalized["runs"]] == [(run_id, "lost")]
         finally:
             _kill_engine(engine)
+
+
+class TestTheBookOfRuns:
+    def test_a_queued_stage_starts_after_its_upstream_was_finalized_and_tagged_meanwhile(
+            self, tmp_path: Path) -> None:
+        """A tag on a finalized run does not bring it back into the book as a run in flight
+        that its downstream would wait on forever."""
+        go = tmp_path / "go"
+        q = make_project(tmp_path, TWO_STAGES, {"first": WAIT_THEN_SAVE.format(go=go),
+                                                "second": SAVE})
+        ids = start(q)
+        first = executor(q, worker_id="test:first")
+        drive(first, lambda: state(q, ids["first"]) is State.RUNNING)
+        # the first executor is abandoned while its stage runs, like a killed engine
+        stage_pid = pid_of(q, ids["first"])
+        go.touch()
+        wait_until(lambda: pid_gone(stage_pid) and (
+            q.root / DATA_DIR / "runs" / ids["first"] / ".quipu" / "exit.json").exists(),
+            what="the abandoned stage ends and leaves its exit status")
+        supervisor = executor(q, worker_id="test:supervisor", max_parallel=0)
+        supervisor.poll_once()  # records the exit it finds, starts nothing
+        assert state(q, ids["first"]) is State.SUCCEEDED
+        assert state(q, ids["second"]) is State.QUEUED
+        q.finalize_run(ids["first"], {"ml_outcome": "unknown",
+                                      "notes": "only a producer of the second stage's input"})
+        q.tag_record(ids["first"], "keep", "keep the producer for later comparisons")
+        third = executor(q, worker_id="test:third")
+        drive(third, ended(q, ids["second"]), what="the downstream stage runs to its end")
+        assert state(q, ids["second"]) is State.SUCCEEDED

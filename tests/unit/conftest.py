@@ -134,3 +134,23 @@ def new_project(tmp_path: Path) -> Iterator[Callable[..., Project]]:
     yield make
     for p in made:
         p.store.close()
+
+
+class FakeIndex:
+    """The RunIndex port with answers the test sets."""
+
+    def __init__(self) -> None:
+        self.outputs: dict[tuple[str, str, str], str] = {}
+        self.previous: tuple[str, float] | None = None
+        self.best_run: tuple[str, float] | None = None
+
+    def latest_output(self, workspace: str, stage: str, signal: str) -> str | None:
+        return self.outputs.get((workspace, stage, signal))
+
+    def previous_finalized(self, workspace: str, stage: str, metric: str,
+                           exclude: str) -> tuple[str, float] | None:
+        return self.previous
+
+    def best(self, workspace: str, stage: str, metric: str,
+             exclude: str) -> tuple[str, float] | None:
+        return self.best_run

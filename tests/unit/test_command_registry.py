@@ -8,6 +8,7 @@ import inspect
 from typing import Any
 
 import pytest
+from conftest import FakeIndex
 
 from quipu.core.handlers import CommandBus, registry
 from quipu.core.messages import Command
@@ -22,17 +23,6 @@ ACTOR = "agent-1"
 REASON = "exercise the command bus in a unit test"
 
 
-class NoIndex:
-    def latest_output(self, workspace: str, stage: str, signal: str) -> str | None:
-        return None
-
-    def previous_finalized(self, *args: Any) -> tuple[str, float] | None:
-        return None
-
-    def best(self, *args: Any) -> tuple[str, float] | None:
-        return None
-
-
 def every_command() -> set[type[Command]]:
     found = set()
     for module in (project_commands, workspace_commands, run_commands):
@@ -45,7 +35,7 @@ def every_command() -> set[type[Command]]:
 
 @pytest.fixture
 def bus(project: Any) -> CommandBus:
-    return CommandBus(project.service, RunService(project.service, NoIndex()))
+    return CommandBus(project.service, RunService(project.service, FakeIndex()))
 
 
 def test_every_command_has_a_handler_and_nothing_else_is_registered(bus: CommandBus) -> None:
@@ -54,7 +44,7 @@ def test_every_command_has_a_handler_and_nothing_else_is_registered(bus: Command
 
 
 def test_each_commands_fields_are_exactly_its_handlers_arguments(project: Any) -> None:
-    handlers = registry(project.service, RunService(project.service, NoIndex()))
+    handlers = registry(project.service, RunService(project.service, FakeIndex()))
     for command, handler in handlers.items():
         fields = {f.name: f for f in dataclasses.fields(command)}
         params = inspect.signature(handler).parameters

@@ -4,27 +4,51 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from quipu.core.errors import Conflict, InvalidInput
+from quipu.core.messages import event_type, known_types
 from quipu.core.runs import lifecycle
+from quipu.core.runs.events import (
+    RunCanceled,
+    RunExited,
+    RunHeartbeat,
+    RunLost,
+    RunQueued,
+    RunRequested,
+    RunTagged,
+)
 from quipu.core.runs.lifecycle import (
+    ACTIVE_STATES,
+    EVENT_TRIGGERS,
+    EXIT_STATES,
+    RUN_EVENTS,
     STATES,
     TRANSITIONS,
+    TROUBLE_STATES,
+    ExitStatus,
     State,
     Trigger,
     allowed,
     blocks_finalization_gate,
     deadlines,
+    exit_state,
+    has_value,
     infra_outcome,
     is_ended,
     is_final,
     next_state,
+    settled,
+    state_after,
+    trigger_for,
 )
+from quipu.core.workspaces.events import FinalizationRequired
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 ENDED = {State.SUCCEEDED, State.FAILED, State.CRASHED, State.LOST, State.PREEMPTED,
@@ -246,6 +270,165 @@ def test_bad_deadline_overrides_are_all_reported_at_once():
         assert fragment in err.value.message
 
 
+# --- settled, active, trouble, value to judge --------------------------------------------------
+
+
+def test_a_run_is_settled_exactly_when_it_ended_was_finalized_or_was_blocked():
+    for state in State:
+        assert settled(state) == (is_ended(state) or is_final(state) or state is State.BLOCKED)
+
+
+def test_the_active_states_are_the_states_that_are_not_settled():
+    assert set(ACTIVE_STATES) == {s for s in State if not settled(s)}
+    assert ACTIVE_STATES == (State.REQUESTED, State.REVIEWING, State.QUEUED, State.LAUNCHING,
+                             State.RUNNING)
+
+
+def test_a_lost_run_is_settled_until_it_is_adopted():
+    assert settled(State.LOST)
+    assert not settled(next_state(State.LOST, Trigger.ADOPTED))
+
+
+def test_trouble_is_an_ended_run_the_machinery_or_the_code_got_wrong():
+    assert TROUBLE_STATES == (State.FAILED, State.CRASHED, State.LOST, State.PREEMPTED)
+    assert all(is_ended(s) for s in TROUBLE_STATES)
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_only_a_run_that_succeeded_or_was_stopped_and_logged_its_metric_has_a_value(state):
+    assert not has_value(state, logged=False)
+    assert has_value(state, logged=True) == (state in (State.SUCCEEDED, State.STOPPED))
+
+
+# --- exit status -> state ----------------------------------------------------------------------
+
+
+def reference_exit_state(code: int | None, sig: int | None, oom: bool, stop: bool,
+                         problems: bool) -> State:
+    """The rule as the executor docs state it, written out longhand."""
+    if sig is not None or oom:
+        return State.CRASHED
+    if code != 0:
+        return State.FAILED
+    if stop:
+        return State.STOPPED
+    return State.FAILED if problems else State.SUCCEEDED
+
+
+@given(st.one_of(st.none(), st.integers(-3, 3)), st.one_of(st.none(), st.integers(1, 15)),
+       st.booleans(), st.booleans(), st.booleans())
+def test_the_exit_rule_follows_signal_then_code_then_stop_then_problems(code, sig, oom, stop,
+                                                                        problems):
+    status = ExitStatus(exit_code=code, signal=sig, oom=oom, stop_requested=stop,
+                        problems=problems)
+    assert exit_state(status) is reference_exit_state(code, sig, oom, stop, problems)
+    assert exit_state(status) in EXIT_STATES
+
+
+@pytest.mark.parametrize(("status", "state"), [
+    (ExitStatus(exit_code=0), State.SUCCEEDED),
+    (ExitStatus(exit_code=1), State.FAILED),
+    (ExitStatus(exit_code=None), State.FAILED),
+    (ExitStatus(exit_code=None, signal=9), State.CRASHED),
+    (ExitStatus(exit_code=0, oom=True), State.CRASHED),
+    (ExitStatus(exit_code=0, stop_requested=True, problems=True), State.STOPPED),
+    (ExitStatus(exit_code=2, stop_requested=True), State.FAILED),
+    (ExitStatus(exit_code=0, problems=True), State.FAILED),
+])
+def test_exit_status_examples(status, state):
+    assert exit_state(status) is state
+
+
+# --- events -> triggers ------------------------------------------------------------------------
+
+AT = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def make(cls: Any, **fields: Any) -> Any:
+    return cls(actor="t", reason="a test event", at=AT, run_id="r", **fields)
+
+
+def test_every_run_event_is_a_registered_event_about_one_run():
+    assert len(RUN_EVENTS) == len(set(RUN_EVENTS))
+    for name in RUN_EVENTS:
+        assert name in known_types()
+        assert "run_id" in event_type(name).model_fields, name
+
+
+def test_every_trigger_an_event_records_has_a_single_target():
+    """So a fold lands in the same state whatever the state it came from."""
+    for rule in EVENT_TRIGGERS:
+        targets = {t.target for t in TRANSITIONS if t.trigger is rule.trigger}
+        assert len(targets) == 1, rule
+
+
+def test_every_edge_but_a_deadline_or_a_review_is_recorded_by_some_event():
+    recorded = {r.trigger for r in EVENT_TRIGGERS}
+    assert set(Trigger) - recorded == {Trigger.DEADLINE, Trigger.REVIEW_STARTED,
+                                       Trigger.REVIEW_APPROVED, Trigger.REVIEW_BLOCKED,
+                                       Trigger.PREEMPTED}
+
+
+def test_every_deadline_edge_lands_where_the_event_that_records_it_lands():
+    """A deadline is recorded as the event of the state it leads to (RunLost, RunCanceled...)."""
+    lands: dict[State, str] = {}
+    for rule in EVENT_TRIGGERS:
+        lands.setdefault(next(t.target for t in TRANSITIONS if t.trigger is rule.trigger),
+                         rule.event)
+    for t in TRANSITIONS:
+        if t.trigger is Trigger.DEADLINE:
+            assert t.target in lands, t
+
+
+def test_an_exit_records_the_trigger_named_by_its_state():
+    assert [trigger_for(RunExited.TYPE, {"state": s.value}) for s in EXIT_STATES] == [
+        Trigger.EXITED_OK, Trigger.EXITED_ERROR, Trigger.CRASHED, Trigger.STOP_REQUESTED_EXIT]
+    triggers = [trigger_for(RunExited.TYPE, {"state": s.value}) for s in EXIT_STATES]
+    assert [next_state(State.RUNNING, t) for t in triggers if t is not None] == list(EXIT_STATES)
+
+
+def test_an_exit_in_a_state_that_is_no_exit_records_no_trigger():
+    with pytest.raises(InvalidInput) as err:
+        trigger_for(RunExited.TYPE, {"state": "lost"})
+    assert err.value.code == "unknown_event_trigger"
+    assert "state=succeeded" in err.value.hint
+
+
+def test_an_event_that_is_not_about_a_run_has_no_trigger():
+    with pytest.raises(InvalidInput) as err:
+        trigger_for(FinalizationRequired.TYPE, {})
+    assert err.value.code == "not_a_run_event"
+
+
+def test_state_after_opens_moves_and_keeps():
+    request = RunRequested(
+        actor="t", reason="a test event", at=AT, run_id="r", pipeline_run_id="p",
+        workspace="w", stage="s", version=1, manifest="m", entrypoint="e", config={},
+        config_hash="h", inputs={}, outputs={}, depends_on=[], results_spec={}, detail={})
+    assert state_after(None, request) is State.REQUESTED
+    assert state_after(State.REQUESTED, make(RunQueued, review="no reviewer")) is State.QUEUED
+    assert state_after(State.RUNNING, make(RunHeartbeat)) is State.RUNNING
+    assert state_after(State.FAILED, make(RunTagged, workspace="w", tag="bad")) is State.FAILED
+    assert state_after(State.LAUNCHING, make(RunLost, why="silent")) is State.LOST
+    assert state_after(State.QUEUED, make(RunCanceled)) is State.CANCELED
+
+
+def test_state_after_never_refuses_a_recorded_event():
+    """The log is the truth: an event with no edge from the state still lands where it leads."""
+    exited = make(RunExited, state="succeeded", exit_code=0)
+    trigger = trigger_for(exited.TYPE, exited.__dict__)
+    assert trigger is Trigger.EXITED_OK
+    with pytest.raises(Conflict):
+        next_state(State.QUEUED, trigger)
+    assert state_after(State.QUEUED, exited) is State.SUCCEEDED
+
+
+def test_state_after_refuses_an_event_for_a_run_never_opened():
+    with pytest.raises(Conflict) as err:
+        state_after(None, make(RunCanceled))
+    assert err.value.code == "run_not_opened"
+
+
 # --- docs cannot drift -------------------------------------------------------------------------
 
 
@@ -262,6 +445,18 @@ def test_the_lifecycle_docs_embed_the_state_table_generated_from_the_table():
     found = re.search(r"<!-- states:begin -->\n(.*?)<!-- states:end -->", text, re.S)
     assert found, "docs/lifecycle.md has no states:begin/end markers"
     assert found.group(1) == lifecycle.states_markdown()
+
+
+@pytest.mark.parametrize(("marker", "generated"), [
+    ("events", lifecycle.events_markdown), ("exits", lifecycle.exits_markdown)])
+def test_the_lifecycle_docs_embed_the_event_and_exit_tables_generated_from_the_table(
+        marker, generated):
+    text = (DOCS / "lifecycle.md").read_text()
+    found = re.search(rf"<!-- {marker}:begin -->\n(.*?)<!-- {marker}:end -->", text, re.S)
+    assert found, f"docs/lifecycle.md has no {marker}:begin/end markers"
+    assert found.group(1) == generated(), (
+        f"docs/lifecycle.md is out of date: paste lifecycle.{generated.__name__}() between the "
+        f"{marker} markers")
 
 
 @pytest.mark.parametrize("page", ["lifecycle.md", "results.md"])

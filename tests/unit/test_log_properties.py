@@ -146,7 +146,7 @@ def test_sqlite_log_matches_the_model_for_any_batches(
 def test_decoding_an_encoded_event_gives_it_back(event: Event, version: int) -> None:
     stream = uuid.uuid4()
     state, _ = link_state(GENESIS, stream.hex, version, event.TYPE, event.SCHEMA_VERSION,
-                          encode_data(event))
+                          encode_data(event), position=1)
     record = StoredRecord(position=1, stream=stream, version=version, type=event.TYPE,
                           state=state)
     recorded = decode(record)

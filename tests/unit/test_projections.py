@@ -414,7 +414,8 @@ class TestRebuild:
 def test_events_stored_at_an_old_schema_version_are_upcast_before_folding():
     data = (b'{"actor":"agent-1","reason":"old","at":"2023-01-02T03:04:05Z",'
             b'"text":"an old thought","workspace":null}')
-    state, _ = link_state(GENESIS, stream_id("x", "y").hex, 1, "ThoughtLogged", 1, data)
+    state, _ = link_state(GENESIS, stream_id("x", "y").hex, 1, "ThoughtLogged", 1, data,
+                          position=7)
 
     folded = fast_decode(7, "ThoughtLogged", state)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import FakeIndex
 
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.runs.handlers import InputPaths, RunService
@@ -33,26 +34,6 @@ stages:
     outputs:
       model: {type: file, schema: null}
 """
-
-
-class FakeIndex:
-    """The RunIndex port with answers the test sets."""
-
-    def __init__(self) -> None:
-        self.outputs: dict[tuple[str, str, str], str] = {}
-        self.previous: tuple[str, float] | None = None
-        self.best_run: tuple[str, float] | None = None
-
-    def latest_output(self, workspace: str, stage: str, signal: str) -> str | None:
-        return self.outputs.get((workspace, stage, signal))
-
-    def previous_finalized(self, workspace: str, stage: str, metric: str,
-                           exclude: str) -> tuple[str, float] | None:
-        return self.previous
-
-    def best(self, workspace: str, stage: str, metric: str,
-             exclude: str) -> tuple[str, float] | None:
-        return self.best_run
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from quipu.adapters.blobs.local import LocalBlobStore
-from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
+from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound, Unavailable
 from quipu.core.project.events import ThoughtLogged
 from quipu.core.workspaces.events import SlotRolledBack, VersionSaved, WorkspaceHibernated
 
@@ -251,9 +251,10 @@ class TestMount:
         project.hibernate()
         blobs.budget = 1  # the first file lands, the second does not
 
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(Unavailable) as err:
             project.mount("exp", "w2")
 
+        assert err.value.code == "disk_full" and "free space" in err.value.hint
         assert project.tree("w2") == {}
         assert project.types()[-2:] == ["WorkspaceHibernated", "SlotReleased"]
         blobs.budget = None

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from conftest import ACTOR, REASON, FixedClock
+from conftest import ACTOR, REASON, FakeIndex, FixedClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,21 +47,6 @@ stages:
 """
 
 
-class NoIndex:
-    """The RunIndex port for a workspace whose every input comes from the same pipeline run."""
-
-    def latest_output(self, workspace: str, stage: str, signal: str) -> str | None:
-        return None
-
-    def previous_finalized(self, workspace: str, stage: str, metric: str,
-                           exclude: str) -> tuple[str, float] | None:
-        return None
-
-    def best(self, workspace: str, stage: str, metric: str,
-             exclude: str) -> tuple[str, float] | None:
-        return None
-
-
 class Lab:
     """A project on a real SQLite log whose unit of work snapshots every ``every`` events."""
 
@@ -75,7 +60,7 @@ class Lab:
         self.files = LocalSlotFiles(root / "workspaces", blobs, root / "cache")
         self.service = Service(self.uow, blobs, self.files, Settings(slots=("w1", "w2")))
         counter = iter(range(1, 100_000))
-        self.runs = RunService(self.service, NoIndex(), new_id=lambda: f"{next(counter):05d}")
+        self.runs = RunService(self.service, FakeIndex(), new_id=lambda: f"{next(counter):05d}")
         self.run_ids: list[str] = []
         self.saves = 0
 
@@ -278,11 +263,11 @@ def test_a_snapshot_survives_an_upcast_event_in_its_tail_and_in_its_state(
     v1 = current.model_dump(mode="json")
     del v1["siblings"]
     data = json.dumps(v1, separators=(",", ":")).encode()
-    state, _ = link_state("0" * 64, run.stream.hex, 1, "RunRequested", 1, data)
+    state, _ = link_state("0" * 64, run.stream.hex, 1, "RunRequested", 1, data, position=1)
     raw = sqlite3.connect(tmp_path / "events.db")
     with raw:
-        raw.execute("INSERT INTO stored_events (originator_id, originator_version, topic, state)"
-                    " VALUES (?, ?, ?, ?)", (run.stream.hex, 1, "RunRequested", state))
+        raw.execute("INSERT INTO stored_events (rowid, originator_id, originator_version, topic, "
+                    "state) VALUES (?, ?, ?, ?, ?)", (1, run.stream.hex, 1, "RunRequested", state))
     raw.close()
     assert split_state(store.load(run.stream)[0].state).schema_version == 1
     snapshots = SQLiteSnapshotStore(tmp_path / "snapshots.db")

@@ -45,7 +45,7 @@ def test_a_stored_v1_thought_decodes_as_the_v2_model_and_the_chain_still_verifie
 
     # Write the v1 event by hand, chained after the head like the recorder would.
     state, _ = link_state(split_state(first.state).hash, stream.hex, 2, "ThoughtLogged", 1,
-                          V1_DATA)
+                          V1_DATA, position=2)
     raw = sqlite3.connect(path)
     with raw:
         raw.execute(
@@ -77,7 +77,7 @@ def test_upcasting_never_rewrites_the_stored_v1_event(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     store = open_sqlite_store(path)
     stream = uuid.uuid4()
-    state, _ = link_state("0" * 64, stream.hex, 1, "ThoughtLogged", 1, V1_DATA)
+    state, _ = link_state("0" * 64, stream.hex, 1, "ThoughtLogged", 1, V1_DATA, position=1)
     raw = sqlite3.connect(path)
     with raw:
         raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",

@@ -1,12 +1,19 @@
-"""The embedded default log: one SQLite file (``.quipu/events.db``) in WAL mode."""
+"""The embedded default log: one SQLite file (``.quipu/events.db``) in WAL mode.
+
+Waiting for appends: this process's appends wake waiters at once; another process's commit is
+noticed within 25 ms by polling ``PRAGMA data_version`` on a connection of the waiter's own
+(the value changes whenever ANOTHER connection commits, and reading it touches no table).
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
+from uuid import UUID
 
 from eventsourcing.persistence import OperationalError, StoredEvent
 from eventsourcing.sqlite import (
@@ -18,7 +25,18 @@ from eventsourcing.sqlite import (
     SQLiteTransaction,
 )
 
-from ._base import RecorderEventStore, head_hash, link_pending, scan_sql
+from quipu.core.errors import Unavailable
+
+from ._base import (
+    PollingSignal,
+    RawAccess,
+    RawRow,
+    RecorderEventStore,
+    head_hash,
+    link_pending,
+    scan_sql,
+    storage_failure,
+)
 
 __all__ = ["Synchronous", "open_sqlite_store"]
 
@@ -69,20 +87,56 @@ class _Pool(SQLiteConnectionPool):
 class _ChainedRecorder(SQLiteApplicationRecorder):
     """Links the hash chain inside SQLite's write transaction, then inserts in one batch."""
 
+    def __init__(self, datastore: SQLiteDatastore, *, key: bytes | None = None) -> None:
+        super().__init__(datastore)
+        self.chain_key = key
+        # Explicit rowids: each link hashes the position it is stored at, so the position must
+        # be decided before linking, under the same write lock that inserts.
+        self.insert_positioned_statement = (
+            f"INSERT INTO {self.events_table_name} "
+            "(rowid, originator_id, originator_version, topic, state) VALUES (?,?,?,?,?)"
+        )
+
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any
     ) -> Sequence[int] | None:
         c.execute(f"SELECT rowid, state FROM {self.events_table_name} ORDER BY rowid DESC LIMIT 1")
         row = c.fetchone()
-        linked = link_pending(head_hash(row["state"] if row else None), stored_events)
-        c.executemany(
-            self.insert_events_statement,
-            [(s.originator_id.hex, s.originator_version, s.topic, s.state)  # type: ignore[union-attr]
-             for s in linked],
-        )
-        # No AUTOINCREMENT: inside this write transaction new rowids are max+1, max+2, ...
         first = (row["rowid"] if row else 0) + 1
-        return list(range(first, first + len(linked)))
+        prev = head_hash(row["state"] if row else None, key=self.chain_key)
+        positions = range(first, first + len(stored_events))
+        linked = link_pending(prev, positions, stored_events, key=self.chain_key)
+        c.executemany(
+            self.insert_positioned_statement,
+            [(p, s.originator_id.hex, s.originator_version, s.topic, s.state)  # type: ignore[union-attr]
+             for p, s in zip(positions, linked, strict=True)],
+        )
+        return list(positions)
+
+
+class _DataVersion:
+    """``PRAGMA data_version`` on a connection of its own, opened on first use."""
+
+    def __init__(self, db: str) -> None:
+        self._db = db
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = sqlite3.connect(self._db, check_same_thread=False,
+                                                 isolation_level=None)
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error:
+                return -1  # unknown: the waiter wakes and reads the head, which retries
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 def open_sqlite_store(
@@ -91,20 +145,27 @@ def open_sqlite_store(
     synchronous: Synchronous = "FULL",
     lock_timeout: int = 5,
     lock_retries: int = 5,
+    key: bytes | None = None,
 ) -> RecorderEventStore:
-    """Open (creating if needed) the SQLite log at ``path``."""
+    """Open (creating if needed) the SQLite log at ``path``.
+
+    With ``key`` (the audit key, kept outside the database) every appended link carries its
+    key MAC: the keyed chain.
+    """
     db = str(path)
-    if db != ":memory:":
-        Path(db).parent.mkdir(parents=True, exist_ok=True)
-    datastore = SQLiteDatastore(db, lock_timeout=lock_timeout)
-    datastore.pool.close()
-    datastore.pool = _Pool(synchronous=synchronous, db_name=db, lock_timeout=lock_timeout)
-    recorder = _ChainedRecorder(datastore)
+    where = str(Path(db).resolve().parent) if db != ":memory:" else "memory"
     try:
+        if db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        datastore = SQLiteDatastore(db, lock_timeout=lock_timeout)
+        datastore.pool.close()
+        datastore.pool = _Pool(synchronous=synchronous, db_name=db, lock_timeout=lock_timeout)
+        recorder = _ChainedRecorder(datastore, key=key)
         recorder.create_table()
     except Exception as exc:  # sqlite3 errors arrive wrapped differently by version
-        from quipu.core.errors import Unavailable
-
+        failure = storage_failure(exc, f"sqlite {db}", where)
+        if failure is not None:
+            raise failure from exc
         raise Unavailable(
             f"cannot open the event log at {db}: {exc}",
             code="log_unreadable",
@@ -113,14 +174,38 @@ def open_sqlite_store(
         ) from exc
     table = recorder.events_table_name
 
-    def scanner(after: int, limit: int, until: int | None,
-                types: tuple[str, ...]) -> list[tuple[int, str, bytes]]:
-        sql, params = scan_sql(table, "rowid", after, limit, until, types, "?")
+    def rows(sql: str, params: Sequence[Any]) -> list[Any]:
         with datastore.transaction(commit=False) as c:
             cursor = c.sqlite_cursor
             cursor.row_factory = None  # plain tuples: no sqlite3.Row per event
             cursor.execute(sql, params)
             return cursor.fetchall()
 
+    def scanner(after: int, limit: int, until: int | None,
+                types: tuple[str, ...]) -> list[tuple[int, str, bytes]]:
+        return rows(*scan_sql(table, "rowid", after, limit, until, types, "?"))
+
+    def reader(after: int, limit: int, until: int | None, types: tuple[str, ...]) -> list[RawRow]:
+        return rows(*scan_sql(table, "rowid", after, limit, until, types, "?",
+                              columns="originator_id, originator_version, topic, state"))
+
+    def loader(stream: UUID, after: int) -> list[RawRow]:
+        return rows(f"SELECT rowid, originator_id, originator_version, topic, state FROM {table} "
+                    "WHERE originator_id = ? AND originator_version > ? "
+                    "ORDER BY originator_version", (stream.hex, after))
+
+    def tail(position: int) -> bytes | None:
+        with datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT state FROM {table} WHERE rowid <= ? ORDER BY rowid DESC LIMIT 1",
+                      (position,))
+            row = c.fetchone()
+            return None if row is None else bytes(row["state"])
+
+    # An in-memory database is private to one connection: only this store can append to it.
+    signal = None
+    if db != ":memory:":
+        version = _DataVersion(db)
+        signal = PollingSignal(version, on_close=version.close)
     return RecorderEventStore(recorder, description=f"sqlite {db}", lock_retries=lock_retries,
-                              scanner=scanner)
+                              tail=tail, raw=RawAccess(scanner, reader, loader),
+                              location=where, signal=signal)

@@ -12,13 +12,10 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
 
 from quipu.core.ports import BlobStore
 
@@ -29,11 +26,25 @@ TREND_WINDOW = 20
 FLAT_FRACTION = 0.01
 """A fitted change smaller than this fraction of the metric's whole range reads as flat."""
 
-_SCHEMA = pa.schema([("name", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
-                     ("ts", pa.float64())])
-_PARSE = pajson.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="error")
-# One thread: the executor already runs stages beside it, and threads made parsing slower here.
-_READ = pajson.ReadOptions(use_threads=False, block_size=8 << 20)
+
+
+@cache
+def _arrow() -> Any:
+    """pyarrow and the series' schema and reader options, imported on first use: the engine
+    (``quipu serve``) should not pay for pyarrow until a stage has metrics to ingest."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("name", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
+                        ("ts", pa.float64())])
+    return SimpleNamespace(
+        pa=pa, pc=pc, pajson=pajson, pq=pq, schema=schema,
+        parse=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"),
+        # One thread: the executor already runs stages beside it, and threads made parsing
+        # slower here.
+        read=pajson.ReadOptions(use_threads=False, block_size=8 << 20))
 
 
 def trend(xs: list[float], ys: list[float], value_range: float) -> str:
@@ -105,13 +116,15 @@ class MetricSeries:
         A block the SDK wrote parses here; anything else (a hand-written or damaged line, a
         non-finite value) falls back to the line-by-line path, which skips just the bad lines.
         """
+        arrow = _arrow()
         try:
-            table = pajson.read_json(io.BytesIO(block), read_options=_READ, parse_options=_PARSE)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+            table = arrow.pajson.read_json(io.BytesIO(block), read_options=arrow.read,
+                                           parse_options=arrow.parse)
+        except (arrow.pa.ArrowInvalid, arrow.pa.ArrowTypeError, ValueError):
             return False
         names, values = table.column("name"), table.column("value")
         if (names.null_count or values.null_count or table.column("ts").null_count
-                or not pc.all(pc.is_finite(values)).as_py()):
+                or not arrow.pc.all(arrow.pc.is_finite(values)).as_py()):
             return False
         self.names.extend(names.to_pylist())
         self.steps.extend(table.column("step").to_pylist())
@@ -147,10 +160,11 @@ class MetricSeries:
 
     def to_parquet(self) -> bytes:
         """The whole series as Parquet bytes."""
-        table = pa.table({"name": self.names, "step": self.steps, "value": self.values,
-                          "ts": self.stamps}, schema=_SCHEMA)
+        arrow = _arrow()
+        table = arrow.pa.table({"name": self.names, "step": self.steps, "value": self.values,
+                                "ts": self.stamps}, schema=arrow.schema)
         sink = io.BytesIO()
-        pq.write_table(table, sink)
+        arrow.pq.write_table(table, sink)
         return sink.getvalue()
 
     def store(self, blobs: BlobStore) -> str | None:

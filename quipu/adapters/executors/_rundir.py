@@ -1,6 +1,6 @@
 """The run directory: build it before a stage starts, read what the stage left behind.
 
-Layout (the contract in ``docs/sdk.md``)::
+Layout (names from :mod:`quipu.rundir`, the contract shared with the SDK; see ``docs/sdk.md``)::
 
     runs_dir/<run_id>/
       code/        the workspace version's files
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -27,29 +26,33 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from quipu.adapters._storage import storage_errors
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.ports import BlobStore
 from quipu.core.workspaces.versions import FileEntry, Manifest
+from quipu.rundir import (
+    CODE_DIR,
+    INPUTS_DIR,
+    OUTPUTS,
+    OUTPUTS_DIR,
+    SIDE_DIR,
+    STAGE_JSON,
+    file_digest,
+    output_filename,
+    tree_digest,
+)
 
 __all__ = [
     "CappedLog",
     "build_run_dir",
     "collect_outputs",
-    "dir_digest",
-    "output_filename",
     "read_json",
     "tree_changes",
     "tree_snapshot",
     "write_json",
 ]
 
-_EXTENSIONS = {"npy": ".npy", "csv": ".csv", "json": ".json"}
-_IGNORED_TOP = {"outputs", ".quipu"}
-
-
-def output_filename(name: str, signal_type: str | None) -> str:
-    """``<name>`` plus the extension the SDK gives a signal of that type."""
-    return name + _EXTENSIONS.get(signal_type or "", "")
+_IGNORED_TOP = {OUTPUTS_DIR, SIDE_DIR}
 
 
 def read_json(path: Path) -> Any:
@@ -68,26 +71,8 @@ def write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
-
-
-def dir_digest(root: Path) -> tuple[str, int]:
-    """The SDK's directory hash: sha256 of ``<posix path>\\0<file sha256>\\n`` lines, and size."""
-    manifest = hashlib.sha256()
-    total = 0
-    for file in _files(root):
-        manifest.update(f"{file.relative_to(root).as_posix()}\0{_file_digest(file)}\n".encode())
-        total += file.stat().st_size
-    return manifest.hexdigest(), total
 
 
 def restore_manifest(blobs: BlobStore, manifest: Manifest, dest: Path) -> None:
@@ -143,11 +128,11 @@ def _stage_input(blobs: BlobStore, how: Mapping[str, Any], dest: Path,
                            hint="pass an existing absolute path in inputs_override")
         if source.is_dir():
             shutil.copytree(source, dest, symlinks=False)
-            digest, size = dir_digest(dest)
+            digest, size = tree_digest(dest)
             return {"sha256": digest, "size": size, "kind": "directory", "path": str(source)}
         shutil.copyfile(source, dest)
-        return {"sha256": _file_digest(dest), "size": dest.stat().st_size, "kind": "file",
-                "path": str(source)}
+        digest, size = file_digest(dest)
+        return {"sha256": digest, "size": size, "kind": "file", "path": str(source)}
     raise InvalidInput(f"inputs of kind {kind!r} cannot be staged by the local executor yet",
                        code="input_kind_unsupported",
                        hint="pass inputs_override={input: '/absolute/path'}")
@@ -158,32 +143,55 @@ def build_run_dir(run_dir: Path, *, blobs: BlobStore, run_id: str, stage: str, w
                   inputs: Mapping[str, Mapping[str, Any]],
                   outputs: Mapping[str, Mapping[str, Any]],
                   producer: Callable[[str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Create the run directory from scratch; return the inputs given {name: {sha256, ...}}."""
+    """Create the run directory from scratch; return the inputs given {name: {sha256, ...}}.
+
+    Every file restored from the blob store is checked against its hash while it is copied. If
+    anything fails (``blob_corrupt``, a missing input, a full disk), the half-built directory
+    is removed and the error raised: a stage never starts on damaged code or inputs.
+    """
+    _remove_tree(run_dir)
+    try:
+        with storage_errors(run_dir, "building the run directory"):
+                return _build(run_dir, blobs=blobs, run_id=run_id, stage=stage,
+                          workspace=workspace, manifest_digest=manifest_digest, config=config,
+                          inputs=inputs, outputs=outputs, producer=producer)
+    except BaseException:
+        _remove_tree(run_dir)
+        raise
+
+
+def _remove_tree(run_dir: Path) -> None:
     if run_dir.exists():
         _make_writable(run_dir)
         shutil.rmtree(run_dir)
-    for sub in ("code", "inputs", "outputs", ".quipu"):
+
+
+def _build(run_dir: Path, *, blobs: BlobStore, run_id: str, stage: str, workspace: str,
+           manifest_digest: str, config: Mapping[str, Any],
+           inputs: Mapping[str, Mapping[str, Any]], outputs: Mapping[str, Mapping[str, Any]],
+           producer: Callable[[str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    for sub in (CODE_DIR, INPUTS_DIR, OUTPUTS_DIR, SIDE_DIR):
         (run_dir / sub).mkdir(parents=True)
     restore_manifest(blobs, Manifest.from_bytes(blobs.get_bytes(manifest_digest)),
-                     run_dir / "code")
+                     run_dir / CODE_DIR)
     given: dict[str, Any] = {}
     described: dict[str, Any] = {}
     for name, how in sorted(inputs.items()):
-        dest = run_dir / "inputs" / output_filename(name, how.get("type"))
+        dest = run_dir / INPUTS_DIR / output_filename(name, how.get("type"))
         given[name] = _stage_input(blobs, how, dest, producer)
         _make_read_only(dest)
         described[name] = {"path": dest.relative_to(run_dir).as_posix(),
                            "type": how.get("type"), "format": how.get("format"),
                            "schema": how.get("schema")}
-    os.chmod(run_dir / "inputs", 0o555)
+    os.chmod(run_dir / INPUTS_DIR, 0o555)
     stage_json = {
         "run_id": run_id, "stage": stage, "workspace": workspace, "config": dict(config),
         "inputs": described,
         "outputs": {n: {"type": o.get("type"), "format": o.get("format"),
                         "schema": o.get("schema")} for n, o in sorted(outputs.items())},
     }
-    (run_dir / ".quipu" / "stage.json").write_text(json.dumps(stage_json, indent=2))
-    write_json(run_dir / ".quipu" / "tree.json", tree_snapshot(run_dir))
+    (run_dir / SIDE_DIR / STAGE_JSON).write_text(json.dumps(stage_json, indent=2))
+    write_json(run_dir / SIDE_DIR / "tree.json", tree_snapshot(run_dir))
     return given
 
 
@@ -227,7 +235,7 @@ def tree_changes(before: Mapping[str, list[int]], after: Mapping[str, list[int]]
 def _last_records(run_dir: Path) -> dict[str, dict[str, Any]]:
     """The last ``outputs.jsonl`` line per output name (complete lines only)."""
     try:
-        data = (run_dir / ".quipu" / "outputs.jsonl").read_bytes()
+        data = (run_dir / SIDE_DIR / OUTPUTS).read_bytes()
     except OSError:
         return {}
     records: dict[str, dict[str, Any]] = {}
@@ -255,7 +263,7 @@ def _store_dir(blobs: BlobStore, root: Path) -> tuple[str, int, int]:
 def collect_outputs(run_dir: Path, declared: Mapping[str, Mapping[str, Any]],
                     blobs: BlobStore) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Store each declared output; return ({name: record}, problems)."""
-    outputs_dir = (run_dir / "outputs").resolve()
+    outputs_dir = (run_dir / OUTPUTS_DIR).resolve()
     records = _last_records(run_dir)
     stored: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
@@ -272,7 +280,7 @@ def collect_outputs(run_dir: Path, declared: Mapping[str, Mapping[str, Any]],
             continue
         stats = record.get("stats") if isinstance(record.get("stats"), dict) else {}
         if path.is_dir():
-            digest, size = dir_digest(path)
+            digest, size = tree_digest(path)
             if size == 0:
                 problems.append(f"declared output {name!r} is an empty directory ({rel})")
                 continue

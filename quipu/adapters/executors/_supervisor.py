@@ -2,7 +2,8 @@
 a process is still the stage it was.
 
 ``RunBook`` folds run events from the log into (state, time of the latest event) per run that
-is not finalized: the same clock the ``Run`` aggregate's deadlines use. ``overdue`` names the
+is not finalized: the state with ``lifecycle.state_after``, as the ``Run`` aggregate does, and
+the same clock the aggregate's deadlines use. ``overdue`` names the
 runs whose state's deadline (``core.runs.lifecycle``; the running deadline is the executor's
 heartbeat timeout) has passed. ``process_is_stage`` tells a live stage from a dead one or from
 an unrelated process that reused its pid, by the ``QUIPU_RUN_ID`` in its environment.
@@ -17,42 +18,14 @@ from pathlib import Path
 
 from quipu.core.messages import Event
 from quipu.core.runs import lifecycle
-from quipu.core.runs.events import (
-    MetricsRecorded,
-    ResultsSpecSaved,
-    RunAdopted,
-    RunCanceled,
-    RunClaimed,
-    RunExited,
-    RunFinalized,
-    RunHeartbeat,
-    RunLaunched,
-    RunLaunchFailed,
-    RunLost,
-    RunQueued,
-    RunRequested,
-    RunTagged,
-)
+from quipu.core.runs.events import RunFinalized, RunRequested
 from quipu.core.runs.lifecycle import State
 
 __all__ = ["RUN_EVENT_TYPES", "BookEntry", "RunBook", "process_is_stage"]
 
-RUN_EVENT_TYPES: tuple[str, ...] = tuple(cls.TYPE for cls in (
-    RunRequested, RunQueued, RunClaimed, RunLaunched, RunHeartbeat, RunLaunchFailed, RunExited,
-    RunLost, RunAdopted, RunCanceled, RunFinalized, MetricsRecorded, ResultsSpecSaved,
-    RunTagged))
+RUN_EVENT_TYPES: tuple[str, ...] = lifecycle.RUN_EVENTS
 """Every event on a run's stream: each one restarts the run's deadline clock."""
-
-_STATE_OF: dict[type[Event], State] = {
-    RunRequested: State.REQUESTED,
-    RunQueued: State.QUEUED,
-    RunClaimed: State.LAUNCHING,
-    RunLaunched: State.RUNNING,
-    RunLaunchFailed: State.FAILED,
-    RunLost: State.LOST,
-    RunAdopted: State.RUNNING,
-    RunCanceled: State.CANCELED,
-}
+_RUN_EVENTS = frozenset(RUN_EVENT_TYPES)
 
 
 @dataclass
@@ -75,9 +48,9 @@ class RunBook:
         self.deadlines[State.RUNNING] = heartbeat_timeout
 
     def apply(self, event: Event) -> None:
-        """Fold one run event."""
+        """Fold one run event (any other event is ignored)."""
         run_id = getattr(event, "run_id", None)
-        if not isinstance(run_id, str):
+        if not isinstance(run_id, str) or event.TYPE not in _RUN_EVENTS:
             return
         if isinstance(event, RunFinalized):
             self.runs.pop(run_id, None)
@@ -86,13 +59,16 @@ class RunBook:
             self.runs[run_id] = BookEntry(State.REQUESTED, event.at, tuple(event.depends_on))
             return
         entry = self.runs.get(run_id)
-        if entry is None:  # its request predates what we read; the state is still right
+        if entry is None:
+            if lifecycle.trigger_for(event.TYPE, event.__dict__) is None:
+                # A tag or metrics after finalization (or of a run requested before what we
+                # read) moves nothing; taking it for a new run in flight would keep its
+                # downstream waiting on it forever.
+                return
+            # Its request predates what we read; state_after still lands in the right state.
             entry = self.runs[run_id] = BookEntry(State.REQUESTED, event.at)
         entry.at = event.at
-        if isinstance(event, RunExited):
-            entry.state = State(event.state)
-        elif type(event) in _STATE_OF:
-            entry.state = _STATE_OF[type(event)]
+        entry.state = lifecycle.state_after(entry.state, event)
 
     def state(self, run_id: str) -> State | None:
         """The run's state per the log, None when unknown or finalized."""
@@ -106,8 +82,7 @@ class RunBook:
             return False
         for dep in entry.depends_on:
             state = self.state(dep)
-            if state is not None and not (lifecycle.is_ended(state) or lifecycle.is_final(state)
-                                          or state is State.BLOCKED):
+            if state is not None and not lifecycle.settled(state):
                 return True
         return False
 

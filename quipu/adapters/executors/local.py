@@ -17,6 +17,16 @@ The same loop is the supervisor: a run silent past its state's deadline gets
 recovers runs a previous engine left behind: a live stage is watched again (adopted if it had
 been declared lost), a finished one has its exit recorded from ``.quipu/exit.json``, a vanished
 one is lost. Every step is idempotent: the ``Run`` aggregate ignores a fact it already holds.
+
+The loop does not poll the log on a timer: it steps when something happened. A watcher thread
+blocks in ``EventStore.wait_for_append`` and wakes the loop on every append (at once for this
+process's appends, soon after for other processes'); a thread per stage it started waits for the
+process and wakes the loop when it exits. Between those, a tick (``poll_interval`` while stages
+run, for heartbeats, metrics and the log cap; ``idle_interval`` otherwise, for deadlines) keeps
+the supervisor going. ``wakeups`` counts why the loop stepped.
+
+With ``position_file`` set, the position and the fold are saved (``_position``) and a restarted
+executor continues from them instead of reading the log from 0.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +54,27 @@ from quipu.core.runs.aggregate import Run
 from quipu.core.runs.events import RunCanceled, RunQueued
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
+from quipu.rundir import (
+    CHECKPOINTS,
+    ENV_INPUTS_DIR,
+    ENV_OUTPUTS_DIR,
+    ENV_RUN_DIR,
+    ENV_RUN_ID,
+    ENV_STAGE,
+    ENV_STAGE_CONFIG,
+    HEARTBEAT,
+    INPUTS_DIR,
+    METRICS,
+    OUTPUTS,
+    OUTPUTS_DIR,
+    RUNTIME_LOG,
+    SIDE_DIR,
+    STAGE_JSON,
+    STOP_REQUESTED,
+)
 
 from ._metrics import MetricSeries
+from ._position import load_position, save_position
 from ._rundir import (
     CappedLog,
     build_run_dir,
@@ -61,8 +91,8 @@ __all__ = ["LocalExecutor", "read_log"]
 log = logging.getLogger("quipu.executor")
 
 WRAPPER = "quipu.adapters.executors._wrapper"
-_SIGNS_OF_LIFE = ("heartbeat", "metrics.jsonl", "stdout.log", "stdout.tail", "runtime.log",
-                  "outputs.jsonl", "checkpoints.jsonl")
+_SIGNS_OF_LIFE = (HEARTBEAT, METRICS, "stdout.log", "stdout.tail", RUNTIME_LOG, OUTPUTS,
+                  CHECKPOINTS)
 
 
 @dataclass
@@ -92,9 +122,10 @@ class LocalExecutor:
     def __init__(self, runs_dir: Path, store: EventStore, blobs: BlobStore, runs: RunService,
                  *, worker_id: str, max_parallel: int = 2, heartbeat_timeout: float = 600.0,
                  heartbeat_every: float = 30.0, poll_interval: float = 0.2,
-                 metrics_every: float = 5.0, kill_grace: float = 5.0,
-                 log_limit: int = 50 * 1024 * 1024,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 idle_interval: float = 1.0, metrics_every: float = 5.0,
+                 kill_grace: float = 5.0, log_limit: int = 50 * 1024 * 1024,
+                 on_change: Callable[[], None] | None = None,
+                 position_file: Path | None = None, save_every: float = 1.0) -> None:
         self.runs_dir = Path(runs_dir)
         self.on_change = on_change
         self.store = store
@@ -105,36 +136,56 @@ class LocalExecutor:
         self.max_parallel = max_parallel
         self.heartbeat_every = heartbeat_every
         self.poll_interval = poll_interval
+        self.idle_interval = idle_interval
+        self.position_file = position_file
+        self.save_every = save_every
         self.metrics_every = metrics_every
         self.kill_grace = kill_grace
         self.log_limit = log_limit
         self.host = socket.gethostname()
         self.book = RunBook(heartbeat_timeout)
         self.position = 0
+        self.wakeups: Counter[str] = Counter()  # why the loop stepped: append, exit, timeout
         self._pending: dict[str, None] = {}  # queued runs, in log order
         self._stages: dict[str, _Stage] = {}
+        self._restored = False
         self._recovered = False
+        self._saved = (0, 0.0)  # (position, monotonic time) of the last save
         self._step = threading.Lock()
         self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._wake_lock = threading.Lock()
+        self._reasons: set[str] = set()
         self._thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
 
     # --- lifecycle of the worker -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Follow the log in a background daemon thread."""
+        """Follow the log in a background daemon thread (and a watcher thread that wakes it)."""
         if self._thread is not None:
             return
         self._stopping.clear()
+        self._watcher = threading.Thread(target=self._watch_log, daemon=True,
+                                         name=f"executor {self.worker_id} log watcher")
         self._thread = threading.Thread(target=self._loop, name=f"executor {self.worker_id}",
                                         daemon=True)
+        self._watcher.start()
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop following the log (stage processes keep running; a new executor adopts them)."""
+        """Stop following the log (stage processes keep running; a new executor adopts them).
+
+        The position is saved first, so the next executor continues from here.
+        """
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self._nudge("stop")
+        for thread in (self._thread, self._watcher):
+            if thread is not None:
+                thread.join(timeout=30)
+        self._thread = self._watcher = None
+        with self._step:
+            self._isolated("-", self.save_position, True)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -142,7 +193,45 @@ class LocalExecutor:
                 self.poll_once()
             except Exception:  # one bad step must not end the worker; the next one retries
                 log.exception("executor step failed")
-            self._stopping.wait(self.poll_interval)
+            self._sleep()
+
+    def _nudge(self, reason: str) -> None:
+        """Wake the loop now (from any thread); ``reason`` is counted in ``wakeups``."""
+        with self._wake_lock:
+            self._reasons.add(reason)
+            self._wake.set()
+
+    def _sleep(self) -> None:
+        """Wait for a reason to step again: an append, a stage's exit, stop, or the tick."""
+        tick = self.poll_interval if self._stages else self.idle_interval
+        if not self._wake.wait(tick):
+            self.wakeups["timeout"] += 1
+            return
+        with self._wake_lock:
+            reasons, self._reasons = self._reasons, set()
+            self._wake.clear()
+        self.wakeups.update(reasons)
+
+    def _watch_log(self) -> None:
+        """Wake the loop whenever the log grows (the watcher thread)."""
+        seen: int | None = None
+        while not self._stopping.is_set():
+            try:
+                if seen is None:
+                    seen = self.store.head()
+                # Short slices, so that stop() is noticed soon even while nothing is appended.
+                head = self.store.wait_for_append(after=seen, timeout=0.25)
+                if head != seen:  # (lower: the log was replaced; the loop finds out itself)
+                    seen = head
+                    self._nudge("append")
+            except Exception:
+                log.exception("executor: waiting for the log failed")
+                self._stopping.wait(self.idle_interval)
+
+    def _wait_for_exit(self, popen: subprocess.Popen[bytes]) -> None:
+        """Wake the loop when a stage process this executor started exits (its own thread)."""
+        popen.wait()
+        self._nudge("exit")
 
     def running(self) -> list[str]:
         """The run ids whose stage processes this executor watches."""
@@ -151,6 +240,9 @@ class LocalExecutor:
     def poll_once(self) -> None:
         """One synchronous step: read new events, recover, launch, watch, supervise."""
         with self._step:
+            if not self._restored:
+                self._restore()
+                self._restored = True
             self._follow()
             if not self._recovered:
                 self._recover()
@@ -168,6 +260,7 @@ class LocalExecutor:
             if self.on_change is not None and set(self._stages) != before:
                 # Stages started or ended: let the engine refresh what people read (STATE.md).
                 self._isolated("-", self.on_change)
+            self._isolated("-", self.save_position, False)
 
     def _isolated(self, run_id: str, fn: Any, *args: Any) -> None:
         # A failure with one run is logged with the run and does not hold up the others.
@@ -179,13 +272,45 @@ class LocalExecutor:
     # --- following the log -----------------------------------------------------------------------
 
     def _follow(self) -> None:
-        while True:
-            records = self.store.read(after=self.position, limit=1000, types=RUN_EVENT_TYPES)
+        # Up to the head read first, and then the position is that head: the run events are a
+        # small part of the log, and the next read must not scan the other events again.
+        head = self.store.head()
+        while self.position < head:
+            records = self.store.read(after=self.position, limit=1000, until=head,
+                                      types=RUN_EVENT_TYPES)
             for record in records:
                 self.position = record.position
                 self._on_event(decode(record).event)
             if len(records) < 1000:
-                return
+                self.position = head
+
+    # --- the saved position ----------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Continue from the saved position, if there is one and it still matches the log."""
+        if self.position_file is None or self.position:
+            return
+        saved = load_position(self.position_file, self.store)
+        if saved is None:
+            return
+        self.position = saved.position
+        self.book.runs = saved.runs
+        self._pending = dict.fromkeys(saved.pending)
+        self._saved = (saved.position, time.monotonic())
+        log.info("executor: continuing from position %d of the log", saved.position)
+
+    def save_position(self, force: bool = False) -> None:
+        """Save the position and the fold (at most every ``save_every`` seconds unless
+        ``force``); called after every step and on ``stop``."""
+        if self.position_file is None or not self._restored:
+            return
+        last, at = self._saved
+        now = time.monotonic()
+        if self.position == last or (not force and now - at < self.save_every):
+            return
+        if save_position(self.position_file, self.store, self.position, self.book.runs,
+                         list(self._pending)):
+            self._saved = (self.position, now)
 
     def _on_event(self, event: Event) -> None:
         self.book.apply(event)
@@ -234,8 +359,7 @@ class LocalExecutor:
             if dep.exit is not None and dep.exit.state == State.SUCCEEDED.value and \
                     dep.current in (State.SUCCEEDED, State.FINALIZED):
                 continue
-            if lifecycle.is_ended(dep.current) or lifecycle.is_final(dep.current) or \
-                    dep.current is State.BLOCKED:
+            if lifecycle.settled(dep.current):
                 return None
             return False
         return True
@@ -251,12 +375,12 @@ class LocalExecutor:
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "PYTHONPATH": str(run_dir / "code"),
             "PYTHONDONTWRITEBYTECODE": "1",
-            "QUIPU_RUN_DIR": str(run_dir),
-            "QUIPU_RUN_ID": run_id,
-            "QUIPU_STAGE": stage,
-            "QUIPU_INPUTS_DIR": str(run_dir / "inputs"),
-            "QUIPU_OUTPUTS_DIR": str(run_dir / "outputs"),
-            "QUIPU_STAGE_CONFIG": str(run_dir / ".quipu" / "stage.json"),
+            ENV_RUN_DIR: str(run_dir),
+            ENV_RUN_ID: run_id,
+            ENV_STAGE: stage,
+            ENV_INPUTS_DIR: str(run_dir / INPUTS_DIR),
+            ENV_OUTPUTS_DIR: str(run_dir / OUTPUTS_DIR),
+            ENV_STAGE_CONFIG: str(run_dir / SIDE_DIR / STAGE_JSON),
         }
 
     def _launch(self, run: Run) -> None:
@@ -277,6 +401,8 @@ class LocalExecutor:
                     env=self._environment(run.run_id, request.stage, run_dir),
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True, close_fds=True)
+            threading.Thread(target=self._wait_for_exit, args=(popen,), daemon=True,
+                             name=f"stage {run.run_id}").start()
         except Exception as exc:  # whatever stops the stage from starting is its failure
             self.runs.record_launch_failure(run.run_id, worker=self.worker_id,
                                             error=f"{type(exc).__name__}: {exc}")
@@ -295,7 +421,7 @@ class LocalExecutor:
     def _watch_new(self, run_id: str, run_dir: Path, pid: int, outputs: dict[str, Any],
                    popen: subprocess.Popen[bytes] | None) -> _Stage:
         stage = _Stage(run_id=run_id, run_dir=run_dir, pid=pid, outputs=dict(outputs),
-                       metrics=MetricSeries(run_dir / ".quipu" / "metrics.jsonl"),
+                       metrics=MetricSeries(run_dir / SIDE_DIR / METRICS),
                        log=CappedLog(run_dir / ".quipu", self.log_limit), popen=popen)
         stage.signs = self._signs(stage)
         self._stages[run_id] = stage
@@ -350,7 +476,7 @@ class LocalExecutor:
             self._ingest_metrics(stage, complete=False)
 
     def _alive(self, stage: _Stage) -> None:
-        beat = read_json(stage.quipu_dir / "heartbeat")
+        beat = read_json(stage.quipu_dir / HEARTBEAT)
         message = beat.get("message") if isinstance(beat, dict) else None
         if self.book.state(stage.run_id) is State.LOST:
             # It was declared lost for its silence, and it spoke again: say so in the log.
@@ -392,15 +518,9 @@ class LocalExecutor:
                 shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more"
                                                   if len(changed) > 5 else "")
                 problems.append(f"the stage changed files outside outputs/: {shown}")
-        stopped = (stage.quipu_dir / "stop_requested").exists()
-        if sig is not None:
-            state = State.CRASHED
-        elif exit_code != 0:
-            state = State.FAILED
-        elif stopped:
-            state = State.STOPPED
-        else:
-            state = State.FAILED if problems else State.SUCCEEDED
+        state = lifecycle.exit_state(lifecycle.ExitStatus(
+            exit_code=exit_code, signal=sig, problems=bool(problems),
+            stop_requested=(stage.quipu_dir / STOP_REQUESTED).exists()))
         path, truncated = stage.log.finish()
         logs = None
         if path.exists():

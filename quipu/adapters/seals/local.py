@@ -7,6 +7,8 @@ copy it somewhere the log's writers cannot reach to make truncation of the log d
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -28,30 +30,90 @@ class LocalSealKeeper:
         self.path = Path(path)
 
     def append(self, seal: Seal) -> None:
-        """Write ``seal`` as one line at the end of the file and fsync it (and a new file's dir)."""
+        """Write ``seal`` as one line at the end of the file and fsync it (and a new file's dir).
+
+        A write that fails (full disk, read-only or forbidden path) raises a typed
+        ``Unavailable`` and leaves the file as it was: a partly written line is cut off again.
+        """
         line = json.dumps(
             {"position": seal.position, "hash": seal.hash, "at": seal.at}, sort_keys=True
-        )
-        created = not self.path.exists()
+        ) + "\n"
         try:
+            created = not self.path.exists()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            if created:
-                # The new directory entry must be durable too, or the whole file can vanish.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._write_failed(exc) from exc
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                data = line.encode()
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            except OSError as exc:
+                self._cut_back(fd, size)
+                raise self._write_failed(exc) from exc
+        finally:
+            os.close(fd)
+        if created:
+            # The new directory entry must be durable too, or the whole file can vanish.
+            try:
                 dir_fd = os.open(self.path.parent, os.O_RDONLY)
                 try:
                     os.fsync(dir_fd)
                 finally:
                     os.close(dir_fd)
-        except OSError as exc:
-            raise Unavailable(
+            except OSError as exc:
+                raise self._write_failed(exc) from exc
+
+    @staticmethod
+    def _cut_back(fd: int, size: int) -> None:
+        # Best effort: a torn last line would make the whole file unreadable as seals.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+
+    def _write_failed(self, exc: OSError) -> Unavailable:
+        where = self.path.parent
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return Unavailable(
+                f"cannot write the seal file {self.path}: the disk is full ({exc})",
+                code="disk_full",
+                hint=f"free space on {where}; no seal was written, seal again afterwards",
+            )
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return Unavailable(
                 f"cannot write the seal file {self.path}: {exc}",
-                code="seal_write_failed",
-                hint="check the path, free space and permissions, then seal again",
-            ) from exc
+                code="seal_not_writable",
+                hint=f"make {where} writable by this user (is it mounted read-only?) or seal "
+                "to another file with --file; no seal was written",
+            )
+        return Unavailable(
+            f"cannot write the seal file {self.path}: {exc}",
+            code="seal_write_failed",
+            hint="check the path, free space and permissions, then seal again",
+        )
+
+    def last(self) -> Seal | None:
+        """The newest seal in the file, read from its tail only (cheap at any length).
+
+        None when there is no file or no complete, valid last line: automatic sealing then
+        simply starts afresh rather than refusing to work.
+        """
+        try:
+            with self.path.open("rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - 4096))
+                tail = fh.read(4096)  # bounded: a device (not a file) may never end
+        except OSError:
+            return None
+        lines = [line for line in tail.split(b"\n") if line.strip()]
+        if not lines:
+            return None
+        try:
+            return self._parse(0, lines[-1].decode("utf-8"))
+        except (InvalidInput, UnicodeDecodeError):
+            return None
 
     def read_all(self) -> list[Seal]:
         """Every seal in the file, oldest first; an absent file holds no seals."""

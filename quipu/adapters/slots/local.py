@@ -4,6 +4,10 @@ A snapshot walks the slot, stores every file in the blob store and returns a man
 stat cache per slot (size, mtime, inode, mode -> sha256) makes the dirty check of an untouched
 slot a stat walk instead of a full re-hash; the cache is only an optimisation and is rebuilt
 whenever it is missing or wrong.
+
+A restore stages every file it must write (checked against its hash while it is copied) before
+it touches the slot, so a damaged blob or a full disk leaves the slot as it was. Every
+``OSError`` is raised as a typed error (``disk_full``, ``storage_read_only``, ...).
 """
 
 from __future__ import annotations
@@ -19,13 +23,21 @@ import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput
+from quipu.adapters._storage import (
+    remove_stale_temporaries,
+    storage_error,
+    storage_errors,
+    temporary_name,
+)
+from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, QuipuError
 from quipu.core.ports import BlobStore
 from quipu.core.workspaces.versions import FileEntry, Manifest
 
-__all__ = ["DEFAULT_IGNORE", "LocalSlotFiles"]
+__all__ = ["DEFAULT_IGNORE", "STAGING_PREFIX", "LocalSlotFiles"]
 
 DEFAULT_IGNORE = ("__pycache__", "*.pyc", ".DS_Store")
+STAGING_PREFIX = ".quipu-restore-"
+"""A restore stages files in ``<slot>/.quipu-restore-<host>.<pid>.<random>/``: never versioned."""
 _Stat = tuple[int, int, int, int]  # size, mtime_ns, inode, mode
 
 
@@ -56,7 +68,8 @@ class LocalSlotFiles:
     # --- walking -------------------------------------------------------------------------------
 
     def _ignored(self, name: str) -> bool:
-        return any(fnmatch.fnmatch(name, pattern) for pattern in self.ignore)
+        return name.startswith(STAGING_PREFIX) or any(
+            fnmatch.fnmatch(name, pattern) for pattern in self.ignore)
 
     def _walk(self, slot: str) -> Iterator[tuple[str, Path, os.stat_result]]:
         base = self.path(slot)
@@ -69,6 +82,8 @@ class LocalSlotFiles:
                 entries = sorted(os.scandir(directory), key=lambda e: e.name)
             except FileNotFoundError:
                 raise self._vanished(prefix.rstrip("/")) from None
+            except OSError as exc:
+                raise storage_error(exc, directory, "listing") from exc
             subdirs = []
             for entry in entries:
                 if self._ignored(entry.name):
@@ -147,6 +162,8 @@ class LocalSlotFiles:
                     digest, size = self.blobs.put_file(full) if store else _hash_file(full)
                 except FileNotFoundError:
                     raise self._vanished(rel) from None
+                except OSError as exc:
+                    raise storage_error(exc, full, "reading") from exc
             if st.st_mtime_ns < racy_before:
                 fresh[rel] = (key, digest)
             files[rel] = FileEntry(sha256=digest, size=size, mode=mode)
@@ -185,50 +202,74 @@ class LocalSlotFiles:
     def clear(self, slot: str) -> None:
         """Delete everything inside the slot directory."""
         base = self.path(slot)
-        if base.is_dir():
-            for child in base.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-        base.mkdir(parents=True, exist_ok=True)
+        with storage_errors(base, "clearing the slot"):
+            if base.is_dir():
+                for child in base.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+            base.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             self._cache_path(slot).unlink()
 
     def restore(self, slot: str, manifest: bytes) -> int:
-        """Make the slot's tree exactly the manifest's; return how many paths changed."""
+        """Make the slot's tree exactly the manifest's; return how many paths changed.
+
+        Two phases, so that a restore that fails leaves the slot as it was: first every file
+        that must change is copied out of the blob store (its hash checked in the same pass)
+        into a staging directory inside the slot; only when all of them arrived intact are
+        stale paths removed and the staged files renamed into place. A damaged blob
+        (``blob_corrupt``), a missing one or a full disk therefore changes nothing in the slot.
+        """
         target = Manifest.from_bytes(manifest)
         for rel in target.files:
             pure = PurePosixPath(rel)
-            if pure.is_absolute() or ".." in pure.parts:
+            if pure.is_absolute() or ".." in pure.parts or rel.startswith(STAGING_PREFIX):
                 raise IntegrityFailure(f"manifest holds an unsafe path {rel!r}",
                                        code="manifest_corrupt", hint="the blob store was altered")
         base = self.path(slot)
-        base.mkdir(parents=True, exist_ok=True)
+        with storage_errors(base, "creating the slot"):
+            base.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(base, STAGING_PREFIX)
         current = self._scan(slot, store=False).files
-        changed = 0
-        for rel in sorted(set(current) - set(target.files)):
-            (base / rel).unlink()
-            changed += 1
-        for rel, entry in sorted(target.files.items()):
-            have = current.get(rel)
-            if have == entry:
-                continue
-            dest = base / rel
-            if dest.is_symlink() or dest.is_file():
-                dest.unlink()
-            elif dest.is_dir():
-                shutil.rmtree(dest)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if entry.kind == "symlink":
-                os.symlink(entry.target or "", dest)
-            else:
-                self.blobs.copy_to(entry.sha256, dest)
-                os.chmod(dest, entry.mode)
-            changed += 1
+        changes = [(rel, entry) for rel, entry in sorted(target.files.items())
+                   if current.get(rel) != entry]
+        removals = sorted(set(current) - set(target.files))
+        staging = base / temporary_name(STAGING_PREFIX)
+        try:
+            with storage_errors(base, "restoring files into"):
+                staged = self._stage(staging, changes)
+                for rel in removals:
+                    (base / rel).unlink()
+                for (rel, _entry), source in zip(changes, staged, strict=True):
+                    dest = base / rel
+                    if dest.is_symlink() or dest.is_file():
+                        dest.unlink()
+                    elif dest.is_dir():
+                        shutil.rmtree(dest)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(source, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         self._prune_empty_dirs(base)
-        self._scan(slot, store=False)  # refresh the stat cache
-        return changed
+        with contextlib.suppress(QuipuError):
+            self._scan(slot, store=False)  # refresh the stat cache
+        return len(removals) + len(changes)
+
+    def _stage(self, staging: Path, changes: list[tuple[str, FileEntry]]) -> list[Path]:
+        """Write every changed entry under ``staging`` (flat, numbered); return their paths."""
+        staging.mkdir()
+        staged: list[Path] = []
+        for index, (_rel, entry) in enumerate(changes):
+            path = staging / str(index)
+            if entry.kind == "symlink":
+                os.symlink(entry.target or "", path)
+            else:
+                self.blobs.copy_to(entry.sha256, path)
+                os.chmod(path, entry.mode)
+            staged.append(path)
+        return staged
 
     @staticmethod
     def _prune_empty_dirs(base: Path) -> None:

@@ -1,9 +1,11 @@
 """The Run aggregate: one stage execution, moved only along ``core.runs.lifecycle``'s table.
 
-Every fact about a run is an event on its own stream. The aggregate checks each step against
-the transition table (never a copy of it), and treats a re-delivered fact as a no-op, so
-executors and the supervisor can be idempotent: claiming a run twice, or recording the same exit
-twice, changes nothing the second time.
+Every fact about a run is an event on its own stream. Before it records an event the aggregate
+checks, strictly, that the trigger the event records (``lifecycle.trigger_for``) is an edge from
+the run's state; folding an event asks ``lifecycle.state_after``, the same function the runs
+projection and the supervisor fold with, so no copy of the table lives here. A re-delivered
+fact is a no-op, so executors and the supervisor can be idempotent: claiming a run twice, or
+recording the same exit twice, changes nothing the second time.
 
 Ending a run and finalizing it also touch the workspace (the finalization gate); those decisions
 return what the workspace must record, and the service appends both in one transaction.
@@ -37,13 +39,6 @@ from quipu.core.runs.events import (
 from quipu.core.runs.lifecycle import State, Trigger
 
 __all__ = ["Run"]
-
-_EXIT_TRIGGERS = {
-    State.SUCCEEDED: Trigger.EXITED_OK,
-    State.FAILED: Trigger.EXITED_ERROR,
-    State.CRASHED: Trigger.CRASHED,
-    State.STOPPED: Trigger.STOP_REQUESTED_EXIT,
-}
 
 
 class Run(Aggregate):
@@ -93,6 +88,14 @@ class Run(Aggregate):
     def _move(self, trigger: Trigger) -> State:
         return lifecycle.next_state(self.current, trigger)
 
+    def _record(self, event: Event) -> None:
+        """Record ``event`` if the trigger it records is an edge from the run's state
+        (``Conflict`` ``invalid_transition`` if not)."""
+        trigger = lifecycle.trigger_for(event.TYPE, event.__dict__)
+        if trigger is not None:
+            self._move(trigger)
+        self.trigger(event)
+
     # --- decisions -----------------------------------------------------------------------------
 
     def requested(self, meta: Meta, request: RunRequested) -> None:
@@ -101,7 +104,7 @@ class Run(Aggregate):
             raise Conflict(f"run {self.name} already exists", code="run_exists",
                            hint="run ids are unique; this is a bug in the caller")
         self.trigger(request)
-        self.trigger(RunQueued(**meta.fields(), run_id=self.name,
+        self._record(RunQueued(**meta.fields(), run_id=self.name,
                                review="skipped" if request.skip_review else "no reviewer"))
 
     def claim(self, meta: Meta, worker: str) -> bool:
@@ -110,8 +113,7 @@ class Run(Aggregate):
             return True  # re-delivered: already ours
         if self.current is not State.QUEUED:
             return False
-        self._move(Trigger.CLAIMED)
-        self.trigger(RunClaimed(**meta.fields(), run_id=self.name, worker=worker))
+        self._record(RunClaimed(**meta.fields(), run_id=self.name, worker=worker))
         return True
 
     def launched(self, meta: Meta, *, worker: str, host: str, pid: int, run_dir: str,
@@ -119,8 +121,7 @@ class Run(Aggregate):
         """The process is running."""
         if self.current is State.RUNNING and self.pid == pid:
             return
-        self._move(Trigger.LAUNCHED)
-        self.trigger(RunLaunched(**meta.fields(), run_id=self.name, worker=worker, host=host,
+        self._record(RunLaunched(**meta.fields(), run_id=self.name, worker=worker, host=host,
                                  pid=pid, run_dir=run_dir, inputs=inputs))
 
     def heartbeat(self, meta: Meta, message: str | None = None) -> None:
@@ -132,8 +133,7 @@ class Run(Aggregate):
         """The process could not start; returns whether the gate is now held."""
         if self.current is State.FAILED:
             return False
-        self._move(Trigger.LAUNCH_FAILED)
-        self.trigger(RunLaunchFailed(**meta.fields(), run_id=self.name, error=error))
+        self._record(RunLaunchFailed(**meta.fields(), run_id=self.name, error=error))
         return True
 
     def exited(self, meta: Meta, *, state: State, exit_code: int | None,
@@ -144,13 +144,12 @@ class Run(Aggregate):
         A run that was already recorded as lost, canceled or ended keeps its first ending: the
         late exit is dropped (the log already says what was known at the time).
         """
-        if state not in _EXIT_TRIGGERS:
+        if state not in lifecycle.EXIT_STATES:
             raise InvalidInput(f"{state} is not an exit state", code="invalid_exit_state",
-                               hint="use succeeded, failed, crashed or stopped")
+                               hint="use " + ", ".join(lifecycle.EXIT_STATES))
         if self.current is not State.RUNNING:
             return False
-        self._move(_EXIT_TRIGGERS[state])
-        self.trigger(RunExited(**meta.fields(), run_id=self.name, state=state.value,
+        self._record(RunExited(**meta.fields(), run_id=self.name, state=state.value,
                                exit_code=exit_code, signal=signal, outputs=outputs or {},
                                logs=logs, problems=problems or []))
         return lifecycle.blocks_finalization_gate(state)
@@ -159,30 +158,28 @@ class Run(Aggregate):
         """Silence past the deadline: the run is lost; returns whether the gate is now held."""
         if self.current is State.LOST:
             return False
-        trigger = (Trigger.HEARTBEAT_LOST if self.current in (State.RUNNING, State.LAUNCHING)
-                   else Trigger.DEADLINE)
-        target = self._move(trigger)
-        if target is not State.LOST:
+        event = RunLost(**meta.fields(), run_id=self.name, why=why)
+        trigger = lifecycle.trigger_for(event.TYPE, event.__dict__)
+        if trigger not in lifecycle.allowed(self.current):
             raise Conflict(f"run {self.name} in {self.current} cannot be lost",
                            code="invalid_transition", hint="only launching/running runs")
-        self.trigger(RunLost(**meta.fields(), run_id=self.name, why=why))
+        self._record(event)
         return True
 
     def adopted(self, meta: Meta, *, worker: str, pid: int) -> None:
         """A lost run's process is alive after all."""
-        self._move(Trigger.ADOPTED)
-        self.trigger(RunAdopted(**meta.fields(), run_id=self.name, worker=worker, pid=pid))
+        self._record(RunAdopted(**meta.fields(), run_id=self.name, worker=worker, pid=pid))
 
     def cancel(self, meta: Meta) -> State:
         """Cancel a run that has not ended; returns the state it was in."""
         previous = self.current
         if previous is State.CANCELED:
             return previous
-        if lifecycle.is_ended(previous) or lifecycle.is_final(previous):
+        # The table decides what can be canceled: everything not ended, blocked runs included.
+        if Trigger.CANCEL not in lifecycle.allowed(previous):
             raise Conflict(f"run {self.name} already ended ({previous})", code="run_ended",
                            hint="an ended run cannot be canceled; finalize_run() it instead")
-        self._move(Trigger.CANCEL)
-        self.trigger(RunCanceled(**meta.fields(), run_id=self.name))
+        self._record(RunCanceled(**meta.fields(), run_id=self.name))
         return previous
 
     def finalize(self, meta: Meta, *, ml_outcome: str, results: dict[str, Any] | None,
@@ -193,12 +190,12 @@ class Run(Aggregate):
         if state is State.FINALIZED:
             raise Conflict(f"run {self.name} is already finalized", code="already_finalized",
                            hint="inspect_record() shows its results; tag it to mark it")
-        if not (lifecycle.is_ended(state) or state is State.BLOCKED):
+        # The table decides what can be finalized: the ended runs and blocked ones.
+        if Trigger.FINALIZE not in lifecycle.allowed(state):
             raise Conflict(f"run {self.name} is still {state}", code="run_not_ended",
                            hint="wait for it (inspect_run, logs) or cancel() it first")
         held = lifecycle.blocks_finalization_gate(state)
-        self._move(Trigger.FINALIZE)
-        self.trigger(RunFinalized(**meta.fields(), run_id=self.name, workspace=request.workspace,
+        self._record(RunFinalized(**meta.fields(), run_id=self.name, workspace=request.workspace,
                                   stage=request.stage, ml_outcome=ml_outcome, results=results,
                                   results_auto=results_auto, comparison=comparison))
         return held
@@ -257,37 +254,34 @@ class Run(Aggregate):
         self.lost_why = data["lost_why"]
 
     def apply(self, event: Event) -> None:
-        """Fold one event of the run's stream."""
-        self.entered_at = event.at
+        """Fold one event of the run's stream: the state from ``lifecycle.state_after``, the
+        rest of the run's facts here."""
+        self.entered_at = event.at  # every event restarts the deadline clock
+        self.state = lifecycle.state_after(self.state, event)
         if isinstance(event, RunRequested):
-            self.request, self.state = event, State.REQUESTED
+            self.request = event
             self.results_spec = dict(event.results_spec)
-        elif isinstance(event, RunQueued):
-            self.state = State.QUEUED
         elif isinstance(event, RunClaimed):
-            self.state, self.worker = State.LAUNCHING, event.worker
+            self.worker = event.worker
         elif isinstance(event, RunLaunched):
-            self.state, self.pid, self.run_dir = State.RUNNING, event.pid, event.run_dir
+            self.pid, self.run_dir = event.pid, event.run_dir
             self.worker, self.launched_inputs = event.worker, event.inputs
-        elif isinstance(event, RunLaunchFailed):
-            self.state = State.FAILED
         elif isinstance(event, RunExited):
-            self.state, self.exit = State(event.state), event
+            self.exit = event
         elif isinstance(event, RunLost):
-            self.state, self.lost_why = State.LOST, event.why
+            self.lost_why = event.why
         elif isinstance(event, RunAdopted):
-            self.state, self.pid, self.worker = State.RUNNING, event.pid, event.worker
-        elif isinstance(event, RunCanceled):
-            self.state = State.CANCELED
+            self.pid, self.worker = event.pid, event.worker
         elif isinstance(event, RunFinalized):
-            self.state, self.finalized = State.FINALIZED, event
+            self.finalized = event
         elif isinstance(event, MetricsRecorded):
             self.metrics = event
         elif isinstance(event, ResultsSpecSaved):
             self.results_spec = dict(event.spec)
         elif isinstance(event, RunTagged):
             self.tags.add(event.tag)
-        # RunHeartbeat only moves entered_at (the deadline clock).
+        # RunQueued, RunLaunchFailed, RunCanceled and RunHeartbeat only move the state or the
+        # deadline clock.
 
 
 E = TypeVar("E", bound=Event)

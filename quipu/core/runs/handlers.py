@@ -550,7 +550,7 @@ class RunService:
         outcome = lifecycle.infra_outcome(state)
         data = dict(results or {})
         logged = run.metrics is not None and spec.primary_metric in run.metrics.summaries
-        if (state in (State.SUCCEEDED, State.STOPPED) and logged) or "value" in data:
+        if lifecycle.has_value(state, logged=logged) or "value" in data:
             final = parse_final_results(data, spec=spec, infra_outcome=outcome)
             request = run.check_exists()
             prev = self.index.previous_finalized(request.workspace, request.stage,

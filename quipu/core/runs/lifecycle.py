@@ -1,11 +1,16 @@
 """The run lifecycle: the one definition of run states and the triggers that move between them.
 
 Everything here is data. ``TRANSITIONS`` lists every edge; ``STATES`` says, for every state,
-whether it is final, which infra outcome it carries if the run ended there, whether it holds the
-finalization gate, and what silence means there (its deadline). The run aggregate, the
-supervisor, the projections, the docs (``docs/lifecycle.md``, via :func:`mermaid` and
-:func:`states_markdown`) and the tests all read these two tables; nothing else spells out the
-state machine.
+whether the run is still in flight, whether it is final, which infra outcome it carries if the
+run ended there, whether that outcome is trouble, whether a run that ended there has a value to
+judge, whether it holds the finalization gate, and what silence means there (its deadline).
+``EVENT_TRIGGERS`` says which trigger each run event records, and ``EXIT_RULES`` which state a
+finished process ends in. The run aggregate, the supervisor, the executors, the projections, the
+docs (``docs/lifecycle.md``, via :func:`mermaid`, :func:`states_markdown`,
+:func:`events_markdown` and :func:`exits_markdown`) and the tests all read these tables; nothing
+else spells out the state machine. In particular every fold of run events (the ``Run``
+aggregate, the runs projection, the supervisor's book) asks :func:`state_after`, and every
+"has this run stopped executing" test asks :func:`settled`.
 
 Decisions recorded here (and in ``docs/lifecycle.md``):
 
@@ -25,21 +30,50 @@ Decisions recorded here (and in ``docs/lifecycle.md``):
 
 ``next_state`` is strict: a trigger that is not an edge from the current state is a
 :class:`~quipu.core.errors.Conflict`. Making a re-delivered event harmless is the aggregate's job
-(it compares the event with the state it already reached), not the table's.
+(it compares the event with the state it already reached), not the table's. ``state_after`` is
+the fold's side: it never refuses a recorded event (see its docstring).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from quipu.core.errors import Conflict, InvalidInput
+from quipu.core.messages import Event
+from quipu.core.runs.events import (
+    MetricsRecorded,
+    ResultsSpecSaved,
+    RunAdopted,
+    RunCanceled,
+    RunClaimed,
+    RunExited,
+    RunFinalized,
+    RunHeartbeat,
+    RunLaunched,
+    RunLaunchFailed,
+    RunLost,
+    RunQueued,
+    RunRequested,
+    RunTagged,
+)
 
 __all__ = [
+    "ACTIVE_STATES",
+    "EVENT_TRIGGERS",
+    "EXIT_RULES",
+    "EXIT_STATES",
+    "OPENING_EVENT",
+    "PASSIVE_EVENTS",
+    "RUN_EVENTS",
     "STATES",
     "TRANSITIONS",
+    "TROUBLE_STATES",
+    "EventTrigger",
+    "ExitRule",
+    "ExitStatus",
     "InfraOutcome",
     "State",
     "StateSpec",
@@ -48,14 +82,21 @@ __all__ = [
     "allowed",
     "blocks_finalization_gate",
     "deadlines",
+    "events_markdown",
+    "exit_state",
+    "exits_markdown",
     "gate_rule",
+    "has_value",
     "infra_outcome",
     "is_ended",
     "is_final",
     "mermaid",
     "next_state",
+    "settled",
     "spec",
+    "state_after",
     "states_markdown",
+    "trigger_for",
 ]
 
 
@@ -116,17 +157,25 @@ class Transition:
 class StateSpec:
     """What a state means.
 
+    ``in_flight`` is set for the states where the run has not stopped executing yet (it waits
+    to be reviewed, queued, launched, or it runs); every other state is *settled*.
     ``infra_outcome`` is set exactly for the ended states (the run stopped executing and awaits
-    finalization); it is the one place an infra outcome is derived from. ``deadline_seconds`` is
-    the default time the run may stay silent in this state (measured from its latest event)
-    before the supervisor applies ``deadline_trigger``; ``None`` means the state waits on the
-    agent and the finalization gate, not on machinery.
+    finalization); it is the one place an infra outcome is derived from. ``trouble`` marks the
+    ended states where the machinery or the code went wrong (the dashboard's "failed recently").
+    ``yields_value`` marks the ended states whose run ran its code to an end it chose (it
+    exited 0, or stopped when asked), so the primary metric it logged is a value to judge.
+    ``deadline_seconds`` is the default time the run may stay silent in this state (measured
+    from its latest event) before the supervisor applies ``deadline_trigger``; ``None`` means the
+    state waits on the agent and the finalization gate, not on machinery.
     """
 
     state: State
     meaning: str
+    in_flight: bool = False
     final: bool = False
     infra_outcome: InfraOutcome | None = None
+    trouble: bool = False
+    yields_value: bool = False
     holds_gate: bool = False
     deadline_seconds: int | None = None
     deadline_trigger: Trigger | None = None
@@ -152,42 +201,50 @@ STATES: Mapping[State, StateSpec] = {
     s.state: s
     for s in (
         StateSpec(S.REQUESTED, "the agent asked for the run; waiting for a reviewer to pick it up",
-                  deadline_seconds=5 * _MINUTE, deadline_trigger=T.DEADLINE),
+                  in_flight=True, deadline_seconds=5 * _MINUTE, deadline_trigger=T.DEADLINE),
         StateSpec(S.REVIEWING, "a reviewer is checking the run before it may be queued",
-                  deadline_seconds=15 * _MINUTE, deadline_trigger=T.DEADLINE),
+                  in_flight=True, deadline_seconds=15 * _MINUTE, deadline_trigger=T.DEADLINE),
         StateSpec(S.BLOCKED, "the reviewer refused the run; it never ran",
                   deadline_seconds=7 * _DAY, deadline_trigger=T.DEADLINE),
         StateSpec(S.QUEUED, "approved; waiting for an executor to claim it",
-                  deadline_seconds=1 * _DAY, deadline_trigger=T.DEADLINE),
+                  in_flight=True, deadline_seconds=1 * _DAY, deadline_trigger=T.DEADLINE),
         StateSpec(S.LAUNCHING, "an executor claimed it and is starting the process",
-                  deadline_seconds=10 * _MINUTE, deadline_trigger=T.DEADLINE),
+                  in_flight=True, deadline_seconds=10 * _MINUTE, deadline_trigger=T.DEADLINE),
         StateSpec(S.RUNNING, "the stage code is running and sending heartbeats",
-                  deadline_seconds=10 * _MINUTE, deadline_trigger=T.HEARTBEAT_LOST),
+                  in_flight=True, deadline_seconds=10 * _MINUTE,
+                  deadline_trigger=T.HEARTBEAT_LOST),
         StateSpec(S.SUCCEEDED, "the process exited with status 0",
-                  infra_outcome="succeeded", holds_gate=True,
+                  infra_outcome="succeeded", yields_value=True, holds_gate=True,
                   deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
-        StateSpec(S.FAILED, "the launch failed or the process exited with a non-zero status",
-                  infra_outcome="failed", holds_gate=True,
+        StateSpec(S.FAILED, "the launch failed, the process exited with a non-zero status, "
+                  "or its outputs are not what it declared",
+                  infra_outcome="failed", trouble=True, holds_gate=True,
                   deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.CRASHED, "the process was killed by a signal or ran out of memory",
-                  infra_outcome="crashed", holds_gate=True,
+                  infra_outcome="crashed", trouble=True, holds_gate=True,
                   deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.LOST, "the engine stopped hearing from the run; the process may still live",
-                  infra_outcome="lost", holds_gate=True,
+                  infra_outcome="lost", trouble=True, holds_gate=True,
                   deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.PREEMPTED, "the machine was taken away (spot/preemptible capacity)",
-                  infra_outcome="preempted", holds_gate=True,
+                  infra_outcome="preempted", trouble=True, holds_gate=True,
                   deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.CANCELED, "canceled, or expired before it ran; no result to interpret",
                   infra_outcome="canceled", holds_gate=False,
                   deadline_seconds=7 * _DAY, deadline_trigger=T.DEADLINE),
         StateSpec(S.STOPPED, "the agent or an AI monitor asked it to stop and it exited",
-                  infra_outcome="stopped", holds_gate=True,
+                  infra_outcome="stopped", yields_value=True, holds_gate=True,
                   deadline_seconds=_ABANDONED, deadline_trigger=T.FINALIZE),
         StateSpec(S.FINALIZED, "the agent recorded what the run means (or nothing was left to)",
                   final=True),
     )
 }
+
+ACTIVE_STATES: tuple[State, ...] = tuple(s for s, sp in STATES.items() if sp.in_flight)
+"""The states of a run still in flight (not :func:`settled`), in table order."""
+
+TROUBLE_STATES: tuple[State, ...] = tuple(s for s, sp in STATES.items() if sp.trouble)
+"""The ended states where the machinery or the code went wrong, in table order."""
 
 _ENDED = tuple(s for s, sp in STATES.items() if sp.ended)
 _NOT_ENDED = tuple(s for s, sp in STATES.items() if not sp.ended and not sp.final)
@@ -223,10 +280,107 @@ TRANSITIONS: tuple[Transition, ...] = (
     *(Transition(s, T.FINALIZE, S.FINALIZED) for s in (*_ENDED, S.BLOCKED)),
 )
 
+
+
+@dataclass(frozen=True, slots=True)
+class EventTrigger:
+    """A run event of type ``event`` records ``trigger``: always, or when its ``field`` equals
+    ``value`` (the first matching row of an event wins)."""
+
+    event: str
+    trigger: Trigger
+    field: str | None = None
+    value: str | None = None
+
+
+OPENING_EVENT = RunRequested.TYPE
+"""The event that opens a run's stream; it puts the run in ``requested``."""
+
+EVENT_TRIGGERS: tuple[EventTrigger, ...] = (
+    # Review events do not exist yet: with no reviewer the engine queues a run at once.
+    EventTrigger(RunQueued.TYPE, T.REVIEW_SKIPPED),
+    EventTrigger(RunClaimed.TYPE, T.CLAIMED),
+    EventTrigger(RunLaunched.TYPE, T.LAUNCHED),
+    EventTrigger(RunLaunchFailed.TYPE, T.LAUNCH_FAILED),
+    EventTrigger(RunExited.TYPE, T.EXITED_OK, "state", S.SUCCEEDED.value),
+    EventTrigger(RunExited.TYPE, T.EXITED_ERROR, "state", S.FAILED.value),
+    EventTrigger(RunExited.TYPE, T.CRASHED, "state", S.CRASHED.value),
+    EventTrigger(RunExited.TYPE, T.STOP_REQUESTED_EXIT, "state", S.STOPPED.value),
+    # A silent launch's deadline and a silent run's heartbeat timeout both land in lost.
+    EventTrigger(RunLost.TYPE, T.HEARTBEAT_LOST),
+    EventTrigger(RunAdopted.TYPE, T.ADOPTED),
+    # The deadlines that cancel (queued, blocked) or finalize (canceled, abandoned) a run are
+    # recorded as the same events the agent's cancel and finalize produce.
+    EventTrigger(RunCanceled.TYPE, T.CANCEL),
+    EventTrigger(RunFinalized.TYPE, T.FINALIZE),
+)
+"""Which trigger each run event records: the only mapping from events to the table."""
+
+PASSIVE_EVENTS: tuple[str, ...] = (RunHeartbeat.TYPE, MetricsRecorded.TYPE,
+                                   ResultsSpecSaved.TYPE, RunTagged.TYPE)
+"""Events on a run's stream that do not move it (they still restart its deadline clock)."""
+
+RUN_EVENTS: tuple[str, ...] = (
+    OPENING_EVENT, *dict.fromkeys(r.event for r in EVENT_TRIGGERS), *PASSIVE_EVENTS)
+"""Every event type on a run's stream, each once."""
+
+EXIT_STATES: tuple[State, ...] = tuple(S(r.value) for r in EVENT_TRIGGERS
+                                       if r.event == RunExited.TYPE and r.value is not None)
+"""The states a ``RunExited`` may record."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a stage process ended, as an executor saw it.
+
+    ``exit_code`` is None when it is unknown; ``signal`` is the signal that killed it;
+    ``oom`` says the kernel or the container runtime killed it for memory; ``stop_requested``
+    that the agent or a monitor had asked it to stop; ``problems`` that its outputs are not what
+    it declared (missing or empty, or files written outside ``outputs/``).
+    """
+
+    exit_code: int | None
+    signal: int | None = None
+    oom: bool = False
+    stop_requested: bool = False
+    problems: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRule:
+    """An exit status that ``matches`` ends the run in ``state`` (the first matching rule wins)."""
+
+    meaning: str
+    matches: Callable[[ExitStatus], bool]
+    state: State
+
+
+EXIT_RULES: tuple[ExitRule, ...] = (
+    ExitRule("killed by a signal, or out of memory",
+             lambda x: x.signal is not None or x.oom, S.CRASHED),
+    ExitRule("a non-zero or unknown exit code", lambda x: x.exit_code != 0, S.FAILED),
+    ExitRule("exit 0 after a stop was requested", lambda x: x.stop_requested, S.STOPPED),
+    ExitRule("exit 0, but the outputs are not what the stage declared",
+             lambda x: x.problems, S.FAILED),
+    ExitRule("exit 0 with the declared outputs", lambda x: True, S.SUCCEEDED),
+)
+"""Exit status -> state, for every executor (local process, container, VM)."""
+
 del S, T
 
 _EDGES: dict[tuple[State, Trigger], State] = {(t.source, t.trigger): t.target
                                               for t in TRANSITIONS}
+_TARGETS: dict[Trigger, set[State]] = {}
+for _t in TRANSITIONS:
+    _TARGETS.setdefault(_t.trigger, set()).add(_t.target)
+del _t
+_LANDS: dict[Trigger, State] = {trigger: next(iter(targets))
+                                for trigger, targets in _TARGETS.items() if len(targets) == 1}
+"""The state each trigger with a single target leads to, from wherever it is applied."""
+_BY_EVENT: dict[str, list[EventTrigger]] = {}
+for _r in EVENT_TRIGGERS:
+    _BY_EVENT.setdefault(_r.event, []).append(_r)
+del _r
 
 
 def _state(value: State | str) -> State:
@@ -283,6 +437,88 @@ def is_ended(state: State | str) -> bool:
 def is_final(state: State | str) -> bool:
     """Nothing can happen to the run any more (only ``finalized``)."""
     return spec(state).final
+
+
+def settled(state: State | str) -> bool:
+    """The run no longer executes and will not start: it ended, was finalized, or was blocked.
+
+    Exactly the states that are not in flight: succeeded, failed, crashed, lost, preempted,
+    canceled, stopped (the ended states), finalized, and blocked (refused by review, it never
+    ran). A lost run is settled although its process may live on: the engine stopped hearing
+    from it, and only a new event (``RunAdopted``) puts it back in flight. This is the one test
+    for "stop waiting for this run" (``wait_for``, a downstream stage, a log reader).
+    """
+    return not spec(state).in_flight
+
+
+def has_value(state: State | str, *, logged: bool) -> bool:
+    """Whether a run that ended in ``state`` has a value to judge: ``finalize_run`` then needs
+    full results (the value is compared with the previous and best runs).
+
+    True when the run ran its code to an end it chose (succeeded, or stopped when asked) and
+    ``logged`` its primary metric. Any other run (failed, crashed, lost, never ran, or a stage
+    that does not log the metric, like a preprocessing step) gets a verdict and notes only,
+    unless the agent supplies a value itself.
+    """
+    return spec(state).yields_value and logged
+
+
+def exit_state(status: ExitStatus) -> State:
+    """The state a run ends in when its process ended with ``status`` (first ``EXIT_RULES``
+    row that matches)."""
+    for rule in EXIT_RULES:
+        if rule.matches(status):
+            return rule.state
+    raise AssertionError("EXIT_RULES ends with a rule that matches everything")  # pragma: no cover
+
+
+def trigger_for(event_type: str, fields: Mapping[str, Any]) -> Trigger | None:
+    """The trigger a run event of ``event_type`` with ``fields`` records (``EVENT_TRIGGERS``).
+
+    None for the opening event and for events that do not move a run. ``InvalidInput``
+    (``not_a_run_event``) for an event that is not on a run's stream, and
+    (``unknown_event_trigger``) for one whose fields match no row, e.g. an exit state that is not
+    one of ``EXIT_STATES``.
+    """
+    rules = _BY_EVENT.get(event_type)
+    if rules is None:
+        if event_type == OPENING_EVENT or event_type in PASSIVE_EVENTS:
+            return None
+        raise InvalidInput(f"{event_type} is not a run event", code="not_a_run_event",
+                           hint="run events are: " + ", ".join(RUN_EVENTS))
+    for rule in rules:
+        if rule.field is None or fields.get(rule.field) == rule.value:
+            return rule.trigger
+    options = ", ".join(f"{r.field}={r.value}" for r in rules)
+    raise InvalidInput(f"{event_type} with these fields records no trigger",
+                       code="unknown_event_trigger", hint=f"{event_type} needs one of: {options}")
+
+
+def state_after(state: State | None, event: Event) -> State:
+    """The state a run is in after ``event``, folded from ``state`` (None before its first one).
+
+    ``RunRequested`` opens the run in ``requested``; an event that records no trigger (heartbeat,
+    metrics, results spec, tag) leaves ``state`` as it is; every other run event moves the run
+    along the edge of its trigger (``EVENT_TRIGGERS``). The ``Run`` aggregate, the runs
+    projection and the supervisor's book all fold with this function.
+
+    A fold never refuses a recorded fact: whether an event may happen was decided, strictly,
+    when it was recorded (:func:`next_state`, in the aggregate). When the table has no edge for
+    the event from ``state`` (a log written under an older table, or a reader that started
+    mid-stream and assumed ``requested``), the run lands in the one state the trigger leads to:
+    every trigger an event records has a single target (the tests check it). ``Conflict``
+    (``run_not_opened``) for a non-opening event with no state.
+    """
+    fields = event.__dict__
+    if event.TYPE == OPENING_EVENT:
+        return State.REQUESTED
+    trigger = trigger_for(event.TYPE, fields)
+    if state is None:
+        raise Conflict(f"{event.TYPE} for a run that was never requested", code="run_not_opened",
+                       hint=f"a run's stream starts with {OPENING_EVENT}")
+    if trigger is None:
+        return state
+    return _EDGES.get((state, trigger)) or _LANDS[trigger]
 
 
 def infra_outcome(state: State | str) -> InfraOutcome | None:
@@ -367,15 +603,47 @@ def _duration(seconds: int | None) -> str:
 
 def states_markdown() -> str:
     """The state table as Markdown, generated from ``STATES`` for ``docs/lifecycle.md``."""
-    rows = ["| state | meaning | infra outcome | holds the gate | deadline | on deadline |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| state | meaning | in flight | infra outcome | trouble | value to judge "
+            "| holds the gate | deadline | on deadline |",
+            "|---|---|---|---|---|---|---|---|---|"]
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
     for s, sp in STATES.items():
         on_deadline = "—"
         if sp.deadline_trigger is not None:
             on_deadline = f"`{sp.deadline_trigger}` → {_EDGES[(s, sp.deadline_trigger)]}"
         rows.append(
-            f"| {s} | {sp.meaning} | {sp.infra_outcome or '—'} | "
-            f"{'yes' if sp.holds_gate else 'no'} | {_duration(sp.deadline_seconds)} | "
-            f"{on_deadline} |"
+            f"| {s} | {sp.meaning} | {yes(sp.in_flight)} | {sp.infra_outcome or '—'} | "
+            f"{yes(sp.trouble)} | {'if logged' if sp.yields_value else 'no'} | "
+            f"{yes(sp.holds_gate)} | {_duration(sp.deadline_seconds)} | {on_deadline} |"
         )
+    return "\n".join(rows) + "\n"
+
+
+def _sources(trigger: Trigger) -> str:
+    edges = [t for t in TRANSITIONS if t.trigger is trigger]
+    targets = dict.fromkeys(t.target for t in edges)
+    return "; ".join(", ".join(t.source for t in edges if t.target is target) + f" → {target}"
+                     for target in targets)
+
+
+def events_markdown() -> str:
+    """The run events and the triggers they record as Markdown, generated from
+    ``EVENT_TRIGGERS`` for ``docs/lifecycle.md``."""
+    rows = ["| event | when | trigger | moves the run |", "|---|---|---|---|",
+            f"| `{OPENING_EVENT}` | always | — | opens it in {State.REQUESTED} |"]
+    for r in EVENT_TRIGGERS:
+        when = "always" if r.field is None else f"`{r.field}` is `{r.value}`"
+        rows.append(f"| `{r.event}` | {when} | `{r.trigger}` | {_sources(r.trigger)} |")
+    rows += [f"| `{name}` | always | — | does not move it |" for name in PASSIVE_EVENTS]
+    return "\n".join(rows) + "\n"
+
+
+def exits_markdown() -> str:
+    """The exit status rules as Markdown, generated from ``EXIT_RULES`` for
+    ``docs/lifecycle.md``."""
+    rows = ["| the process ended with (first match wins) | state |", "|---|---|"]
+    rows += [f"| {r.meaning} | {r.state} |" for r in EXIT_RULES]
     return "\n".join(rows) + "\n"

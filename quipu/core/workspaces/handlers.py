@@ -179,13 +179,16 @@ class Service:
         return self.uow.attempt(command)
 
     def _check_blobs(self, manifest: bytes) -> None:
-        """Refuse, before anything is written, a tree whose file contents are not all stored."""
+        """Refuse, before anything is written, a tree whose file contents are not all intact."""
         for rel, entry in Manifest.from_bytes(manifest).files.items():
             if entry.kind == "file" and not self.blobs.exists(entry.sha256):
                 raise IntegrityFailure(
                     f"the stored content of {rel} ({entry.sha256[:12]}) is missing",
                     code="blob_missing",
                     hint="restore the blob directory from a backup; nothing was written")
+            if entry.kind == "file":
+                # Checked before the mount is committed, so a damaged blob leaves no trace.
+                self.blobs.verify(entry.sha256)
 
     def _release_failed_mount(self, workspace: str, slot: str, meta: Meta) -> None:
         """Undo a committed mount whose files could not be written: empty and free the slot."""
