@@ -362,13 +362,15 @@ class EventStoreContract(abc.ABC):
             other.close()
 
     def test_an_append_from_another_process_wakes_a_waiting_thread(
-            self, store: RecorderEventStore) -> None:
+            self, store: RecorderEventStore, tmp_path: Path) -> None:
         args = self.writer_process_args()
         assert args is not None
         kind, where, table = args
         waiter, woke = self._wait_in_thread(store, store.head())
-        proc = subprocess.run([sys.executable, "-c", WRITER, kind, where, table, "p", "1", "0"],
-                              capture_output=True, text=True, timeout=120)
+        barrier = tmp_path / "barrier"
+        Path(f"{barrier}.go").touch()  # a lone writer: nobody to start together with
+        proc = subprocess.run([sys.executable, "-c", WRITER, kind, where, table, "p", "1",
+                               str(barrier)], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         waiter.join(timeout=60)
         assert not waiter.is_alive()
