@@ -19,10 +19,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from quipu.adapters._storage import STALE_AFTER_SECONDS
 from quipu.adapters.blobs.local import TEMP_PREFIX, LocalBlobStore
@@ -36,15 +36,6 @@ def sha(data: bytes) -> str:
 
 def temporaries(root: Path) -> list[str]:
     return sorted(p.name for p in root.rglob("*") if "tmp" in p.name)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 class BlobStoreContract(abc.ABC):
@@ -314,8 +305,8 @@ class TestLocalBlobStore(BlobStoreContract):
                                 stdout=subprocess.PIPE, text=True)
         fd = os.open(fifo, os.O_WRONLY)  # returns once the writer opened its end
         os.write(fd, b"x" * (2 << 20))
-        wait_for(lambda: any(p.stat().st_size > 0 for p in root.glob(f"{TEMP_PREFIX}*")),
-                 "the writer's temporary file to fill")
+        wait_until(lambda: any(p.stat().st_size > 0 for p in root.glob(f"{TEMP_PREFIX}*")),
+                   what="the writer's temporary file fills", interval=0.01)
         return proc, fd, root
 
     def test_a_temporary_left_by_a_killed_writer_is_removed_when_a_store_opens(self, tmp_path):

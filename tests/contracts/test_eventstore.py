@@ -12,13 +12,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from quipu.adapters.eventstore import open_memory_store, open_sqlite_store
 from quipu.adapters.eventstore._base import RecorderEventStore
@@ -57,14 +57,17 @@ def texts(records: list[StoredRecord]) -> list[str]:
     return [decode(r).event.thought for r in records]  # type: ignore[attr-defined]
 
 
-# A separate Python process appending to a shared log (argv: kind, where, table, tag, n, start).
+# A separate Python process appending to a shared log (argv: kind, where, table, tag, n,
+# barrier). Once its store is open it says so (<barrier>.<tag>) and waits for <barrier>.go, so
+# both writers append at the same time however long each took to start.
 WRITER = r"""
 import sys, time, uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from quipu.core.project.events import ThoughtLogged
 from quipu.core.ports import NewEvent
 
-kind, where, table, tag, n, start = sys.argv[1:7]
+kind, where, table, tag, n, barrier = sys.argv[1:7]
 if kind == "sqlite":
     from quipu.adapters.eventstore import open_sqlite_store
     store = open_sqlite_store(where)
@@ -73,7 +76,9 @@ else:
     store = open_postgres_store(where, table=table)
 stream = uuid.uuid4()
 at = datetime(2024, 5, 1, tzinfo=UTC)
-time.sleep(max(0.0, float(start) - time.time()))  # start together with the other writer
+Path(f"{barrier}.{tag}").touch()
+while not Path(f"{barrier}.go").exists():
+    time.sleep(0.01)
 for i in range(int(n)):
     store.append([
         NewEvent(stream, 2 * i + 1, ThoughtLogged(actor=tag, reason="race", at=at,
@@ -216,8 +221,8 @@ class EventStoreContract(abc.ABC):
                        {"until": p[5]}, {"types": ["WorkspaceCreated"]},
                        {"types": ["WorkspaceCreated"], "after": p[0], "limit": 2},
                        {"after": p[6], "until": p[6]}, {"types": ["NoSuchEvent"]}):
-            expected = [(r.position, r.type, r.state) for r in store.read(**kwargs)]  # type: ignore[arg-type]
-            assert store.scan(**kwargs) == expected, kwargs  # type: ignore[arg-type]
+            expected = [(r.position, r.type, r.state) for r in store.read(**kwargs)]
+            assert store.scan(**kwargs) == expected, kwargs
 
     def test_hash_at_is_the_chain_hash_of_the_newest_event_at_or_before_a_position(
             self, store: RecorderEventStore) -> None:
@@ -286,17 +291,21 @@ class EventStoreContract(abc.ABC):
         assert_chain_verifies(records)
 
     def test_concurrent_processes_form_one_chain_with_no_lost_events(
-        self, store: RecorderEventStore
+        self, store: RecorderEventStore, tmp_path: Path
     ) -> None:
         args = self.writer_process_args()
         assert args is not None
         kind, where, table = args
-        batches, start = 30, time.time() + 1.5
+        batches, barrier = 30, tmp_path / "barrier"
         procs = [
             subprocess.Popen([sys.executable, "-c", WRITER, kind, where, table, tag, str(batches),
-                              str(start)], stderr=subprocess.PIPE, text=True)
+                              str(barrier)], stderr=subprocess.PIPE, text=True)
             for tag in ("p", "q")
         ]
+        wait_until(lambda: all(Path(f"{barrier}.{tag}").exists() for tag in ("p", "q"))
+                   or any(proc.poll() is not None for proc in procs),
+                   what="both writer processes open the store")
+        Path(f"{barrier}.go").touch()
         errors = [proc.communicate(timeout=120)[1] for proc in procs]
         assert [proc.returncode for proc in procs] == [0, 0], errors
         records = read_all(store)
@@ -353,13 +362,15 @@ class EventStoreContract(abc.ABC):
             other.close()
 
     def test_an_append_from_another_process_wakes_a_waiting_thread(
-            self, store: RecorderEventStore) -> None:
+            self, store: RecorderEventStore, tmp_path: Path) -> None:
         args = self.writer_process_args()
         assert args is not None
         kind, where, table = args
         waiter, woke = self._wait_in_thread(store, store.head())
-        proc = subprocess.run([sys.executable, "-c", WRITER, kind, where, table, "p", "1", "0"],
-                              capture_output=True, text=True, timeout=120)
+        barrier = tmp_path / "barrier"
+        Path(f"{barrier}.go").touch()  # a lone writer: nobody to start together with
+        proc = subprocess.run([sys.executable, "-c", WRITER, kind, where, table, "p", "1",
+                               str(barrier)], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         waiter.join(timeout=60)
         assert not waiter.is_alive()
@@ -438,7 +449,7 @@ class TestPostgresEventStore(EventStoreContract):
         self.table = f"quipu_test_{uuid.uuid4().hex[:12]}"
 
     def create_store(self) -> RecorderEventStore:
-        return self.pg_store(self.table)  # type: ignore[operator, no-any-return]
+        return self.pg_store(self.table)  # type: ignore[operator]
 
     def writer_process_args(self) -> tuple[str, str, str] | None:
         return ("postgres", self.url, self.table)

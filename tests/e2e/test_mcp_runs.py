@@ -7,7 +7,6 @@ The pipeline is written into the slot with plain file writes, as an agent does; 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -74,7 +73,8 @@ def test_run_tools_are_listed_and_run_states_the_gate_rule(mcp_session: Connect)
                      "get_experiment_context", "get_metric_history", "save_results_spec",
                      "dashboard", "mark_seen"):
             assert name in tools, name
-            assert tools[name].description and len(tools[name].description) > 80, name
+            description = tools[name].description
+            assert description is not None and len(description) > 80, name
         run = tools["run"]
         assert run.description is not None
         assert gate_rule() in run.description
@@ -82,10 +82,10 @@ def test_run_tools_are_listed_and_run_states_the_gate_rule(mcp_session: Connect)
         assert "finalization_required" in run.description
         props = run.inputSchema["properties"]
         assert set(run.inputSchema["required"]) == {"workspace", "reason"}
-        assert "primary_metric" in json.dumps(props["results_spec"])
-        assert "dataset_split" in json.dumps(props["results_spec"])
+        spec_help = props["results_spec"]["description"]
+        assert "primary_metric" in spec_help and "dataset_split" in spec_help
         tail = tools["logs"].inputSchema["properties"]["tail"]
-        assert tail.get("maximum") == 10000 or "10000" in json.dumps(tail)
+        assert (tail["minimum"], tail["maximum"]) == (1, 10000)
 
     asyncio.run(main())
 
@@ -113,7 +113,7 @@ def test_run_gate_finalize_and_history_over_stdio(project: Path, mcp_session: Co
                                 results_spec=SPEC, reason="a second run before finalizing")
             assert ids["prep"] in text and ids["train"] in text
             pending = await call(client, "list_unfinalized_runs", workspace="toy")
-            assert ids["train"] in json.dumps(pending) and ids["prep"] in json.dumps(pending)
+            assert [r["run_id"] for r in pending["runs"]] == [ids["prep"], ids["train"]]
 
             prep = await call(client, "finalize_run", record_or_run_id=ids["prep"],
                               results={"ml_outcome": "unknown",
@@ -143,21 +143,25 @@ def test_run_gate_finalize_and_history_over_stdio(project: Path, mcp_session: Co
             assert set(listed) == {ids["prep"], ids["train"], second}
             record = await call(client, "inspect_record", ref=ids["train"])
             assert record["ml_outcome"] == "partial"
-            assert "reaches the minimum" in json.dumps(record)
+            assert record["results"]["notes"] == (
+                "reaches the minimum of 0.6 but not the goal of 0.8")
 
             context = await call(client, "get_experiment_context", workspace="toy")
-            assert ids["train"] in json.dumps(context["current_best"])
-            assert second in json.dumps(context["awaiting_finalization"])
+            best = context["current_best"]
+            assert (best["run_id"], best["value"]) == (ids["train"], pytest.approx(0.7))
+            assert [r["run_id"] for r in context["awaiting_finalization"]] == [second]
 
             board = await call(client, "dashboard")
-            assert second in json.dumps(board)
+            assert board["pending_finalization"]["by_workspace"]["toy"]["runs"] == [
+                {"run_id": second, "stage": "train", "state": "succeeded"}]
 
             inspected = await call(client, "inspect_run", run_id=second)
             assert inspected["state"] == "succeeded"
             curve = await call(client, "get_metric_history", run_id=second, name="accuracy")
-            assert len(json.dumps(curve)) > 0 and "0.8" in json.dumps(curve)
+            assert [p["step"] for p in curve["points"]] == [0, 1, 2, 3]
+            assert [p["value"] for p in curve["points"]] == pytest.approx([0.5, 0.6, 0.7, 0.8])
             output = await call(client, "logs", run_id=second)
-            assert "trained on 10 rows for 4 epochs" in json.dumps(output)
+            assert output["lines"] == ["trained on 10 rows for 4 epochs"]
             # Following an ended run past its last line answers at once: nothing more will come.
             after = await call(client, "logs", run_id=second, since=output["next"], follow=True,
                                follow_seconds=30)

@@ -152,18 +152,21 @@ def test_a_whole_session_from_create_to_audit(project: Path, mcp_session: Connec
             logged = await call(client, "log_thought", thought=thought, workspace="baseline")
             assert logged["logged"] is True
             thoughts = await call(client, "get_workspace_thoughts", workspace="baseline")
-            assert thought in json.dumps(thoughts["thoughts"])
+            assert [t["thought"] for t in thoughts["thoughts"]] == [thought]
 
             remounted = await call(client, "mount", workspace="baseline", slot="w2",
                                    reason="back to the baseline to add weight decay")
             assert (Path(remounted["path"]) / "notes.md").read_text() == "try weight decay next\n"
-            assert thought in json.dumps(remounted["recent_thoughts"])
+            assert [t["thought"] for t in remounted["recent_thoughts"]] == [thought]
 
             audit = await call(client, "get_audit_log", limit=50, workspace="baseline")
-            text = json.dumps(audit["entries"])
-            assert WHY in text
-            assert "switching to the CNN idea for a while" in text
-            assert ACTOR in text
+            entries = audit["entries"]
+            said = [(e["type"], e["reason"]) for e in entries]
+            assert ("WorkspaceCreated", WHY) in said
+            assert ("WorkspaceHibernated", "switching to the CNN idea for a while") in said
+            assert {e["actor"] for e in entries} == {ACTOR}
+            positions = [e["position"] for e in entries]
+            assert positions == sorted(positions, reverse=True)  # newest first
 
             status = await call(client, "status")
             assert "baseline" in status["state_md"]
@@ -307,7 +310,8 @@ def test_python_dash_m_quipu_mcp_serves_the_project_named_by_the_environment(
                                  goal="reach the server another way", reason=WHY)
             assert created["workspace"] == "via-module"
             audit = await call(client, "get_audit_log", limit=1)
-            assert ACTOR in json.dumps(audit["entries"])
+            assert [(e["type"], e["actor"]) for e in audit["entries"]] == [
+                ("WorkspaceCreated", ACTOR)]
 
     asyncio.run(main())
 

@@ -25,7 +25,7 @@ from quipu.core.audit import Seal, verify_log
 from quipu.core.chain import event_hash, link_mac, split_state
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput
 from quipu.core.log import encode_data
-from quipu.core.ports import NewEvent
+from quipu.core.ports import EventStore, NewEvent
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
@@ -34,7 +34,7 @@ NOW = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
 
 
 class KeyedLog:
-    def __init__(self, open_store: Callable[..., object], raw: RawLog) -> None:
+    def __init__(self, open_store: Callable[..., EventStore], raw: RawLog) -> None:
         self.open = open_store
         self.raw = raw
         self.store = open_store(key=KEY)
@@ -59,7 +59,7 @@ def keyed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyedLog]:
         log.store.append([NewEvent(stream, version, thought(f"event {version}"))])
     yield log
     log.raw.close()  # type: ignore[attr-defined]
-    log.store.close()  # type: ignore[attr-defined]
+    log.store.close()
 
 
 def forge(log: KeyedLog, position: int, *, mac: str | None, prev: str | None = None) -> Row:
@@ -81,7 +81,7 @@ def forge(log: KeyedLog, position: int, *, mac: str | None, prev: str | None = N
 
 
 def test_a_keyed_log_verifies_with_its_key_and_every_link_is_keyed(keyed: KeyedLog) -> None:
-    report = verify_log(keyed.store, key=KEY)  # type: ignore[arg-type]
+    report = verify_log(keyed.store, key=KEY)
     assert (report.ok, report.events_checked, report.keyed_links, report.key_checked) == (
         True, EVENTS, EVENTS, True)
     assert all(split_state(r.state).mac == link_mac(KEY, split_state(r.state).hash)
@@ -91,7 +91,7 @@ def test_a_keyed_log_verifies_with_its_key_and_every_link_is_keyed(keyed: KeyedL
 def test_without_the_key_the_plain_chain_verifies_and_the_report_says_macs_went_unchecked(
     keyed: KeyedLog,
 ) -> None:
-    report = verify_log(keyed.store)  # type: ignore[arg-type]
+    report = verify_log(keyed.store)
     assert (report.ok, report.keyed_links, report.key_checked) == (True, EVENTS, False)
 
 
@@ -100,7 +100,7 @@ def test_an_event_appended_without_the_key_is_caught_with_the_key(
     keyed: KeyedLog, mac: str | None
 ) -> None:
     keyed.raw.insert(forge(keyed, EVENTS + 1, mac=mac))
-    report = verify_log(keyed.store, key=KEY)  # type: ignore[arg-type]
+    report = verify_log(keyed.store, key=KEY)
     assert (report.ok, report.first_bad_position) == (False, EVENTS + 1)
     assert report.problem is not None and (
         "no key MAC" in report.problem if mac is None else "does not match the audit key"
@@ -111,7 +111,7 @@ def test_an_unkeyed_event_after_keyed_ones_is_caught_even_without_the_key(
     keyed: KeyedLog,
 ) -> None:
     keyed.raw.insert(forge(keyed, EVENTS + 1, mac=None))
-    report = verify_log(keyed.store)  # type: ignore[arg-type]
+    report = verify_log(keyed.store)
     assert (report.ok, report.first_bad_position) == (False, EVENTS + 1)
 
 
@@ -128,13 +128,13 @@ def test_a_rewritten_tail_with_recomputed_hashes_is_caught_by_the_key(keyed: Key
         keyed.raw.update(replace(row, state=json.dumps(header, separators=(",", ":")).encode()
                                  + b"\n" + data))
         prev = h
-    assert verify_log(keyed.store).ok  # type: ignore[arg-type]  # what a keyless audit sees
-    report = verify_log(keyed.store, key=KEY)  # type: ignore[arg-type]
+    assert verify_log(keyed.store).ok  # what a keyless audit sees
+    report = verify_log(keyed.store, key=KEY)
     assert (report.ok, report.first_bad_position) == (False, 4)
 
 
 def test_the_wrong_key_fails_at_the_first_keyed_event(keyed: KeyedLog) -> None:
-    report = verify_log(keyed.store, key=OTHER_KEY)  # type: ignore[arg-type]
+    report = verify_log(keyed.store, key=OTHER_KEY)
     assert (report.ok, report.first_bad_position) == (False, 1)
 
 
@@ -146,9 +146,9 @@ def test_a_writer_without_the_key_or_with_another_is_refused_and_writes_nothing(
         other = keyed.open(key=key)
         try:
             with pytest.raises(error) as caught:
-                other.append([NewEvent(uuid.uuid4(), 1, thought("no key"))])  # type: ignore[attr-defined]
+                other.append([NewEvent(uuid.uuid4(), 1, thought("no key"))])
         finally:
-            other.close()  # type: ignore[attr-defined]
+            other.close()
         assert caught.value.code == code
     assert len(keyed.raw.rows()) == EVENTS
 

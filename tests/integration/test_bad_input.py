@@ -424,11 +424,22 @@ class HookedStore:
         self.appends += 1
         return self.inner.append(events)
 
-    def load(self, stream: UUID) -> list[StoredRecord]:
-        return self.inner.load(stream)
+    def load(self, stream: UUID, *, after: int = 0) -> list[StoredRecord]:
+        return self.inner.load(stream, after=after)
 
-    def read(self, **kwargs: Any) -> list[StoredRecord]:
-        return self.inner.read(**kwargs)
+    def read(self, *, after: int = 0, limit: int = 1000, until: int | None = None,
+             types: Sequence[str] = ()) -> list[StoredRecord]:
+        return self.inner.read(after=after, limit=limit, until=until, types=types)
+
+    def scan(self, *, after: int = 0, limit: int = 1000, until: int | None = None,
+             types: Sequence[str] = ()) -> list[tuple[int, str, bytes]]:
+        return self.inner.scan(after=after, limit=limit, until=until, types=types)
+
+    def hash_at(self, position: int) -> str:
+        return self.inner.hash_at(position)
+
+    def wait_for_append(self, *, after: int, timeout: float) -> int:
+        return self.inner.wait_for_append(after=after, timeout=timeout)
 
     def head(self) -> int:
         return self.inner.head()
@@ -475,8 +486,7 @@ def test_two_services_racing_to_mount_into_one_slot_have_exactly_one_winner(tmp_
     loser_blobs = LocalBlobStore(tmp_path / "blobs", fsync=False)
     loser_slots = HookedSlots(
         LocalSlotFiles(tmp_path / "workspaces", loser_blobs, tmp_path / "cache-loser"), gate)
-    loser = open_project(tmp_path, store=loser_store, blobs=loser_blobs,
-                         slots=loser_slots)  # type: ignore[arg-type]
+    loser = open_project(tmp_path, store=loser_store, blobs=loser_blobs, slots=loser_slots)
 
     with pytest.raises(Conflict) as err:
         loser.service.mount("idle", "w3", REASON, actor=ACTOR)

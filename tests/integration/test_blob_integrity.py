@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.adapters.executors._rundir import build_run_dir
 from quipu.app.bootstrap import init_project, open_project
 from quipu.app.facade import Quipu
@@ -40,6 +41,7 @@ def tree(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
 def corrupt(q: Quipu, content: bytes) -> Path:
     """Flip one byte of the stored blob of ``content`` (same size, different bytes)."""
     digest = hashlib.sha256(content).hexdigest()
+    assert isinstance(q.blobs, LocalBlobStore)  # the test reaches under the port on purpose
     path = q.blobs.root / digest[:2] / digest[2:]
     data = bytearray(path.read_bytes())
     data[0] ^= 0xFF

@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,27 +17,26 @@ import pytest
 pytestmark = pytest.mark.timeout(180)
 
 
+Demo = tuple[subprocess.CompletedProcess[str], Path]
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str],
-                                                             float, Path]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     project = tmp_path_factory.mktemp("demo") / "digits"
     env = {k: v for k, v in os.environ.items()
            if k not in ("QUIPU_PROJECT", "QUIPU_EVENTSTORE_URL", "QUIPU_ACTOR")}
-    started = time.monotonic()
+    # The timeout bounds a hung demo; how fast it runs is the benchmarks' business, not a test's.
     done = subprocess.run([sys.executable, "-m", "quipu.cli", "demo", "--keep", str(project)],
                           capture_output=True, text=True, env=env, timeout=170)
-    return done, time.monotonic() - started, project
+    return done, project
 
 
-def test_the_demo_exits_0_well_under_a_minute(demo: tuple[subprocess.CompletedProcess[str],
-                                                           float, Path]) -> None:
-    done, seconds, _ = demo
+def test_the_demo_exits_0(demo: Demo) -> None:
+    done, _ = demo
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert seconds < 60
 
 
-def test_two_pipeline_runs_succeed_and_are_finalized(
-        demo: tuple[subprocess.CompletedProcess[str], float, Path]) -> None:
+def test_two_pipeline_runs_succeed_and_are_finalized(demo: Demo) -> None:
     out = demo[0].stdout
     for stage in ("preprocess", "train", "evaluate"):
         assert len(re.findall(rf"^  {stage}\s+stage-\w+: succeeded$", out, re.M)) == 2, stage
@@ -50,8 +48,7 @@ def test_two_pipeline_runs_succeed_and_are_finalized(
     assert "train logged 15 epochs" in out and "train logged 40 epochs" in out
 
 
-def test_the_second_run_is_compared_with_the_first(
-        demo: tuple[subprocess.CompletedProcess[str], float, Path]) -> None:
+def test_the_second_run_is_compared_with_the_first(demo: Demo) -> None:
     out = demo[0].stdout
     finalized = re.findall(r"^finalized evaluate run (stage-\w+): accuracy (0\.\d+)", out, re.M)
     compared = re.search(r"^comparison vs previous: (stage-\w+) had (0\.\d+), now (0\.\d+) "
@@ -62,9 +59,8 @@ def test_the_second_run_is_compared_with_the_first(
     assert compared.group(3) == f"{float(finalized[1][1]):.4f}"
 
 
-def test_state_md_and_the_audit(demo: tuple[subprocess.CompletedProcess[str], float,
-                                             Path]) -> None:
-    out, project = demo[0].stdout, demo[2]
+def test_state_md_and_the_audit(demo: Demo) -> None:
+    out, project = demo[0].stdout, demo[1]
     assert "=== STATE.md" in out
     assert "mlp/evaluate" in out
     assert re.search(r"^audit verify: OK \(\d+ events", out, re.M)

@@ -15,7 +15,9 @@ from test_executor_helpers import (
     drive,
     ended,
     executor,
+    exit_of,
     make_project,
+    run_dir_of,
     start,
 )
 
@@ -74,24 +76,24 @@ class TestAPipelineRunsOnItsOwn:
         runs = {stage: q.runs.load_run(run_id) for stage, run_id in ids.items()}
         assert {s: r.current for s, r in runs.items()} == dict.fromkeys(ids, State.SUCCEEDED)
         # the downstream stage got exactly the bytes upstream recorded, read-only
-        doubled = runs["double"].exit.outputs["doubled"]
+        doubled = exit_of(runs["double"]).outputs["doubled"]
         assert runs["report"].launched_inputs["doubled"]["sha256"] == doubled["sha256"]
         assert runs["report"].launched_inputs["doubled"]["producer"] == ids["double"]
-        report_dir = Path(runs["report"].run_dir)
+        report_dir = run_dir_of(runs["report"])
         assert _file_sha(report_dir / "inputs" / "doubled.npy") == doubled["sha256"]
         # every recorded output's sha256 is the file's, and the blob holds it
         for run in runs.values():
-            for out in run.exit.outputs.values():
+            for out in exit_of(run).outputs.values():
                 if out["kind"] == "file":
-                    assert _file_sha(Path(run.run_dir) / out["path"]) == out["sha256"]
+                    assert _file_sha(run_dir_of(run) / out["path"]) == out["sha256"]
                     assert q.blobs.exists(out["sha256"])
         summary = json.loads((report_dir / "outputs" / "summary.json").read_text())
         assert summary == {"total": 20, "files": ["a.txt", "sub/b.txt"], "b": "beta"}
-        table = runs["double"].exit.outputs["table"]
+        table = exit_of(runs["double"]).outputs["table"]
         assert table["kind"] == "directory" and table["files"] == 2
         assert runs["report"].launched_inputs["table"]["sha256"] == table["sha256"]
         # the SDK's stats travel with the output
-        assert runs["make"].exit.outputs["numbers"]["stats"]["shape"] == [5]
+        assert exit_of(runs["make"]).outputs["numbers"]["stats"]["shape"] == [5]
 
     def test_stage_json_and_environment_follow_the_sdk_contract(self, tmp_path: Path) -> None:
         code = """\
@@ -104,7 +106,7 @@ class TestAPipelineRunsOnItsOwn:
         drive(executor(q), ended(q, run_id))
         run = q.runs.load_run(run_id)
         assert run.current is State.SUCCEEDED, run.exit
-        run_dir = Path(run.run_dir)
+        run_dir = run_dir_of(run)
         stage = json.loads((run_dir / ".quipu" / "stage.json").read_text())
         assert stage["run_id"] == run_id and stage["stage"] == "solo"
         assert stage["workspace"] == "ws" and stage["inputs"] == {}
@@ -142,6 +144,7 @@ class TestMetrics:
         drive(executor(q), ended(q, ids["make"]))
         metrics = q.runs.load_run(ids["make"]).metrics
         assert metrics is not None and metrics.complete and metrics.points == 11
+        assert metrics.series is not None
         loss = metrics.summaries["loss"]
         assert loss["count"] == 10 and loss["trend"] == "down" and loss["last_step"] == 9
         assert loss["min"] == pytest.approx(0.1) and loss["max"] == 1.0

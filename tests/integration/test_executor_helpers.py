@@ -4,14 +4,17 @@ pipeline, a real SQLite log, real stage processes."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
+from waiting import wait_until
+
 from quipu.adapters.executors.local import LocalExecutor
 from quipu.app.bootstrap import DATA_DIR, Quipu, init_project
+from quipu.core.runs.aggregate import Run
+from quipu.core.runs.events import RunExited
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
 
@@ -76,14 +79,13 @@ def executor(q: Quipu, runs: RunService | None = None, **kw: Any) -> LocalExecut
                          **options)
 
 
-def drive(ex: LocalExecutor, done: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Poll the executor until ``done()`` or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; watching {ex.running()}")
-        ex.poll_once()
-        time.sleep(0.05)
+def drive(ex: LocalExecutor, done: Callable[[], bool], *, timeout: float = 120.0,
+          what: str = "the runs reach the awaited state") -> None:
+    """Poll the executor until ``done()``; fail naming ``what`` after ``timeout`` seconds."""
+    try:
+        wait_until(done, what=what, timeout=timeout, step=ex.poll_once)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (the executor watches {ex.running()})") from None
 
 
 def ended(q: Quipu, *run_ids: str) -> Callable[[], bool]:
@@ -101,6 +103,25 @@ def state(q: Quipu, run_id: str) -> State:
     return q.runs.load_run(run_id).current
 
 
+def exit_of(run: Run) -> RunExited:
+    """The run's recorded exit, which must exist."""
+    assert run.exit is not None, f"run {run.run_id} has no exit recorded ({run.current})"
+    return run.exit
+
+
+def run_dir_of(run: Run) -> Path:
+    """The directory the executor launched the run in."""
+    assert run.run_dir is not None, f"run {run.run_id} was not launched ({run.current})"
+    return Path(run.run_dir)
+
+
+def pid_of(q: Quipu, run_id: str) -> int:
+    """The pid of the run's stage process."""
+    pid = q.runs.load_run(run_id).pid
+    assert pid is not None, f"run {run_id} was not launched"
+    return pid
+
+
 def start(q: Quipu, **kw: Any) -> dict[str, str]:
     """Start the workspace's pipeline; return {stage: run_id}."""
     result = q.run("ws", reason=REASON, results_spec=SPEC, **kw)
@@ -114,15 +135,6 @@ def pid_gone(pid: int) -> bool:
     except OSError:
         return True
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Sleep until ``cond()``; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def kill_quietly(pid: int) -> None:

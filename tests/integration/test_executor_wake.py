@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from test_executor_helpers import (
     ONE_STAGE,
@@ -24,8 +25,8 @@ from test_executor_helpers import (
     make_project,
     start,
     state,
-    wait_until,
 )
+from waiting import wait_until
 
 from quipu.adapters.executors._position import load_position
 from quipu.adapters.executors.local import LocalExecutor
@@ -58,7 +59,7 @@ def position_file(q: Quipu) -> Path:
     return q.root / DATA_DIR / "executor.json"
 
 
-def sleepy(q: Quipu, **kw: object) -> LocalExecutor:
+def sleepy(q: Quipu, **kw: Any) -> LocalExecutor:
     """An executor in its own thread whose ticks never come during a test."""
     return executor(q, poll_interval=HOUR, idle_interval=HOUR, **kw)
 
@@ -76,7 +77,7 @@ class TestTheExecutorWakesOnEvents:
         ex.start()
         try:
             ids = start(q)
-            wait_until(ended(q, *ids.values()), timeout=120)
+            wait_until(ended(q, *ids.values()), timeout=120, what="the whole pipeline ends")
         finally:
             ex.stop()
         assert {s: state(q, r) for s, r in ids.items()} == dict.fromkeys(ids, State.SUCCEEDED)
@@ -101,7 +102,7 @@ class TestTheExecutorWakesOnEvents:
             subprocess.run([sys.executable, "-c", other], check=True, timeout=120)
             [run_id] = [decode(r).event.run_id  # type: ignore[attr-defined]
                         for r in q.store.read(types=["RunQueued"])]
-            wait_until(ended(q, run_id), timeout=120)
+            wait_until(ended(q, run_id), timeout=120, what="the other process's run ends")
         finally:
             ex.stop()
         assert state(q, run_id) is State.SUCCEEDED

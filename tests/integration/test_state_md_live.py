@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from toy_pipeline import SPEC, write_toy_pipeline
+from waiting import wait_until
 
 from quipu.app.bootstrap import init_project
 
@@ -23,13 +23,11 @@ def test_state_md_shows_a_run_awaiting_finalization_without_another_command(
         started = q.run("toy", reason=WHY, results_spec=SPEC)
         train = started["queued"][-1]["stage_run_id"]
         state = tmp_path / "p" / "STATE.md"
-        deadline = time.monotonic() + 120  # a bound on waiting, not a timing assertion
-        while time.monotonic() < deadline:
-            text = state.read_text()
-            if "Awaiting finalization" in text and train in text.split("Awaiting finalization")[1]:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError(f"STATE.md never showed {train} awaiting finalization:\n{text}")
+
+        def awaiting() -> str:
+            return state.read_text().partition("Awaiting finalization")[2]
+
+        wait_until(lambda: train in awaiting(), timeout=120, interval=0.2,
+                   what=f"STATE.md lists {train} under Awaiting finalization")
     finally:
         q.close()

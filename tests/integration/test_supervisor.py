@@ -10,26 +10,29 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from test_executor_helpers import (
     ONE_STAGE,
     drive,
     ended,
     executor,
+    exit_of,
     kill_quietly,
     make_project,
     pid_gone,
+    pid_of,
     start,
     state,
-    wait_until,
 )
+from waiting import wait_until
 
 from quipu.app.bootstrap import DATA_DIR, Quipu
 from quipu.core.log import decode
-from quipu.core.runs.events import RunAdopted, RunHeartbeat, RunLost
+from quipu.core.messages import Event
+from quipu.core.runs.events import MetricsRecorded, RunAdopted, RunHeartbeat, RunLost
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
 from quipu.core.unit_of_work import UnitOfWork
@@ -42,16 +45,22 @@ HANG = """\
         time.sleep(0.1)
     """
 
+# The metric comes first so that an executor watching the live stage records it (an event that
+# names which executor is watching); the stage then waits for the test's go.
 SLEEP_THEN_SUCCEED = """\
     import time
     from pathlib import Path
     from quipu import sdk
+    sdk.log_metric("loss", 0.5, step=0)
     while not Path("{go}").exists():
         time.sleep(0.05)
-    sdk.log_metric("loss", 0.5, step=0)
     sdk.save_output("result", {{"done": True}})
     """
 
+# A `quipu serve` process imports the whole engine and the MCP server before its executor polls:
+# on a loaded machine that alone has taken over ten seconds. Waits that include one are bounded
+# by this, which is a limit for a broken build, not a speed claim.
+SERVE_WAIT = 120.0
 
 TWO_STAGES = """\
     stages:
@@ -80,7 +89,7 @@ SAVE = """\
     """
 
 
-def events_of(q: Quipu, cls: type, run_id: str) -> list:
+def events_of(q: Quipu, cls: type[Event], run_id: str) -> list[Any]:
     return [e for e in (decode(r).event for r in q.store.read(types=[cls.TYPE], limit=10_000))
             if getattr(e, "run_id", None) == run_id]
 
@@ -101,9 +110,9 @@ class TestDeadlines:
         run_id = start(q)["solo"]
         ex = executor(q, heartbeat_timeout=1.0)
         drive(ex, lambda: state(q, run_id) is State.RUNNING)
-        pid = q.runs.load_run(run_id).pid
+        pid = pid_of(q, run_id)
         try:
-            drive(ex, lambda: state(q, run_id) is State.LOST, timeout=20)
+            drive(ex, lambda: state(q, run_id) is State.LOST, what="the silent stage is lost")
             lost = events_of(q, RunLost, run_id)
             assert len(lost) == 1 and lost[0].actor == "supervisor:test:1"
             assert run_id in q.service.load(Workspace, "ws").awaiting  # the gate sees it
@@ -130,23 +139,30 @@ class TestDeadlines:
         assert len(beats) >= 3 and any((b.message or "").startswith("step") for b in beats)
 
     def test_a_lost_stage_that_speaks_again_is_adopted(self, tmp_path: Path) -> None:
-        go = tmp_path / "go"
+        speak, finish = tmp_path / "speak", tmp_path / "finish"
+        # Once it speaks, the stage keeps beating until the test saw it adopted: adoption is for
+        # a live process, and a stage that exits at once (or falls silent again past the 1 s
+        # allowed) would leave the outcome to a race.
         code = f"""\
             import time
             from pathlib import Path
             from quipu import sdk
-            while not Path({str(go)!r}).exists():
+            while not Path({str(speak)!r}).exists():
                 time.sleep(0.05)
             sdk.heartbeat("back", force=True)
-            time.sleep(0.5)
+            while not Path({str(finish)!r}).exists():
+                sdk.heartbeat("waiting", force=True)
+                time.sleep(0.05)
             sdk.save_output("result", {{"ok": True}})
             """
         q = make_project(tmp_path, ONE_STAGE, {"solo": code})
         run_id = start(q)["solo"]
         ex = executor(q, heartbeat_timeout=1.0)
-        drive(ex, lambda: state(q, run_id) is State.LOST, timeout=20)
-        go.touch()
-        drive(ex, lambda: not ex.running())
+        drive(ex, lambda: state(q, run_id) is State.LOST, what="the silent stage is lost")
+        speak.touch()
+        drive(ex, lambda: state(q, run_id) is State.RUNNING, what="the lost stage is adopted")
+        finish.touch()
+        drive(ex, lambda: not ex.running(), what="the adopted stage ends")
         assert state(q, run_id) is State.SUCCEEDED
         assert len(events_of(q, RunAdopted, run_id)) == 1
         assert run_id in q.service.load(Workspace, "ws").awaiting
@@ -182,8 +198,8 @@ class TestAnExecutorRestartInProcess:
         go.touch()
         drive(second, ended(q, run_id))
         run = q.runs.load_run(run_id)
-        assert run.current is State.SUCCEEDED and run.exit.exit_code == 0
-        assert run.exit.actor == "test:second"
+        assert run.current is State.SUCCEEDED and exit_of(run).exit_code == 0
+        assert exit_of(run).actor == "test:second"
         assert run.metrics is not None and run.metrics.summaries["loss"]["last"] == 0.5
         first.poll_once()  # the first one coming back records nothing twice
         assert q.runs.load_run(run_id).version == run.version
@@ -193,7 +209,7 @@ class TestAnExecutorRestartInProcess:
         q = make_project(tmp_path, ONE_STAGE, {"solo": SLEEP_THEN_SUCCEED.format(go=go)})
         run_id = start(q)["solo"]
         first = executor(q, worker_id="test:first", heartbeat_timeout=0.5)
-        drive(first, lambda: state(q, run_id) is State.LOST, timeout=20)
+        drive(first, lambda: state(q, run_id) is State.LOST, what="the silent stage is lost")
         second = executor(q, worker_id="test:second")
         second.poll_once()
         assert state(q, run_id) is State.RUNNING
@@ -225,17 +241,23 @@ class TestAKilledServeRestarts:
         run_id = start(q)["solo"]
         engine = _serve(q.root, tmp_path / "serve.log")
         try:
-            wait_until(lambda: state(q, run_id) is State.RUNNING, timeout=30)
-            stage_pid = q.runs.load_run(run_id).pid
+            wait_until(lambda: state(q, run_id) is State.RUNNING, timeout=SERVE_WAIT,
+                       what="the first engine launches the stage")
+            stage_pid = pid_of(q, run_id)
             _kill_engine(engine)
             assert not pid_gone(stage_pid)  # the stage lives in its own session
             engine = _serve(q.root, tmp_path / "serve.log")
-            time.sleep(1.0)
+            second = f":{engine.pid}"
+            # The stage must still be running when the new engine finds it: it waits for go
+            # until the new engine, watching it, has recorded its metric.
+            wait_until(lambda: any(e.actor.endswith(second)
+                                   for e in events_of(q, MetricsRecorded, run_id)),
+                       timeout=SERVE_WAIT, what="the restarted engine watches the live stage")
             go.touch()
-            wait_until(ended(q, run_id), timeout=30)
+            wait_until(ended(q, run_id), timeout=SERVE_WAIT, what="the stage's exit is recorded")
             run = q.runs.load_run(run_id)
             assert run.current is State.SUCCEEDED, (run.current, run.exit)
-            assert run.exit.exit_code == 0 and run.exit.actor.endswith(f":{engine.pid}")
+            assert exit_of(run).exit_code == 0 and exit_of(run).actor.endswith(second)
             assert run_id in q.service.load(Workspace, "ws").awaiting
         finally:
             _kill_engine(engine)
@@ -248,19 +270,21 @@ class TestAKilledServeRestarts:
         run_id = start(q)["solo"]
         engine = _serve(q.root, tmp_path / "serve.log")
         try:
-            wait_until(lambda: state(q, run_id) is State.RUNNING, timeout=30)
-            stage_pid = q.runs.load_run(run_id).pid
+            wait_until(lambda: state(q, run_id) is State.RUNNING, timeout=SERVE_WAIT,
+                       what="the first engine launches the stage")
+            stage_pid = pid_of(q, run_id)
             _kill_engine(engine)
             os.killpg(stage_pid, signal.SIGKILL)  # the machine took the stage down too
-            wait_until(lambda: pid_gone(stage_pid))
+            wait_until(lambda: pid_gone(stage_pid), what="the killed stage is gone")
             engine = _serve(q.root, tmp_path / "serve.log")
-            wait_until(lambda: state(q, run_id) is State.LOST, timeout=30)
+            wait_until(lambda: state(q, run_id) is State.LOST, timeout=SERVE_WAIT,
+                       what="the restarted engine declares the vanished stage lost")
             run = q.runs.load_run(run_id)
             assert run.lost_why == "process gone after an engine restart"
             assert run_id in q.service.load(Workspace, "ws").awaiting  # the gate sees it
             q.refresh()
             unfinalized = q.list_unfinalized_runs("ws")
-            assert run_id in str(unfinalized)
+            assert [(r["run_id"], r["state"]) for r in unfinalized["runs"]] == [(run_id, "lost")]
         finally:
             _kill_engine(engine)
 
@@ -277,10 +301,11 @@ class TestTheBookOfRuns:
         first = executor(q, worker_id="test:first")
         drive(first, lambda: state(q, ids["first"]) is State.RUNNING)
         # the first executor is abandoned while its stage runs, like a killed engine
-        stage_pid = q.runs.load_run(ids["first"]).pid
+        stage_pid = pid_of(q, ids["first"])
         go.touch()
         wait_until(lambda: pid_gone(stage_pid) and (
-            q.root / DATA_DIR / "runs" / ids["first"] / ".quipu" / "exit.json").exists())
+            q.root / DATA_DIR / "runs" / ids["first"] / ".quipu" / "exit.json").exists(),
+            what="the abandoned stage ends and leaves its exit status")
         supervisor = executor(q, worker_id="test:supervisor", max_parallel=0)
         supervisor.poll_once()  # records the exit it finds, starts nothing
         assert state(q, ids["first"]) is State.SUCCEEDED
@@ -289,5 +314,5 @@ class TestTheBookOfRuns:
                                       "notes": "only a producer of the second stage's input"})
         q.tag_record(ids["first"], "keep", "keep the producer for later comparisons")
         third = executor(q, worker_id="test:third")
-        drive(third, ended(q, ids["second"]), timeout=30)
+        drive(third, ended(q, ids["second"]), what="the downstream stage runs to its end")
         assert state(q, ids["second"]) is State.SUCCEEDED

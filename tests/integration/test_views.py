@@ -86,7 +86,8 @@ class TestDamageIsRepaired:
         with Views(path, store) as v:
             v.catch_up()
             assert dump(v) == reference(store, tmp_path)
-            assert v.workspace("b")["forked_from"] == "a"
+            forked = v.workspace("b")
+            assert forked is not None and forked["forked_from"] == "a"
 
     def test_garbage_written_while_open_is_rebuilt_at_the_next_catch_up(self, store, tmp_path):
         path = tmp_path / "views.db"
@@ -167,8 +168,8 @@ def test_a_view_of_the_past_stays_in_the_past(store, tmp_path):
     replayed = replay_views(store, past, tmp_path)
     try:
         assert 0 < past < head
-        assert replayed.workspace("a")["slot"] == "w1"
-        assert replayed.workspace("a")["current_version"] is None
+        a = replayed.workspace("a")
+        assert a is not None and (a["slot"], a["current_version"]) == ("w1", None)
         assert replayed.workspace("b") is None
         assert replayed.catch_up() == past  # later events stay out, even when asked
     finally:

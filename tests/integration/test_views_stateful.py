@@ -193,7 +193,8 @@ class ViewsMachine(RuleBasedStateMachine):
 
     def _thought(self, data: st.DataObject) -> None:
         text = data.draw(st.text(alphabet="ab \n", min_size=1, max_size=6).filter(str.strip))
-        about = data.draw(st.none() | st.sampled_from([w.name for w in self.live()] or [None]))
+        names: list[str | None] = [w.name for w in self.live()] or [None]
+        about = data.draw(st.none() | st.sampled_from(names))
         self.do(self.service.log_thought, text, workspace=about)
 
     def _blind(self, data: st.DataObject) -> None:

@@ -98,7 +98,7 @@ class Project:
         return self.service.mount(name, slot, REASON, actor=ACTOR)
 
     def save(self, slot: str = "w1", message: str = "save the slot in a unit test") -> int:
-        return int(self.service.save_version(slot, message, actor=ACTOR)["number"])  # type: ignore[call-overload]
+        return int(self.service.save_version(slot, message, actor=ACTOR)["number"])
 
     def hibernate(self, slot: str = "w1") -> dict[str, object]:
         return self.service.hibernate(slot, REASON, actor=ACTOR)

@@ -43,8 +43,15 @@ def dump(views: Views) -> dict[str, list[tuple[Any, ...]]]:
     return {n: sorted(conn.execute(f'SELECT * FROM "{n}"').fetchall(), key=repr) for n in names}
 
 
+def workspace(views: Views, name: str) -> dict[str, Any]:
+    """The workspace's row, which must exist."""
+    row = views.workspace(name)
+    assert row is not None, f"no workspace {name!r} in the view"
+    return row
+
+
 @pytest.fixture
-def views(project, tmp_path: Path) -> Iterator[Views]:  # type: ignore[no-untyped-def]
+def views(project, tmp_path: Path) -> Iterator[Views]:
     project.service.init_project("demo", "find a better model", actor=ACTOR)
     v = Views(tmp_path / "views.db", project.store)
     yield v
@@ -77,7 +84,7 @@ class TestWorkspaces:
     def test_a_new_workspace_shows_its_goal_author_and_no_versions(self, project, views):
         project.create("baseline")
 
-        ws = fresh(views).workspace("baseline")
+        ws = workspace(fresh(views), "baseline")
 
         assert ws == {
             "name": "baseline", "goal": "goal of baseline", "created_at": ws["created_at"],
@@ -97,7 +104,7 @@ class TestWorkspaces:
         project.create("child", from_workspace="base")
         fresh(views)
 
-        child, base = views.workspace("child"), views.workspace("base")
+        child, base = workspace(views, "child"), workspace(views, "base")
         assert child["forked_from"] == "base" and child["from_version"] == "v1"
         assert child["current_version"] == "v1" and child["manifest"] == base["manifest"]
         assert views.versions("child")[0][0]["trigger"] == "fork"
@@ -106,14 +113,14 @@ class TestWorkspaces:
                                                                              views):
         project.create("baseline")
         project.mount("baseline", "w2")
-        assert fresh(views).workspace("baseline")["slot"] == "w2"
+        assert workspace(fresh(views), "baseline")["slot"] == "w2"
 
         project.write("w2", "a.txt", "one")
         project.save("w2")
         project.write("w2", "a.txt", "two")
         project.hibernate("w2")
 
-        ws = fresh(views).workspace("baseline")
+        ws = workspace(fresh(views), "baseline")
         assert ws["slot"] is None
         assert ws["current_version"] == "v2" and ws["latest_version"] == "v2"
         assert ws["version_count"] == 2
@@ -129,7 +136,7 @@ class TestWorkspaces:
 
         project.service.rollback("w1", "v1", REASON, actor=ACTOR)
 
-        ws = fresh(views).workspace("baseline")
+        ws = workspace(fresh(views), "baseline")
         v1 = views.versions("baseline")[0][-1]
         assert ws["current_version"] == "v1" and ws["manifest"] == v1["manifest"]
         assert ws["latest_version"] == "v2"
@@ -145,7 +152,7 @@ class TestWorkspaces:
         assert [(w["name"], w["deleted"]) for w in views.workspaces(include_deleted=True)] == [
             ("gone", True), ("keep", False)]
         assert views.workspace_count() == 1
-        assert views.workspace("gone")["deleted"] is True
+        assert workspace(views, "gone")["deleted"] is True
 
     def test_a_recreated_workspace_shows_only_its_new_incarnation(self, project, views):
         project.create("again")
@@ -162,7 +169,7 @@ class TestWorkspaces:
         project.save()
         fresh(views)
 
-        ws = views.workspace("again")
+        ws = workspace(views, "again")
         assert ws["goal"] == "a second life" and not ws["deleted"]
         assert ws["tags"] == {} and ws["version_count"] == 1
         listed, total = views.versions("again", include_pruned=True)
@@ -175,7 +182,7 @@ class TestWorkspaces:
 
 class TestVersions:
     @pytest.fixture
-    def five(self, project, views):  # type: ignore[no-untyped-def]
+    def five(self, project, views):
         project.create("ws")
         project.mount("ws")
         for i in range(1, 6):
@@ -197,13 +204,13 @@ class TestVersions:
             "created_at": page[0]["created_at"], "actor": ACTOR, "parent": "v2",
             "file_count": 1, "total_bytes": 9, "pruned": False, "tags": [],
             "trigger": "save", "manifest": page[0]["manifest"]}
-        assert views.workspace("ws")["tags"] == {"alpha": "v2", "best": "v2"}
+        assert workspace(views, "ws")["tags"] == {"alpha": "v2", "best": "v2"}
 
     def test_untag_removes_the_tag_everywhere(self, five, views):
         five.service.tag_version("ws", "v2", "best", REASON, actor=ACTOR)
         five.service.untag_version("ws", "best", REASON, actor=ACTOR)
 
-        assert fresh(views).workspace("ws")["tags"] == {}
+        assert workspace(fresh(views), "ws")["tags"] == {}
         assert all(v["tags"] == [] for v in views.versions("ws")[0])
 
     def test_pruned_versions_are_hidden_unless_asked_and_latest_skips_them(self, five, views):
@@ -216,7 +223,7 @@ class TestVersions:
 
         assert [v["version"] for v in shown] == ["v2", "v1"] and total == 2
         assert all_total == 5 and [v["pruned"] for v in everything] == [True] * 3 + [False] * 2
-        ws = views.workspace("ws")
+        ws = workspace(views, "ws")
         assert ws["latest_version"] == "v2" and ws["version_count"] == 2
 
     def test_unprune_brings_a_version_back(self, five, views):
@@ -224,7 +231,7 @@ class TestVersions:
         five.service.prune_versions("ws", REASON, actor=ACTOR, version="v5")
         five.service.prune_versions("ws", REASON, actor=ACTOR, version="v5", unprune=True)
 
-        ws = fresh(views).workspace("ws")
+        ws = workspace(fresh(views), "ws")
         assert ws["latest_version"] == "v5" and ws["version_count"] == 5
 
 
@@ -239,7 +246,7 @@ def test_slots_lists_every_configured_slot_in_the_given_order(project, views):
 
     rows = fresh(views).slots(["w1", "w2", "w3"])
 
-    manifest = views.workspace("a")["manifest"]
+    manifest = workspace(views, "a")["manifest"]
     assert rows == [
         {"slot": "w1", "workspace": None, "current_version": None, "manifest": None},
         {"slot": "w2", "workspace": None, "current_version": None, "manifest": None},

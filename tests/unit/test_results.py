@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any
 
 import pytest
 from hypothesis import assume, given
@@ -214,7 +215,7 @@ def valid_specs(draw) -> dict:
     return spec
 
 
-BREAKERS = {
+BREAKERS: dict[str, list[Any]] = {
     "primary_metric": ["", "1abc", "has space", 7],
     "direction": ["up", None, "MAXIMIZE"],
     "min_value": ["1.0", float("nan"), True],

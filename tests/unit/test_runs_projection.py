@@ -94,7 +94,7 @@ class Lab:
 
 
 @pytest.fixture
-def lab(project, tmp_path: Path) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
+def lab(project, tmp_path: Path) -> Iterator[Lab]:
     project.service.init_project("demo", "find a better model", actor=ACTOR)
     project.create("ws")
     project.mount("ws")

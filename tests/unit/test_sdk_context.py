@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from waiting import wait_until
 
 from quipu import sdk
 from quipu.sdk import _context, testing
@@ -170,8 +170,8 @@ class TestHeartbeat:
         monkeypatch.setattr(_context, "HEARTBEAT_INTERVAL", 0.05)
         with testing.stage(tmp_path=tmp_path) as run:
             sdk.heartbeat("first")
-            time.sleep(0.06)
-            assert sdk.heartbeat("later") is True
+            wait_until(lambda: sdk.heartbeat("later"),
+                       what="a heartbeat is written once the interval passed")
         assert run.heartbeat is not None and run.heartbeat["message"] == "later"
 
     def test_the_heartbeat_file_is_replaced_and_leaves_no_temporary_files(

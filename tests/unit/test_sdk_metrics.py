@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import wait_until
 
 from quipu import sdk
 from quipu.sdk import _metrics, testing
@@ -195,9 +196,7 @@ class TestBuffering:
         with testing.stage(tmp_path=tmp_path) as run:
             sdk.log_metric("x", 1.0)
             assert not metrics_file(run).exists()
-            deadline = time.monotonic() + 5
-            while not metrics_file(run).exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(metrics_file(run).exists, what="the background flush writes the point")
             assert metrics_file(run).read_text().count("\n") == 1
 
     def test_every_line_has_exactly_the_contract_fields(self, tmp_path: Path) -> None:

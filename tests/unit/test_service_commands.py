@@ -37,7 +37,7 @@ class FullDiskBlobs(LocalBlobStore):
         super().copy_to(digest, dest)
 
 
-def saved(project, workspace: str) -> list[VersionSaved]:  # type: ignore[no-untyped-def]
+def saved(project, workspace: str) -> list[VersionSaved]:
     return [r.event for r in project.events()
             if isinstance(r.event, VersionSaved) and r.event.workspace == workspace]
 
@@ -402,7 +402,7 @@ class TestHibernate:
 
 
 class TestRollback:
-    def arrange(self, project):  # type: ignore[no-untyped-def]
+    def arrange(self, project):
         project.create("exp")
         project.mount("exp")
         project.write("w1", "keep.txt", "kept\n")
@@ -484,14 +484,14 @@ class TestRollback:
 
 
 class TestManageVersions:
-    def arrange(self, project, count: int = 4):  # type: ignore[no-untyped-def]
+    def arrange(self, project, count: int = 4):
         project.create("exp")
         project.mount("exp")
         for n in range(count):
             project.write("w1", "a.txt", f"edit {n}\n")
             project.save()
 
-    def versions(self, project):  # type: ignore[no-untyped-def]
+    def versions(self, project):
         return project.service.aggregates(["exp"])[0].versions
 
     def test_a_tag_names_one_version(self, project):
@@ -670,7 +670,7 @@ class TestLogThought:
 
 
 class TestDiff:
-    def arrange(self, project):  # type: ignore[no-untyped-def]
+    def arrange(self, project):
         project.create("exp")
         project.mount("exp")
         project.write("w1", "model.py", "layers = 2\nwidth = 64\n")
@@ -760,7 +760,7 @@ class TestDiff:
         assert project.store.head() == head and project.tree("w1") == files
 
 
-def test_a_workspace_cannot_take_a_slot_name(project):  # type: ignore[no-untyped-def]
+def test_a_workspace_cannot_take_a_slot_name(project):
     """Slot names mean slots in diff and save_version, so a workspace may not borrow one."""
     from quipu.core.errors import InvalidInput
 

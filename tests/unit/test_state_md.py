@@ -95,9 +95,15 @@ def test_views_ask_about_dirt_only_for_occupied_slots_and_pass_their_manifest(pr
 
     with Views(tmp_path / "views.db", project.store) as views:
         views.catch_up()
-        manifest = views.workspace("cnn")["manifest"]
-        text = views.state_md(lambda slot, m: asked.append((slot, m)) or True,
-                              slot_names=["w1", "w2", "w3"])
+        cnn = views.workspace("cnn")
+        assert cnn is not None
+        manifest = cnn["manifest"]
+
+        def changed(slot: str, m: str | None) -> bool:
+            asked.append((slot, m))
+            return True
+
+        text = views.state_md(changed, slot_names=["w1", "w2", "w3"])
 
     assert asked == [("w2", manifest)]
     assert "- w1: (free)" in text and "- w2: cnn — DIRTY (unsaved edits), at v1" in text

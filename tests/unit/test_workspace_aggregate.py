@@ -57,6 +57,7 @@ class TestCreate:
         ws.create(META, "try a variant", fork=("exp", source.versions[1]))
 
         created, first = ws.pending
+        assert isinstance(created, WorkspaceCreated)
         assert (created.forked_from, created.from_version) == ("exp", 1)
         assert isinstance(first, VersionSaved)
         assert (first.number, first.manifest, first.trigger) == (1, M1, "fork")

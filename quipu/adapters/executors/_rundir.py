@@ -17,6 +17,8 @@ memory, so an executor that restarts can pick the run up again.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
 import shutil
@@ -304,9 +306,14 @@ class CappedLog:
 
     The stage appends to the file through an O_APPEND descriptor, so the executor may cut it
     under the writer's feet: once it grows past ``limit``, the first half is kept in
-    ``stdout.head`` (once), the newest half in ``stdout.tail``, and the live file is truncated.
+    ``stdout.head`` (once), the newest half in ``stdout.tail``, and the bytes read are freed.
     ``finish()`` joins head, a truncation notice and the newest tail back into ``stdout.log``.
     Its state lives in ``stdout.cap.json`` so a restarted executor continues where it was.
+
+    Freeing is a hole punched over the bytes already read (Linux): the writer keeps appending
+    at the end and nothing it writes during a cut is lost; ``offset`` is where unread bytes
+    start. Where holes cannot be punched the file is truncated instead, and bytes the stage
+    appends during the cut are lost.
     """
 
     def __init__(self, quipu_dir: Path, limit: int) -> None:
@@ -317,6 +324,7 @@ class CappedLog:
         self.limit = max(limit, 1024)
         state = read_json(self.state_file) or {}
         self.dropped = int(state.get("dropped", 0))
+        self.offset = int(state.get("offset", 0))
         self.finished = bool(state.get("finished", False))
 
     @property
@@ -324,13 +332,21 @@ class CappedLog:
         """Whether anything was cut."""
         return self.head.exists()
 
+    def _unread(self) -> bytes:
+        """The live file's bytes from ``offset`` on (what no cut has taken yet)."""
+        if not self.live.exists():
+            return b""
+        with self.live.open("rb") as handle:
+            handle.seek(self.offset)
+            return handle.read()
+
     def check(self) -> None:
         """Cut the live file if it grew past the limit."""
         try:
             size = self.live.stat().st_size
         except OSError:
             return
-        if size <= self.limit or self.finished:
+        if size - self.offset <= self.limit or self.finished:
             return
         half = self.limit // 2
         with self.live.open("r+b") as handle:
@@ -339,17 +355,24 @@ class CappedLog:
                 kept_head = half
             else:
                 kept_head = 0
-            handle.seek(max(size - half, 0))
-            newest = handle.read(half)
-            handle.truncate(0)  # bytes appended since the stat are lost (and not counted)
+            start = max(size - half, self.offset)
+            handle.seek(start)
+            newest = handle.read(size - start)
+            end = start + len(newest)
+            if _punch_hole(handle.fileno(), end):
+                offset = end  # bytes appended since the read stay, past the hole
+            else:
+                handle.truncate(0)  # bytes appended since the read are lost (and not counted)
+                offset = 0
         old_tail = self.tail.stat().st_size if self.tail.exists() else 0
         self.tail.write_bytes(newest)
-        self.dropped += old_tail + size - kept_head - len(newest)
-        write_json(self.state_file, {"dropped": self.dropped})
+        self.dropped += old_tail + end - self.offset - kept_head - len(newest)
+        self.offset = offset
+        write_json(self.state_file, {"dropped": self.dropped, "offset": self.offset})
 
     def view(self) -> bytes:
         """What the log holds now: while capping, the head, a notice and the newest bytes."""
-        live = self.live.read_bytes() if self.live.exists() else b""
+        live = self._unread()
         if self.finished or not self.truncated:
             return live
         notice = f"\n[quipu: about {self.dropped} bytes of output dropped here]\n".encode()
@@ -364,8 +387,7 @@ class CappedLog:
         if not self.truncated:
             return self.live, False
         half = self.limit // 2
-        newest = (self.tail.read_bytes() if self.tail.exists() else b"") + \
-            (self.live.read_bytes() if self.live.exists() else b"")
+        newest = (self.tail.read_bytes() if self.tail.exists() else b"") + self._unread()
         if len(newest) > half:
             self.dropped += len(newest) - half
             newest = newest[-half:]
@@ -375,6 +397,32 @@ class CappedLog:
         tmp.write_bytes(self.head.read_bytes() + notice + newest)
         os.replace(tmp, self.live)
         self.tail.unlink(missing_ok=True)
-        self.finished = True
+        self.finished, self.offset = True, 0
         write_json(self.state_file, {"dropped": self.dropped, "finished": True})
         return self.live, True
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+@functools.cache
+def _fallocate() -> Any:
+    """libc's ``fallocate64``, or None where there is none (not Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.fallocate64
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _punch_hole(fd: int, length: int) -> bool:
+    """Free the file's first ``length`` bytes in place (they read as zeros, the size stays)."""
+    function = _fallocate()
+    if function is None or length <= 0:
+        return False
+    # Fails (EOPNOTSUPP) on filesystems without holes; the caller then truncates.
+    return bool(function(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, 0, length) == 0)
