@@ -148,8 +148,15 @@ def history(conn: sqlite3.Connection, workspace: str, *, stage: str | None = Non
     order = "DESC" if desc else "ASC"
     sort = (f"r.value IS NULL, r.value {order}, r.created_position DESC" if sort_by == "metric"
             else f"r.created_position {order}")
-    total = int(conn.execute(f"SELECT COUNT(*) FROM runs r WHERE {clause}",
-                             params).fetchone()[0])
+    if len(where) == 1:
+        # Every run of the workspace: the fold keeps that count, so it costs one lookup at any
+        # history length (a filtered count still visits the matching runs).
+        kept = conn.execute("SELECT runs FROM workspace_runs WHERE workspace = ?",
+                            (workspace,)).fetchone()
+        total = int(kept[0]) if kept else 0
+    else:
+        total = int(conn.execute(f"SELECT COUNT(*) FROM runs r WHERE {clause}",
+                                 params).fetchone()[0])
     rows = rows_as_dicts(conn.execute(
         f"SELECT * FROM runs r WHERE {clause} ORDER BY {sort} LIMIT ? OFFSET ?",
         (*params, max(limit, 0), max(offset, 0))))

@@ -16,7 +16,8 @@ all recomputed at the end of a page from the final rows of the runs it touched, 
 incremental fold and a rebuild hold the same rows. ``run_marks`` counts runs as they are
 created, end and are finalized (a running total per kind at each position; ``run_unended`` the
 ends an adoption took back), so "how many since position P" is two index lookups, however far
-back P is. ``runs_shown`` holds the position of the
+back P is; ``workspace_runs`` counts each workspace's runs (the total of an unfiltered history
+page). ``runs_shown`` holds the position of the
 latest event that changed what STATE.md shows of runs: a heartbeat that leaves the minute shown
 unchanged, or metrics of a run still in flight (whose value STATE.md does not show), leave it.
 
@@ -130,6 +131,8 @@ class _Page:
         """(kind, position) in log order: a run created, ended or finalized there."""
         self.unended: list[int] = []
         """Positions of ends an adoption took back."""
+        self.created: dict[str, int] = {}
+        """Runs requested in this page, per workspace (kept as running counts)."""
         self.pipelines: list[tuple[Any, ...]] = []
         self.links: list[tuple[Any, ...]] = []
         self.tags: list[tuple[Any, ...]] = []
@@ -204,6 +207,9 @@ class _Page:
                               start=(last[0] if last else 0) + 1)])
         c.executemany("INSERT OR REPLACE INTO run_unended (position) VALUES (?)",
                       [(p,) for p in self.unended])
+        c.executemany("INSERT INTO workspace_runs (workspace, runs) VALUES (?, ?) "
+                      "ON CONFLICT(workspace) DO UPDATE SET runs = runs + excluded.runs",
+                      sorted(self.created.items()))
         if self.shown:
             c.execute("INSERT INTO runs_shown (id, position) VALUES (1, ?) ON CONFLICT(id) "
                       "DO UPDATE SET position = MAX(position, excluded.position)",
@@ -413,14 +419,14 @@ class RunsView:
     """Folds run, pipeline-run and finalization-gate events."""
 
     name: ClassVar[str] = "runs"
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3
     types: ClassVar[frozenset[str]] = frozenset({
         PipelineRunStarted.TYPE, RunRequested.TYPE, FinalizationRequired.TYPE,
         FinalizationCleared.TYPE, *_RUN_FOLDS})
     tables: ClassVar[tuple[str, ...]] = (
         "runs", "metric_summaries", "run_tags", "pipeline_runs", "run_links", "unfinalized",
         "active_runs", "troubled_runs", "valued_runs", "best_runs", "run_marks", "run_unended",
-        "runs_shown")
+        "runs_shown", "workspace_runs")
     indexes: ClassVar[Indexes] = (
         ("runs", ("workspace", "created_position")),
         ("runs", ("workspace", "stage", "finalized_position")),
@@ -472,6 +478,7 @@ class RunsView:
                                      pk=("kind", "position"))
         db.table("run_unended").create({"position": int}, pk="position")
         db.table("runs_shown").create({"id": int, "position": int}, pk="id")
+        db.table("workspace_runs").create({"workspace": str, "runs": int}, pk="workspace")
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
         """Fold a page of events."""
@@ -491,6 +498,7 @@ class RunsView:
                 page.gate[e.run_id] = None
             elif isinstance(e, RunRequested):
                 page.marks.append(("created", f.position))
+                page.created[e.workspace] = page.created.get(e.workspace, 0) + 1
                 page.runs[e.run_id] = row = _new_row(e, f)
                 row["last_position"] = f.position
                 page.touched.add(e.run_id)

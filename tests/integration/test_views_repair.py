@@ -203,27 +203,33 @@ def ask(q: Quipu) -> dict[str, Any]:
             "audit": q.get_audit_log(limit=40), "other": q.inspect_workspace("other")}
 
 
-SPAN_SEEDS = [5, 9, 11, 16, 18, 32, 55, 65]
-"""Seeds whose spans land in pages the answers read, met as "malformed" (5), text that is not
-UTF-8 in a value (9, 16), a garbled schema entry (11, 18, 32) and a UnicodeDecodeError (55, 65).
-Which seeds do that depends on the file's layout: when a view's tables change, re-pick them (the
-others garble pages nothing reads, and the answers stay right). Chosen for the layout with the
-runs view's kept lists (``active_runs`` ... ``runs_shown``): of seeds 1-150, 67 are met as damage
-and none answers wrong (SQLite has no page checksums, so bytes changed inside a value into other
-valid text would go unnoticed)."""
+SPAN_SEEDS = range(1, 41)
+"""Random damage: short spans of random bytes at random places. Where a span lands depends on
+the file's layout (which changes whenever a view's tables do), so no seed is pinned to a kind of
+damage. Every seed must leave the answers right with no exception; across the seeds, many must be
+met as damage (seen: "malformed" pages, text that is not UTF-8 in a value, a garbled schema
+entry, a UnicodeDecodeError), the others garbled pages nothing reads. SQLite has no page
+checksums, so bytes changed inside a value into other valid text would go unnoticed: none of
+these seeds does that with today's layout, and the test would say so if one did."""
+MET_AS_DAMAGE_AT_LEAST = 10
 
 
 class TestGarbledViews:
-    @pytest.mark.parametrize("seed", SPAN_SEEDS)
     def test_short_spans_of_random_bytes_are_repaired_with_no_exception(
-            self, busy_project, seed, views_warnings):
-        root, answers = busy_project
-        garble_spans(root / ".quipu" / "views.db", seed=seed)
-
-        with open_project(root, actor=ACTOR) as q:
-            assert ask(q) == answers
-            assert q.views.catch_up() == q.store.head()
-        assert "damaged" in views_warnings.text
+            self, busy_base, tmp_path, views_warnings):
+        base, answers = busy_base
+        met = []
+        for seed in SPAN_SEEDS:
+            root = tmp_path / f"proj-{seed}"
+            shutil.copytree(base, root)
+            garble_spans(root / ".quipu" / "views.db", seed=seed)
+            views_warnings.clear()
+            with open_project(root, actor=ACTOR) as q:
+                assert ask(q) == answers, f"seed {seed} answered wrong"
+                assert q.views.catch_up() == q.store.head()
+            if "damaged" in views_warnings.text:
+                met.append(seed)
+        assert len(met) >= MET_AS_DAMAGE_AT_LEAST, met
 
     @pytest.mark.parametrize("seed", [1, 2, 3])
     def test_random_bytes_over_middle_pages_are_repaired_at_the_first_query(

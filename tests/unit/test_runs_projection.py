@@ -472,7 +472,8 @@ def test_board_and_state_md_queries_never_scan_or_sort_the_history(lab):
     calls = [lab.views.dashboard, lambda: lab.views.state_md(lambda s, m: False),
              lambda: lab.views.experiment_context("ws"),
              lambda: lab.views.best("ws", "train", "val_acc", ""),
-             lambda: lab.runs.finalize(ids["prep"], NO_VALUE, actor=ACTOR), lab.views.catch_up]
+             lambda: lab.runs.finalize(ids["prep"], NO_VALUE, actor=ACTOR), lab.views.catch_up,
+             lambda: lab.views.history("ws", limit=5)]
     checked = 0
     for sql, plan in _plans(lab.views, calls):
         aliases = _aliases(sql)
@@ -487,6 +488,26 @@ def test_board_and_state_md_queries_never_scan_or_sort_the_history(lab):
                 continue
             assert "USING" in line and "LIMIT" in sql.upper(), (sql, plan)
     assert checked >= 15
+
+
+def test_an_unfiltered_history_total_is_the_kept_count_and_matches_a_filtered_one(lab):
+    """The total of a workspace's unfiltered history comes from the count the fold keeps; it
+    equals what counting the rows gives, incrementally and after a rebuild."""
+    lab.cycle(0.82)
+    lab.cycle(0.85)
+    ids = lab.start()
+    lab.execute(ids["prep"], state=State.CRASHED)
+    views = lab.fresh()
+    counted = views.conn.execute("SELECT COUNT(*) FROM runs WHERE workspace = 'ws'").fetchone()[0]
+    assert counted == 6  # three pipeline runs of two stages
+    _, total = views.history("ws", limit=1)
+    _, filtered = views.history("ws", limit=1, experiment_group=None, stage=None,
+                                finalized_only=False)
+    assert total == filtered == counted
+    _, nothing = views.history("no-such-workspace", limit=1)
+    assert nothing == 0
+    views.rebuild()
+    assert views.history("ws", limit=1)[1] == counted
 
 
 def test_state_md_mark_moves_only_for_what_state_md_shows_of_runs(lab):
