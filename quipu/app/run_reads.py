@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quipu import rundir
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.log import decode, stream_id
 from quipu.core.runs import lifecycle
@@ -59,7 +60,7 @@ class RunQueries:
             data = self.live_log(Path(run.run_dir))
         if run.run_dir and since is None:
             try:
-                text = (Path(run.run_dir) / ".quipu" / "runtime.log").read_text("utf-8",
+                text = (Path(run.run_dir) / rundir.SIDE_DIR / rundir.RUNTIME_LOG).read_text("utf-8",
                                                                                 "replace")
                 runtime = text.splitlines()[-tail:]
             except OSError:
@@ -209,9 +210,10 @@ class RunQueries:
         source = None
         logs = execution["logs"] or {}
         if execution["ended_at"] is None and execution["run_dir"]:
-            live = Path(execution["run_dir"]) / ".quipu" / "stdout.log"
+            # Through the executor's reader: the live file is capped (its freed head reads as
+            # zeros), and only the reader knows where the kept bytes start.
             try:
-                data, source = live.read_bytes(), "live"
+                data, source = self.live_log(Path(execution["run_dir"])), "live"
             except OSError:
                 data = None
         if data is None and logs.get("sha256"):

@@ -23,9 +23,10 @@ from quipu.adapters.slots.local import LocalSlotFiles
 from quipu.core.errors import Conflict, InvalidInput, NotFound, QuipuError, Unavailable
 from quipu.core.log import ChainBreak, decode, verify_chain
 from quipu.core.ports import EventStore, NewEvent, SlotFiles, StoredRecord
+from quipu.core.runs.handlers import RunService
 from quipu.core.unit_of_work import UnitOfWork
 from quipu.core.workspaces.aggregate import Slot
-from quipu.core.workspaces.events import WorkspaceMounted
+from quipu.core.workspaces.events import VersionSaved, WorkspaceMounted
 from quipu.core.workspaces.handlers import Service, Settings
 
 ACTOR = "agent-1"
@@ -502,5 +503,55 @@ def test_two_services_racing_to_mount_into_one_slot_have_exactly_one_winner(tmp_
     assert [(m.workspace, m.slot) for m in mounts if isinstance(m, WorkspaceMounted)
             and m.slot == "w3"] == [("exp", "w3")]
     assert_log_verifies(winner.store)
+    loser.store.close()
+    winner.store.close()
+
+
+class NoRunsYet:
+    """The RunIndex port of a project that never ran anything."""
+
+    def latest_output(self, workspace: str, stage: str, signal: str) -> str | None:
+        return None
+
+    def previous_finalized(self, *args: Any) -> tuple[str, float] | None:
+        return None
+
+    def best(self, *args: Any) -> tuple[str, float] | None:
+        return None
+
+
+def test_a_run_whose_slot_changes_hands_during_its_retry_is_refused_not_mislabelled(tmp_path):
+    """run("w1") decides on exp; before it commits, another agent hibernates exp and mounts
+    idle into w1. The retry must not save idle's files as a version of exp (or run them as
+    exp): it is refused with slot_changed and nothing of it is written."""
+    winner = open_project(tmp_path)
+    arrange(winner)
+    winner.write("w1", "pipeline.yaml", "stages:\n  - name: solo\n    outputs:\n"
+                 "      result: {type: json, schema: null}\n")
+    winner.write("w1", "modules/solo.py", "print('solo')\n")
+
+    def swap_the_slot() -> None:
+        winner.service.hibernate("w1", REASON, actor=ACTOR)
+        winner.service.mount("idle", "w1", REASON, actor=ACTOR)
+
+    gate = BeforeFirstWrite(swap_the_slot)
+    loser_store = HookedStore(open_sqlite_store(tmp_path / "events.db", synchronous="OFF"),
+                              gate)
+    loser = open_project(tmp_path, store=loser_store)
+    runs = RunService(loser.service, NoRunsYet())
+    spec = {"primary_metric": "accuracy", "direction": "maximize", "min_value": 0.5,
+            "goal_value": 0.9, "dataset_split": "test", "tolerance": 0.01,
+            "context": "a run that races a hibernate"}
+
+    with pytest.raises(Conflict) as err:
+        runs.run("w1", reason="see whether the solo stage runs at all", results_spec=spec,
+                 actor=ACTOR)
+
+    assert gate.fired and err.value.code == "slot_changed"
+    assert "'exp'" in err.value.message and "'idle'" in err.value.message
+    events = [decode(r).event for r in read_all(winner.store)]
+    assert not [e for e in events if e.TYPE in ("PipelineRunStarted", "RunRequested")]
+    saves = [e for e in events if isinstance(e, VersionSaved)]
+    assert not [e for e in saves if e.trigger == "run"], "no slot was saved for the run"
     loser.store.close()
     winner.store.close()

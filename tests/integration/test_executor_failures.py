@@ -179,6 +179,36 @@ class TestTheLogIsCapped:
         assert path.read_bytes() == written[:half] + notice + written[-half:]
 
 
+    def test_inspect_run_shows_whole_lines_of_a_log_being_capped(self, tmp_path: Path) -> None:
+        """While a flooding stage's log is being cut, inspect_run's tail is read through the
+        cap (the freed head of the live file reads as zeros): whole lines, no NUL bytes."""
+        go = tmp_path / "go"
+        code = f"""\
+            import sys, time
+            from pathlib import Path
+            from quipu import sdk
+            for i in range(40_000):
+                sys.stdout.write(f"line {{i:09d}}\\n")
+            sys.stdout.flush()
+            while not Path({str(go)!r}).exists():
+                time.sleep(0.05)
+            sdk.save_output("result", {{"ok": True}})
+            """
+        q = make_project(tmp_path, ONE_STAGE, {"solo": code})
+        run_id = start(q)["solo"]
+        ex = executor(q, log_limit=64 * 1024)
+        drive(ex, lambda: state(q, run_id) is State.RUNNING
+              and (run_dir_of(q.runs.load_run(run_id)) / ".quipu" / "stdout.cap.json").exists())
+        tail = q.inspect_run(run_id, log_lines=50)["dashboard"]["log_tail"]
+        go.touch()
+        drive(ex, ended(q, run_id))
+        assert tail["source"] == "live"
+        assert tail["lines"], tail
+        for line in tail["lines"]:
+            assert "\x00" not in line
+            assert line.startswith("line ") and len(line) == len("line 000000000"), line
+
+
 class TestCancel:
     def test_cancel_ends_the_whole_process_group(self, tmp_path: Path) -> None:
         code = """\

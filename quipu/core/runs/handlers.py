@@ -157,12 +157,21 @@ class RunService:
             spec = parse_results_spec(dict(results_spec))
         if experiment_group is not None:
             check_name(experiment_group, what="experiment group")
-        slot, name = self._target(workspace)
         meta = self.uow.stamp(actor, detail["description"])
+        chosen: list[str] = []
 
         def command() -> dict[str, Any]:
-            ws = self.uow.load(Workspace, name)
-            ws.check_exists()
+            # Resolved inside the retried command: after a lost race the slot may hold another
+            # workspace, whose files must never be saved as a version of the one first meant.
+            slot, ws = self._target(workspace)
+            name = ws.name
+            if chosen and chosen[0] != name:
+                raise Conflict(
+                    f"slot {workspace} changed hands while run() was deciding: it held "
+                    f"{chosen[0]!r} and now holds {name!r}", code="slot_changed",
+                    hint="another command hibernated and mounted the slot meanwhile; call run() "
+                    "again naming the workspace you mean; nothing was written")
+            chosen.append(name)
             number = ws.current
             if slot is not None and not dry_run:
                 number, _created = self.svc.save_slot(
@@ -222,14 +231,14 @@ class RunService:
 
         return self.uow.attempt(command)
 
-    def _target(self, workspace: str) -> tuple[str | None, str]:
-        """(slot or None, workspace name) for a slot or workspace argument."""
+    def _target(self, workspace: str) -> tuple[str | None, Workspace]:
+        """(slot or None, the workspace) for a slot or workspace argument."""
         if workspace in self.svc.settings.slots:
             slot, ws = self.svc.mounted(workspace)
-            return slot.name, ws.name
+            return slot.name, ws
         ws = self.uow.load(Workspace, check_name(workspace))
         ws.check_exists()
-        return ws.slot, ws.name
+        return ws.slot, ws
 
     def _sources(self, ws: Workspace, number: int | None,
                  slot: str | None) -> tuple[Callable[[str], bool], Callable[[str], str]]:
