@@ -281,3 +281,59 @@ def test_a_snapshot_survives_an_upcast_event_in_its_tail_and_in_its_state(
         Run, "stage-old").state_dict()
     snapshots.close()
     store.close()
+
+
+def test_a_snapshot_whose_bytes_changed_into_other_valid_json_is_not_used(
+        tmp_path: Path) -> None:
+    """SQLite has no page checksums: a snapshot's state altered on disk into other valid JSON
+    (here: the gate's pending runs emptied) must not be believed; its digest catches it."""
+    lab = setup_lab(tmp_path, every=1)
+    try:
+        step(lab, "save")
+        started = lab.runs.run("w1", reason="hold the gate with an ended run", results_spec=SPEC,
+                               actor=ACTOR, stages=["prep"])
+        prep = started["queued"][0]["stage_run_id"]
+        assert lab.runs.record_claim(prep, "worker-1")
+        lab.runs.record_launch(prep, worker="worker-1", host="h", pid=7, run_dir="/r", inputs={})
+        lab.runs.record_exit(prep, worker="worker-1", state=State.FAILED, exit_code=1)
+        held = lab.uow.load(Workspace, "busy")
+        assert prep in held.awaiting
+        forged = held.state_dict() | {"awaiting": {}}
+        raw = sqlite3.connect(tmp_path / "snapshots.db")
+        with raw:
+            raw.execute("UPDATE snapshots SET state = ? WHERE stream = ?",
+                        (json.dumps(forged, sort_keys=True).encode(), str(held.stream)))
+        raw.close()
+        fresh = UnitOfWork(lab.store, FixedClock(), snapshots=SQLiteSnapshotStore(
+            tmp_path / "snapshots.db"), snapshot_every=1000)
+        assert prep in fresh.load(Workspace, "busy").awaiting  # the gate still holds
+    finally:
+        lab.close()
+
+
+def test_a_locked_snapshot_file_is_a_cache_miss_and_is_left_alone(tmp_path: Path) -> None:
+    lab = setup_lab(tmp_path, every=1)
+    try:
+        step(lab, "save")
+        lab.snapshots.close()
+        holder = sqlite3.connect(tmp_path / "snapshots.db", isolation_level=None)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")  # nobody else may even read
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("UPDATE snapshots SET version = version")
+        inode = (tmp_path / "snapshots.db").stat().st_ino
+        try:
+            snapshots = SQLiteSnapshotStore(tmp_path / "snapshots.db")
+            ws = UnitOfWork(lab.store, FixedClock(), snapshots=snapshots,
+                            snapshot_every=1).load(Workspace, "busy")
+            assert ws.current == 1
+            # Not deleted and recreated under the other process's feet.
+            assert (tmp_path / "snapshots.db").stat().st_ino == inode
+            snapshots.close()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        again = SQLiteSnapshotStore(tmp_path / "snapshots.db")
+        assert again.get(Workspace("busy").stream) is not None  # the file was not discarded
+        again.close()
+    finally:
+        lab.close()
