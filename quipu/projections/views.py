@@ -105,6 +105,10 @@ and run facts), and the thoughts that make up much of a typical log stay here: m
 1,000,000-event log, the two halves take 12 s and 7 s instead of 25 s in one process."""
 
 
+SIDE_FOLD_STALL = 120.0
+"""Seconds a rebuild's second process may go without writing before it is killed."""
+
+
 class _SideFold:
     """A forked process that rebuilds some projections into a file of its own.
 
@@ -123,9 +127,34 @@ class _SideFold:
             args=(self.path, views.reopen, names, views.until, page_size), daemon=True)
         self.process.start()
 
+    def _progress(self) -> tuple[float, int]:
+        """The newest change to the child's files (it writes as it folds)."""
+        stamps = []
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                st = Path(f"{self.path}{suffix}").stat()
+                stamps.append((st.st_mtime, st.st_size))
+        return max(stamps, default=(0.0, 0))
+
     def merge_into(self, conn: sqlite3.Connection) -> bool:
-        """Wait for the child and copy its tables in; False if it failed (nothing copied)."""
-        self.process.join()
+        """Wait for the child and copy its tables in; False if it failed or stalled (nothing
+        copied: the caller folds its share here).
+
+        The child is forked from a process that may run other threads (the executor in
+        ``quipu serve``); a lock one of them held at the fork could hang the child. So the wait
+        is bounded by progress: a child whose files have not changed for ``SIDE_FOLD_STALL``
+        seconds is killed, never waited on forever under the views' lock.
+        """
+        seen, since = self._progress(), time.monotonic()
+        while self.process.exitcode is None:
+            self.process.join(timeout=1.0)
+            now = self._progress()
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif self.process.exitcode is None and time.monotonic() - since > SIDE_FOLD_STALL:
+                self.process.kill()
+                self.process.join(timeout=10)
+                return False
         if self.process.exitcode != 0:
             return False
         tables = [t for cls in PROJECTIONS if cls.name in self.names for t in cls.tables]

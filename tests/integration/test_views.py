@@ -7,6 +7,7 @@ schema) the next open or catch-up refolds it from the log, without being asked.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -277,3 +278,26 @@ def test_a_failed_second_process_falls_back_to_folding_here(
     with Views(tmp_path / "fallback.db", store, page_size=5, reopen=broken) as fallback:
         fallback.rebuild()
         assert dump(fallback) == expected
+
+
+def test_a_second_process_that_stalls_is_killed_and_its_share_folded_here(
+        store: RecorderEventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked child that stops making progress (as one can when a lock another thread held
+    at the fork is never released in it) must not hold the views' lock forever."""
+    import quipu.projections.views as views_module
+
+    _grow(store, tmp_path)
+    monkeypatch.setattr(views_module, "SIDE_FOLD_STALL", 2.0)
+
+    def hangs() -> RecorderEventStore:
+        threading.Event().wait()  # never returns: the child writes nothing more
+        raise AssertionError("unreachable")
+
+    with Views(tmp_path / "single.db", store, page_size=5) as single:
+        single.rebuild()
+        expected = dump(single)
+    with Views(tmp_path / "stalled.db", store, page_size=5, reopen=hangs) as stalled:
+        report = stalled.rebuild()
+        assert report["position"] == store.head()
+        assert dump(stalled) == expected
+        assert not list(tmp_path.glob(".stalled.db.rebuild-*"))
