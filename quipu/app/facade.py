@@ -187,7 +187,7 @@ class Quipu(RunQueries):
             warning = {"code": "views_not_refreshed",
                        "message": f"the command took effect, but the views could not catch up "
                                   f"with it: {exc}",
-                       "hint": "the next command or read catches up; quipu views rebuild "
+                       "hint": "the next command or read catches up; `quipu rebuild --all` "
                                "refolds them if it keeps failing"}
         if warning is not None:
             result["warning"] = warning
@@ -207,7 +207,11 @@ class Quipu(RunQueries):
         """See ``Service.mount``; adds the workspace's recent thoughts and versions."""
         result = self._write(Mount(workspace=workspace, slot=slot, reason=reason,
                                    actor=self.actor))
-        result["recent_thoughts"] = self.views.thoughts(workspace=workspace, limit=5)
+        try:  # the mount committed: its context is a courtesy, never an error
+            result["recent_thoughts"] = self.views.thoughts(workspace=workspace, limit=5)
+        except Exception as exc:
+            log.warning("after a mount, the workspace's thoughts could not be read: %r", exc)
+            result["recent_thoughts"] = []
         return result
 
     def hibernate(self, slot: str, reason: str) -> dict[str, Any]:

@@ -350,7 +350,40 @@ class TestSaveVersion:
 # --- hibernate ---------------------------------------------------------------------------------
 
 
+class ReadOnlySlotFiles:
+    """The SlotFiles port over real directories, whose slots can no longer be emptied (what a
+    read-only remount of the disk does to the real adapter)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def clear(self, slot: str) -> None:
+        raise Unavailable(f"slot {slot} is on a read-only file system",
+                          code="storage_read_only", hint="remount it read-write")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
 class TestHibernate:
+    def test_a_slot_that_cannot_be_emptied_after_the_commit_is_a_warning_not_an_error(
+            self, project):
+        """Hibernate committed (edits saved, slot released): a failure to remove the files
+        afterwards must not tell the agent the command failed (it would retry into
+        slot_empty); it is a warning naming what to remove."""
+        project.create("exp")
+        project.mount("exp")
+        project.write("w1", "a.txt", "unsaved work\n")
+        project.service.slots = ReadOnlySlotFiles(project.slots)  # type: ignore[assignment]
+
+        result = project.hibernate()
+
+        assert result["auto_saved"] is True and result["saved_version"] == "v1"
+        assert result["warning"]["code"] == "slot_not_cleared"
+        assert "exp@v1" in result["warning"]["hint"]
+        assert project.types()[-2:] == ["WorkspaceHibernated", "SlotReleased"]
+        assert (project.slot("w1") / "a.txt").read_text() == "unsaved work\n"
+
     def test_a_dirty_slot_is_saved_before_it_is_emptied(self, project):
         project.create("exp")
         project.mount("exp")

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from quipu.core.aggregate import Aggregate, Meta
-from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
+from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound, QuipuError
 from quipu.core.log import stream_id
 from quipu.core.ports import BlobStore, Clock, EventStore, NewEvent, SlotFiles
 from quipu.core.project.aggregate import Cursor
@@ -245,11 +245,23 @@ class Service:
                                          "hibernate")
             ws.hibernate(meta, s, number if created else None)
             positions = self.uow.commit(ws, s)
-            self.slots.clear(slot)
-            return {"workspace": ws.name, "slot": slot, "auto_saved": created,
-                    "saved_version": f"v{number}" if created else None,
-                    "current_version": f"v{ws.current}" if ws.current else None,
-                    "position": positions[-1]}
+            result = {"workspace": ws.name, "slot": slot, "auto_saved": created,
+                      "saved_version": f"v{number}" if created else None,
+                      "current_version": f"v{ws.current}" if ws.current else None,
+                      "position": positions[-1]}
+            try:
+                self.slots.clear(slot)
+            except QuipuError as exc:
+                # Recorded and saved: the leftover files are only in the way of the next mount
+                # (which refuses a free slot that holds files), so say so instead of failing.
+                result["warning"] = {
+                    "code": "slot_not_cleared",
+                    "message": f"{ws.name!r} is hibernated and its edits saved, but the files "
+                               f"in slot {slot} could not be removed: {exc.message}",
+                    "hint": f"remove the files under {self.slots.path(slot)} by hand before "
+                            f"mounting into {slot}; they are already saved as "
+                            f"{ws.name}@v{ws.current}"}
+            return result
 
         return self.uow.attempt(command)
 
