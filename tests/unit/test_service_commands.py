@@ -374,7 +374,7 @@ class TestHibernate:
         project.create("exp")
         project.mount("exp")
         project.write("w1", "a.txt", "unsaved work\n")
-        project.service.slots = ReadOnlySlotFiles(project.slots)  # type: ignore[assignment]
+        project.service.slots = ReadOnlySlotFiles(project.slots)
 
         result = project.hibernate()
 
