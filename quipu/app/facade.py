@@ -384,14 +384,8 @@ class Quipu(RunQueries):
 
     def status(self) -> dict[str, Any]:
         """Project, slots (with dirty flags), workspaces, recent actions and STATE.md."""
-        seen: dict[tuple[str, str | None], bool] = {}
-
-        def dirty_once(slot: str, manifest: str | None) -> bool:
-            # STATE.md and the slot rows ask the same question; scan each slot once per call.
-            if (slot, manifest) not in seen:
-                seen[(slot, manifest)] = self._dirty(slot, manifest)
-            return seen[(slot, manifest)]
-
+        # STATE.md and the slot rows ask the same question: scan each slot once per call.
+        dirty_once = _once(self._dirty)
         state_md, warning = self.refresh_state(dirty_once)
         project = self.views.project()
         slots = []

@@ -5,11 +5,12 @@ Each tool parses its arguments (pydantic, from the signature), calls one method 
 (see ``_errors``); nothing here decides anything. The tools live in a module per domain
 (``workspaces``, ``runs``); this module builds the server and serves it over stdio.
 
-Threading: the facade must be used from one thread at a time. fastmcp runs sync tools in a
+Threading: the tools never run concurrently with each other. fastmcp runs sync tools in a
 worker-thread pool, so the tools here are ``async`` and call the facade synchronously on the
-event loop's thread: calls cannot interleave, no lock is needed, and every call runs on the
-thread that opened the project (``serve``). A call blocks the loop while it runs, which suits
-stdio, where one agent waits for each answer.
+event loop's thread: tool calls cannot interleave, and each runs on the thread that opened the
+project (``serve``). The executor's thread works beside them; what they share (the log, the
+views, the snapshot store, STATE.md) serialises itself. A call blocks the loop while it runs,
+which suits stdio, where one agent waits for each answer.
 
 The tool modules avoid ``from __future__ import annotations``: their signatures use aliases
 built at registration (descriptions that name this project's slots and minimum reason length),

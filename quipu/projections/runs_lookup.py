@@ -112,7 +112,8 @@ def summaries(conn: sqlite3.Connection, run_id: str) -> dict[str, dict[str, Any]
 
 
 def auto_results_of(row: Row, metrics: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """What the logged metrics say before the agent finalizes (``core.results.auto_results``)."""
+    """What the logged metrics say before the agent finalizes
+    (``core.runs.results.auto_results``)."""
     if row["state"] == State.FINALIZED.value:
         return dict(row["results_auto"] or {})
     try:
@@ -203,7 +204,7 @@ def finalize_hint(row: Row, auto: dict[str, Any] | None) -> dict[str, Any]:
     """The ``results`` argument a ``finalize_run`` of this run needs, filled where known.
 
     A run that succeeded (or was stopped) and logged its primary metric needs full results
-    (``core.runs.RunService`` compares the value); any other run needs a verdict and notes.
+    (``core.runs.handlers.RunService`` compares the value); any other run needs a verdict and notes.
     """
     notes = "<what this result means and what to try next (15+ characters)>"
     logged = auto is not None and row["primary_metric"] not in (auto.get("missing") or [])

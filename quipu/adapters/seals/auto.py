@@ -13,12 +13,12 @@ an error: it is logged and tried again at the next append.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
 from quipu.core.audit import make_seal
-from quipu.core.errors import QuipuError
 from quipu.core.ports import EventStore, NewEvent, StoredRecord
 
 from .local import LocalSealKeeper
@@ -48,6 +48,7 @@ class AutoSealingStore:
         self.every_events = every_events
         self.every = timedelta(minutes=every_minutes) if every_minutes is not None else None
         self.clock = clock
+        self._sealing = threading.Lock()  # the executor's thread appends beside the tools'
         last = keeper.last()
         self.sealed_position = last.position if last is not None else 0
         self.sealed_at = _parse_time(last.at) if last is not None else None
@@ -62,17 +63,19 @@ class AutoSealingStore:
         )
 
     def _seal(self, head: int) -> None:
-        now = self.clock()
-        if not self._due(head, now):
-            return
-        try:
-            seal = make_seal(self.inner, now)
-            self.keeper.append(seal)
-        except QuipuError as exc:
-            # The events are committed; failing the command now would invite a duplicate retry.
-            log.warning("automatic seal at position %s not written: %s", head, exc)
-            return
-        self.sealed_position, self.sealed_at = seal.position, now
+        with self._sealing:
+            now = self.clock()
+            if not self._due(head, now):
+                return
+            try:
+                seal = make_seal(self.inner, now)
+                self.keeper.append(seal)
+            except Exception as exc:
+                # The events are committed; failing the command now would invite a duplicate
+                # retry. The next append tries again.
+                log.warning("automatic seal at position %s not written: %s", head, exc)
+                return
+            self.sealed_position, self.sealed_at = seal.position, now
 
     def append(self, events: Sequence[NewEvent]) -> list[int]:
         """Append like the wrapped store, then seal the head if a seal is due."""

@@ -3,7 +3,7 @@
 Every model forbids unknown keys and is strict (YAML already gives native types, so ``"3"`` is
 not quietly turned into ``3``). The models check what one object can check on its own (a rank
 that disagrees with its shape, a ``min`` above ``max``); checks that need the whole pipeline or
-the outside world (edges, cycles, files, datasets) live in ``_pipeline_checks``.
+the outside world (edges, cycles, files, datasets) live in ``_checks``.
 """
 
 from __future__ import annotations
