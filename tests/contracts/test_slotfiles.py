@@ -13,12 +13,12 @@ import abc
 import hashlib
 import json
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from filetree import tree, write
 
 from quipu.adapters._storage import temporary_name
 from quipu.adapters.blobs.local import LocalBlobStore
@@ -26,34 +26,6 @@ from quipu.adapters.slots.local import STAGING_PREFIX, LocalSlotFiles
 from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound
 from quipu.core.ports import BlobStore, SlotFiles
 from quipu.core.workspaces.versions import FileEntry, Manifest
-
-Tree = dict[str, tuple[str, bytes | str, int]]
-
-
-def tree(root: Path) -> Tree:
-    out: Tree = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*filenames, *dirnames]:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if full.is_symlink():
-                out[rel] = ("link", os.readlink(full), 0)
-            elif full.is_file():
-                out[rel] = ("file", full.read_bytes(), stat.S_IMODE(full.lstat().st_mode))
-            else:
-                out[rel] = ("dir", "", 0)
-    return out
-
-
-def write(path: Path, content: str | bytes, mode: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, str):
-        path.write_text(content)
-    else:
-        path.write_bytes(content)
-    if mode is not None:
-        path.chmod(mode)
-    return path
 
 
 def sha(data: bytes) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from filetree import tree as _tree
 
 from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
@@ -39,17 +40,11 @@ class FixedClock:
         return AT
 
 
+
+
 def tree(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
-    out: dict[str, tuple[str, bytes | str, int]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*filenames, *dirnames]:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if full.is_symlink():
-                out[rel] = ("link", os.readlink(full), 0)
-            elif full.is_file():
-                out[rel] = ("file", full.read_bytes(), full.lstat().st_mode & 0o7777)
-    return out
+    """Files and links under ``root`` (directories left out)."""
+    return _tree(root, dirs=False)
 
 
 @dataclass

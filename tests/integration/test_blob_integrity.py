@@ -8,11 +8,11 @@ head did not move, the slot's files did not change).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filetree import tree
 
 from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.adapters.executors._rundir import build_run_dir
@@ -23,19 +23,6 @@ from quipu.core.errors import IntegrityFailure
 REASON = "exercise restores of damaged blobs"
 
 
-def tree(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
-    out: dict[str, tuple[str, bytes | str, int]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*filenames, *dirnames]:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if full.is_symlink():
-                out[rel] = ("link", os.readlink(full), 0)
-            elif full.is_file():
-                out[rel] = ("file", full.read_bytes(), full.lstat().st_mode & 0o7777)
-            else:
-                out[rel] = ("dir", "", 0)
-    return out
 
 
 def corrupt(q: Quipu, content: bytes) -> Path:

@@ -6,9 +6,10 @@ The adapters' own behaviour is tested by their contract suites in ``tests/contra
 from __future__ import annotations
 
 import os
-import stat
 from datetime import UTC, datetime
 from pathlib import Path
+
+from filetree import tree, write
 
 from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store
@@ -21,30 +22,6 @@ ACTOR = "agent-1"
 REASON = "exercise slots and blobs on disk"
 
 
-def tree(root: Path) -> dict[str, tuple[str, bytes | str, int]]:
-    out: dict[str, tuple[str, bytes | str, int]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*filenames, *dirnames]:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if full.is_symlink():
-                out[rel] = ("link", os.readlink(full), 0)
-            elif full.is_file():
-                out[rel] = ("file", full.read_bytes(), stat.S_IMODE(full.lstat().st_mode))
-            else:
-                out[rel] = ("dir", "", 0)
-    return out
-
-
-def write(path: Path, content: str | bytes, mode: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, str):
-        path.write_text(content)
-    else:
-        path.write_bytes(content)
-    if mode is not None:
-        path.chmod(mode)
-    return path
 
 
 # --- the service over a real SQLite file -------------------------------------------------------

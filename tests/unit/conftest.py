@@ -6,14 +6,13 @@ adapters over ``tmp_path``. Nothing here stands in for Quipu's own code.
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from filetree import tree as _tree
 
 from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.adapters.eventstore import open_memory_store
@@ -42,18 +41,7 @@ class FixedClock:
 
 def tree(root: Path) -> Tree:
     """Everything under ``root``: path -> ("file", bytes, mode) or ("link", target, 0)."""
-    out: Tree = {}
-    if not root.exists():
-        return out
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*filenames, *dirnames]:
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            if full.is_symlink():
-                out[rel] = ("link", os.readlink(full), 0)
-            elif full.is_file():
-                out[rel] = ("file", full.read_bytes(), stat.S_IMODE(full.lstat().st_mode))
-    return out
+    return _tree(root, dirs=False)
 
 
 @dataclass
