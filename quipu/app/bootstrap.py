@@ -198,9 +198,13 @@ def build(root: Path, config: Config, *, actor: str) -> Quipu:
     """Build every adapter ``config`` chooses and hand them to a new facade."""
     data = root / DATA_DIR
     store = open_store(root, config)
-    blobs = LocalBlobStore(data / "blobs")
-    slots = LocalSlotFiles(root / "workspaces", blobs, data / "slotcache")
-    views = Views(data / "views.db", store, reopen=lambda: open_store(root, config))
+    try:
+        blobs = LocalBlobStore(data / "blobs")
+        slots = LocalSlotFiles(root / "workspaces", blobs, data / "slotcache")
+        views = Views(data / "views.db", store, reopen=lambda: open_store(root, config))
+    except BaseException:
+        store.close()  # an adapter that cannot be built must not leave the log open
+        raise
 
     def executor(runs: RunService, on_change: Callable[[], None]) -> Executor:
         from quipu.adapters.executors.local import LocalExecutor

@@ -99,12 +99,20 @@ class Quipu(RunQueries):
         both are unchanged."""
 
     def close(self) -> None:
-        """Stop the workers, release the log and the views."""
-        self.stop_workers()
-        self.views.close()
+        """Stop the workers, release the views, the snapshots and the log: each is released
+        even when an earlier one fails (the first failure is raised afterwards)."""
+        steps: list[Callable[[], None]] = [self.stop_workers, self.views.close]
         if self._snapshots is not None:
-            self._snapshots.close()
-        self.store.close()
+            steps.append(self._snapshots.close)
+        steps.append(self.store.close)
+        failure: BaseException | None = None
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Quipu:
         return self

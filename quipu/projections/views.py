@@ -36,7 +36,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlite_utils
 
-from quipu.core.errors import InvalidInput, QuipuError
+from quipu.core.errors import InvalidInput, QuipuError, Unavailable
 from quipu.core.ports import EventStore
 from quipu.projections import (
     audit_view as audit,
@@ -310,6 +310,13 @@ class Views:
         try:
             return self._connect(), False
         except Exception as exc:
+            if isinstance(exc, sqlite3.OperationalError) and not _is_damage(exc) \
+                    and "unable to open" in str(exc):
+                raise Unavailable(
+                    f"cannot open the views at {self.path}: {exc}", code="views_unavailable",
+                    hint=f"views.db is derived from the log and never holds anything else: "
+                    f"check the permissions and the disk of {self.path.parent}; if "
+                    f"{self.path.name} is not a file, remove it and it is rebuilt") from exc
             if not _is_damage(exc):
                 raise
             log.warning("%s is damaged (%s): discarding it and refolding every view from the "

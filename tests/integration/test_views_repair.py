@@ -20,6 +20,7 @@ from toy_pipeline import FACTS_PIPELINE, FACTS_SPEC
 
 from quipu.adapters.eventstore import open_sqlite_store
 from quipu.app.bootstrap import Quipu, init_project, open_project
+from quipu.core.errors import Unavailable
 from quipu.core.runs.handlers import RunService
 from quipu.projections import Views
 
@@ -366,3 +367,23 @@ def test_a_refold_another_process_already_began_is_not_started_again(tmp_path):
                 assert dump(second) == dump(reference)
     finally:
         store.close()
+
+
+def test_a_views_path_that_cannot_be_opened_is_a_typed_refusal_that_says_what_to_do(
+        tmp_path: Path) -> None:
+    """Not damage (nothing to refold into): the views file cannot even be opened, here because
+    something else took its name. The answer is a typed error with the way out, never a raw
+    sqlite3 error, and the log is left as it was."""
+    root = tmp_path / "proj"
+    init_project(root, name="blocked", goal="open views that cannot be opened").close()
+    views = root / ".quipu" / "views.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{views}{suffix}").unlink(missing_ok=True)
+    views.mkdir()
+    with pytest.raises(Unavailable) as caught:
+        open_project(root)
+    assert caught.value.code == "views_unavailable"
+    assert "remove it and it is rebuilt" in caught.value.hint
+    views.rmdir()
+    with open_project(root) as q:  # the way out works
+        assert q.status()["project"]["name"] == "blocked"
