@@ -6,18 +6,17 @@ runs in log order. Saving both with the position lets a restarted executor read 
 after, instead of the whole log from position 0.
 
 The file (``.quipu/executor.json``) is a cache of the log, and it defends itself like one: it
-names the position AND a digest of the stored event at that position. On load the log is asked
-for that event; if it is missing (a log restored from an older copy, a lost WAL, a different
-log) or its digest differs (the same position now holds another event), the file is ignored and
-the executor folds from 0. A file that does not parse is ignored the same way. It is written to
-a unique temporary name and renamed over the old one, so a ``kill -9`` leaves the old file or
-the new one, never half of either; several executors of one project may share it, because any
-consistent fold of a prefix of the log is a correct place to continue from.
+names the position AND the log's chain hash there (``EventStore.hash_at``, what the views anchor
+their position to as well). On load the log is asked again; if the position is past its head (a
+log restored from an older copy, a lost WAL) or the hash differs (another history), the file is
+ignored and the executor folds from 0. A file that does not parse is ignored the same way. It
+is written to a unique temporary name and renamed over the old one, so a ``kill -9`` leaves the
+old file or the new one, never half of either; several executors of one project may share it,
+because any consistent fold of a prefix of the log is a correct place to continue from.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,11 +31,11 @@ from quipu.core.runs.lifecycle import State
 
 from ._supervisor import BookEntry
 
-__all__ = ["FORMAT", "Saved", "digest_at", "load_position", "save_position"]
+__all__ = ["FORMAT", "Saved", "anchor_at", "load_position", "save_position"]
 
 log = logging.getLogger("quipu.executor")
 
-FORMAT = 1
+FORMAT = 2
 """Bumped when the file's shape changes; another number is ignored (the executor folds from 0)."""
 
 
@@ -49,14 +48,11 @@ class Saved:
     pending: list[str]
 
 
-def digest_at(store: EventStore, position: int) -> str | None:
-    """sha256 of the stored event at ``position``, None when the log has no event there."""
-    if position <= 0:
+def anchor_at(store: EventStore, position: int) -> str | None:
+    """The log's chain hash at ``position``; None when the log does not reach it."""
+    if position <= 0 or position > store.head():
         return None
-    found = store.read(after=position - 1, limit=1)
-    if not found or found[0].position != position:
-        return None
-    return hashlib.sha256(found[0].state).hexdigest()
+    return store.hash_at(position)
 
 
 def save_position(path: Path, store: EventStore, position: int, runs: dict[str, BookEntry],
@@ -65,13 +61,13 @@ def save_position(path: Path, store: EventStore, position: int, runs: dict[str, 
 
     Position 0 needs no file (that is where a fresh executor starts anyway).
     """
-    digest = digest_at(store, position)
-    if digest is None:
+    anchor = anchor_at(store, position)
+    if anchor is None:
         return False
     body = {
         "format": FORMAT,
         "position": position,
-        "sha256": digest,
+        "hash": anchor,
         "runs": {run_id: {"state": e.state.value, "at": e.at.isoformat(),
                           "depends_on": list(e.depends_on)} for run_id, e in runs.items()},
         "pending": list(pending),
@@ -98,11 +94,11 @@ def load_position(path: Path, store: EventStore) -> Saved | None:
         return None
     try:
         saved = _parse(body)
-        expected = str(body["sha256"])
+        expected = str(body["hash"])
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("executor: ignoring malformed %s (%s); reading the log from 0", path, exc)
         return None
-    found = digest_at(store, saved.position)
+    found = anchor_at(store, saved.position)
     if found != expected:
         log.warning("executor: %s names position %d, which the log %s; reading the log from 0",
                     path, saved.position,
