@@ -28,9 +28,14 @@ from pydantic import ValidationError as PydanticValidationError
 
 from quipu.core.errors import QuipuError
 
-__all__ = ["ArgumentErrors", "guarded", "internal_error", "tool_error"]
+__all__ = ["READ_ONLY", "WRITE", "ArgumentErrors", "guarded", "internal_error", "tool_error"]
 
 log = logging.getLogger("quipu.mcp")
+
+READ_ONLY = {"readOnlyHint": True, "idempotentHint": True, "openWorldHint": False}
+"""Tool annotations of a tool that reads (every module of tools shares them)."""
+WRITE = {"readOnlyHint": False, "destructiveHint": False, "openWorldHint": False}
+"""Tool annotations of a tool that records something."""
 
 
 MAX_ERROR = 2000

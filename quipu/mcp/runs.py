@@ -16,7 +16,7 @@ from fastmcp import FastMCP
 from pydantic import BaseModel, ConfigDict, Field
 
 from quipu.core.runs.lifecycle import gate_rule
-from quipu.mcp._errors import guarded
+from quipu.mcp._errors import READ_ONLY, WRITE, guarded
 
 if TYPE_CHECKING:
     from quipu.app.facade import Quipu
@@ -31,8 +31,6 @@ RUN_TOOL_NAMES = (
     "get_metric_history", "save_results_spec", "dashboard", "mark_seen",
 )
 
-_READ_ONLY = {"readOnlyHint": True, "idempotentHint": True, "openWorldHint": False}
-_WRITE = {"readOnlyHint": False, "destructiveHint": False, "openWorldHint": False}
 
 RESULTS_SPEC_DOC = (
     "What the run must show, declared before it runs (required unless dry_run). Keys: "
@@ -126,7 +124,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
 
     # --- start ---------------------------------------------------------------------------------
 
-    @mcp.tool(annotations=_WRITE, description=run_description())
+    @mcp.tool(annotations=WRITE, description=run_description())
     async def run(
         workspace: Target,
         reason: Annotated[str | RunReason, Field(description=f"Why you run it: a sentence of "
@@ -176,7 +174,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
             result["stage_runs"] = now["states"]
         return result
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def validate_config(workspace: Target) -> dict[str, Any]:
         """Check a workspace's pipeline.yaml and configs/*.yaml without running anything.
 
@@ -191,7 +189,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
 
     # --- watch and stop ------------------------------------------------------------------------
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def inspect_run(
         run_id: RunId,
         include: Annotated[list[Literal["dashboard", "provenance", "metrics", "events"]] | None,
@@ -209,7 +207,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         """
         return guarded("inspect_run", lambda: q.inspect_run(run_id, include=include))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def logs(
         run_id: RunId,
         tail: Annotated[int, Field(ge=1, le=10000, description="The last N lines.")] = 200,
@@ -239,7 +237,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
                                                            since=result["next"]))
         return result
 
-    @mcp.tool(annotations={**_WRITE, "destructiveHint": True})
+    @mcp.tool(annotations={**WRITE, "destructiveHint": True})
     async def cancel(
         run_id: RunId,
         reason: Annotated[str, Field(description=f"Why you stop it, at least {n} "
@@ -256,7 +254,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
 
     # --- interpret -----------------------------------------------------------------------------
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def finalize_run(
         record_or_run_id: Annotated[str, Field(description="The stage run id ('stage-...') "
                                     "to finalize.")],
@@ -275,7 +273,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         """
         return guarded("finalize_run", lambda: q.finalize_run(record_or_run_id, results))
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def save_results_spec(
         run_id: RunId,
         spec: Annotated[dict[str, Any], Field(description=RESULTS_SPEC_DOC)],
@@ -288,7 +286,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         """
         return guarded("save_results_spec", lambda: q.save_results_spec(run_id, spec))
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def tag_record(
         ref: Annotated[str, Field(description="The run to tag: a stage run id "
                        "('stage-...').")],
@@ -305,7 +303,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
 
     # --- history -------------------------------------------------------------------------------
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def list_history(
         workspace: Workspace,
         stage: Annotated[str | None, Field(description="Only runs of this stage.")] = None,
@@ -334,7 +332,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
             experiment_group=experiment_group, sort_by=sort_by, desc=desc,
             finalized_only=finalized_only, limit=limit, offset=offset))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def inspect_record(
         ref: Annotated[str, Field(description="A stage run id ('stage-...') or '@tag' (needs "
                        "workspace).")],
@@ -348,7 +346,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         """
         return guarded("inspect_record", lambda: q.inspect_record(ref, workspace=workspace))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def list_unfinalized_runs(workspace: Workspace) -> dict[str, Any]:
         """The runs of a workspace that ended and still await finalize_run.
 
@@ -358,7 +356,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         """
         return guarded("list_unfinalized_runs", lambda: q.list_unfinalized_runs(workspace))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def get_experiment_context(workspace: Workspace) -> dict[str, Any]:
         """Where a workspace's experiments stand: best result, runs awaiting finalization,
         the recent trend and regression alerts.
@@ -368,7 +366,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         """
         return guarded("get_experiment_context", lambda: q.get_experiment_context(workspace))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def get_metric_history(
         run_id: RunId,
         name: Annotated[str, Field(description="The metric name, as logged with "
@@ -381,7 +379,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
 
     # --- overview ------------------------------------------------------------------------------
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def dashboard(
         consumer: Annotated[str | None, Field(description="Who is reading; with it, alerts "
                             "are split into new (since your last mark_seen) and "
@@ -395,7 +393,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         """
         return guarded("dashboard", lambda: q.dashboard(consumer=consumer))
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def mark_seen(
         consumer: Consumer,
         position: Annotated[int, Field(ge=0, description="The log position you have seen up "

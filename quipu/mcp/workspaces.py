@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastmcp import FastMCP
 from pydantic import Field
 
-from ._errors import guarded
+from ._errors import READ_ONLY, WRITE, guarded
 
 if TYPE_CHECKING:
     from quipu.app.facade import Quipu
@@ -30,10 +30,7 @@ Count = Annotated[int, Field(ge=1, le=500)]
 Offset = Annotated[int, Field(ge=0)]
 Version = int | str
 
-_READ_ONLY = {"readOnlyHint": True, "idempotentHint": True, "openWorldHint": False}
-_WRITE = {"readOnlyHint": False, "destructiveHint": False, "openWorldHint": False}
 
-_call = guarded
 
 
 def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
@@ -50,7 +47,7 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
 
     # --- orientation ---------------------------------------------------------------------------
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def status() -> dict[str, Any]:
         """Call status() first in every new session, and whenever you are unsure what is where.
 
@@ -59,11 +56,11 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         actions, the log's head position, and state_md: the full text of STATE.md, which is
         the project's memory across sessions. Never changes anything.
         """
-        return _call("status", q.status)
+        return guarded("status", q.status)
 
     # --- workspaces ----------------------------------------------------------------------------
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def create_workspace(
         name: Workspace,
         goal: Annotated[str, Field(description="What this workspace is trying to find out or "
@@ -86,10 +83,10 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         Errors: invalid_name, reason_too_short, reason_missing, goal_missing, workspace_exists,
         unknown_workspace, unknown_version, from_version_alone, nothing_to_fork.
         """
-        return _call("create_workspace", lambda: q.create_workspace(
+        return guarded("create_workspace", lambda: q.create_workspace(
             name, goal, reason, from_workspace=from_workspace, from_version=from_version))
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def mount(workspace: Workspace, slot: Slot, reason: Reason) -> dict[str, Any]:
         """Put a workspace's current version into a free slot so you can edit its files.
 
@@ -101,9 +98,9 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         Errors: unknown_workspace, unknown_slot, slot_occupied, already_mounted,
         slot_not_empty, reason_too_short.
         """
-        return _call("mount", lambda: q.mount(workspace, slot, reason))
+        return guarded("mount", lambda: q.mount(workspace, slot, reason))
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def hibernate(slot: Slot, reason: Reason) -> dict[str, Any]:
         """Stop working on the workspace in a slot: save its edits, then free the slot.
 
@@ -113,9 +110,9 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         auto_saved, saved_version, current_version, position}.
         Errors: unknown_slot, slot_empty, reason_too_short.
         """
-        return _call("hibernate", lambda: q.hibernate(slot, reason))
+        return guarded("hibernate", lambda: q.hibernate(slot, reason))
 
-    @mcp.tool(annotations={**_WRITE, "destructiveHint": True})
+    @mcp.tool(annotations={**WRITE, "destructiveHint": True})
     async def delete_workspace(workspace: Workspace, reason: Reason) -> dict[str, Any]:
         """Retire a workspace you will not come back to. It must not be mounted.
 
@@ -124,9 +121,9 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         Returns {workspace, deleted, position}.
         Errors: unknown_workspace, workspace_mounted (hibernate() it first), reason_too_short.
         """
-        return _call("delete_workspace", lambda: q.delete_workspace(workspace, reason))
+        return guarded("delete_workspace", lambda: q.delete_workspace(workspace, reason))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def inspect_workspace(
         name: Workspace,
         version_limit: Annotated[Count, Field(description="How many versions to list, "
@@ -141,12 +138,12 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         mounted, dirty says whether the slot has unsaved edits. Never changes anything.
         Errors: unknown_workspace, invalid_name.
         """
-        return _call("inspect_workspace", lambda: q.inspect_workspace(
+        return guarded("inspect_workspace", lambda: q.inspect_workspace(
             name, version_limit=version_limit, version_offset=version_offset))
 
     # --- versions ------------------------------------------------------------------------------
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def save_version(
         slot: Slot,
         message: Annotated[str, Field(description=f"What changed and why, at least {n} "
@@ -160,9 +157,9 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         ('v3'), number, created, manifest, file_count, total_bytes, position}.
         Errors: unknown_slot, slot_empty, nothing_to_save, reason_too_short (for the message).
         """
-        return _call("save_version", lambda: q.save_version(slot, message))
+        return guarded("save_version", lambda: q.save_version(slot, message))
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def rollback(
         slot: Slot,
         version: Annotated[Version, Field(description="The version to restore: 'v3', 3, or a "
@@ -178,9 +175,9 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         Errors: unknown_slot, slot_empty, unknown_version, version_pruned, invalid_version,
         reason_too_short.
         """
-        return _call("rollback", lambda: q.rollback(slot, version, reason))
+        return guarded("rollback", lambda: q.rollback(slot, version, reason))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def diff(
         target: Annotated[str, Field(description="What to look at: a slot ('w1', its working "
                                      "files), a version 'workspace@v3' or 'workspace@tag', or "
@@ -198,9 +195,9 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         Errors: unknown_slot, slot_empty, unknown_workspace, unknown_version, invalid_version,
         ambiguous_version, diff_needs_against.
         """
-        return _call("diff", lambda: q.diff(target, against))
+        return guarded("diff", lambda: q.diff(target, against))
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def manage_versions(
         workspace: Workspace,
         action: Annotated[Literal["list", "tag", "untag", "prune", "unprune"], Field(
@@ -233,14 +230,14 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         unknown_tag, version_tagged, version_current, version_missing, bad_range,
         reason_too_short.
         """
-        return _call("manage_versions", lambda: q.manage_versions(
+        return guarded("manage_versions", lambda: q.manage_versions(
             workspace, action, version=version, tag=tag, reason=reason,
             from_version=from_version, to_version=to_version, limit=limit, offset=offset,
             include_pruned=include_pruned))
 
     # --- notes and history ---------------------------------------------------------------------
 
-    @mcp.tool(annotations=_WRITE)
+    @mcp.tool(annotations=WRITE)
     async def log_thought(
         thought: Annotated[str, Field(description="What you are thinking: an observation, a "
                                       "hypothesis, a decision and why, a plan.")],
@@ -255,10 +252,10 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         ones for a workspace. Returns {logged, position, workspace}.
         Errors: thought_missing, unknown_workspace, invalid_name.
         """
-        return _call("log_thought", lambda: q.log_thought(thought, workspace=workspace,
+        return guarded("log_thought", lambda: q.log_thought(thought, workspace=workspace,
                                                           run_id=run_id))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def get_workspace_thoughts(
         workspace: Workspace,
         limit: Annotated[Count, Field(description="How many thoughts, newest first.")] = 50,
@@ -269,10 +266,10 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         Use when resuming work on a workspace to recover the reasoning behind it.
         Returns {workspace, thoughts}. Errors: unknown_workspace, invalid_name.
         """
-        return _call("get_workspace_thoughts", lambda: q.get_workspace_thoughts(
+        return guarded("get_workspace_thoughts", lambda: q.get_workspace_thoughts(
             workspace, limit=limit, offset=offset))
 
-    @mcp.tool(annotations=_READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY)
     async def get_audit_log(
         limit: Annotated[Count, Field(description="How many entries, newest first.")] = 20,
         workspace: Annotated[str | None, Field(description="Only entries about this "
@@ -283,5 +280,5 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         Use to check what happened in a project (or one workspace) recently, e.g. after a
         break or to confirm a change was recorded. Returns {entries}.
         """
-        return _call("get_audit_log", lambda: q.get_audit_log(limit=limit,
+        return guarded("get_audit_log", lambda: q.get_audit_log(limit=limit,
                                                               workspace=workspace))
