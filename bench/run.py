@@ -304,7 +304,7 @@ def bench_pipeline(q: Any, reps: int) -> list[Figure]:
 
 
 def _quipu_argv(root: Path, *command: str) -> list[str]:
-    return [sys.executable, "-m", "quipu.cli", "--project", str(root), *command]
+    return [sys.executable, "-m", "quipu", "--project", str(root), *command]
 
 
 # Bytecode caching on, as in an ordinary install (a PYTHONDONTWRITEBYTECODE=1 environment would

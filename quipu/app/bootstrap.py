@@ -8,6 +8,7 @@ entry points (CLI, MCP server, demo) call ``open_project`` / ``init_project`` an
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from quipu.adapters.blobs import LocalBlobStore
-from quipu.adapters.eventstore import open_sqlite_store
+from quipu.adapters.eventstore import SQLITE_TABLE, open_sqlite_store
 from quipu.adapters.seals import (
     AutoSealingStore,
     LocalSealKeeper,
@@ -28,11 +29,14 @@ from quipu.app.config import (
     CONFIG_FILE,
     DATA_DIR,
     Config,
+    config_bytes,
     find_project,
     load_config,
+    read_config,
     write_config,
 )
 from quipu.app.facade import Quipu
+from quipu.app.quick_status import LocalStatusKey
 from quipu.core.audit import AuditReport, Seal, make_seal, verify_log
 from quipu.core.errors import Conflict, InvalidInput
 from quipu.core.ports import EventStore, Executor
@@ -102,20 +106,31 @@ def open_store(root: Path, config: Config) -> EventStore:
 
 
 def _open_log(root: Path, config: Config, key: bytes | None) -> EventStore:
-    url = os.environ.get("QUIPU_EVENTSTORE_URL") or config.eventstore.url
+    url = _log_url(config)
     if url.startswith(("postgresql://", "postgres://")):
         from quipu.adapters.eventstore.postgres import open_postgres_store
 
         return open_postgres_store(url, table=config.eventstore.table, key=key)
-    if url == "sqlite":
-        return open_sqlite_store(root / DATA_DIR / "events.db",
-                                 synchronous=config.eventstore.synchronous, key=key)
-    if url.startswith("sqlite:///"):
-        return open_sqlite_store(Path(url.removeprefix("sqlite:///")),
-                                 synchronous=config.eventstore.synchronous, key=key)
+    log_file = sqlite_log_file(root, config)
+    if log_file is not None:
+        return open_sqlite_store(log_file, synchronous=config.eventstore.synchronous, key=key)
     raise InvalidInput(f"unknown event store {url!r}", code="invalid_eventstore_url",
                        hint="use 'sqlite' (default), sqlite:///path/events.db or "
                        "postgresql://user:pass@host/db")
+
+
+def _log_url(config: Config) -> str:
+    return os.environ.get("QUIPU_EVENTSTORE_URL") or config.eventstore.url
+
+
+def sqlite_log_file(root: Path, config: Config) -> Path | None:
+    """The SQLite file of the project's log, or None when the log is not an SQLite file."""
+    url = _log_url(config)
+    if url == "sqlite":
+        return root / DATA_DIR / "events.db"
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
 
 
 @dataclass
@@ -194,8 +209,12 @@ def default_actor(kind: str) -> str:
     return f"{kind}:{user}"
 
 
-def build(root: Path, config: Config, *, actor: str) -> Quipu:
-    """Build every adapter ``config`` chooses and hand them to a new facade."""
+def build(root: Path, config: Config, *, actor: str, config_sha256: str | None = None) -> Quipu:
+    """Build every adapter ``config`` chooses and hand them to a new facade.
+
+    ``config_sha256`` is the sha256 of the ``quipu.yaml`` bytes ``config`` was parsed from;
+    with it (and an SQLite log) the facade keeps STATE.md's key for ``quipu status``.
+    """
     data = root / DATA_DIR
     store = open_store(root, config)
     try:
@@ -220,9 +239,14 @@ def build(root: Path, config: Config, *, actor: str) -> Quipu:
 
         return read_log(run_dir)
 
+    log_file = sqlite_log_file(root, config)
+    status_key = None if log_file is None or config_sha256 is None else LocalStatusKey(
+        root=root, log_file=log_file.resolve(), table=SQLITE_TABLE,
+        slots_root=slots.root, slot_cache=slots.cache_dir, ignore=slots.ignore,
+        config_sha256=config_sha256, eventstore_env=os.environ.get("QUIPU_EVENTSTORE_URL"))
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
                  clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
-                 snapshots=SQLiteSnapshotStore(data / "snapshots.db"))
+                 snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key)
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",
@@ -238,7 +262,8 @@ def init_project(root: Path, *, name: str | None = None, goal: str = "",
     (root / "workspaces").mkdir(exist_ok=True)
     for slot in config.slot_names():
         (root / "workspaces" / slot).mkdir(exist_ok=True)
-    q = build(root, config, actor=actor or default_actor("cli"))
+    q = build(root, config, actor=actor or default_actor("cli"),
+              config_sha256=hashlib.sha256(config_bytes(config)).hexdigest())
     try:
         q.bus.handle(InitProject(name=config.name, goal=goal, actor=q.actor))
     except BaseException:
@@ -252,4 +277,5 @@ def init_project(root: Path, *, name: str | None = None, goal: str = "",
 def open_project(root: Path | None = None, *, actor: str | None = None) -> Quipu:
     """Open the project at (or above) ``root``."""
     root = find_project(root)
-    return build(root, load_config(root), actor=actor or default_actor("cli"))
+    config, digest = read_config(root)
+    return build(root, config, actor=actor or default_actor("cli"), config_sha256=digest)

@@ -6,6 +6,7 @@ facade and the entry points only ever see the parsed ``Config``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -140,19 +141,30 @@ def find_project(start: Path | None = None) -> Path:
 
 def load_config(root: Path) -> Config:
     """Parse and validate ``quipu.yaml``."""
+    return read_config(root)[0]
+
+
+def read_config(root: Path) -> tuple[Config, str]:
+    """Parse and validate ``quipu.yaml``; also the sha256 of the bytes that were parsed."""
     path = root / CONFIG_FILE
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        return Config.model_validate(raw)
-    except (yaml.YAMLError, ValidationError, OSError) as exc:
+        data = path.read_bytes()
+        raw = yaml.safe_load(data.decode("utf-8")) or {}
+        return Config.model_validate(raw), hashlib.sha256(data).hexdigest()
+    except (yaml.YAMLError, ValidationError, OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path} is not a valid Quipu config: {exc}", code="invalid_config",
                            hint="fix the file; keys: name, goal, slots, reason_min_length, "
                            "eventstore{url, synchronous}, executor, "
                            "data{roots, allow_any_path}, audit{key_file, auto_seal}") from exc
 
 
-def write_config(root: Path, config: Config) -> None:
-    """Write ``quipu.yaml``."""
+def config_bytes(config: Config) -> bytes:
+    """``quipu.yaml``'s bytes for ``config``."""
     data = config.model_dump(exclude_defaults=True)
     data.setdefault("name", config.name)
-    (root / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+    return yaml.safe_dump(data, sort_keys=False).encode("utf-8")
+
+
+def write_config(root: Path, config: Config) -> None:
+    """Write ``quipu.yaml``."""
+    (root / CONFIG_FILE).write_bytes(config_bytes(config))

@@ -27,6 +27,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: writes are still atomic, just unordered
     fcntl = None  # type: ignore[assignment]
 
+from quipu.app.quick_status import LocalStatusKey
 from quipu.app.run_reads import RunQueries
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.handlers import CommandBus
@@ -71,7 +72,8 @@ class Quipu(RunQueries):
                  slots: SlotFiles, views: Views, clock: Clock, actor: str,
                  executor: ExecutorFactory | None = None,
                  snapshots: SnapshotStore | None = None,
-                 live_log: Callable[[Path], bytes] = lambda _run_dir: b"") -> None:
+                 live_log: Callable[[Path], bytes] = lambda _run_dir: b"",
+                 status_key: LocalStatusKey | None = None) -> None:
         """Wire the facade to adapters built by ``quipu.app.bootstrap`` (never built here)."""
         self.root = root
         self.config = config
@@ -97,6 +99,9 @@ class Quipu(RunQueries):
         self._shown: tuple[tuple[Any, ...], tuple[int, int, int] | None, str] | None = None
         """(key, STATE.md's stat after writing, text) of the last render: skip the next while
         both are unchanged."""
+        self._status_key = status_key
+        self._keyed: tuple[int, tuple[Any, ...], tuple[int, int, int] | None] | None = None
+        """(position, key, STATE.md's stat) last written to ``.quipu/STATE.md.key``."""
 
     def close(self) -> None:
         """Stop the workers, release the views, the snapshots and the log: each is released
@@ -139,8 +144,10 @@ class Quipu(RunQueries):
     def _refresh(self, dirty: Dirty) -> tuple[str, dict[str, str] | None]:
         self.views.catch_up()
         path = self.root / "STATE.md"
+        position = self.views.position()
         key = self.views.state_md_key(dirty)
         if self._shown is not None and self._shown[0] == key and self._shown[1] == _stat(path):
+            self._record_key(position, key, self._shown[1], self._shown[2])
             return self._shown[2], None
         text: str | None = None
         try:
@@ -150,6 +157,7 @@ class Quipu(RunQueries):
                 text = self.views.state_md(dirty=dirty)
                 _write_if_changed(path, text)
                 stat = _stat(path)
+                self._record_key(position, key, stat, text)
         except OSError as exc:
             log.warning("STATE.md was not written: %s", exc)
             self._shown = None
@@ -162,6 +170,18 @@ class Quipu(RunQueries):
                                   f"{path}; the next command rewrites it"}
         self._shown = (key, stat, text)
         return text, None
+
+    def _record_key(self, position: int, key: tuple[Any, ...],
+                    stat: tuple[int, int, int] | None, text: str) -> None:
+        """Write STATE.md's key (see ``quick_status``) when what it records moved; only when
+        the views did not move while ``text`` was rendered for ``key`` at ``position``."""
+        if self._status_key is None or self._keyed == (position, key, stat):
+            return
+        if self.views.position() != position:
+            return
+        self._status_key.write(position=position, chain_hash=self.store.hash_at(position),
+                               text=text, slots=key[1])
+        self._keyed = (position, key, stat)
 
     @contextlib.contextmanager
     def _state_md_lock(self) -> Iterator[None]:

@@ -325,3 +325,25 @@ def test_a_directory_without_a_project_exits_with_its_code_on_stderr(
     assert done.returncode == 2
     assert "[no_project]" in done.stderr
     assert done.stdout == ""
+
+
+def test_the_official_mcp_client_drives_the_same_server(
+        sdk_session: Callable[..., AbstractAsyncContextManager[Any]], project: Path) -> None:
+    """The official ``mcp`` SDK's ClientSession (not fastmcp's client) lists the same tools,
+    and a write and a refusal come back as that client sees them."""
+    async def main() -> None:
+        async with sdk_session() as session:
+            listed = await session.list_tools()
+            assert {tool.name for tool in listed.tools} == EVERY_TOOL
+            made = await session.call_tool("create_workspace", {
+                "name": "sdk", "goal": "driven by the official client", "reason": WHY})
+            assert not made.isError
+            assert made.structuredContent is not None
+            assert made.structuredContent["workspace"] == "sdk"
+            refused = await session.call_tool("create_workspace", {
+                "name": "sdk", "goal": "the same name again", "reason": WHY})
+            assert refused.isError
+            assert "[workspace_exists]" in refused.content[0].text
+
+    asyncio.run(main())
+    assert "sdk" in (project / "STATE.md").read_text()

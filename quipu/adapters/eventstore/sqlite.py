@@ -38,7 +38,10 @@ from ._base import (
     storage_failure,
 )
 
-__all__ = ["Synchronous", "open_sqlite_store"]
+__all__ = ["TABLE", "Synchronous", "open_sqlite_store"]
+
+TABLE = "stored_events"
+"""The events table of every SQLite log (read directly by ``quipu status``'s shortcut)."""
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -88,7 +91,7 @@ class _ChainedRecorder(SQLiteApplicationRecorder):
     """Links the hash chain inside SQLite's write transaction, then inserts in one batch."""
 
     def __init__(self, datastore: SQLiteDatastore, *, key: bytes | None = None) -> None:
-        super().__init__(datastore)
+        super().__init__(datastore, events_table_name=TABLE)
         self.chain_key = key
         # Explicit rowids: each link hashes the position it is stored at, so the position must
         # be decided before linking, under the same write lock that inserts.

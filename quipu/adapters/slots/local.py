@@ -22,6 +22,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from quipu.adapters._storage import (
     remove_stale_temporaries,
@@ -30,8 +31,10 @@ from quipu.adapters._storage import (
     temporary_name,
 )
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, QuipuError
-from quipu.core.ports import BlobStore
 from quipu.core.workspaces.versions import FileEntry, Manifest
+
+if TYPE_CHECKING:  # the port's module loads every event model: not needed to check a slot
+    from quipu.core.ports import BlobStore
 
 __all__ = ["DEFAULT_IGNORE", "STAGING_PREFIX", "LocalSlotFiles"]
 
