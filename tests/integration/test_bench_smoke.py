@@ -51,7 +51,8 @@ def test_growth_benchmark_generates_a_log_the_real_code_accepts_with_the_gate_cl
     report = json.loads(proc.stdout)
     operations = {f["operation"] for f in report["results"]}
     assert operations == {
-        "python -c pass", "quipu status", "quipu serve -> initialize", "status()",
+        "python -c pass", "quipu status", "quipu status (opens the project)",
+        "quipu serve -> initialize", "status()",
         "dashboard()", "list_history(busy)", "inspect_run()", "run(dry_run=True)",
         "log_thought()", "log_thought(workspace=busy)", "create_workspace()",
         "save_version(w1)", "finalize_run()", "run()"}
