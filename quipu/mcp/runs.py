@@ -175,17 +175,24 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         return result
 
     @mcp.tool(annotations=READ_ONLY)
-    async def validate_config(workspace: Target) -> dict[str, Any]:
-        """Check a workspace's pipeline.yaml and configs/*.yaml without running anything.
-
-        Use it after editing the pipeline or its configs, before run(). Reads the slot's
-        current files when the workspace is mounted (unsaved edits included), else its current
-        version. Every problem comes back at once, each with code, where, file, line, message
-        and hint. Returns {valid, errors, warnings, stages_to_run, inputs, configs}.
+    async def validate_config(
+        workspace: Workspace,
+        stages: Annotated[list[str] | None, Field(description="As for run().")] = None,
+        config_override: Annotated[dict[str, Any] | None,
+                                   Field(description="As for run().")] = None,
+        inputs_override: Annotated[dict[str, Any] | None,
+                                   Field(description="As for run().")] = None,
+    ) -> dict[str, Any]:
+        """Check a workspace's pipeline.yaml and configs/*.yaml as run() with the same
+        arguments would, without running or saving anything (a mounted slot's unsaved edits
+        are read, not saved). Every problem at once, each {code, where, file, line, message,
+        hint}. Returns {valid, errors, warnings, stages_to_run, inputs, configs}.
         Errors: no_pipeline, unknown_workspace, unknown_slot, input_unresolved,
-        source_unresolved.
+        source_unresolved, input_path_missing, path_outside_roots.
         """
-        return guarded("validate_config", lambda: q.validate_config(workspace))
+        return guarded("validate_config", lambda: q.validate_config(
+            workspace, stages=stages, config_override=config_override,
+            inputs_override=inputs_override))
 
     # --- watch and stop ------------------------------------------------------------------------
 
@@ -248,7 +255,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         Use it when a run is pointless (wrong config, a bug you already see in its logs).
         Runs of the same pipeline run that wait on it are canceled too. A canceled run does
         not hold the finalization gate. Returns {run_id, previous_state, state, position}.
-        Errors: unknown_run, invalid_transition (it already ended), reason_too_short.
+        Errors: unknown_run, run_ended (it already ended or was canceled), reason_too_short.
         """
         return guarded("cancel", lambda: q.cancel(run_id, reason))
 
@@ -269,7 +276,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         run without a value) holds vs_previous, vs_best {run_id, value, delta, improved},
         regression_alert, meets_min and meets_goal.
         Errors: invalid_results (every problem listed), already_finalized, unknown_run,
-        invalid_transition (it has not ended yet: wait or cancel it).
+        run_not_ended (wait for it or cancel it).
         """
         return guarded("finalize_run", lambda: q.finalize_run(record_or_run_id, results))
 
