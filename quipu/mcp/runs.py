@@ -302,9 +302,10 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
                        "its stage are compared with.")],
         reason: Reason,
     ) -> dict[str, Any]:
-        """Tag a run so you can find it again, or mark it as the best one to beat.
-
-        Returns {run_id, tag}. Errors: unknown_run, invalid_name.
+        """Tag a run and the version it ran (one transaction), to find them again or to mark
+        the best run to beat. The version tag moves to this run's version if it named another.
+        Returns {run_id, tag, version, version_tag_moved_from}.
+        Errors: unknown_run, invalid_name, tag_is_version.
         """
         return guarded("tag_record", lambda: q.tag_record(ref, tag, reason))
 

@@ -179,3 +179,34 @@ def test_canceling_a_canceled_run_is_refused_and_writes_nothing(q: Quipu) -> Non
     err = refused(q, lambda: q.cancel(first, REASON))
     assert err.code == "run_ended"
     assert "already canceled" in err.message
+
+
+# --- tag_record tags the version too ---------------------------------------------------------
+
+
+def test_tag_record_tags_the_run_and_its_version_in_one_transaction(q: Quipu) -> None:
+    first = run(q)["queued"][0]["stage_run_id"]
+    head = q.store.head()
+    answer = q.tag_record(first, "best-acc", REASON)
+    assert answer == {"run_id": first, "tag": "best-acc", "version": "v1",
+                      "version_tag_moved_from": None}
+    assert q.store.head() == head + 2  # RunTagged and VersionTagged
+    assert q.inspect_record(first)["tags"] == ["best-acc"]
+    listed = q.manage_versions("wine-mlp", "list")["versions"]
+    assert [v["tags"] for v in listed if v["version"] == "v1"] == [["best-acc"]]
+    # the same tag on a run of a later version moves the version tag with it
+    q.cancel(first, REASON)
+    (q.root / "workspaces" / "w1" / "notes.txt").write_text("a change")
+    second = run(q)["queued"][0]["stage_run_id"]
+    moved = q.tag_record(second, "best-acc", REASON)
+    assert moved["version"] == "v2" and moved["version_tag_moved_from"] == "v1"
+    assert q.diff("wine-mlp@best-acc", "v1")["right"].startswith("wine-mlp@v2")
+    again = q.store.head()
+    q.tag_record(second, "best-acc", REASON)  # nothing new to record
+    assert q.store.head() == again
+
+
+def test_a_tag_that_looks_like_a_version_is_refused_by_tag_record(q: Quipu) -> None:
+    first = run(q)["queued"][0]["stage_run_id"]
+    err = refused(q, lambda: q.tag_record(first, "v7", REASON))
+    assert err.code == "tag_is_version"

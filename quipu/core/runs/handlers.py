@@ -608,16 +608,40 @@ class RunService:
         return self.uow.attempt(command)
 
     def tag(self, run_id: str, tag: str, reason: str, *, actor: str) -> dict[str, Any]:
-        """Tag a run (``best*`` marks the reference for comparisons)."""
+        """Tag a run and the version it ran, in one transaction (``best*`` marks the reference
+        for comparisons).
+
+        A run tag may be given to many runs (the newest one is ``@tag``), while a version tag
+        names one version of a workspace: when the tag names another version, it moves to this
+        run's version (``version_tag_moved_from`` says from where). The version of a run whose
+        workspace was deleted is left untagged (``version`` is then null).
+        """
         check_name(tag, what="tag")
+        if tag[0] in "vV" and tag[1:].isdigit():
+            raise InvalidInput(f"tag {tag!r} looks like a version number", code="tag_is_version",
+                               hint="ws@v3 must always mean version 3; pick a tag like "
+                               "'best-acc'")
         meta = self.uow.meta(actor, reason)
 
         def command() -> dict[str, Any]:
             run = self.load_run(run_id)
+            request = run.check_exists()
             run.tag(meta, tag)
-            if run.pending:
-                self.uow.commit(run)
-            return {"run_id": run_id, "tag": tag}
+            ws = self.uow.load(Workspace, request.workspace)
+            version: str | None = None
+            moved: str | None = None
+            if ws.exists:
+                holder = ws.tags.get(tag)
+                if holder is not None and holder != request.version:
+                    ws.untag(meta, tag)
+                    moved = f"v{holder}"
+                ws.tag(meta, request.version, tag)
+                version = f"v{request.version}"
+            changed = [a for a in (run, ws) if a.pending]
+            if changed:
+                self.uow.commit(*changed)
+            return {"run_id": run_id, "tag": tag, "version": version,
+                    "version_tag_moved_from": moved}
 
         return self.uow.attempt(command)
 
