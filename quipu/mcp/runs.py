@@ -381,7 +381,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
                         "log_metric.")],
     ) -> dict[str, Any]:
         """Every logged point of one metric of one run, to see its curve (not just its last
-        value). Never changes anything. Errors: unknown_run, unknown_metric.
+        value). Never changes anything. Errors: unknown_run.
         """
         return guarded("get_metric_history", lambda: q.get_metric_history(run_id, name))
 
@@ -405,7 +405,7 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
     async def mark_seen(
         consumer: Consumer,
         position: Annotated[int, Field(ge=0, description="The log position you have seen up "
-                            "to (dashboard's position).")],
+                            "to: dashboard's cursor_position.")],
     ) -> dict[str, Any]:
         """Record that ``consumer`` has seen everything up to ``position``, so the next
         dashboard(consumer) shows only what is new. Errors: invalid_position.
