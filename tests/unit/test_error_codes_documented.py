@@ -2,8 +2,9 @@
 
 The codes are found statically in ``quipu/`` (so a new refusal cannot slip past the docs):
 
-- ``code="..."`` given to a ``QuipuError`` (or a subclass, or its ``super().__init__``) and every ``code = "..."`` a variable
-  later given as ``code=``; an error built without a code has its class's ``default_code``;
+- ``code="..."`` given to a ``QuipuError`` (a subclass, or its ``super().__init__``) and every
+  ``code = "..."`` a variable later given as ``code=``; an error built without a code has its
+  class's ``default_code``;
 - the codes of pipeline problems (``checker.error("...")``, ``Problem(code="...")``), which
   ``run()`` raises as its refusal's code when every problem shares one;
 - ``"code": "..."`` in dicts (the warnings a committed command may carry);
