@@ -146,7 +146,10 @@ class Quipu(RunQueries):
         self.views.catch_up()
         path = self.root / "STATE.md"
         position = self.views.position()
-        key = self.views.state_md_key(dirty)
+        # Every configured slot is shown, free ones as free (a fresh project lists its slots),
+        # and the key covers exactly those rows.
+        slot_names = self.config.slot_names()
+        key = self.views.state_md_key(dirty, slot_names=slot_names)
         if self._shown is not None and self._shown[0] == key and self._shown[1] == _stat(path):
             self._record_key(position, key, self._shown[1], self._shown[2])
             return self._shown[2], None
@@ -155,7 +158,7 @@ class Quipu(RunQueries):
             with self._state_md_lock():
                 # Rendered under the lock: a render from before another process's newer write
                 # must not replace it.
-                text = self.views.state_md(dirty=dirty)
+                text = self.views.state_md(dirty=dirty, slot_names=slot_names)
                 _write_if_changed(path, text)
                 stat = _stat(path)
                 self._record_key(position, key, stat, text)
@@ -163,7 +166,7 @@ class Quipu(RunQueries):
             log.warning("STATE.md was not written: %s", exc)
             self._shown = None
             if text is None:  # the lock itself failed
-                text = self.views.state_md(dirty=dirty)
+                text = self.views.state_md(dirty=dirty, slot_names=slot_names)
             return text, {"code": "state_md_not_written",
                           "message": f"the command took effect, but STATE.md could not be "
                                      f"written: {exc}",
