@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastmcp import FastMCP
 from fastmcp.exceptions import PromptError, ResourceError
+from fastmcp.resources import ResourceContent, ResourceResult
 
 from quipu.core.errors import QuipuError
 
@@ -47,15 +48,17 @@ def register_guides(mcp: FastMCP, engine: Engine) -> None:
     @mcp.resource("quipu://state", name="STATE.md", mime_type="text/markdown",
                   description="The project's memory: goal, slots, workspaces, runs awaiting "
                   "finalization, best results, recent thoughts and actions.")
-    def state() -> str:
-        return _read(lambda: engine.q.refresh(), ResourceError)
+    def state() -> ResourceResult:
+        text = _read(lambda: engine.q.refresh(), ResourceError)
+        return ResourceResult([ResourceContent(text, mime_type="text/markdown")])
 
     @mcp.resource("quipu://runs/{run_id}", name="run", mime_type="application/json",
                   description="A stage run's live view: state, progress, metrics, log tail, "
                   "outcome (inspect_run's answer).")
-    def run_view(run_id: str) -> str:
+    def run_view(run_id: str) -> ResourceResult:
         answer: dict[str, Any] = _read(lambda: engine.q.inspect_run(run_id), ResourceError)
-        return json.dumps(answer, default=str)
+        return ResourceResult([ResourceContent(json.dumps(answer, default=str),
+                                               mime_type="application/json")])
 
     @mcp.prompt(name="start_experiment",
                 description="Start a new experiment: a workspace, a pipeline, a declared "
