@@ -12,6 +12,7 @@ them, and the new one adopts them (docs/executor.md).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from quipu.app.facade import Quipu
 
 __all__ = ["Engine"]
+
+log = logging.getLogger("quipu.mcp")
 
 
 @dataclass
@@ -84,9 +87,15 @@ class Engine:
         if not changed:
             return {"reloaded": False, "changed": [], "slots": old.config.slot_names(),
                     "reason_min_length": old.config.reason_min_length}
-        fresh = open_project(old.root, actor=self.actor)  # any failure leaves ``old`` serving
-        old.close()
+        fresh = open_project(old.root, actor=self.actor)
+        # Start the new workers before stopping the old ones: a failure to open or start
+        # leaves ``old`` serving as it was, and two executors on one log never run a stage
+        # twice (they claim runs through the log), so the overlap is harmless.
         self._adopt(fresh)
+        try:
+            old.close()
+        except Exception:
+            log.exception("the project as it was before reload_config did not close cleanly")
         return {"reloaded": True, "changed": changed, "slots": fresh.config.slot_names(),
                 "reason_min_length": fresh.config.reason_min_length}
 

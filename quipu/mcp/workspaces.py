@@ -14,9 +14,11 @@ aliases built in ``register_workspace_tools`` (descriptions naming this project'
 minimum reason length) must be real objects.
 """
 
+import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastmcp import FastMCP
+import mcp.types as mt
+from fastmcp import Context, FastMCP
 from pydantic import Field
 
 from ._errors import READ_ONLY, WRITE, guarded
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PROJECT_TOOL_NAMES", "WORKSPACE_TOOL_NAMES", "register_workspace_tools",
            "wording"]
+
+log = logging.getLogger("quipu.mcp")
 
 PROJECT_TOOL_NAMES = ("initialize_project", "reload_config")
 WORKSPACE_TOOL_NAMES = (
@@ -61,6 +65,7 @@ def register_workspace_tools(mcp: FastMCP, engine: "Engine") -> None:
 
     @mcp.tool(annotations=WRITE)
     async def initialize_project(
+        ctx: Context,
         goal: Annotated[str, Field(description="The research goal, shown atop STATE.md.")],
         name: Annotated[str | None, Field(description="Project name (default: the directory "
                                           "name).")] = None,
@@ -72,17 +77,22 @@ def register_workspace_tools(mcp: FastMCP, engine: "Engine") -> None:
 
         Only when status() answers no_project. Returns {project, root, goal, slots, log, next}.
         """
-        return guarded("initialize_project", lambda: engine.initialize(
+        result = guarded("initialize_project", lambda: engine.initialize(
             name=name, goal=goal, slots=slots, path=path), after=lambda: _refresh(mcp, engine))
+        await _announce(ctx)
+        return result
 
     @mcp.tool(annotations=WRITE)
-    async def reload_config() -> dict[str, Any]:
+    async def reload_config(ctx: Context) -> dict[str, Any]:
         """Re-read quipu.yaml after you edited it (slots, reason_min_length, data roots, ...).
 
         The file is validated first: a bad one is refused (invalid_config) and changes nothing.
         Running stages keep running. Returns {reloaded, changed, slots, reason_min_length}.
         """
-        return guarded("reload_config", engine.reload, after=lambda: _refresh(mcp, engine))
+        result = guarded("reload_config", engine.reload, after=lambda: _refresh(mcp, engine))
+        if result["reloaded"]:
+            await _announce(ctx)
+        return result
 
     # --- orientation ---------------------------------------------------------------------------
 
@@ -259,3 +269,12 @@ def _refresh(mcp: FastMCP, engine: "Engine") -> None:
     from .server import register_tools
 
     register_tools(mcp, engine)
+
+
+async def _announce(ctx: Context) -> None:
+    """Tell the client the tool list changed (descriptions name the new slots); a client that
+    cannot take the notification loses nothing but fresh descriptions."""
+    try:
+        await ctx.send_notification(mt.ToolListChangedNotification())
+    except Exception:
+        log.warning("the tool list changed, but the client could not be told", exc_info=True)

@@ -19,7 +19,14 @@ import yaml
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import McpError
-from mcp.types import CallToolResult, InitializeResult, TextContent, TextResourceContents
+from mcp.types import (
+    CallToolResult,
+    InitializeResult,
+    ServerNotification,
+    TextContent,
+    TextResourceContents,
+    ToolListChangedNotification,
+)
 from pydantic import AnyUrl
 from toy_pipeline import SPEC, write_toy_pipeline
 
@@ -33,13 +40,21 @@ INSTRUCTIONS_BUDGET = 1_000
 
 
 @asynccontextmanager
-async def connect(argv: list[str], environ: dict[str, str],
-                  cwd: Path) -> AsyncIterator[tuple[ClientSession, InitializeResult]]:
-    """The official client on ``argv`` run in ``cwd``, with the server's InitializeResult."""
+async def connect(argv: list[str], environ: dict[str, str], cwd: Path,
+                  heard: list[Any] | None = None,
+                  ) -> AsyncIterator[tuple[ClientSession, InitializeResult]]:
+    """The official client on ``argv`` run in ``cwd``, with the server's InitializeResult;
+    the server's notifications are appended to ``heard``."""
     program, *args = argv
     params = StdioServerParameters(command=program, args=args, env=environ, cwd=str(cwd))
+
+    async def listen(message: Any) -> None:
+        if heard is not None and isinstance(message, ServerNotification):
+            heard.append(message.root)
+
     async with stdio_client(params) as (read, write), ClientSession(
-            read, write, read_timeout_seconds=timedelta(seconds=60)) as session:
+            read, write, read_timeout_seconds=timedelta(seconds=60),
+            message_handler=listen) as session:
         init = await session.initialize()
         yield session, init
 
@@ -150,10 +165,13 @@ def test_outside_any_project_the_server_offers_initialize_project(
     asyncio.run(main())
     assert not (home / "quipu.yaml").exists()
 
+    heard: list[Any] = []
+
     async def create() -> None:
-        async with connect(outside_argv, server_environ, home) as (session, _init):
+        async with connect(outside_argv, server_environ, home, heard) as (session, _init):
             made = await ok(session, "initialize_project", goal="classify the wine data",
                             name="wine", slots=2)
+            assert any(isinstance(n, ToolListChangedNotification) for n in heard)
             assert made["project"] == "wine" and made["slots"] == ["w1", "w2"]
             assert made["root"] == str(home.resolve())
             status = await ok(session, "status")
