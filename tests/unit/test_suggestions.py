@@ -38,9 +38,9 @@ def test_nothing_close_suggests_nothing() -> None:
 
 # --- compact_schema ------------------------------------------------------------------------------
 
-LEAVES = st.sampled_from([{"type": "string"}, {"type": "integer", "minimum": 1},
-                          {"enum": ["a", "b"], "type": "string"},
-                          {"type": "object", "additionalProperties": True}])
+LEAVES: st.SearchStrategy[dict[str, Any]] = st.sampled_from([
+    {"type": "string"}, {"type": "integer", "minimum": 1}, {"enum": ["a", "b"], "type": "string"},
+    {"type": "object", "additionalProperties": True}])
 
 
 def optional(schema: dict[str, Any]) -> dict[str, Any]:
