@@ -56,6 +56,7 @@ __all__ = [
     "audit_key",
     "build",
     "default_actor",
+    "describe_log",
     "find_project",
     "init_project",
     "open_log",
@@ -121,6 +122,23 @@ def _open_log(root: Path, config: Config, key: bytes | None) -> EventStore:
 
 def _log_url(config: Config) -> str:
     return os.environ.get("QUIPU_EVENTSTORE_URL") or config.eventstore.url
+
+
+def describe_log(root: Path, config: Config) -> str:
+    """Where the project's log is, for a person: the SQLite file (relative to the project when
+    inside it) or the PostgreSQL host, database and table, never a password."""
+    log_file = sqlite_log_file(root, config)
+    if log_file is not None:
+        try:
+            shown = str(log_file.resolve().relative_to(root.resolve()))
+        except ValueError:
+            shown = str(log_file)
+        return f"{shown} (SQLite)"
+    from urllib.parse import urlsplit
+
+    url = urlsplit(_log_url(config))
+    where = f"{url.hostname or 'localhost'}{f':{url.port}' if url.port else ''}"
+    return f"PostgreSQL {where}{url.path}, table {config.eventstore.table}"
 
 
 def sqlite_log_file(root: Path, config: Config) -> Path | None:

@@ -91,7 +91,8 @@ class Quipu(RunQueries):
         self.runs = RunService(self.service, self.views,
                                paths=InputPaths(roots=roots,
                                                 allow_any=config.data.allow_any_path,
-                                                realpath=os.path.realpath))
+                                                realpath=os.path.realpath,
+                                                exists=os.path.exists))
         self.bus = CommandBus(self.service, self.runs)
         self._executor_factory = executor
         self.workers: list[Executor] = []
@@ -145,7 +146,10 @@ class Quipu(RunQueries):
         self.views.catch_up()
         path = self.root / "STATE.md"
         position = self.views.position()
-        key = self.views.state_md_key(dirty)
+        # Every configured slot is shown, free ones as free (a fresh project lists its slots),
+        # and the key covers exactly those rows.
+        slot_names = self.config.slot_names()
+        key = self.views.state_md_key(dirty, slot_names=slot_names)
         if self._shown is not None and self._shown[0] == key and self._shown[1] == _stat(path):
             self._record_key(position, key, self._shown[1], self._shown[2])
             return self._shown[2], None
@@ -154,7 +158,7 @@ class Quipu(RunQueries):
             with self._state_md_lock():
                 # Rendered under the lock: a render from before another process's newer write
                 # must not replace it.
-                text = self.views.state_md(dirty=dirty)
+                text = self.views.state_md(dirty=dirty, slot_names=slot_names)
                 _write_if_changed(path, text)
                 stat = _stat(path)
                 self._record_key(position, key, stat, text)
@@ -162,7 +166,7 @@ class Quipu(RunQueries):
             log.warning("STATE.md was not written: %s", exc)
             self._shown = None
             if text is None:  # the lock itself failed
-                text = self.views.state_md(dirty=dirty)
+                text = self.views.state_md(dirty=dirty, slot_names=slot_names)
             return text, {"code": "state_md_not_written",
                           "message": f"the command took effect, but STATE.md could not be "
                                      f"written: {exc}",
@@ -206,7 +210,9 @@ class Quipu(RunQueries):
 
     def _write(self, command: Command) -> dict[str, Any]:
         """Carry out ``command`` through the bus, then catch the views up (read-your-writes)."""
-        result: dict[str, Any] = self.bus.handle(command)
+        with self._suggesting(getattr(command, "workspace", None),
+                              getattr(command, "from_workspace", None)):
+            result: dict[str, Any] = self.bus.handle(command)
         # The command has committed: from here on, trouble is a warning in the answer.
         try:
             warning = self.refresh_state()[1]
@@ -220,6 +226,18 @@ class Quipu(RunQueries):
         if warning is not None:
             result["warning"] = warning
         return result
+
+    @contextlib.contextmanager
+    def _suggesting(self, *names: str | None) -> Iterator[None]:
+        """Add did-you-mean to an ``unknown_workspace`` refusal raised inside (by the domain,
+        which does not know the other workspaces' names) for whichever of ``names`` is
+        unknown."""
+        try:
+            yield
+        except NotFound as exc:
+            if exc.code == "unknown_workspace":
+                exc.hint = self._workspace_hint(*names) + exc.hint
+            raise
 
     # --- commands ------------------------------------------------------------------------------
 
@@ -274,9 +292,7 @@ class Quipu(RunQueries):
             self.views.catch_up()
             ws = self.views.workspace(workspace)
             if ws is None:
-                raise NotFound(f"workspace {workspace!r} does not exist",
-                               code="unknown_workspace",
-                               hint="list workspaces with status()")
+                raise self._unknown_workspace(workspace)
             versions, total = self.views.versions(workspace, limit=limit, offset=offset,
                                                   include_pruned=include_pruned)
             return {"workspace": workspace, "versions": versions, "total": total,
@@ -348,14 +364,20 @@ class Quipu(RunQueries):
             result["stage_runs"] = self.wait_for(ids, timeout=wait_timeout)
         return result
 
-    def validate_config(self, workspace: str) -> dict[str, Any]:
+    def validate_config(self, workspace: str, *, stages: list[str] | None = None,
+                        config_override: dict[str, Any] | None = None,
+                        inputs_override: dict[str, Any] | None = None) -> dict[str, Any]:
         """Check the pipeline and configs a run would use now; records nothing.
 
-        A dry run: every problem at once, plus the stages, inputs and configs it would run.
+        A dry run: every problem at once, plus the stages, inputs and configs it would run
+        (with the same ``stages`` and overrides as that run, input paths checked on disk).
         """
-        result: dict[str, Any] = self.bus.handle(StartRun(
-            workspace=workspace, reason="validate the pipeline and its configs (a dry run: "
-            "nothing is recorded)", results_spec=None, actor=self.actor, dry_run=True))
+        with self._suggesting(workspace):
+            result: dict[str, Any] = self.bus.handle(StartRun(
+                workspace=workspace, reason="validate the pipeline and its configs (a dry "
+                "run: nothing is recorded)", results_spec=None, actor=self.actor, dry_run=True,
+                stages=stages, config_override=config_override,
+                inputs_override=inputs_override))
         return result
 
     def run_states(self, run_ids: list[str]) -> tuple[bool, list[dict[str, Any]]]:
@@ -408,7 +430,8 @@ class Quipu(RunQueries):
 
     def diff(self, target: str, against: str | None = None) -> dict[str, Any]:
         """See ``Service.diff``."""
-        return self.service.diff(target, against)
+        with self._suggesting(target, against):
+            return self.service.diff(target, against)
 
     def status(self) -> dict[str, Any]:
         """Project, slots (with dirty flags), workspaces, recent actions and STATE.md."""
@@ -435,8 +458,8 @@ class Quipu(RunQueries):
         self.views.catch_up()
         ws = self.views.workspace(name)
         if ws is None:
-            raise NotFound(f"workspace {name!r} does not exist", code="unknown_workspace",
-                           hint="list workspaces with status(), or create_workspace()")
+            raise self._unknown_workspace(name, "list workspaces with status(), or "
+                                          "create_workspace()")
         versions, total = self.views.versions(name, limit=version_limit, offset=version_offset,
                                               include_pruned=True)
         ws["versions"] = versions
@@ -450,8 +473,7 @@ class Quipu(RunQueries):
         """Thoughts about one workspace, newest first."""
         self.views.catch_up()
         if self.views.workspace(workspace) is None:
-            raise NotFound(f"workspace {workspace!r} does not exist", code="unknown_workspace",
-                           hint="list workspaces with status()")
+            raise self._unknown_workspace(workspace)
         return {"workspace": workspace,
                 "thoughts": self.views.thoughts(workspace=workspace, limit=limit,
                                                 offset=offset)}
@@ -460,8 +482,7 @@ class Quipu(RunQueries):
         """Recent actions (who, what, why, when), newest first."""
         self.views.catch_up()
         if workspace is not None and self.views.workspace(workspace) is None:
-            raise NotFound(f"workspace {workspace!r} does not exist", code="unknown_workspace",
-                           hint="list workspaces with status()")
+            raise self._unknown_workspace(workspace)
         return {"entries": self.views.audit_log(limit=limit, workspace=workspace)}
 
     def mark_seen(self, consumer: str, position: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from quipu import rundir
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.log import decode, stream_id
 from quipu.core.runs import lifecycle
-from quipu.core.validation import check_name
+from quipu.core.validation import check_name, did_you_mean
 
 if TYPE_CHECKING:
     from quipu.app.config import Config
@@ -78,6 +78,25 @@ class RunQueries:
 
     # --- queries: runs -------------------------------------------------------------------------
 
+    def _workspace_hint(self, *names: str | None) -> str:
+        """``"did you mean 'x'? "`` for the first of ``names`` that names no workspace, else
+        ``""``: the suggestion every unknown_workspace refusal carries."""
+        try:
+            known = [w["name"] for w in self.views.workspaces()]
+        except Exception:  # a suggestion is a courtesy: it never turns into another error
+            return ""
+        for name in names:
+            base = (name or "").partition("@")[0]
+            if base and base not in known and base not in self.config.slot_names():
+                return did_you_mean(base, [*known, *self.config.slot_names()])
+        return ""
+
+    def _unknown_workspace(self, name: str, hint: str = "list workspaces with status()"
+                           ) -> NotFound:
+        """The refusal for a workspace that does not exist, with did-you-mean."""
+        return NotFound(f"workspace {name!r} does not exist", code="unknown_workspace",
+                        hint=self._workspace_hint(name) + hint)
+
     def _run_workspace(self, workspace: str) -> str:
         """A workspace name (a slot stands for the workspace mounted in it); NotFound if none."""
         if workspace in self.config.slot_names():
@@ -87,8 +106,7 @@ class RunQueries:
                                hint="name the workspace, or mount one in the slot")
             return str(occupant)
         if self.views.workspace(workspace) is None:
-            raise NotFound(f"workspace {workspace!r} does not exist", code="unknown_workspace",
-                           hint="list workspaces with status()")
+            raise self._unknown_workspace(workspace)
         return workspace
 
     def _run_id(self, ref: str, workspace: str | None = None) -> str:

@@ -61,6 +61,7 @@ def _project(ctx: click.Context) -> Iterator[Quipu]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="quipu", prog_name="quipu", message="%(prog)s %(version)s")
 @click.option("--project", "-p", type=click.Path(path_type=Path), default=None,
               help="Project directory (default: nearest quipu.yaml above the current one, "
               "or $QUIPU_PROJECT).")
@@ -73,6 +74,7 @@ def main(ctx: click.Context, project: Path | None, actor: str | None) -> None:
     Example:
       quipu init my-project --goal "beat 98% on digits"
       cd my-project && quipu status
+      quipu --version
     """
     ctx.ensure_object(dict)
     ctx.obj["project"] = project

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from quipu.app.bootstrap import default_actor, init_project, open_log
+from quipu.app.bootstrap import Quipu, default_actor, describe_log, init_project, open_log
 from quipu.cli._root import _edge, _print_json, _project, main
 from quipu.core.errors import InvalidInput
 
@@ -33,9 +33,30 @@ def init(ctx: click.Context, path: Path, name: str | None, goal: str, slots: int
       quipu init digits --goal "reach 98% test accuracy on sklearn digits"
     """
     q = init_project(path, name=name, goal=goal, slots=slots, actor=ctx.obj.get("actor"))
-    click.echo(f"initialised {q.config.name} at {q.root}")
-    click.echo(f"slots: {', '.join(q.config.slot_names())}; log: {q.store}")
-    q.close()
+    try:
+        click.echo(init_summary(q))
+    finally:
+        q.close()
+
+
+def init_summary(q: Quipu) -> str:
+    """What a person needs after ``quipu init``: what was made, where, and what to do next."""
+    root = q.root
+    lines = [f"Created project {q.config.name!r} in {root}"]
+    if q.config.goal:
+        lines.append(f"  goal:  {q.config.goal}")
+    lines += [
+        f"  slots: {', '.join(q.config.slot_names())} (all free), under {root / 'workspaces'}",
+        f"  log:   {describe_log(root, q.config)}",
+        "  files: quipu.yaml (settings), STATE.md (the project's memory, rewritten after "
+        "every change)",
+        "",
+        "Next steps:",
+        f"  cd {root} && quipu status",
+        f"  connect an agent:  claude mcp add quipu -- quipu --project {root} serve",
+        "  or by hand:        quipu workspace create baseline --goal \"...\" --reason \"...\"",
+    ]
+    return "\n".join(lines)
 
 
 @main.command()

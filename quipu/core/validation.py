@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 
 from .errors import InvalidInput
 
-__all__ = ["MIN_REASON_LENGTH", "check_name", "check_reason"]
+__all__ = ["MIN_REASON_LENGTH", "check_name", "check_reason", "did_you_mean", "suggest"]
 
 MIN_REASON_LENGTH = 15
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?$")
@@ -57,3 +59,19 @@ def check_reason(reason: str | None, *, minimum: int = MIN_REASON_LENGTH,
             f"\"{what}: try a wider first layer to reduce underfitting\"",
         )
     return text
+
+
+def suggest(word: str, options: Iterable[str]) -> str | None:
+    """The closest of ``options`` to a misspelt ``word``, or None when nothing is close.
+
+    The one did-you-mean rule for every name an agent types (stages, workspaces, slots,
+    versions, tags, config keys), so every refusal suggests the same way.
+    """
+    matches = difflib.get_close_matches(word, sorted(set(options)), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """``"did you mean 'x'? "`` for the option closest to ``word``, or ``""`` (to prefix a hint)."""
+    best = suggest(word, options)
+    return f"did you mean {best!r}? " if best else ""

@@ -66,14 +66,22 @@ def internal_error(tool: str, exc: BaseException) -> ToolError:
                            "the traceback. Run status() to see what was recorded."))
 
 
-def guarded(tool: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run one facade call and translate every failure into a tool error."""
+def guarded(tool: str, fn: Callable[[], dict[str, Any]],
+            after: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run one facade call and translate every failure into a tool error; then ``after``
+    (a courtesy such as refreshing the tool list: its failure is logged, never the answer)."""
     try:
-        return fn()
+        result = fn()
     except QuipuError as exc:
         raise tool_error(exc) from exc
     except Exception as exc:
         raise internal_error(tool, exc) from exc
+    if after is not None:
+        try:
+            after()
+        except Exception:
+            log.exception("after %s took effect, a follow-up step failed", tool)
+    return result
 
 
 def _describe(exc: ArgumentsInvalid) -> str:

@@ -1,25 +1,37 @@
-"""The workspace tools: orientation, workspaces, slots, versions, thoughts and the audit log.
+"""The workspace tools: orientation, the project, workspaces, slots, versions, thoughts, the
+audit log.
 
 Each one parses its arguments, calls one ``Quipu`` method and returns its dict; refusals are tool
-errors (``_errors.guarded``). Nothing here decides anything.
+errors (``_errors.guarded``). Nothing here decides anything. The project is ``engine.q``, read
+inside each call (it may not exist yet, or be reopened by ``reload_config``).
+
+Descriptions are short on purpose: every client loads them all into its agent's context
+(``tests/e2e/test_mcp_contact.py`` holds them to a budget). What every mutation shares (the
+reason rule, name rules, error format) is said once, in the server's instructions.
 
 No ``from __future__ import annotations``: fastmcp reads these signatures at runtime, and the
 aliases built in ``register_workspace_tools`` (descriptions naming this project's slots and
 minimum reason length) must be real objects.
 """
 
+import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastmcp import FastMCP
+import mcp.types as mt
+from fastmcp import Context, FastMCP
 from pydantic import Field
 
 from ._errors import READ_ONLY, WRITE, guarded
 
 if TYPE_CHECKING:
-    from quipu.app.facade import Quipu
+    from ._engine import Engine
 
-__all__ = ["WORKSPACE_TOOL_NAMES", "register_workspace_tools"]
+__all__ = ["PROJECT_TOOL_NAMES", "WORKSPACE_TOOL_NAMES", "register_workspace_tools",
+           "wording"]
 
+log = logging.getLogger("quipu.mcp")
+
+PROJECT_TOOL_NAMES = ("initialize_project", "reload_config")
 WORKSPACE_TOOL_NAMES = (
     "status", "create_workspace", "mount", "hibernate", "save_version", "rollback", "diff",
     "manage_versions", "delete_workspace", "inspect_workspace", "log_thought",
@@ -31,114 +43,122 @@ Offset = Annotated[int, Field(ge=0)]
 Version = int | str
 
 
+def wording(engine: "Engine") -> tuple[str, int]:
+    """(the slots as listed in descriptions, the minimum reason length) of the open project,
+    or of a default project before one exists."""
+    if engine.opened is None:
+        return "w1, w2, ... (status() lists them)", 15
+    config = engine.opened.config
+    return ", ".join(config.slot_names()), config.reason_min_length
 
 
-def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
-    """Add the workspace tools to ``mcp``, driving the open project ``q``."""
-    slots = ", ".join(q.config.slot_names())
-    n = q.config.reason_min_length
+def register_workspace_tools(mcp: FastMCP, engine: "Engine") -> None:
+    """Add the project and workspace tools to ``mcp``, driving ``engine``'s project."""
+    slots, n = wording(engine)
 
-    reason_doc = (f"Why you are doing this, at least {n} characters: a sentence a reader will "
-                  "understand a year from now (recorded in the log forever).")
-    Reason = Annotated[str, Field(description=reason_doc)]
-    Workspace = Annotated[str, Field(description="Workspace name (1-64 letters, digits, '_', "
-                                     "'-' or '.'; starts and ends with a letter or digit).")]
-    Slot = Annotated[str, Field(description=f"A slot name; this project has: {slots}.")]
+    Reason = Annotated[str, Field(description=f"Why, at least {n} characters (kept in the log "
+                                  "forever).")]
+    Workspace = Annotated[str, Field(description="Workspace name.")]
+    Slot = Annotated[str, Field(description=f"Slot: {slots}.")]
+
+    # --- the project ---------------------------------------------------------------------------
+
+    @mcp.tool(annotations=WRITE)
+    async def initialize_project(
+        ctx: Context,
+        goal: Annotated[str, Field(description="The research goal, shown atop STATE.md.")],
+        name: Annotated[str | None, Field(description="Project name (default: the directory "
+                                          "name).")] = None,
+        slots: Annotated[int, Field(ge=1, le=64, description="How many slots (w1..wN).")] = 3,
+        path: Annotated[str | None, Field(description="Directory to create it in, relative to "
+                                          "where the server started (default: there).")] = None,
+    ) -> dict[str, Any]:
+        """Create a Quipu project (quipu.yaml, .quipu/, workspaces/w1..wN) and serve it.
+
+        Only when status() answers no_project. Returns {project, root, goal, slots, log, next}.
+        """
+        result = guarded("initialize_project", lambda: engine.initialize(
+            name=name, goal=goal, slots=slots, path=path), after=lambda: _refresh(mcp, engine))
+        await _announce(ctx)
+        return result
+
+    @mcp.tool(annotations=WRITE)
+    async def reload_config(ctx: Context) -> dict[str, Any]:
+        """Re-read quipu.yaml after you edited it (slots, reason_min_length, data roots, ...).
+
+        The file is validated first: a bad one is refused (invalid_config) and changes nothing.
+        Running stages keep running. Returns {reloaded, changed, slots, reason_min_length}.
+        """
+        result = guarded("reload_config", engine.reload, after=lambda: _refresh(mcp, engine))
+        if result["reloaded"]:
+            await _announce(ctx)
+        return result
 
     # --- orientation ---------------------------------------------------------------------------
 
     @mcp.tool(annotations=READ_ONLY)
     async def status() -> dict[str, Any]:
-        """Call status() first in every new session, and whenever you are unsure what is where.
+        """Call status() first in every session, and whenever unsure what is where.
 
-        Returns the project (name, goal), every slot with the workspace mounted in it and
-        whether it has unsaved edits (dirty), the workspace count, the last five recorded
-        actions, the log's head position, and state_md: the full text of STATE.md, which is
-        the project's memory across sessions. Never changes anything.
+        Returns the project, each slot with its workspace and dirty flag (unsaved edits),
+        recent actions, the log head and state_md (STATE.md: the memory across sessions).
         """
-        return guarded("status", q.status)
+        return guarded("status", lambda: engine.q.status())
 
     # --- workspaces ----------------------------------------------------------------------------
 
     @mcp.tool(annotations=WRITE)
     async def create_workspace(
-        name: Workspace,
-        goal: Annotated[str, Field(description="What this workspace is trying to find out or "
-                                   "achieve, e.g. 'does a cosine LR schedule beat step decay "
-                                   "on CIFAR-10'.")],
+        name: Annotated[str, Field(description="1-64 letters, digits, '_', '-', '.'.")],
+        goal: Annotated[str, Field(description="What it tries to find out, e.g. 'does cosine "
+                                   "LR beat step decay'.")],
         reason: Reason,
-        from_workspace: Annotated[str | None, Field(description="Branch from this existing "
-                                  "workspace (its current version unless from_version is "
-                                  "given). Omit for an empty workspace.")] = None,
-        from_version: Annotated[Version | None, Field(description="Version of from_workspace "
-                                "to branch from: 'v3', 3, or one of its tags. Needs "
-                                "from_workspace.")] = None,
+        from_workspace: Annotated[str | None, Field(description="Branch from this workspace "
+                                  "(records the lineage).")] = None,
+        from_version: Annotated[Version | None, Field(description="Its version to branch "
+                                "from: 'v3', 3 or a tag (default: its current).")] = None,
     ) -> dict[str, Any]:
-        """Create a workspace for a new idea or line of experiments; it is NOT mounted.
+        """Create a workspace (one per hypothesis), empty or branched; then mount() it.
 
-        Use one workspace per hypothesis so each has its own versions and history. To build on
-        earlier work, branch with from_workspace (and optionally from_version) instead of
-        copying files by hand: the lineage is recorded. Then mount() it to edit files.
         Returns {workspace, forked_from, version, position}.
-        Errors: invalid_name, reason_too_short, reason_missing, goal_missing, workspace_exists,
-        unknown_workspace, unknown_version, from_version_alone, nothing_to_fork.
         """
-        return guarded("create_workspace", lambda: q.create_workspace(
+        return guarded("create_workspace", lambda: engine.q.create_workspace(
             name, goal, reason, from_workspace=from_workspace, from_version=from_version))
 
     @mcp.tool(annotations=WRITE)
     async def mount(workspace: Workspace, slot: Slot, reason: Reason) -> dict[str, Any]:
-        """Put a workspace's current version into a free slot so you can edit its files.
+        """Put a workspace's current version into a free slot; edit the files under the
+        returned path with your file tools, then save_version().
 
-        After mounting, edit the files under the returned path with your ordinary file tools;
-        Quipu sees them when you save_version(). A workspace can be mounted in one slot at a
-        time and a slot holds one workspace; hibernate() frees a slot. Returns {workspace,
-        slot, version, path, position, recent_thoughts} (recent_thoughts: the last notes
-        logged about this workspace, to pick up where you left off).
-        Errors: unknown_workspace, unknown_slot, slot_occupied, already_mounted,
-        slot_not_empty, reason_too_short.
+        Returns {workspace, slot, version, path, position, recent_thoughts}.
         """
-        return guarded("mount", lambda: q.mount(workspace, slot, reason))
+        return guarded("mount", lambda: engine.q.mount(workspace, slot, reason))
 
     @mcp.tool(annotations=WRITE)
     async def hibernate(slot: Slot, reason: Reason) -> dict[str, Any]:
-        """Stop working on the workspace in a slot: save its edits, then free the slot.
+        """Free a slot: unsaved edits are saved as a version first, then the slot is emptied.
 
-        Use when you switch to another idea or end a session. Unsaved edits are saved as a new
-        version first (auto_saved, saved_version), so nothing is lost; the slot directory is
-        then emptied. mount() the workspace again to continue. Returns {workspace, slot,
-        auto_saved, saved_version, current_version, position}.
-        Errors: unknown_slot, slot_empty, reason_too_short.
+        Returns {workspace, slot, auto_saved, saved_version, current_version, position}.
         """
-        return guarded("hibernate", lambda: q.hibernate(slot, reason))
+        return guarded("hibernate", lambda: engine.q.hibernate(slot, reason))
 
     @mcp.tool(annotations={**WRITE, "destructiveHint": True})
     async def delete_workspace(workspace: Workspace, reason: Reason) -> dict[str, Any]:
-        """Retire a workspace you will not come back to. It must not be mounted.
+        """Retire an unmounted workspace: gone from status and STATE.md, kept in the log.
 
-        The workspace disappears from status and STATE.md, but its history stays in the log
-        for audits. Prefer leaving workspaces in place unless they clutter the project.
         Returns {workspace, deleted, position}.
-        Errors: unknown_workspace, workspace_mounted (hibernate() it first), reason_too_short.
         """
-        return guarded("delete_workspace", lambda: q.delete_workspace(workspace, reason))
+        return guarded("delete_workspace", lambda: engine.q.delete_workspace(workspace, reason))
 
     @mcp.tool(annotations=READ_ONLY)
     async def inspect_workspace(
         name: Workspace,
-        version_limit: Annotated[Count, Field(description="How many versions to list, "
-                                 "newest first.")] = 10,
-        version_offset: Annotated[Offset, Field(description="Skip this many of the newest "
-                                  "versions (paging).")] = 0,
+        version_limit: Annotated[Count, Field(description="Versions to list.")] = 10,
+        version_offset: Offset = 0,
     ) -> dict[str, Any]:
-        """Everything about one workspace: goal, where it is mounted, lineage, versions, tags.
-
-        Use before mounting or branching from a workspace, or to find the version to roll
-        back to. Versions include pruned ones (marked); version_total counts them all. When
-        mounted, dirty says whether the slot has unsaved edits. Never changes anything.
-        Errors: unknown_workspace, invalid_name.
-        """
-        return guarded("inspect_workspace", lambda: q.inspect_workspace(
+        """One workspace: goal, slot, dirty, lineage, versions (newest first, pruned marked,
+        version_total counts them) and tags."""
+        return guarded("inspect_workspace", lambda: engine.q.inspect_workspace(
             name, version_limit=version_limit, version_offset=version_offset))
 
     # --- versions ------------------------------------------------------------------------------
@@ -147,90 +167,63 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
     async def save_version(
         slot: Slot,
         message: Annotated[str, Field(description=f"What changed and why, at least {n} "
-                                      "characters, like a good commit message.")],
+                                      "characters.")],
     ) -> dict[str, Any]:
-        """Snapshot the files in a slot as a new numbered version of its workspace.
+        """Snapshot a slot's files as a new version: before a risky edit, after a fix works.
 
-        Save at every point you might want to return to or compare against: before a risky
-        edit, after a fix works. Versions are cheap and never reused; saving an unchanged slot
-        returns the existing version with created=false. Returns {workspace, slot, version
-        ('v3'), number, created, manifest, file_count, total_bytes, position}.
-        Errors: unknown_slot, slot_empty, nothing_to_save, reason_too_short (for the message).
+        An unchanged slot returns its version with created=false. Returns {workspace, slot,
+        version, number, created, manifest, file_count, total_bytes, position}.
         """
-        return guarded("save_version", lambda: q.save_version(slot, message))
+        return guarded("save_version", lambda: engine.q.save_version(slot, message))
 
     @mcp.tool(annotations=WRITE)
     async def rollback(
         slot: Slot,
-        version: Annotated[Version, Field(description="The version to restore: 'v3', 3, or a "
-                                          "tag of the mounted workspace.")],
+        version: Annotated[Version, Field(description="'v3', 3, or a tag.")],
         reason: Reason,
     ) -> dict[str, Any]:
-        """Make the slot's files exactly those of an earlier version.
-
-        Use to undo edits that did not work out. Unsaved edits are saved as a version first
-        (auto_saved_version), so a rollback can itself be undone. Call diff() first if you are
-        unsure what will change. Returns {workspace, slot, version, files_reverted,
+        """Make a slot's files exactly an earlier version's (unsaved edits are saved first, so
+        it can be undone). Returns {workspace, slot, version, files_reverted,
         auto_saved_version, position}.
-        Errors: unknown_slot, slot_empty, unknown_version, version_pruned, invalid_version,
-        reason_too_short.
         """
-        return guarded("rollback", lambda: q.rollback(slot, version, reason))
+        return guarded("rollback", lambda: engine.q.rollback(slot, version, reason))
 
     @mcp.tool(annotations=READ_ONLY)
     async def diff(
-        target: Annotated[str, Field(description="What to look at: a slot ('w1', its working "
-                                     "files), a version 'workspace@v3' or 'workspace@tag', or "
-                                     "a workspace name (needs against).")],
-        against: Annotated[str | None, Field(description="What to compare with: a slot, "
-                                     "'workspace@v2', or 'v2' (a version of the target's "
-                                     "workspace). Default: a slot is compared with its latest "
-                                     "version, a version with its parent.")] = None,
+        target: Annotated[str, Field(description="A slot (its working files), 'ws@v3', "
+                                     "'ws@tag', or a workspace (needs against).")],
+        against: Annotated[str | None, Field(description="A slot, 'ws@v2' or 'v2'. Default: "
+                                             "a slot's latest version, a version's "
+                                             "parent.")] = None,
     ) -> dict[str, Any]:
-        """Show what changed, as a unified diff.
+        """A unified diff: diff('w1') shows unsaved edits, diff('ws@v5', 'v3') two versions.
 
-        diff('w1') shows your unsaved edits; diff('ws@v5', 'v3') compares two versions.
-        Returns {left, right, has_changes, summary, files_changed [{path, change}],
-        diff_text}. Never changes anything.
-        Errors: unknown_slot, slot_empty, unknown_workspace, unknown_version, invalid_version,
-        ambiguous_version, diff_needs_against.
+        Returns {left, right, has_changes, summary, files_changed, diff_text}.
         """
-        return guarded("diff", lambda: q.diff(target, against))
+        return guarded("diff", lambda: engine.q.diff(target, against))
 
     @mcp.tool(annotations=WRITE)
     async def manage_versions(
         workspace: Workspace,
-        action: Annotated[Literal["list", "tag", "untag", "prune", "unprune"], Field(
-            description="list: page through versions; tag/untag: name a version (tagged "
-            "versions cannot be pruned); prune/unprune: hide or restore versions "
-            "(soft, reversible).")],
-        version: Annotated[Version | None, Field(description="One version ('v3' or 3): "
-                           "for tag, prune and unprune.")] = None,
-        tag: Annotated[str | None, Field(description="The tag name: for tag and untag, "
-                       "e.g. 'best'.")] = None,
-        reason: Annotated[str | None, Field(description=f"Why (at least {n} characters): "
-                          "required for every action but list.")] = None,
-        from_version: Annotated[Version | None, Field(description="First version of an "
-                                "inclusive range to prune or unprune (with to_version).")] = None,
-        to_version: Annotated[Version | None, Field(description="Last version of the "
-                              "range.")] = None,
-        limit: Annotated[Count, Field(description="list: how many versions.")] = 50,
-        offset: Annotated[Offset, Field(description="list: skip this many (paging).")] = 0,
-        include_pruned: Annotated[bool, Field(description="list: include pruned "
-                                  "versions.")] = False,
+        action: Literal["list", "tag", "untag", "prune", "unprune"],
+        version: Annotated[Version | None, Field(description="tag, prune, unprune: 'v3' or "
+                                                 "3.")] = None,
+        tag: Annotated[str | None, Field(description="tag, untag: e.g. 'baseline'.")] = None,
+        reason: Annotated[str | None, Field(description=f"Every action but list: why, at "
+                                            f"least {n} characters.")] = None,
+        from_version: Annotated[Version | None, Field(description="prune, unprune: first of "
+                                                      "an inclusive range.")] = None,
+        to_version: Annotated[Version | None, Field(description="Last of the range.")] = None,
+        limit: Count = 50,
+        offset: Offset = 0,
+        include_pruned: bool = False,
     ) -> dict[str, Any]:
-        """List, tag, untag, prune or unprune the versions of a workspace.
+        """List, tag, untag, prune or unprune a workspace's versions.
 
-        Tag a version you will want to find again ('best', 'baseline'); prune dead ends so
-        listings stay short (pruning hides, never deletes; a range skips tagged versions and
-        the current one). list returns {workspace, versions, total, has_more}; tag returns
-        {workspace, version, tag}; untag {workspace, version, untagged}; prune/unprune
-        {workspace, pruned|unpruned, skipped}.
-        Errors: unknown_workspace, unknown_version, invalid_version, tag_args, tag_taken,
-        unknown_tag, version_tagged, version_current, version_missing, bad_range,
-        reason_too_short.
+        Tagged versions cannot be pruned; pruning hides (reversibly), never deletes; a range
+        skips tagged versions and the current one.
         """
-        return guarded("manage_versions", lambda: q.manage_versions(
+        return guarded("manage_versions", lambda: engine.q.manage_versions(
             workspace, action, version=version, tag=tag, reason=reason,
             from_version=from_version, to_version=to_version, limit=limit, offset=offset,
             include_pruned=include_pruned))
@@ -239,46 +232,49 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
 
     @mcp.tool(annotations=WRITE)
     async def log_thought(
-        thought: Annotated[str, Field(description="What you are thinking: an observation, a "
-                                      "hypothesis, a decision and why, a plan.")],
-        workspace: Annotated[str | None, Field(description="The workspace it is about, if "
-                                               "any.")] = None,
-        run_id: Annotated[str | None, Field(description="The run it is about, if any.")] = None,
+        thought: Annotated[str, Field(description="An observation, hypothesis, decision or "
+                                      "plan, and why.")],
+        workspace: Annotated[str | None, Field(description="The workspace it is "
+                                               "about.")] = None,
+        run_id: Annotated[str | None, Field(description="The run it is about.")] = None,
     ) -> dict[str, Any]:
-        """Write down your reasoning so the next session (and a human) can follow it.
-
-        Log a thought whenever you form or drop a hypothesis, notice something surprising, or
-        decide what to try next. Thoughts appear in STATE.md and mount() returns the recent
-        ones for a workspace. Returns {logged, position, workspace}.
-        Errors: thought_missing, unknown_workspace, invalid_name.
+        """Write down your reasoning for the next session (and a person): whenever you form or
+        drop a hypothesis, or decide what to try next. Shown in STATE.md and by mount().
         """
-        return guarded("log_thought", lambda: q.log_thought(thought, workspace=workspace,
-                                                          run_id=run_id))
+        return guarded("log_thought", lambda: engine.q.log_thought(
+            thought, workspace=workspace, run_id=run_id))
 
     @mcp.tool(annotations=READ_ONLY)
-    async def get_workspace_thoughts(
-        workspace: Workspace,
-        limit: Annotated[Count, Field(description="How many thoughts, newest first.")] = 50,
-        offset: Annotated[Offset, Field(description="Skip this many (paging).")] = 0,
-    ) -> dict[str, Any]:
-        """Read the thoughts logged about one workspace, newest first.
-
-        Use when resuming work on a workspace to recover the reasoning behind it.
-        Returns {workspace, thoughts}. Errors: unknown_workspace, invalid_name.
-        """
-        return guarded("get_workspace_thoughts", lambda: q.get_workspace_thoughts(
+    async def get_workspace_thoughts(workspace: Workspace, limit: Count = 50,
+                                     offset: Offset = 0) -> dict[str, Any]:
+        """The thoughts logged about a workspace, newest first: the reasoning behind it when
+        you resume it."""
+        return guarded("get_workspace_thoughts", lambda: engine.q.get_workspace_thoughts(
             workspace, limit=limit, offset=offset))
 
     @mcp.tool(annotations=READ_ONLY)
     async def get_audit_log(
-        limit: Annotated[Count, Field(description="How many entries, newest first.")] = 20,
-        workspace: Annotated[str | None, Field(description="Only entries about this "
+        limit: Count = 20,
+        workspace: Annotated[str | None, Field(description="Only about this "
                                                "workspace.")] = None,
     ) -> dict[str, Any]:
-        """The recorded actions: who did what, when and why, newest first.
+        """Recorded actions, newest first: who did what, when and why. Returns {entries}."""
+        return guarded("get_audit_log", lambda: engine.q.get_audit_log(
+            limit=limit, workspace=workspace))
 
-        Use to check what happened in a project (or one workspace) recently, e.g. after a
-        break or to confirm a change was recorded. Returns {entries}.
-        """
-        return guarded("get_audit_log", lambda: q.get_audit_log(limit=limit,
-                                                              workspace=workspace))
+
+def _refresh(mcp: FastMCP, engine: "Engine") -> None:
+    """Register every tool again, so descriptions name the project's slots and reason length
+    as they are now (after initialize_project or reload_config)."""
+    from .server import register_tools
+
+    register_tools(mcp, engine)
+
+
+async def _announce(ctx: Context) -> None:
+    """Tell the client the tool list changed (descriptions name the new slots); a client that
+    cannot take the notification loses nothing but fresh descriptions."""
+    try:
+        await ctx.send_notification(mt.ToolListChangedNotification())
+    except Exception:
+        log.warning("the tool list changed, but the client could not be told", exc_info=True)

@@ -74,7 +74,7 @@ def test_run_tools_are_listed_and_run_states_the_gate_rule(mcp_session: Connect)
                      "dashboard", "mark_seen"):
             assert name in tools, name
             description = tools[name].description
-            assert description is not None and len(description) > 80, name
+            assert description is not None and len(description) > 40, name
         run = tools["run"]
         assert run.description is not None
         assert gate_rule() in run.description

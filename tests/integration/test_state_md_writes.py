@@ -78,7 +78,8 @@ def test_concurrent_writers_each_command_succeeds_exactly_once_and_state_md_is_w
     q = open_project(root, actor="t:check")
     try:
         q.views.catch_up()
-        assert (root / "STATE.md").read_text() == q.views.state_md(lambda _s, _m: False)
+        assert (root / "STATE.md").read_text() == q.views.state_md(
+            lambda _s, _m: False, slot_names=q.config.slot_names())
     finally:
         q.close()
     assert not list(root.glob(".STATE.md.*")), "a temporary file was left behind"

@@ -214,7 +214,7 @@ def test_every_action_of_the_agreement_test_can_be_accepted() -> None:
         [("request", 0), ("claim", 0), ("launch_failed", 0), ("finalize", 0)],
         [("request", 0), ("claim", 0), ("launch", 0), ("lost", 0), ("adopt", 0), ("cancel", 0),
          ("deadline", 0)],
-        [("request", 0), ("deadline", 0), ("cancel", 0), ("finalize", 0)],
+        [("request", 0), ("deadline", 0), ("finalize", 0)],
         [("request", 0), ("claim", 0), ("deadline", 0)],
     ]
     for walk in walks:

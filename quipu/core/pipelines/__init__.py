@@ -39,6 +39,7 @@ from quipu.core.pipelines._model import (
     Stage,
     shapes_compatible,
 )
+from quipu.core.pipelines._report import pipeline_refusal
 
 __all__ = [
     "PARAM_TYPES",
@@ -53,6 +54,7 @@ __all__ = [
     "ValidationReport",
     "config_hash",
     "parse_pipeline",
+    "pipeline_refusal",
     "resolve_config",
     "shapes_compatible",
     "split_override",

@@ -8,14 +8,12 @@ the outside world (edges, cycles, files, datasets) live in ``_checks``.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from quipu.core.errors import InvalidInput, NotFound
-from quipu.core.validation import check_name
+from quipu.core.validation import check_name, did_you_mean, suggest
 
 __all__ = [
     "PARAM_TYPES",
@@ -37,18 +35,6 @@ ParamType = Literal["int", "float", "str", "bool", "list", "dict"]
 SIGNAL_TYPES: tuple[str, ...] = get_args(SignalType)
 PARAM_TYPES: tuple[str, ...] = get_args(ParamType)
 DEFAULT_SIGNAL_TYPE = {"inputs": "dataset", "outputs": "directory"}
-
-
-def suggest(word: str, options: Iterable[str]) -> str | None:
-    """The closest of ``options`` to a misspelt ``word``, or None when nothing is close."""
-    matches = difflib.get_close_matches(word, sorted(set(options)), n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
-def did_you_mean(word: str, options: Iterable[str]) -> str:
-    """``"did you mean 'x'? "`` for the closest option, or ``""``."""
-    best = suggest(word, options)
-    return f"did you mean {best!r}? " if best else ""
 
 
 class _Strict(BaseModel):

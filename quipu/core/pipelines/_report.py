@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,7 +11,7 @@ from quipu.core.errors import InvalidInput
 from quipu.core.pipelines._model import Pipeline
 from quipu.core.pipelines._yaml import YamlPath
 
-__all__ = ["PIPELINE_FILE", "Loc", "Problem", "ValidationReport"]
+__all__ = ["PIPELINE_FILE", "Loc", "Problem", "ValidationReport", "pipeline_refusal"]
 
 PIPELINE_FILE = "pipeline.yaml"
 
@@ -46,12 +46,26 @@ class ValidationReport(BaseModel):
     pipeline: Pipeline | None = Field(default=None, exclude=True)  # set when valid
 
     def raise_if_invalid(self) -> None:
-        """Raise InvalidInput ``pipeline_invalid`` listing every error, if there is one."""
+        """Raise ``pipeline_refusal(errors)`` if there is an error."""
         if self.errors:
-            raise InvalidInput(
-                f"the pipeline has {len(self.errors)} problem(s): "
-                + "; ".join(str(p) for p in self.errors),
-                code="pipeline_invalid", hint=self.errors[0].hint or "fix the problems listed")
+            raise pipeline_refusal(self.errors)
+
+
+def pipeline_refusal(errors: Sequence[Problem]) -> InvalidInput:
+    """The refusal for a pipeline with ``errors``: each problem exactly as the dry run reports
+    it (file, line, where, message and its hint, did-you-mean included), so ``run()`` tells
+    no less than ``validate_config``. The code is the problem's own when every problem shares
+    one, else ``pipeline_invalid``."""
+    codes = {p.code for p in errors}
+    code = codes.pop() if len(codes) == 1 else "pipeline_invalid"
+    if len(errors) == 1 and errors[0].hint:
+        only = errors[0].model_copy(update={"hint": ""})
+        return InvalidInput(f"the pipeline has a problem: {only}", code=code,
+                            hint=errors[0].hint)
+    return InvalidInput(
+        f"the pipeline has {len(errors)} problems: " + "; ".join(str(p) for p in errors),
+        code=code, hint="fix each problem as its hint says; validate_config(workspace) lists "
+        "them with file and line")
 
 
 @dataclass(frozen=True)

@@ -173,9 +173,13 @@ class Run(Aggregate):
     def cancel(self, meta: Meta) -> State:
         """Cancel a run that has not ended; returns the state it was in."""
         previous = self.current
-        if previous is State.CANCELED:
-            return previous
         # The table decides what can be canceled: everything not ended, blocked runs included.
+        # A second cancel is refused like any other (an agent told "done" twice would think it
+        # stopped something).
+        if previous is State.CANCELED:
+            raise Conflict(f"run {self.name} is already canceled", code="run_ended",
+                           hint="nothing to stop: a canceled run does not hold the gate; "
+                           "finalize_run() it if its record should say why")
         if Trigger.CANCEL not in lifecycle.allowed(previous):
             raise Conflict(f"run {self.name} already ended ({previous})", code="run_ended",
                            hint="an ended run cannot be canceled; finalize_run() it instead")

@@ -19,8 +19,10 @@ from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.log import decode
 from quipu.core.pipelines import (
     Pipeline,
+    Problem,
     Signal,
     config_hash,
+    pipeline_refusal,
     resolve_config,
     split_override,
     stage_order,
@@ -62,9 +64,20 @@ class InputPaths:
     roots: tuple[str, ...] = ()
     allow_any: bool = False
     realpath: Callable[[str], str] = posixpath.normpath
+    exists: Callable[[str], bool] = lambda _path: True
 
     def check(self, path: str) -> str:
-        """The resolved path, or ``InvalidInput(path_outside_roots)``."""
+        """The resolved path, or ``InvalidInput(path_outside_roots)``, or
+        ``NotFound(input_path_missing)`` (checked now, so a dry run catches what the launch
+        would fail on)."""
+        real = self._allowed(path)
+        if not self.exists(real):
+            raise NotFound(f"input override {path!r} does not exist", code="input_path_missing",
+                           hint="give the absolute path of an existing file or directory "
+                           "(check the spelling), or a run id (stage-...)")
+        return real
+
+    def _allowed(self, path: str) -> str:
         real = self.realpath(path)
         if self.allow_any:
             return real
@@ -186,14 +199,8 @@ class RunService:
                         "stages_to_run": plan["order"], "inputs": plan["inputs"],
                         "configs": plan["configs"]}
             if not plan["valid"]:
-                errors = plan["report"]["errors"]
-                codes = {p["code"] for p in errors}
-                raise InvalidInput(
-                    "the pipeline has problems: " + "; ".join(
-                        f"{p['where']}: {p['message']}" for p in errors),
-                    code=codes.pop() if len(codes) == 1 else "pipeline_invalid",
-                    hint="run(dry_run=True) or validate_config(workspace) lists every problem "
-                    "with a hint")
+                raise pipeline_refusal([Problem.model_validate(p)
+                                        for p in plan["report"]["errors"]])
             if number is None:
                 raise Conflict(f"workspace {name!r} has no saved version to run",
                                code="nothing_to_run", hint="add files and save_version first")
@@ -519,10 +526,10 @@ class RunService:
 
         def command() -> dict[str, Any]:
             run = self.load_run(run_id)
-            previous = run.cancel(meta)
-            positions = self._end(run, meta, False) if run.pending else []
+            previous = run.cancel(meta)  # a run already ended (canceled too) is refused
+            positions = self._end(run, meta, False)
             return {"run_id": run_id, "previous_state": previous.value,
-                    "state": run.current.value, "position": positions[-1] if positions else None}
+                    "state": run.current.value, "position": positions[-1]}
 
         return self.uow.attempt(command)
 
@@ -601,16 +608,40 @@ class RunService:
         return self.uow.attempt(command)
 
     def tag(self, run_id: str, tag: str, reason: str, *, actor: str) -> dict[str, Any]:
-        """Tag a run (``best*`` marks the reference for comparisons)."""
+        """Tag a run and the version it ran, in one transaction (``best*`` marks the reference
+        for comparisons).
+
+        A run tag may be given to many runs (the newest one is ``@tag``), while a version tag
+        names one version of a workspace: when the tag names another version, it moves to this
+        run's version (``version_tag_moved_from`` says from where). The version of a run whose
+        workspace was deleted is left untagged (``version`` is then null).
+        """
         check_name(tag, what="tag")
+        if tag[0] in "vV" and tag[1:].isdigit():
+            raise InvalidInput(f"tag {tag!r} looks like a version number", code="tag_is_version",
+                               hint="ws@v3 must always mean version 3; pick a tag like "
+                               "'best-acc'")
         meta = self.uow.meta(actor, reason)
 
         def command() -> dict[str, Any]:
             run = self.load_run(run_id)
+            request = run.check_exists()
             run.tag(meta, tag)
-            if run.pending:
-                self.uow.commit(run)
-            return {"run_id": run_id, "tag": tag}
+            ws = self.uow.load(Workspace, request.workspace)
+            version: str | None = None
+            moved: str | None = None
+            if ws.exists:
+                holder = ws.tags.get(tag)
+                if holder is not None and holder != request.version:
+                    ws.untag(meta, tag)
+                    moved = f"v{holder}"
+                ws.tag(meta, request.version, tag)
+                version = f"v{request.version}"
+            changed = [a for a in (run, ws) if a.pending]
+            if changed:
+                self.uow.commit(*changed)
+            return {"run_id": run_id, "tag": tag, "version": version,
+                    "version_tag_moved_from": moved}
 
         return self.uow.attempt(command)
 

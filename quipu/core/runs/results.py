@@ -15,7 +15,6 @@ example. Unknown keys are refused with a did-you-mean.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -26,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from quipu.core.errors import InvalidInput
 from quipu.core.runs.lifecycle import InfraOutcome
+from quipu.core.validation import suggest
 
 __all__ = [
     "MIN_TEXT_LENGTH",
@@ -217,9 +217,9 @@ def _field_problems(err: ValidationError, fields: list[str]) -> tuple[list[str],
         where = str(loc[0]) + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]"
                                       for p in loc[1:])
         if e["type"] == "extra_forbidden" and len(loc) == 1:
-            close = difflib.get_close_matches(str(loc[0]), fields, n=1, cutoff=0.6)
+            close = suggest(str(loc[0]), fields)
             problems.append(f"{where}: unknown key"
-                            + (f" (did you mean {close[0]!r}?)" if close else
+                            + (f" (did you mean {close!r}?)" if close else
                                " (known keys: " + ", ".join(fields) + ")"))
         elif e["type"] == "missing":
             problems.append(f"{where}: is required")

@@ -19,7 +19,7 @@ from typing import Any
 from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.messages import Event
-from quipu.core.validation import check_name
+from quipu.core.validation import check_name, did_you_mean
 from quipu.core.workspaces.events import (
     FinalizationCleared,
     FinalizationRequired,
@@ -84,15 +84,28 @@ class Workspace(Aggregate):
         """The version, or NotFound; a pruned one is a Conflict unless allowed."""
         info = self.versions.get(number)
         if info is None:
-            known = ", ".join(f"v{n}" for n in sorted(self.versions)) or "none yet"
             raise NotFound(f"workspace {self.name!r} has no version v{number}",
                            code="unknown_version",
-                           hint=f"versions of {self.name}: {known}; list them with "
+                           hint=f"{did_you_mean(f'v{number}', self._labels())}versions of "
+                           f"{self.name}: {self._known()}; list them with "
                            "manage_versions(workspace, action='list')")
         if info.pruned and not allow_pruned:
             raise Conflict(f"v{number} of {self.name!r} is pruned", code="version_pruned",
                            hint="bring it back first with manage_versions(action='unprune')")
         return info
+
+    def _labels(self) -> list[str]:
+        return [f"v{n}" for n in self.versions]
+
+    def _known(self) -> str:
+        """The versions for a hint: all of them when few, else the range (a hint stays short
+        however many versions a workspace has)."""
+        numbers = sorted(self.versions)
+        if not numbers:
+            return "none yet"
+        if len(numbers) <= 12:
+            return ", ".join(f"v{n}" for n in numbers)
+        return f"v{numbers[0]}..v{numbers[-1]} ({len(numbers)} versions)"
 
     def latest(self) -> int | None:
         """The highest version number that is not pruned."""
@@ -182,7 +195,8 @@ class Workspace(Aggregate):
         self.check_exists()
         if tag not in self.tags:
             raise NotFound(f"workspace {self.name!r} has no tag {tag!r}", code="unknown_tag",
-                           hint="list tags with inspect_workspace(name)")
+                           hint=f"{did_you_mean(tag, self.tags)}list tags with "
+                           "inspect_workspace(name)")
         self.trigger(VersionUntagged(**meta.fields(), workspace=self.name,
                                      number=self.tags[tag], tag=tag))
 

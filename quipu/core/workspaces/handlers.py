@@ -31,7 +31,7 @@ from quipu.core.ports import BlobStore, Clock, EventStore, NewEvent, SlotFiles
 from quipu.core.project.aggregate import Cursor
 from quipu.core.project.events import ProjectInitialized, ThoughtLogged
 from quipu.core.unit_of_work import UnitOfWork
-from quipu.core.validation import check_name
+from quipu.core.validation import check_name, did_you_mean
 from quipu.core.workspaces.aggregate import Slot, Workspace
 from quipu.core.workspaces.versions import EMPTY_MANIFEST, Manifest, diff_manifests, text_diff
 
@@ -83,7 +83,8 @@ class Service:
     def _slot(self, name: str) -> Slot:
         if name not in self.settings.slots:
             raise NotFound(f"there is no slot {name!r}", code="unknown_slot",
-                           hint=f"slots in this project: {', '.join(self.settings.slots)}")
+                           hint=f"{did_you_mean(name, self.settings.slots)}slots in this "
+                           f"project: {', '.join(self.settings.slots)}")
         return self.load(Slot, name)
 
     def mounted(self, slot_name: str) -> tuple[Slot, Workspace]:
@@ -132,7 +133,7 @@ class Service:
             if from_workspace is not None:
                 source = self.load(Workspace, check_name(from_workspace))
                 source.check_exists()
-                number = (parse_version(from_version) if from_version is not None
+                number = (version_number(source, from_version) if from_version is not None
                           else source.current)
                 if number is None:
                     raise Conflict(f"workspace {from_workspace!r} has no versions to fork from",
@@ -269,10 +270,12 @@ class Service:
                  actor: str) -> dict[str, Any]:
         """Make the slot exactly a version's tree; unsaved edits are saved first."""
         meta = self.uow.meta(actor, reason)
-        number = parse_version(version)
+        if not isinstance(version, str):
+            parse_version(version)  # a malformed version is refused before anything is loaded
 
         def command() -> dict[str, Any]:
             _slot, ws = self.mounted(slot)
+            number = version_number(ws, version)
             ws.check_version(number)
             before = self.slots.manifest(slot)
             saved, created = self.save_slot(ws, slot, meta,
@@ -457,7 +460,7 @@ class Service:
             ws.check_exists()
         if not version:
             return self._version_operand(ws, ws.current), ws, "workspace"
-        number = ws.tags[version] if version in ws.tags else parse_version(version)
+        number = version_number(ws, version)
         ws.check_version(number, allow_pruned=True)
         return self._version_operand(ws, number), ws, "version"
 
@@ -488,6 +491,20 @@ def _is_version_ref(text: str) -> bool:
 def _label(number: int | None) -> str | None:
     """Versions are shown as 'v3' everywhere an agent or a person reads them."""
     return None if number is None else f"v{number}"
+
+
+def version_number(ws: Workspace, ref: int | str) -> int:
+    """The number ``ref`` names in ``ws``: one of its tags, or 'v3' / 3; a misspelt tag or
+    version is refused with the closest one suggested."""
+    if isinstance(ref, str) and ref.strip() in ws.tags:
+        return ws.tags[ref.strip()]
+    try:
+        return parse_version(ref)
+    except InvalidInput as exc:
+        names = [*ws.tags, *(f"v{n}" for n in ws.versions)]
+        exc.hint = did_you_mean(str(ref), names) + exc.hint + (
+            f"; tags of {ws.name}: {', '.join(sorted(ws.tags))}" if ws.tags else "")
+        raise
 
 
 def parse_version(value: int | str | None) -> int:
