@@ -115,15 +115,24 @@ class RunQueries:
                      min_value: float | None = None, experiment_group: str | None = None,
                      sort_by: str = "created", desc: bool = True, finalized_only: bool = False,
                      limit: int = 20, offset: int = 0) -> dict[str, Any]:
-        """A page of a workspace's runs: ``{records, total, has_more}`` (see ``Views.history``)."""
+        """A page of a workspace's runs: ``{records, total, has_more}`` (see ``Views.history``).
+
+        Sorted by metric, only runs with a value are listed; ``without_value`` then counts the
+        matching runs left out (stages that never logged the metric, runs still without one).
+        """
         self.views.catch_up()
         name = self._run_workspace(workspace)
-        records, total = self.views.history(
-            name, stage=stage, tagged=tagged, metric=metric, min_value=min_value,
-            experiment_group=experiment_group, sort_by=sort_by, desc=desc,
-            finalized_only=finalized_only, limit=limit, offset=offset)
-        return {"workspace": name, "records": records, "total": total,
-                "has_more": max(offset, 0) + len(records) < total}
+        filters: dict[str, Any] = {
+            "stage": stage, "tagged": tagged, "metric": metric, "min_value": min_value,
+            "experiment_group": experiment_group, "finalized_only": finalized_only}
+        records, total = self.views.history(name, **filters, sort_by=sort_by, desc=desc,
+                                            limit=limit, offset=offset)
+        out = {"workspace": name, "records": records, "total": total,
+               "has_more": max(offset, 0) + len(records) < total}
+        if sort_by == "metric":
+            out["without_value"] = self.views.history(name, **filters, has_value=False,
+                                                      limit=0)[1]
+        return out
 
     def inspect_record(self, ref: str, workspace: str | None = None) -> dict[str, Any]:
         """One run's full record (results, comparison, tags, metrics); ``ref`` is a run id or

@@ -315,7 +315,8 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         experiment_group: Annotated[str | None, Field(description="Only runs of this "
                                     "experiment group.")] = None,
         sort_by: Annotated[Literal["created", "metric"], Field(description="Order by when the "
-                           "run was created or by its value.")] = "created",
+                           "run was created, or by its value: 'metric' lists only runs with a "
+                           "value and counts the others in without_value.")] = "created",
         desc: Annotated[bool, Field(description="Newest (or highest) first.")] = True,
         finalized_only: Annotated[bool, Field(description="Only finalized runs.")] = False,
         limit: Limit = 20,

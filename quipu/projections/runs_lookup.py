@@ -129,9 +129,16 @@ def history(conn: sqlite3.Connection, workspace: str, *, stage: str | None = Non
             tagged: str | None = None, metric: str | None = None,
             min_value: float | None = None, experiment_group: str | None = None,
             sort_by: str = "created", desc: bool = True, finalized_only: bool = False,
-            limit: int = 20, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+            has_value: bool | None = None, limit: int = 20,
+            offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """A page of a workspace's runs and how many match (see ``Views.history``)."""
     where, params = ["r.workspace = ?"], [workspace]
+    if has_value is None and sort_by == "metric":
+        # A ranking by value has no place for a run without one (a stage that never logged
+        # the metric); the caller reports how many were left out.
+        has_value = True
+    if has_value is not None:
+        where.append("r.value IS NOT NULL" if has_value else "r.value IS NULL")
     for column, value in (("r.stage", stage), ("r.primary_metric", metric),
                           ("r.experiment_group", experiment_group)):
         if value is not None:
@@ -147,7 +154,7 @@ def history(conn: sqlite3.Connection, workspace: str, *, stage: str | None = Non
         where.append("r.state = 'finalized'")
     clause = " AND ".join(where)
     order = "DESC" if desc else "ASC"
-    sort = (f"r.value IS NULL, r.value {order}, r.created_position DESC" if sort_by == "metric"
+    sort = (f"r.value {order}, r.created_position DESC" if sort_by == "metric"
             else f"r.created_position {order}")
     if len(where) == 1:
         # Every run of the workspace: the fold keeps that count, so it costs one lookup at any

@@ -124,6 +124,19 @@ class TestRecords:
         best = lab.q.list_history("ws", sort_by="metric", finalized_only=True)["records"][0]
         assert best["value"] == 0.85 and best["results_status"] == "finalized"
 
+    def test_history_sorted_by_metric_leaves_out_runs_without_a_value(self, lab):
+        """Regression: the prep stages, which never log the metric, filled the ranking."""
+        for value in (0.82, 0.85):
+            lab.cycle(value)
+
+        ranked = serialisable(lab.q.list_history("ws", sort_by="metric"))
+
+        assert [r["value"] for r in ranked["records"]] == [0.85, 0.82]
+        assert {r["stage"] for r in ranked["records"]} == {"train"}
+        assert ranked["total"] == 2 and ranked["without_value"] == 2
+        assert ranked["has_more"] is False
+        assert "without_value" not in lab.q.list_history("ws")
+
     def test_history_of_an_unknown_workspace_is_refused(self, lab):
         with pytest.raises(NotFound, match="does not exist"):
             lab.q.list_history("nope")
