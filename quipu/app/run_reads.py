@@ -6,6 +6,8 @@ lives on the facade).
 
 from __future__ import annotations
 
+import difflib
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +17,7 @@ from quipu import rundir
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.log import decode, stream_id
 from quipu.core.runs import lifecycle
+from quipu.core.runs.results import non_finite_kind
 from quipu.core.validation import check_name
 
 if TYPE_CHECKING:
@@ -24,7 +27,56 @@ if TYPE_CHECKING:
     from quipu.core.workspaces.handlers import Service
     from quipu.projections import Views
 
-__all__ = ["RunQueries"]
+__all__ = ["MIN_POINTS", "RAW_PAGE", "RunQueries", "downsample"]
+
+MIN_POINTS = 5
+"""The fewest points a thinned curve may keep: first, last, lowest, highest, first non-finite."""
+RAW_PAGE = 200
+"""Raw points per page of ``get_metric_history`` when no ``limit`` is given."""
+
+
+def downsample(values: Sequence[float | None], max_points: int) -> list[int]:
+    """Indices (ascending) of at most ``max_points`` of ``values`` that keep the curve's shape.
+
+    Kept always: the first and the last point, the lowest and the highest finite value (their
+    first occurrence) and the first non-finite one (None or NaN/inf counts as non-finite); the
+    rest of the budget goes to evenly spaced points. ``max_points`` must be at least
+    ``MIN_POINTS``; a series no longer than it is kept whole.
+    """
+    n = len(values)
+    if n <= max_points:
+        return list(range(n))
+    if max_points < MIN_POINTS:
+        raise ValueError(f"max_points must be at least {MIN_POINTS}, got {max_points}")
+    keep = {0, n - 1}
+    finite = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+    if finite:
+        keep.add(min(finite)[1])
+        keep.add(max(finite, key=lambda vi: (vi[0], -vi[1]))[1])
+    odd = next((i for i, v in enumerate(values) if v is None or not math.isfinite(v)), None)
+    if odd is not None:
+        keep.add(odd)
+    spare = max_points - len(keep)
+    # Evenly spaced over the whole series; ones that fall on a kept index are simply merged.
+    if spare > 0:
+        keep.update(round(k * (n - 1) / (spare + 1)) for k in range(1, spare + 1))
+    return sorted(keep)
+
+
+def _point_json(point: dict[str, Any]) -> dict[str, Any]:
+    """A point as JSON can carry it: a non-finite value is null with its kind beside it."""
+    value = point.get("value")
+    if isinstance(value, float) and not math.isfinite(value):
+        return {**point, "value": None, "non_finite": non_finite_kind(value)}
+    return point
+
+
+def _unknown_metric(name: str, known: list[str]) -> NotFound:
+    close = difflib.get_close_matches(name, known, n=1)
+    shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+    return NotFound(f"the run logged no metric {name!r}"
+                    + (f" (did you mean {close[0]!r}?)" if close else ""),
+                    code="unknown_metric", hint=f"its metrics: {shown or 'none'}")
 
 
 class RunQueries:
@@ -234,31 +286,63 @@ class RunQueries:
         return {"source": source, "lines": text[-max(lines, 0):] if lines else [],
                 "truncated": bool(logs.get("truncated"))}
 
-    def get_metric_history(self, run_id: str, name: str) -> dict[str, Any]:
-        """Every logged point of one metric, read from the run's latest Parquet series."""
+    def get_metric_history(self, run_id: str, name: str, *, max_points: int = 50,
+                           offset: int | None = None,
+                           limit: int | None = None) -> dict[str, Any]:
+        """One metric's points, read from the run's latest Parquet series.
+
+        By default the curve is thinned to at most ``max_points`` points (:func:`downsample`:
+        evenly spaced, plus the first, the last, the lowest, the highest and the first
+        non-finite point); ``downsampled`` says so and ``count`` is how many points exist.
+        With ``offset`` or ``limit`` the raw points are paged instead (``limit`` defaults to
+        ``RAW_PAGE``; ``next_offset`` is None after the last page). A non-finite value is
+        ``null`` with ``non_finite`` beside it ("nan", "inf" or "-inf"), since JSON has no
+        NaN. ``unknown_metric`` when the run's series has no metric of that name.
+        """
         self.views.catch_up()
         execution = self.views.run_execution(self._run_id(run_id))
         assert execution is not None
         series = execution["metric_series"]
+        points = self._metric_points(series, name) if series else []
+        out: dict[str, Any] = {"run_id": run_id, "name": name, "count": len(points),
+                               "series": series}
+        if offset is not None or limit is not None:
+            first = max(offset or 0, 0)
+            size = RAW_PAGE if limit is None else max(limit, 1)
+            page = points[first:first + size]
+            out.update(points=[_point_json(p) for p in page], offset=first,
+                       next_offset=first + len(page) if first + len(page) < len(points)
+                       else None, downsampled=False)
+            return out
+        kept = downsample([p["value"] for p in points], max(max_points, MIN_POINTS))
+        out.update(points=[_point_json(points[i]) for i in kept],
+                   downsampled=len(kept) < len(points))
+        return out
+
+    def _metric_points(self, series: str, name: str) -> list[dict[str, Any]]:
+        """Every point of ``name`` in the Parquet series ``series``, in logging order."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(self.blobs.get_bytes(series)))
+        columns = table.column_names
         points: list[dict[str, Any]] = []
-        if series:
-            import io
-
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(io.BytesIO(self.blobs.get_bytes(series)))
-            columns = table.column_names
-            if "name" in columns:  # long format: one row per point
-                for row in table.to_pylist():
-                    if row.get("name") == name:
-                        points.append({k: v for k, v in row.items() if k != "name"})
-            elif name in columns:  # wide format: one column per metric
-                for row in table.to_pylist():
-                    if row.get(name) is not None:
-                        points.append({k: row[k] for k in ("step", "ts") if k in row}
-                                      | {"value": row[name]})
-        return {"run_id": run_id, "name": name, "points": points, "count": len(points),
-                "series": series}
+        if "name" in columns:  # long format: one row per point
+            names = table.column("name").to_pylist()
+            if name not in names:
+                raise _unknown_metric(name, sorted(set(names)))
+            rows = table.to_pylist()
+            points = [{k: v for k, v in row.items() if k != "name"}
+                      for row, n in zip(rows, names, strict=True) if n == name]
+        elif name in columns:  # wide format: one column per metric
+            for row in table.to_pylist():
+                if row.get(name) is not None:
+                    points.append({k: row[k] for k in ("step", "ts") if k in row}
+                                  | {"value": row[name]})
+        else:
+            raise _unknown_metric(name, [c for c in columns if c not in ("step", "ts")])
+        return points
 
     def dashboard(self, consumer: str | None = None) -> dict[str, Any]:
         """Active runs, pending finalization by workspace, recent outcomes, failures, the best

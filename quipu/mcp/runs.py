@@ -372,11 +372,22 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         run_id: RunId,
         name: Annotated[str, Field(description="The metric name, as logged with "
                         "log_metric.")],
+        max_points: Annotated[int, Field(ge=5, le=1000, description="Thin the curve to at "
+                              "most this many points (first, last, min, max kept).")] = 50,
+        offset: Annotated[int | None, Field(ge=0, description="Page the raw points from "
+                          "here instead of thinning.")] = None,
+        limit: Annotated[int | None, Field(ge=1, le=1000, description="Raw points per page "
+                         "(default 200).")] = None,
     ) -> dict[str, Any]:
-        """Every logged point of one metric of one run, to see its curve (not just its last
-        value). Never changes anything. Errors: unknown_run, unknown_metric.
+        """One metric's curve in one run: {points [{step, value, ts}], count, downsampled}.
+
+        By default at most max_points points (downsampled says whether points were left out,
+        count how many exist); pass offset/limit to page every raw point (next_offset). A NaN
+        or infinite point has value null and non_finite "nan"/"inf"/"-inf". Never changes
+        anything. Errors: unknown_run, unknown_metric.
         """
-        return guarded("get_metric_history", lambda: q.get_metric_history(run_id, name))
+        return guarded("get_metric_history", lambda: q.get_metric_history(
+            run_id, name, max_points=max_points, offset=offset, limit=limit))
 
     # --- overview ------------------------------------------------------------------------------
 

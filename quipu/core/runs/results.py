@@ -42,6 +42,7 @@ __all__ = [
     "auto_results",
     "compare",
     "final_results_problems",
+    "non_finite_kind",
     "parse_final_results",
     "parse_results_spec",
     "results_spec_problems",
@@ -310,6 +311,13 @@ def parse_final_results(data: object, *, spec: ResultsSpec,
 
 
 # --- helpers for the agent ---------------------------------------------------------------------
+
+
+def non_finite_kind(value: float) -> str:
+    """How a non-finite number is written where JSON cannot carry it: "nan", "inf", "-inf"."""
+    if math.isnan(value):
+        return "nan"
+    return "inf" if value > 0 else "-inf"
 
 
 def auto_results(spec: ResultsSpec, last_values: Mapping[str, float]) -> dict[str, Any]:
