@@ -7,9 +7,11 @@ lives on the facade).
 from __future__ import annotations
 
 import difflib
+import json
 import math
+import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +65,81 @@ def downsample(values: Sequence[float | None], max_points: int) -> list[int]:
     return sorted(keep)
 
 
+_LIFE_FILES = (rundir.HEARTBEAT, rundir.METRICS, rundir.RUNTIME_LOG, rundir.OUTPUTS,
+               rundir.CHECKPOINTS)
+LIVE_METRICS_BYTES = 64 * 1024
+"""How much of the end of a running stage's metrics.jsonl ``live_metrics`` reads."""
+LIVE_METRICS_NAMES = 20
+
+
+def live_heartbeat(run_dir: Path) -> dict[str, Any]:
+    """The freshest signs of life in a running stage's run directory: the heartbeat file's
+    message, and when the stage last wrote any of its side files (``at``, ISO time, and
+    ``seconds_since``, by the wall clock both times are read with)."""
+    side = run_dir / rundir.SIDE_DIR
+    message = None
+    try:
+        beat = json.loads((side / rundir.HEARTBEAT).read_bytes())
+        if isinstance(beat, dict) and isinstance(beat.get("message"), str):
+            message = beat["message"]
+    except (OSError, ValueError):
+        pass
+    newest = None
+    for name in _LIFE_FILES:
+        try:
+            mtime = (side / name).stat().st_mtime
+        except OSError:
+            continue
+        newest = mtime if newest is None else max(newest, mtime)
+    if newest is None:
+        return {"message": message, "at": None, "seconds_since": None}
+    return {"message": message,
+            "at": datetime.fromtimestamp(newest, UTC).isoformat(timespec="milliseconds"),
+            "seconds_since": round(max(time.time() - newest, 0.0), 3)}
+
+
+def live_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The latest point of each metric a running stage wrote lately ``{name: {value, step}}``,
+    from the end of its metrics.jsonl (the log records them every few seconds only). At most
+    ``LIVE_METRICS_NAMES`` names; a non-finite value is null with ``non_finite`` beside it."""
+    path = run_dir / rundir.SIDE_DIR / rundir.METRICS
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(size - LIVE_METRICS_BYTES, 0))
+            data = handle.read()
+    except OSError:
+        return {}
+    lines = data.split(b"\n")[:-1]  # the last piece has no newline yet, or is empty
+    if len(data) >= LIVE_METRICS_BYTES:
+        lines = lines[1:]  # the first piece may be cut
+    latest: dict[str, dict[str, Any]] = {}
+    for line in reversed(lines):
+        try:
+            point = json.loads(line)
+            name = point["name"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(name, str) or name in latest:
+            continue
+        value, kind = point.get("value"), point.get("non_finite")
+        latest[name] = ({"value": None, "non_finite": kind, "step": point.get("step")}
+                        if isinstance(kind, str) else {"value": value, "step": point.get("step")})
+        if len(latest) >= LIVE_METRICS_NAMES:
+            break
+    return dict(sorted(latest.items()))
+
+
+def _complete_lines(data: bytes, settled: bool) -> list[str]:
+    """The lines of a log; while the run may still write, a last line without its newline is
+    left for the next read (it is still being written)."""
+    text = data.decode("utf-8", "replace")
+    lines = text.splitlines()
+    if lines and not settled and not text.endswith("\n"):
+        lines.pop()
+    return lines
+
+
 def _point_json(point: dict[str, Any]) -> dict[str, Any]:
     """A point as JSON can carry it: a non-finite value is null with its kind beside it."""
     value = point.get("value")
@@ -91,42 +168,52 @@ class RunQueries:
     config: Config
     service: Service
 
-    def logs(self, run_id: str, *, tail: int = 200, since: int | None = None) -> dict[str, Any]:
-        """A stage run's captured stdout/stderr lines, and the newest runtime_log lines.
+    def logs(self, run_id: str, *, tail: int = 200, since: int | None = None,
+             runtime_since: int | None = None) -> dict[str, Any]:
+        """A stage run's captured stdout/stderr lines, and its runtime_log lines.
 
-        Without ``since``: the last ``tail`` lines. With ``since`` (the ``next`` of an earlier
-        call): up to ``tail`` lines after that cursor, to follow a running stage. While a run
-        goes, its live log is read from its run directory (a line still being written waits
-        for the next call); once it ended, from the stored log blob. Never changes anything.
+        Without ``since``: the last ``tail`` lines of each. With ``since`` (the ``next`` of an
+        earlier call): up to ``tail`` output lines after that cursor, and the runtime_log lines
+        after ``runtime_since`` (the earlier ``runtime_next``; none without it), to follow a
+        running stage. While a run goes, both are read from its run directory (a line still
+        being written waits for the next call); once it ended, the output from the stored log
+        blob. ``ended`` is true only once the run is settled AND both cursors reached the end:
+        a follower that stops at ``ended`` has every line. Never changes anything.
         """
         run = self.runs.load_run(run_id)
         state = run.current
-        ended = lifecycle.settled(state)
+        # Settled first, then read: every line the stage wrote is in what is read below.
+        settled = lifecycle.settled(state)
         truncated = False
-        runtime: list[str] = []
         data = b""
         if run.exit is not None and run.exit.logs:
             data = self.blobs.get_bytes(str(run.exit.logs["sha256"]))
             truncated = bool(run.exit.logs.get("truncated"))
         elif run.run_dir:
             data = self.live_log(Path(run.run_dir))
-        if run.run_dir and since is None:
+        lines = _complete_lines(data, settled)
+        runtime: list[str] = []
+        if run.run_dir:
             try:
-                text = (Path(run.run_dir) / rundir.SIDE_DIR / rundir.RUNTIME_LOG).read_text("utf-8",
-                                                                                "replace")
-                runtime = text.splitlines()[-tail:]
+                raw = (Path(run.run_dir) / rundir.SIDE_DIR / rundir.RUNTIME_LOG).read_bytes()
             except OSError:
-                pass
-        text = data.decode("utf-8", "replace")
-        lines = text.splitlines()
-        if lines and not ended and not text.endswith("\n"):
-            lines.pop()  # still being written
+                raw = b""
+            runtime = _complete_lines(raw, settled)
         first = max(len(lines) - tail, 0) if since is None else min(max(since, 0), len(lines))
         shown = lines[first:first + tail]
-        return {"run_id": run_id, "state": state.value, "ended": ended, "lines": shown,
-                "next": first + len(shown), "total_lines": len(lines), "truncated": truncated,
-                "runtime_log": runtime}
-
+        if since is None:
+            runtime_first = max(len(runtime) - tail, 0)
+        elif runtime_since is None:
+            runtime_first = len(runtime)  # an older follower: output lines only, as before
+        else:
+            runtime_first = min(max(runtime_since, 0), len(runtime))
+        runtime_shown = runtime[runtime_first:runtime_first + tail]
+        nxt, runtime_next = first + len(shown), runtime_first + len(runtime_shown)
+        return {"run_id": run_id, "state": state.value,
+                "ended": settled and nxt == len(lines) and runtime_next == len(runtime),
+                "lines": shown, "next": nxt, "total_lines": len(lines),
+                "truncated": truncated, "runtime_log": runtime_shown,
+                "runtime_next": runtime_next}
 
     # --- queries: runs -------------------------------------------------------------------------
 
@@ -228,9 +315,14 @@ class RunQueries:
         out["results"] = {k: record[k] for k in ("results_spec", "results", "results_auto",
                                                  "comparison")}
         if "dashboard" in sections:
+            live_dir = (Path(execution["run_dir"])
+                        if execution["ended_at"] is None and execution["run_dir"] else None)
             out["dashboard"] = {
-                "state": record["state"], "progress": self._progress(record["stage"], execution),
-                "metrics": record["metrics"], "worker": execution["worker"],
+                "state": record["state"],
+                "progress": self._progress(record["stage"], execution, live_dir),
+                "metrics": record["metrics"],
+                "live_metrics": live_metrics(live_dir) if live_dir else None,
+                "worker": execution["worker"],
                 "host": execution["host"], "pid": execution["pid"],
                 "error": execution["error"], "problems": execution["problems"],
                 "log_tail": self._log_tail(execution, log_lines),
@@ -248,7 +340,10 @@ class RunQueries:
                              for r in map(decode, self.store.load(stream_id("run", run_id)))]
         return out
 
-    def _progress(self, stage: str, execution: dict[str, Any]) -> dict[str, Any]:
+    def _progress(self, stage: str, execution: dict[str, Any],
+                  live_dir: Path | None) -> dict[str, Any]:
+        """Timing and the latest heartbeat; for a run in flight, from its run directory when
+        that is fresher than the log (the executor records heartbeats throttled)."""
         now = self.service.clock.now()
 
         def seconds(since: str | None, until: str | None = None) -> float | None:
@@ -257,13 +352,20 @@ class RunQueries:
             end = datetime.fromisoformat(until) if until else now
             return round((end - datetime.fromisoformat(since)).total_seconds(), 3)
 
+        last_seen, message = execution["last_seen_at"], execution["heartbeat_message"]
+        since_seen = seconds(last_seen) if execution["ended_at"] is None else None
+        if live_dir is not None:
+            live = live_heartbeat(live_dir)
+            if live["message"] is not None:
+                message = live["message"]
+            age = live["seconds_since"]
+            if age is not None and (since_seen is None or age < since_seen):
+                since_seen, last_seen = age, live["at"]
         return {"stage": stage, "created_at": execution["created_at"],
                 "launched_at": execution["launched_at"], "ended_at": execution["ended_at"],
                 "elapsed_seconds": seconds(execution["launched_at"], execution["ended_at"]),
-                "last_seen_at": execution["last_seen_at"],
-                "seconds_since_seen": (seconds(execution["last_seen_at"])
-                                       if execution["ended_at"] is None else None),
-                "message": execution["heartbeat_message"]}
+                "last_seen_at": last_seen, "seconds_since_seen": since_seen,
+                "message": message}
 
     def _log_tail(self, execution: dict[str, Any], lines: int) -> dict[str, Any]:
         """The last lines of the run's output: the live file while it runs, else the blob."""

@@ -214,27 +214,37 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         since: Annotated[int | None, Field(ge=0, description="Only lines after this cursor "
                          "(the 'next' value of a previous call), to follow a running "
                          "stage.")] = None,
+        runtime_since: Annotated[int | None, Field(ge=0, description="With since: also the "
+                                 "runtime_log lines after this cursor (the 'runtime_next' "
+                                 "value of a previous call).")] = None,
         follow: Annotated[bool, Field(description="Long-poll: if there is nothing new after "
                           "since yet, wait (up to follow_seconds) for new lines or the end of "
                           "the run before answering.")] = False,
         follow_seconds: Annotated[float, Field(gt=0, le=300, description="How long follow may "
                                   "wait.")] = 30.0,
     ) -> dict[str, Any]:
-        """The stage process's output (stdout, stderr and runtime_log lines).
+        """The stage process's output (stdout, stderr) and its runtime_log lines.
 
         Use it while a run is going to see progress, and after a failure to find the error.
-        Pass the returned cursor back as since to get only new lines; with follow=True the call
-        waits for them (other tools keep answering meanwhile). Never changes anything.
+        To follow a run, pass the returned next and runtime_next back as since and
+        runtime_since; with follow=True the call waits for new lines (other tools keep
+        answering meanwhile). ended is true only once the run is over and every line was
+        delivered: stop following then, not before. Never changes anything.
         Errors: unknown_run.
         """
-        result = guarded("logs", lambda: q.logs(run_id, tail=tail, since=since))
+        def read(after: int | None, runtime_after: int | None) -> dict[str, Any]:
+            return guarded("logs", functools.partial(q.logs, run_id, tail=tail, since=after,
+                                                     runtime_since=runtime_after))
+
+        result = read(since, runtime_since)
         if follow:
             waited = 0.0
-            while not result["lines"] and not result["ended"] and waited < follow_seconds:
+            while (not result["lines"] and not result["runtime_log"] and not result["ended"]
+                   and waited < follow_seconds):
                 await asyncio.sleep(WAIT_POLL_SECONDS)
                 waited += WAIT_POLL_SECONDS
-                result = guarded("logs", functools.partial(q.logs, run_id, tail=tail,
-                                                           since=result["next"]))
+                result = read(result["next"],
+                              result["runtime_next"] if runtime_since is not None else None)
         return result
 
     @mcp.tool(annotations={**WRITE, "destructiveHint": True})

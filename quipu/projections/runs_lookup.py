@@ -100,7 +100,7 @@ def _summary(row: Row, tags: list[str]) -> dict[str, Any]:
         "value": row["value"], "state": row["state"], "infra_outcome": row["infra_outcome"],
         "ml_outcome": row["ml_outcome"], "results_status": results_status(row),
         "created_at": row["created_at"], "ended_at": row["ended_at"],
-        "finalized_at": row["finalized_at"], "tags": tags,
+        "finalized_at": row["finalized_at"], "error": row["error"], "tags": tags,
     }
 
 

@@ -323,6 +323,8 @@ def _launch_failed(page: _Page, row: Row, e: RunLaunchFailed, f: Folded) -> None
 def _exited(page: _Page, row: Row, e: RunExited, f: Folded) -> None:
     row.update(exit_code=e.exit_code, signal=e.signal, outputs=e.outputs, logs=e.logs,
                problems=list(e.problems))
+    if e.error is not None:
+        row["error"] = e.error
 
 
 def _lost(page: _Page, row: Row, e: RunLost, f: Folded) -> None:
@@ -419,7 +421,7 @@ class RunsView:
     """Folds run, pipeline-run and finalization-gate events."""
 
     name: ClassVar[str] = "runs"
-    version: ClassVar[int] = 3
+    version: ClassVar[int] = 4
     types: ClassVar[frozenset[str]] = frozenset({
         PipelineRunStarted.TYPE, RunRequested.TYPE, FinalizationRequired.TYPE,
         FinalizationCleared.TYPE, *_RUN_FOLDS})

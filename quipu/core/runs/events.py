@@ -114,7 +114,9 @@ class RunExited(Event):
 
     ``outputs`` maps each output to {sha256, size, kind, stats}; ``logs`` is the captured output
     {sha256, size, truncated}; ``problems`` says why an exit-0 run still failed (missing or empty
-    declared outputs, writes outside ``outputs/``).
+    declared outputs, writes outside ``outputs/``); ``error`` is the exception that ended the
+    stage, as the last line of its traceback (``"ValueError: bad shape"``), when it raised
+    (added later with a default: older events have None).
     """
 
     run_id: str
@@ -124,6 +126,7 @@ class RunExited(Event):
     outputs: dict[str, dict[str, Any]] = {}
     logs: dict[str, Any] | None = None
     problems: list[str] = []
+    error: str | None = None
 
 
 @register("RunLost")

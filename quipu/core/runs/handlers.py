@@ -434,8 +434,8 @@ class RunService:
     def record_exit(self, run_id: str, *, worker: str, state: State, exit_code: int | None,
                     signal: int | None = None, outputs: dict[str, dict[str, Any]] | None = None,
                     logs: dict[str, Any] | None = None,
-                    problems: list[str] | None = None) -> None:
-        """The process ended."""
+                    problems: list[str] | None = None, error: str | None = None) -> None:
+        """The process ended (``error``: the exception that ended it, when the stage raised)."""
         def command() -> None:
             run = self.load_run(run_id)
             why = f"the stage process ended: {state.value}, exit code {exit_code}"
@@ -443,7 +443,7 @@ class RunService:
                 why += f" ({'; '.join(problems)})"
             meta = self.uow.stamp(worker, why[:1000])
             holds = run.exited(meta, state=state, exit_code=exit_code, signal=signal,
-                               outputs=outputs, logs=logs, problems=problems)
+                               outputs=outputs, logs=logs, problems=problems, error=error)
             if run.pending:
                 self._end(run, meta, holds)
 
