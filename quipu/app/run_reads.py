@@ -311,7 +311,8 @@ class RunQueries:
         assert record is not None and execution is not None
         out: dict[str, Any] = {k: record[k] for k in (
             "run_id", "pipeline_run_id", "workspace", "stage", "version", "state",
-            "infra_outcome", "ml_outcome", "results_status", "reason", "hypothesis", "tags")}
+            "infra_outcome", "ml_outcome", "results_status", "reason", "hypothesis", "tags",
+            "alerts")}
         out["results"] = {k: record[k] for k in ("results_spec", "results", "results_auto",
                                                  "comparison")}
         if "dashboard" in sections:

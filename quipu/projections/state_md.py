@@ -118,6 +118,7 @@ def _run_sections(runs: dict[str, Any]) -> list[str]:
     out += ["", "## Awaiting finalization"]
     for r in runs["awaiting"]:
         error = f" ({one_line(r['error'], 160)})" if r.get("error") else ""
+        error += "".join(f" ⚠ {one_line(a)}" for a in r.get("alerts") or [])
         out.append(f"- {r['run_id']} {r['workspace']}/{r['stage']} ended {r['infra_outcome']}"
                    f"{error}: `{r['finalize_call']}`")
     hidden = runs["awaiting_total"] - len(runs["awaiting"])

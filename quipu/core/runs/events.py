@@ -157,8 +157,10 @@ class RunCanceled(Event):
 class MetricsRecorded(Event):
     """A run's metric series so far: a Parquet blob plus per-metric summaries.
 
-    ``summaries`` maps name -> {min, max, last, count, trend, last_step}; ``complete`` is true
-    for the final ingestion after the run ended.
+    ``summaries`` maps name -> {min, max, last, count, trend, last_step}, plus ``non_finite``
+    {count, kind, first_step, first_index, last_finite} for a metric that logged NaN or infinite
+    points (then ``last`` is None when the latest point is one, and ``min``/``max`` are over the
+    finite points); ``complete`` is true for the final ingestion after the run ended.
     """
 
     run_id: str
