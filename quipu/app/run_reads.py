@@ -123,6 +123,10 @@ def live_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
         if not isinstance(name, str) or name in latest:
             continue
         value, kind = point.get("value"), point.get("non_finite")
+        if isinstance(value, bool) or not isinstance(value, int | float | None):
+            continue  # not a point the SDK writes
+        if isinstance(value, float) and not math.isfinite(value):
+            kind = non_finite_kind(value)  # a NaN token written by hand
         latest[name] = ({"value": None, "non_finite": kind, "step": point.get("step")}
                         if isinstance(kind, str) else {"value": value, "step": point.get("step")})
         if len(latest) >= LIVE_METRICS_NAMES:
