@@ -8,10 +8,11 @@ may be many times slower than a laptop).
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-__all__ = ["wait_until"]
+__all__ = ["wait_until", "wait_until_async"]
 
 
 def wait_until(predicate: Callable[[], object], *, what: str, timeout: float = 60.0,
@@ -26,3 +27,16 @@ def wait_until(predicate: Callable[[], object], *, what: str, timeout: float = 6
         if step is not None:
             step()
         time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], Awaitable[object]], *, what: str,
+                           timeout: float = 60.0, interval: float = 0.1) -> object:
+    """``wait_until`` for a coroutine check (an MCP call); returns the first truthy answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = await predicate()
+        if answer:
+            return answer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: did not happen within {timeout:g} s")
+        await asyncio.sleep(interval)

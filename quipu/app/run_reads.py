@@ -6,8 +6,12 @@ lives on the facade).
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
+import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +19,7 @@ from quipu import rundir
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.log import decode, stream_id
 from quipu.core.runs import lifecycle
+from quipu.core.runs.results import non_finite_kind
 from quipu.core.validation import check_name, did_you_mean
 
 if TYPE_CHECKING:
@@ -24,7 +29,135 @@ if TYPE_CHECKING:
     from quipu.core.workspaces.handlers import Service
     from quipu.projections import Views
 
-__all__ = ["RunQueries"]
+__all__ = ["MIN_POINTS", "RAW_PAGE", "RunQueries", "downsample"]
+
+MIN_POINTS = 5
+"""The fewest points a thinned curve may keep: first, last, lowest, highest, first non-finite."""
+RAW_PAGE = 200
+"""Raw points per page of ``get_metric_history`` when no ``limit`` is given."""
+
+
+def downsample(values: Sequence[float | None], max_points: int) -> list[int]:
+    """Indices (ascending) of at most ``max_points`` of ``values`` that keep the curve's shape.
+
+    Kept always: the first and the last point, the lowest and the highest finite value (their
+    first occurrence) and the first non-finite one (None or NaN/inf counts as non-finite); the
+    rest of the budget goes to evenly spaced points. ``max_points`` must be at least
+    ``MIN_POINTS``; a series no longer than it is kept whole.
+    """
+    n = len(values)
+    if n <= max_points:
+        return list(range(n))
+    if max_points < MIN_POINTS:
+        raise ValueError(f"max_points must be at least {MIN_POINTS}, got {max_points}")
+    keep = {0, n - 1}
+    finite = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+    if finite:
+        keep.add(min(finite)[1])
+        keep.add(max(finite, key=lambda vi: (vi[0], -vi[1]))[1])
+    odd = next((i for i, v in enumerate(values) if v is None or not math.isfinite(v)), None)
+    if odd is not None:
+        keep.add(odd)
+    spare = max_points - len(keep)
+    # Evenly spaced over the whole series; ones that fall on a kept index are simply merged.
+    if spare > 0:
+        keep.update(round(k * (n - 1) / (spare + 1)) for k in range(1, spare + 1))
+    return sorted(keep)
+
+
+_LIFE_FILES = (rundir.HEARTBEAT, rundir.METRICS, rundir.RUNTIME_LOG, rundir.OUTPUTS,
+               rundir.CHECKPOINTS)
+LIVE_METRICS_BYTES = 64 * 1024
+"""How much of the end of a running stage's metrics.jsonl ``live_metrics`` reads."""
+LIVE_METRICS_NAMES = 20
+
+
+def live_heartbeat(run_dir: Path) -> dict[str, Any]:
+    """The freshest signs of life in a running stage's run directory: the heartbeat file's
+    message, and when the stage last wrote any of its side files (``at``, ISO time, and
+    ``seconds_since``, by the wall clock both times are read with)."""
+    side = run_dir / rundir.SIDE_DIR
+    message = None
+    try:
+        beat = json.loads((side / rundir.HEARTBEAT).read_bytes())
+        if isinstance(beat, dict) and isinstance(beat.get("message"), str):
+            message = beat["message"]
+    except (OSError, ValueError):
+        pass
+    newest = None
+    for name in _LIFE_FILES:
+        try:
+            mtime = (side / name).stat().st_mtime
+        except OSError:
+            continue
+        newest = mtime if newest is None else max(newest, mtime)
+    if newest is None:
+        return {"message": message, "at": None, "seconds_since": None}
+    return {"message": message,
+            "at": datetime.fromtimestamp(newest, UTC).isoformat(timespec="milliseconds"),
+            "seconds_since": round(max(time.time() - newest, 0.0), 3)}
+
+
+def live_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The latest point of each metric a running stage wrote lately ``{name: {value, step}}``,
+    from the end of its metrics.jsonl (the log records them every few seconds only). At most
+    ``LIVE_METRICS_NAMES`` names; a non-finite value is null with ``non_finite`` beside it."""
+    path = run_dir / rundir.SIDE_DIR / rundir.METRICS
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(size - LIVE_METRICS_BYTES, 0))
+            data = handle.read()
+    except OSError:
+        return {}
+    lines = data.split(b"\n")[:-1]  # the last piece has no newline yet, or is empty
+    if len(data) >= LIVE_METRICS_BYTES:
+        lines = lines[1:]  # the first piece may be cut
+    latest: dict[str, dict[str, Any]] = {}
+    for line in reversed(lines):
+        try:
+            point = json.loads(line)
+            name = point["name"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(name, str) or name in latest:
+            continue
+        value, kind = point.get("value"), point.get("non_finite")
+        if isinstance(value, bool) or not isinstance(value, int | float | None):
+            continue  # not a point the SDK writes
+        if isinstance(value, float) and not math.isfinite(value):
+            kind = non_finite_kind(value)  # a NaN token written by hand
+        latest[name] = ({"value": None, "non_finite": kind, "step": point.get("step")}
+                        if isinstance(kind, str) else {"value": value, "step": point.get("step")})
+        if len(latest) >= LIVE_METRICS_NAMES:
+            break
+    return dict(sorted(latest.items()))
+
+
+def _complete_lines(data: bytes, settled: bool) -> list[str]:
+    """The lines of a log; while the run may still write, a last line without its newline is
+    left for the next read (it is still being written)."""
+    text = data.decode("utf-8", "replace")
+    lines = text.splitlines()
+    if lines and not settled and not text.endswith("\n"):
+        lines.pop()
+    return lines
+
+
+def _point_json(point: dict[str, Any]) -> dict[str, Any]:
+    """A point as JSON can carry it: a non-finite value is null with its kind beside it."""
+    value = point.get("value")
+    if isinstance(value, float) and not math.isfinite(value):
+        return {**point, "value": None, "non_finite": non_finite_kind(value)}
+    return point
+
+
+def _unknown_metric(name: str, known: list[str]) -> NotFound:
+    close = difflib.get_close_matches(name, known, n=1)
+    shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+    return NotFound(f"the run logged no metric {name!r}"
+                    + (f" (did you mean {close[0]!r}?)" if close else ""),
+                    code="unknown_metric", hint=f"its metrics: {shown or 'none'}")
 
 
 class RunQueries:
@@ -39,42 +172,52 @@ class RunQueries:
     config: Config
     service: Service
 
-    def logs(self, run_id: str, *, tail: int = 200, since: int | None = None) -> dict[str, Any]:
-        """A stage run's captured stdout/stderr lines, and the newest runtime_log lines.
+    def logs(self, run_id: str, *, tail: int = 200, since: int | None = None,
+             runtime_since: int | None = None) -> dict[str, Any]:
+        """A stage run's captured stdout/stderr lines, and its runtime_log lines.
 
-        Without ``since``: the last ``tail`` lines. With ``since`` (the ``next`` of an earlier
-        call): up to ``tail`` lines after that cursor, to follow a running stage. While a run
-        goes, its live log is read from its run directory (a line still being written waits
-        for the next call); once it ended, from the stored log blob. Never changes anything.
+        Without ``since``: the last ``tail`` lines of each. With ``since`` (the ``next`` of an
+        earlier call): up to ``tail`` output lines after that cursor, and the runtime_log lines
+        after ``runtime_since`` (the earlier ``runtime_next``; none without it), to follow a
+        running stage. While a run goes, both are read from its run directory (a line still
+        being written waits for the next call); once it ended, the output from the stored log
+        blob. ``ended`` is true only once the run is settled AND both cursors reached the end:
+        a follower that stops at ``ended`` has every line. Never changes anything.
         """
         run = self.runs.load_run(run_id)
         state = run.current
-        ended = lifecycle.settled(state)
+        # Settled first, then read: every line the stage wrote is in what is read below.
+        settled = lifecycle.settled(state)
         truncated = False
-        runtime: list[str] = []
         data = b""
         if run.exit is not None and run.exit.logs:
             data = self.blobs.get_bytes(str(run.exit.logs["sha256"]))
             truncated = bool(run.exit.logs.get("truncated"))
         elif run.run_dir:
             data = self.live_log(Path(run.run_dir))
-        if run.run_dir and since is None:
+        lines = _complete_lines(data, settled)
+        runtime: list[str] = []
+        if run.run_dir:
             try:
-                text = (Path(run.run_dir) / rundir.SIDE_DIR / rundir.RUNTIME_LOG).read_text("utf-8",
-                                                                                "replace")
-                runtime = text.splitlines()[-tail:]
+                raw = (Path(run.run_dir) / rundir.SIDE_DIR / rundir.RUNTIME_LOG).read_bytes()
             except OSError:
-                pass
-        text = data.decode("utf-8", "replace")
-        lines = text.splitlines()
-        if lines and not ended and not text.endswith("\n"):
-            lines.pop()  # still being written
+                raw = b""
+            runtime = _complete_lines(raw, settled)
         first = max(len(lines) - tail, 0) if since is None else min(max(since, 0), len(lines))
         shown = lines[first:first + tail]
-        return {"run_id": run_id, "state": state.value, "ended": ended, "lines": shown,
-                "next": first + len(shown), "total_lines": len(lines), "truncated": truncated,
-                "runtime_log": runtime}
-
+        if since is None:
+            runtime_first = max(len(runtime) - tail, 0)
+        elif runtime_since is None:
+            runtime_first = len(runtime)  # an older follower: output lines only, as before
+        else:
+            runtime_first = min(max(runtime_since, 0), len(runtime))
+        runtime_shown = runtime[runtime_first:runtime_first + tail]
+        nxt, runtime_next = first + len(shown), runtime_first + len(runtime_shown)
+        return {"run_id": run_id, "state": state.value,
+                "ended": settled and nxt == len(lines) and runtime_next == len(runtime),
+                "lines": shown, "next": nxt, "total_lines": len(lines),
+                "truncated": truncated, "runtime_log": runtime_shown,
+                "runtime_next": runtime_next}
 
     # --- queries: runs -------------------------------------------------------------------------
 
@@ -133,15 +276,24 @@ class RunQueries:
                      min_value: float | None = None, experiment_group: str | None = None,
                      sort_by: str = "created", desc: bool = True, finalized_only: bool = False,
                      limit: int = 20, offset: int = 0) -> dict[str, Any]:
-        """A page of a workspace's runs: ``{records, total, has_more}`` (see ``Views.history``)."""
+        """A page of a workspace's runs: ``{records, total, has_more}`` (see ``Views.history``).
+
+        Sorted by metric, only runs with a value are listed; ``without_value`` then counts the
+        matching runs left out (stages that never logged the metric, runs still without one).
+        """
         self.views.catch_up()
         name = self._run_workspace(workspace)
-        records, total = self.views.history(
-            name, stage=stage, tagged=tagged, metric=metric, min_value=min_value,
-            experiment_group=experiment_group, sort_by=sort_by, desc=desc,
-            finalized_only=finalized_only, limit=limit, offset=offset)
-        return {"workspace": name, "records": records, "total": total,
-                "has_more": max(offset, 0) + len(records) < total}
+        filters: dict[str, Any] = {
+            "stage": stage, "tagged": tagged, "metric": metric, "min_value": min_value,
+            "experiment_group": experiment_group, "finalized_only": finalized_only}
+        records, total = self.views.history(name, **filters, sort_by=sort_by, desc=desc,
+                                            limit=limit, offset=offset)
+        out = {"workspace": name, "records": records, "total": total,
+               "has_more": max(offset, 0) + len(records) < total}
+        if sort_by == "metric":
+            out["without_value"] = self.views.history(name, **filters, has_value=False,
+                                                      limit=0)[1]
+        return out
 
     def inspect_record(self, ref: str, workspace: str | None = None) -> dict[str, Any]:
         """One run's full record (results, comparison, tags, metrics); ``ref`` is a run id or
@@ -181,13 +333,19 @@ class RunQueries:
         assert record is not None and execution is not None
         out: dict[str, Any] = {k: record[k] for k in (
             "run_id", "pipeline_run_id", "workspace", "stage", "version", "state",
-            "infra_outcome", "ml_outcome", "results_status", "reason", "hypothesis", "tags")}
+            "infra_outcome", "ml_outcome", "results_status", "reason", "hypothesis", "tags",
+            "alerts")}
         out["results"] = {k: record[k] for k in ("results_spec", "results", "results_auto",
                                                  "comparison")}
         if "dashboard" in sections:
+            live_dir = (Path(execution["run_dir"])
+                        if execution["ended_at"] is None and execution["run_dir"] else None)
             out["dashboard"] = {
-                "state": record["state"], "progress": self._progress(record["stage"], execution),
-                "metrics": record["metrics"], "worker": execution["worker"],
+                "state": record["state"],
+                "progress": self._progress(record["stage"], execution, live_dir),
+                "metrics": record["metrics"],
+                "live_metrics": live_metrics(live_dir) if live_dir else None,
+                "worker": execution["worker"],
                 "host": execution["host"], "pid": execution["pid"],
                 "error": execution["error"], "problems": execution["problems"],
                 "log_tail": self._log_tail(execution, log_lines),
@@ -205,7 +363,10 @@ class RunQueries:
                              for r in map(decode, self.store.load(stream_id("run", run_id)))]
         return out
 
-    def _progress(self, stage: str, execution: dict[str, Any]) -> dict[str, Any]:
+    def _progress(self, stage: str, execution: dict[str, Any],
+                  live_dir: Path | None) -> dict[str, Any]:
+        """Timing and the latest heartbeat; for a run in flight, from its run directory when
+        that is fresher than the log (the executor records heartbeats throttled)."""
         now = self.service.clock.now()
 
         def seconds(since: str | None, until: str | None = None) -> float | None:
@@ -214,13 +375,20 @@ class RunQueries:
             end = datetime.fromisoformat(until) if until else now
             return round((end - datetime.fromisoformat(since)).total_seconds(), 3)
 
+        last_seen, message = execution["last_seen_at"], execution["heartbeat_message"]
+        since_seen = seconds(last_seen) if execution["ended_at"] is None else None
+        if live_dir is not None:
+            live = live_heartbeat(live_dir)
+            if live["message"] is not None:
+                message = live["message"]
+            age = live["seconds_since"]
+            if age is not None and (since_seen is None or age < since_seen):
+                since_seen, last_seen = age, live["at"]
         return {"stage": stage, "created_at": execution["created_at"],
                 "launched_at": execution["launched_at"], "ended_at": execution["ended_at"],
                 "elapsed_seconds": seconds(execution["launched_at"], execution["ended_at"]),
-                "last_seen_at": execution["last_seen_at"],
-                "seconds_since_seen": (seconds(execution["last_seen_at"])
-                                       if execution["ended_at"] is None else None),
-                "message": execution["heartbeat_message"]}
+                "last_seen_at": last_seen, "seconds_since_seen": since_seen,
+                "message": message}
 
     def _log_tail(self, execution: dict[str, Any], lines: int) -> dict[str, Any]:
         """The last lines of the run's output: the live file while it runs, else the blob."""
@@ -243,31 +411,63 @@ class RunQueries:
         return {"source": source, "lines": text[-max(lines, 0):] if lines else [],
                 "truncated": bool(logs.get("truncated"))}
 
-    def get_metric_history(self, run_id: str, name: str) -> dict[str, Any]:
-        """Every logged point of one metric, read from the run's latest Parquet series."""
+    def get_metric_history(self, run_id: str, name: str, *, max_points: int = 50,
+                           offset: int | None = None,
+                           limit: int | None = None) -> dict[str, Any]:
+        """One metric's points, read from the run's latest Parquet series.
+
+        By default the curve is thinned to at most ``max_points`` points (:func:`downsample`:
+        evenly spaced, plus the first, the last, the lowest, the highest and the first
+        non-finite point); ``downsampled`` says so and ``count`` is how many points exist.
+        With ``offset`` or ``limit`` the raw points are paged instead (``limit`` defaults to
+        ``RAW_PAGE``; ``next_offset`` is None after the last page). A non-finite value is
+        ``null`` with ``non_finite`` beside it ("nan", "inf" or "-inf"), since JSON has no
+        NaN. ``unknown_metric`` when the run's series has no metric of that name.
+        """
         self.views.catch_up()
         execution = self.views.run_execution(self._run_id(run_id))
         assert execution is not None
         series = execution["metric_series"]
+        points = self._metric_points(series, name) if series else []
+        out: dict[str, Any] = {"run_id": run_id, "name": name, "count": len(points),
+                               "series": series}
+        if offset is not None or limit is not None:
+            first = max(offset or 0, 0)
+            size = RAW_PAGE if limit is None else max(limit, 1)
+            page = points[first:first + size]
+            out.update(points=[_point_json(p) for p in page], offset=first,
+                       next_offset=first + len(page) if first + len(page) < len(points)
+                       else None, downsampled=False)
+            return out
+        kept = downsample([p["value"] for p in points], max(max_points, MIN_POINTS))
+        out.update(points=[_point_json(points[i]) for i in kept],
+                   downsampled=len(kept) < len(points))
+        return out
+
+    def _metric_points(self, series: str, name: str) -> list[dict[str, Any]]:
+        """Every point of ``name`` in the Parquet series ``series``, in logging order."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(self.blobs.get_bytes(series)))
+        columns = table.column_names
         points: list[dict[str, Any]] = []
-        if series:
-            import io
-
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(io.BytesIO(self.blobs.get_bytes(series)))
-            columns = table.column_names
-            if "name" in columns:  # long format: one row per point
-                for row in table.to_pylist():
-                    if row.get("name") == name:
-                        points.append({k: v for k, v in row.items() if k != "name"})
-            elif name in columns:  # wide format: one column per metric
-                for row in table.to_pylist():
-                    if row.get(name) is not None:
-                        points.append({k: row[k] for k in ("step", "ts") if k in row}
-                                      | {"value": row[name]})
-        return {"run_id": run_id, "name": name, "points": points, "count": len(points),
-                "series": series}
+        if "name" in columns:  # long format: one row per point
+            names = table.column("name").to_pylist()
+            if name not in names:
+                raise _unknown_metric(name, sorted(set(names)))
+            rows = table.to_pylist()
+            points = [{k: v for k, v in row.items() if k != "name"}
+                      for row, n in zip(rows, names, strict=True) if n == name]
+        elif name in columns:  # wide format: one column per metric
+            for row in table.to_pylist():
+                if row.get(name) is not None:
+                    points.append({k: row[k] for k in ("step", "ts") if k in row}
+                                  | {"value": row[name]})
+        else:
+            raise _unknown_metric(name, [c for c in columns if c not in ("step", "ts")])
+        return points
 
     def dashboard(self, consumer: str | None = None) -> dict[str, Any]:
         """Active runs, pending finalization by workspace, recent outcomes, failures, the best

@@ -175,11 +175,15 @@ def run_logs(ctx: click.Context, run_id: str, tail: int, follow: bool) -> None:
         while True:
             for line in result.get("lines", []):
                 click.echo(line if isinstance(line, str) else json.dumps(line, default=str))
+            for line in result.get("runtime_log", []):
+                click.echo(f"[runtime] {line}")
+            # ended comes only once every line was read, so nothing is cut off at the end.
             if not follow or result.get("ended", True):
                 return
             time.sleep(0.5)
             try:
-                result = q.logs(run_id, tail=10000, since=result.get("next"))
+                result = q.logs(run_id, tail=10000, since=result.get("next"),
+                                runtime_since=result.get("runtime_next"))
             except KeyboardInterrupt:  # pragma: no cover - interactive
                 return
 

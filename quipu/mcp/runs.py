@@ -10,7 +10,6 @@ No ``from __future__ import annotations``: fastmcp reads these signatures at run
 """
 
 import asyncio
-import functools
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastmcp import FastMCP
@@ -173,21 +172,28 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
         tail: Annotated[int, Field(ge=1, le=10000)] = 200,
         since: Annotated[int | None, Field(ge=0, description="The 'next' cursor of a previous "
                          "call: only newer lines.")] = None,
+        runtime_since: Annotated[int | None, Field(ge=0, description="With since: the "
+                                 "'runtime_next' cursor, for newer runtime_log lines.")] = None,
         follow: Annotated[bool, Field(description="With since: wait for new lines or the "
                           "end.")] = False,
         follow_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0,
     ) -> dict[str, Any]:
         """The stage's output (stdout, stderr, runtime_log), to watch a run or find an error.
-        Pass the returned 'next' back as since to follow it."""
-        result = guarded("logs", lambda: engine.q.logs(run_id, tail=tail, since=since))
+        Pass 'next' and 'runtime_next' back as since and runtime_since to follow it; 'ended'
+        is true only once the run is over and every line was delivered."""
+        def read(after: int | None, runtime_after: int | None) -> dict[str, Any]:
+            return guarded("logs", lambda: engine.q.logs(run_id, tail=tail, since=after,
+                                                         runtime_since=runtime_after))
+
+        result = read(since, runtime_since)
         if follow:
             waited = 0.0
-            while not result["lines"] and not result["ended"] and waited < follow_seconds:
+            while (not result["lines"] and not result["runtime_log"] and not result["ended"]
+                   and waited < follow_seconds):
                 await asyncio.sleep(WAIT_POLL_SECONDS)
                 waited += WAIT_POLL_SECONDS
-                result = guarded("logs", functools.partial(
-                    lambda since: engine.q.logs(run_id, tail=tail, since=since),
-                    result["next"]))
+                result = read(result["next"],
+                              result["runtime_next"] if runtime_since is not None else None)
         return result
 
     @mcp.tool(annotations={**WRITE, "destructiveHint": True})
@@ -247,7 +253,9 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
                           "(needed by sort_by='metric').")] = None,
         min_value: float | None = None,
         experiment_group: str | None = None,
-        sort_by: Literal["created", "metric"] = "created",
+        sort_by: Annotated[Literal["created", "metric"], Field(description="'metric' lists "
+                           "only runs with a value (the rest counted in without_value).")
+                           ] = "created",
         desc: bool = True,
         finalized_only: bool = False,
         limit: Limit = 20,
@@ -290,9 +298,16 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
     async def get_metric_history(
         run_id: RunId,
         name: Annotated[str, Field(description="The metric, as logged with log_metric.")],
+        max_points: Annotated[int, Field(ge=5, le=1000, description="Thin to at most this "
+                              "many points (first, last, min, max kept).")] = 50,
+        offset: Annotated[int | None, Field(ge=0, description="Page the raw points from "
+                          "here instead.")] = None,
+        limit: Annotated[int | None, Field(ge=1, le=1000)] = None,
     ) -> dict[str, Any]:
-        """The logged points of one metric of one run: its curve, not only its last value."""
-        return guarded("get_metric_history", lambda: engine.q.get_metric_history(run_id, name))
+        """One metric's curve in one run: points (a NaN/inf point has value null and
+        non_finite), count, downsampled; offset/limit page the raw points (next_offset)."""
+        return guarded("get_metric_history", lambda: engine.q.get_metric_history(
+            run_id, name, max_points=max_points, offset=offset, limit=limit))
 
     # --- overview ------------------------------------------------------------------------------
 

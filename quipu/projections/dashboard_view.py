@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import sqlite_utils
 
 from quipu.core.project.events import CursorMoved
+from quipu.core.runs.results import non_finite_reason
 from quipu.projections._base import Folded, Indexes, rows_as_dicts
 from quipu.projections.runs_lookup import awaiting, best_by_workspace
 from quipu.projections.runs_view import ACTIVE_STATES
@@ -78,6 +79,15 @@ QUERIES = {
               "ON r.run_id = t.run_id ORDER BY t.ended_position DESC LIMIT ?",
     "pending": "SELECT u.workspace, u.run_id, u.stage, r.state FROM unfinalized u "
                "JOIN runs r ON r.run_id = u.run_id ORDER BY u.workspace, u.position",
+    # Runs in flight or awaiting a verdict whose metrics went NaN or infinite: both lists are
+    # what waits on the agent now, not history, so this reads a handful of runs' summaries.
+    **{f"non_finite_{kind}": "SELECT r.run_id, r.workspace, r.stage, r.state, s.name, "
+       # CROSS JOIN keeps SQLite reading the short list first, in its index order.
+       f"s.non_finite FROM {table} w CROSS JOIN metric_summaries s ON s.run_id = w.run_id "
+       f"JOIN runs r ON r.run_id = w.run_id WHERE s.non_finite IS NOT NULL ORDER BY {order} "
+       "LIMIT ?"
+       for kind, table, order in (("active", "active_runs", "w.created_position"),
+                                  ("pending", "unfinalized", "w.workspace, w.position"))},
     **{f"since_{c}": f"SELECT {_BRIEF} FROM runs r WHERE r.{c} > ? ORDER BY r.{c} DESC LIMIT ?"
        for c in ("created_position", "ended_position", "finalized_position")},
     # How many since: the running total now, minus the total at the cursor, minus the ends an
@@ -128,6 +138,11 @@ def dashboard(conn: sqlite3.Connection, consumer: str, *, head: int) -> dict[str
     for o in outcomes:
         o.update(_goal(o.pop("results_spec")))
     failed = _rows(conn, QUERIES["failed"], (RECENT,))
+    non_finite = [
+        {"run_id": a["run_id"], "workspace": a["workspace"], "stage": a["stage"],
+         "state": a["state"], "alert": non_finite_reason(a["name"], json.loads(a["non_finite"]))}
+        for kind in ("active", "pending")
+        for a in _rows(conn, QUERIES[f"non_finite_{kind}"], (MAX_LISTED,))][:MAX_LISTED]
     best = {b.pop("workspace"): b for b in best_by_workspace(conn)}
     seen = cursor(conn, consumer)
     return {
@@ -138,6 +153,7 @@ def dashboard(conn: sqlite3.Connection, consumer: str, *, head: int) -> dict[str
                                  "by_workspace": pending},
         "recent_outcomes": outcomes,
         "failed_recent": failed,
+        "non_finite_metrics": non_finite,
         "best_by_workspace": best,
         "new_since_last_look": new_since(conn, seen),
         "cursor_position": head,

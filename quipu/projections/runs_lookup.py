@@ -13,7 +13,12 @@ from typing import Any
 
 from quipu.core.runs import lifecycle
 from quipu.core.runs.lifecycle import State
-from quipu.core.runs.results import ResultsSpec, auto_results, suggest_outcome
+from quipu.core.runs.results import (
+    ResultsSpec,
+    auto_results,
+    non_finite_reason,
+    suggest_outcome,
+)
 from quipu.projections._base import chunks, placeholders, rows_as_dicts
 from quipu.projections.runs_view import Row, loads_row
 
@@ -84,10 +89,13 @@ def tagged_run(conn: sqlite3.Connection, workspace: str, tag: str) -> str | None
 
 
 def results_status(row: Row) -> str:
-    """``finalized`` (the agent's verdict), ``auto`` (a logged primary value) or ``missing``."""
+    """``finalized`` (the agent's verdict), ``auto`` (a logged primary value), ``non_finite``
+    (the primary metric's latest point is NaN or infinite) or ``missing``."""
     if row["state"] == State.FINALIZED.value:
         return "finalized"
-    return "auto" if row["value"] is not None else "missing"
+    if row["value"] is not None:
+        return "auto"
+    return "non_finite" if row.get("non_finite") else "missing"
 
 
 def _summary(row: Row, tags: list[str]) -> dict[str, Any]:
@@ -100,15 +108,28 @@ def _summary(row: Row, tags: list[str]) -> dict[str, Any]:
         "value": row["value"], "state": row["state"], "infra_outcome": row["infra_outcome"],
         "ml_outcome": row["ml_outcome"], "results_status": results_status(row),
         "created_at": row["created_at"], "ended_at": row["ended_at"],
-        "finalized_at": row["finalized_at"], "tags": tags,
+        "finalized_at": row["finalized_at"], "error": row["error"], "tags": tags,
     }
 
 
 def summaries(conn: sqlite3.Connection, run_id: str) -> dict[str, dict[str, Any]]:
-    """The latest metric summaries of a run, by metric name."""
-    cur = conn.execute("SELECT name, min, max, last, count, trend, last_step FROM "
+    """The latest metric summaries of a run, by metric name (``non_finite`` only on a metric
+    that logged NaN or infinite points)."""
+    cur = conn.execute("SELECT name, min, max, last, count, trend, last_step, non_finite FROM "
                        "metric_summaries WHERE run_id = ? ORDER BY name", (run_id,))
-    return {r.pop("name"): r for r in rows_as_dicts(cur)}
+    out = {}
+    for r in rows_as_dicts(cur):
+        facts = r.pop("non_finite")
+        if facts:
+            r["non_finite"] = json.loads(facts)
+        out[r.pop("name")] = r
+    return out
+
+
+def metric_alerts(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per metric that logged NaN or infinite points (``non_finite_reason``)."""
+    return [non_finite_reason(name, s["non_finite"]) for name, s in metrics.items()
+            if isinstance(s.get("non_finite"), dict)]
 
 
 def auto_results_of(row: Row, metrics: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -120,18 +141,25 @@ def auto_results_of(row: Row, metrics: dict[str, dict[str, Any]]) -> dict[str, A
         spec = ResultsSpec.model_validate(row["results_spec"])
     except ValueError:
         return None
-    last = {name: float(s["last"]) for name, s in metrics.items()
-            if isinstance(s.get("last"), int | float)}
-    return auto_results(spec, last)
+    return auto_results(spec, {name: s.get("last") for name, s in metrics.items()},
+                        {name: s["non_finite"] for name, s in metrics.items()
+                         if isinstance(s.get("non_finite"), dict)})
 
 
 def history(conn: sqlite3.Connection, workspace: str, *, stage: str | None = None,
             tagged: str | None = None, metric: str | None = None,
             min_value: float | None = None, experiment_group: str | None = None,
             sort_by: str = "created", desc: bool = True, finalized_only: bool = False,
-            limit: int = 20, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+            has_value: bool | None = None, limit: int = 20,
+            offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     """A page of a workspace's runs and how many match (see ``Views.history``)."""
     where, params = ["r.workspace = ?"], [workspace]
+    if has_value is None and sort_by == "metric":
+        # A ranking by value has no place for a run without one (a stage that never logged
+        # the metric); the caller reports how many were left out.
+        has_value = True
+    if has_value is not None:
+        where.append("r.value IS NOT NULL" if has_value else "r.value IS NULL")
     for column, value in (("r.stage", stage), ("r.primary_metric", metric),
                           ("r.experiment_group", experiment_group)):
         if value is not None:
@@ -147,7 +175,7 @@ def history(conn: sqlite3.Connection, workspace: str, *, stage: str | None = Non
         where.append("r.state = 'finalized'")
     clause = " AND ".join(where)
     order = "DESC" if desc else "ASC"
-    sort = (f"r.value IS NULL, r.value {order}, r.created_position DESC" if sort_by == "metric"
+    sort = (f"r.value {order}, r.created_position DESC" if sort_by == "metric"
             else f"r.created_position {order}")
     if len(where) == 1:
         # Every run of the workspace: the fold keeps that count, so it costs one lookup at any
@@ -182,7 +210,8 @@ def record(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
         "description": row["description"], "detail": row["detail"],
         "results_spec": row["results_spec"], "results": row["results"],
         "results_auto": auto_results_of(row, metrics), "comparison": row["comparison"],
-        "metrics": metrics, "config_hash": row["config_hash"], "created_by": row["created_by"],
+        "metrics": metrics, "alerts": metric_alerts(metrics),
+        "config_hash": row["config_hash"], "created_by": row["created_by"],
         "launched_at": row["launched_at"], "last_seen_at": row["last_seen_at"],
         "error": row["error"], "problems": row["problems"], "exit_code": row["exit_code"],
         "in_gate": conn.execute("SELECT 1 FROM unfinalized WHERE run_id = ?",
@@ -207,16 +236,22 @@ def finalize_hint(row: Row, auto: dict[str, Any] | None) -> dict[str, Any]:
     (``core.runs.handlers.RunService`` compares the value); any other run needs a verdict and notes.
     """
     notes = "<what this result means and what to try next (15+ characters)>"
-    logged = auto is not None and row["primary_metric"] not in (auto.get("missing") or [])
-    if lifecycle.has_value(row["state"], logged=logged):
+    # A primary metric whose latest point is NaN or infinite has no value to judge (the
+    # handler asks for a verdict and notes only); one that went non-finite on the way is
+    # never suggested as a success, and the notes say why.
+    value = auto.get("value") if auto else None
+    facts = ((auto.get("non_finite_points") or {}).get(row["primary_metric"])
+             if auto else None)
+    if facts:
+        notes = (f"<what this result means and what to try next (15+ characters); note: "
+                 f"{non_finite_reason(row['primary_metric'], facts)}>")
+    if value is not None and lifecycle.has_value(row["state"], logged=True):
         spec = ResultsSpec.model_validate(row["results_spec"])
-        value = auto.get("value") if auto else None
         return {"primary_metric": spec.primary_metric, "direction": spec.direction,
-                "value": value if value is not None else "<the final value>",
-                "dataset_split": spec.dataset_split,
-                "ml_outcome": suggest_outcome(spec, value) if value is not None else "unknown",
+                "value": value, "dataset_split": spec.dataset_split,
+                "ml_outcome": suggest_outcome(spec, value, went_non_finite=bool(facts)),
                 "notes": notes}
-    return {"ml_outcome": "miss" if row["infra_outcome"] != "succeeded" else "unknown",
+    return {"ml_outcome": "miss" if row["infra_outcome"] != "succeeded" or facts else "unknown",
             "notes": notes}
 
 
@@ -249,13 +284,15 @@ def _awaiting_entry(conn: sqlite3.Connection, run_id: str,
     row = run_row(conn, run_id)
     if row is None:
         return None
-    auto = auto_results_of(row, summaries(conn, run_id))
+    metrics = summaries(conn, run_id)
+    auto = auto_results_of(row, metrics)
     args = finalize_hint(row, auto)
     return {
         "run_id": run_id, "workspace": workspace, "stage": row["stage"],
         "state": row["state"], "infra_outcome": row["infra_outcome"],
         "reason": row["description"], "hypothesis": row["hypothesis"],
         "ended_at": row["ended_at"], "error": row["error"], "problems": row["problems"],
+        "alerts": metric_alerts(metrics),
         "results_auto": auto, "finalize_args": args,
         "finalize_call": f"finalize_run({json.dumps(run_id)}, {json.dumps(args)})",
     }

@@ -76,11 +76,11 @@ RUN_COLUMNS = (
     "created_at", "created_by", "launched_at", "ended_at", "finalized_at", "last_seen_at",
     "heartbeat_message", "review", "worker", "host", "pid", "run_dir", "exit_code", "signal",
     "logs", "problems", "error", "created_position", "ended_position", "finalized_position",
-    "last_position",
+    "last_position", "non_finite",
 )
 JSON_COLUMNS = frozenset({
     "detail", "config", "depends_on", "inputs", "inputs_launched", "outputs_declared", "outputs",
-    "results_spec", "results", "results_auto", "comparison", "logs", "problems",
+    "results_spec", "results", "results_auto", "comparison", "logs", "problems", "non_finite",
 })
 
 Row = dict[str, Any]
@@ -156,10 +156,11 @@ class _Page:
         c.executemany("DELETE FROM metric_summaries WHERE run_id = ?",
                       [(r,) for r in sorted(self.metrics)])
         c.executemany(
-            "INSERT INTO metric_summaries (run_id, name, min, max, last, count, trend, last_step)"
-            " VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO metric_summaries (run_id, name, min, max, last, count, trend, last_step,"
+            " non_finite) VALUES (?,?,?,?,?,?,?,?,?)",
             [(r, name, s.get("min"), s.get("max"), s.get("last"), s.get("count"),
-              None if s.get("trend") is None else str(s.get("trend")), s.get("last_step"))
+              None if s.get("trend") is None else str(s.get("trend")), s.get("last_step"),
+              dumps(s["non_finite"]) if isinstance(s.get("non_finite"), dict) else None)
              for r, summaries in sorted(self.metrics.items())
              for name, s in sorted(summaries.items())])
         c.executemany("DELETE FROM unfinalized WHERE run_id = ?",
@@ -323,6 +324,8 @@ def _launch_failed(page: _Page, row: Row, e: RunLaunchFailed, f: Folded) -> None
 def _exited(page: _Page, row: Row, e: RunExited, f: Folded) -> None:
     row.update(exit_code=e.exit_code, signal=e.signal, outputs=e.outputs, logs=e.logs,
                problems=list(e.problems))
+    if e.error is not None:
+        row["error"] = e.error
 
 
 def _lost(page: _Page, row: Row, e: RunLost, f: Folded) -> None:
@@ -346,6 +349,13 @@ def _metrics(page: _Page, row: Row, e: MetricsRecorded, f: Folded) -> None:
     if row["state"] != State.FINALIZED.value:
         primary = e.summaries.get(row["primary_metric"] or "") or {}
         row["value"] = finite(primary.get("last"))
+    row["non_finite"] = _facts(e.summaries.get(row["primary_metric"] or ""))
+
+
+def _facts(summary: Any) -> dict[str, Any] | None:
+    """A metric summary's non-finite facts, None when it has none."""
+    found = summary.get("non_finite") if isinstance(summary, dict) else None
+    return found if isinstance(found, dict) else None
 
 
 def _finalized(page: _Page, row: Row, e: RunFinalized, f: Folded) -> None:
@@ -359,11 +369,15 @@ def _spec_saved(page: _Page, row: Row, e: ResultsSpecSaved, f: Folded) -> None:
                direction=e.spec.get("direction"))
     summaries = page.metrics.get(row["run_id"])
     if summaries is None:
-        found = page.conn.execute("SELECT last FROM metric_summaries WHERE run_id = ? AND "
-                                  "name = ?", (row["run_id"], row["primary_metric"])).fetchone()
+        found = page.conn.execute("SELECT last, non_finite FROM metric_summaries WHERE "
+                                  "run_id = ? AND name = ?",
+                                  (row["run_id"], row["primary_metric"])).fetchone()
         row["value"] = finite(found[0]) if found else None
+        row["non_finite"] = json.loads(found[1]) if found and found[1] else None
     else:
-        row["value"] = finite((summaries.get(row["primary_metric"] or "") or {}).get("last"))
+        primary = summaries.get(row["primary_metric"] or "")
+        row["value"] = finite((primary or {}).get("last"))
+        row["non_finite"] = _facts(primary)
 
 
 def _tagged(page: _Page, row: Row, e: RunTagged, f: Folded) -> None:
@@ -419,7 +433,7 @@ class RunsView:
     """Folds run, pipeline-run and finalization-gate events."""
 
     name: ClassVar[str] = "runs"
-    version: ClassVar[int] = 3
+    version: ClassVar[int] = 4
     types: ClassVar[frozenset[str]] = frozenset({
         PipelineRunStarted.TYPE, RunRequested.TYPE, FinalizationRequired.TYPE,
         FinalizationCleared.TYPE, *_RUN_FOLDS})
@@ -455,7 +469,8 @@ class RunsView:
         db.table("runs").create(types, pk="run_id")
         db.table("metric_summaries").create({
             "run_id": str, "name": str, "min": float, "max": float, "last": float,
-            "count": int, "trend": str, "last_step": int}, pk=("run_id", "name"))
+            "count": int, "trend": str, "last_step": int, "non_finite": str},
+            pk=("run_id", "name"))
         db.table("run_tags").create({"run_id": str, "tag": str, "workspace": str, "at": str,
                                      "position": int}, pk=("run_id", "tag"))
         db.table("pipeline_runs").create({

@@ -117,8 +117,10 @@ def _run_sections(runs: dict[str, Any]) -> list[str]:
 
     out += ["", "## Awaiting finalization"]
     for r in runs["awaiting"]:
-        out.append(f"- {r['run_id']} {r['workspace']}/{r['stage']} ended {r['infra_outcome']}: "
-                   f"`{r['finalize_call']}`")
+        error = f" ({one_line(r['error'], 160)})" if r.get("error") else ""
+        error += "".join(f" ⚠ {one_line(a)}" for a in r.get("alerts") or [])
+        out.append(f"- {r['run_id']} {r['workspace']}/{r['stage']} ended {r['infra_outcome']}"
+                   f"{error}: `{r['finalize_call']}`")
     hidden = runs["awaiting_total"] - len(runs["awaiting"])
     if hidden > 0:
         out.append(f"- …and {hidden} more: list_unfinalized_runs(workspace)")

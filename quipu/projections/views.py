@@ -594,13 +594,16 @@ class Views:
     def history(self, workspace: str, *, stage: str | None = None, tagged: str | None = None,
                 metric: str | None = None, min_value: float | None = None,
                 experiment_group: str | None = None, sort_by: str = "created",
-                desc: bool = True, finalized_only: bool = False, limit: int = 20,
+                desc: bool = True, finalized_only: bool = False,
+                has_value: bool | None = None, limit: int = 20,
                 offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """A page of a workspace's runs (newest first by default) and how many match.
 
         ``metric`` keeps runs whose primary metric it is, ``min_value`` those whose value is at
         least it (value: the finalized value, else the last logged primary value);
-        ``sort_by="metric"`` orders by value (runs without one last).
+        ``has_value`` keeps the runs with (True) or without (False) a value;
+        ``sort_by="metric"`` orders by value and keeps only runs with one (unless
+        ``has_value`` says otherwise).
         """
         if sort_by not in ("created", "metric"):
             raise InvalidInput(f"cannot sort by {sort_by!r}", code="invalid_sort",
@@ -608,7 +611,7 @@ class Views:
         return run_queries.history(
             self.conn, workspace, stage=stage, tagged=tagged, metric=metric,
             min_value=min_value, experiment_group=experiment_group, sort_by=sort_by, desc=desc,
-            finalized_only=finalized_only, limit=limit, offset=offset)
+            finalized_only=finalized_only, has_value=has_value, limit=limit, offset=offset)
 
     @_guarded
     def run_record(self, run_id: str) -> dict[str, Any] | None:

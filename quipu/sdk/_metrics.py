@@ -1,8 +1,10 @@
 """Metrics: validated points buffered in memory and appended to ``.quipu/metrics.jsonl``.
 
 A mistake in how a call is written (a bad name, a negative step) raises at once, because it will
-fail the same way every time. A bad value coming out of the data (NaN loss, a bool, a clock that
-is off) is skipped with a warning, because a long training run should not die over one point.
+fail the same way every time. A bad value coming out of the data (a bool, a clock that is off) is
+skipped with a warning, because a long training run should not die over one point. A NaN or
+infinite value is a fact about the run (it diverged), so it is recorded, not skipped: JSON has
+no NaN, so its line says ``"value": null, "non_finite": "nan" | "inf" | "-inf"``.
 """
 
 from __future__ import annotations
@@ -62,14 +64,22 @@ class _Series:
         if not self.buffer:
             return
         # Names match METRIC_NAME (no quote or backslash) and values are finite floats whose
-        # repr is valid JSON, so each line is formatted directly: json.dumps per point was a
-        # fifth of log_metric's cost.
+        # repr is valid JSON (a non-finite one is written as null plus its kind), so each line
+        # is formatted directly: json.dumps per point was a fifth of log_metric's cost.
         data = "".join(
-            f'{{"name":"{p["name"]}","value":{p["value"]!r},'
+            f'{{"name":"{p["name"]}","value":{_json_value(p["value"])},'
             f'"step":{"null" if p["step"] is None else p["step"]},"ts":{p["ts"]!r}}}\n'
             for p in self.buffer).encode()
         self.buffer.clear()
         append_bytes(self.ctx.side_file(METRICS), data)
+
+
+def _json_value(value: float) -> str:
+    """A value as JSON text: its repr when finite, else ``null`` and its kind after it."""
+    if math.isfinite(value):
+        return repr(value)
+    kind = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return f'null,"non_finite":"{kind}"'
 
 
 _series: dict[Path, _Series] = {}
@@ -88,7 +98,7 @@ def check_metric_name(name: object) -> str:
 
 
 def _real(value: object) -> float | str:
-    """``value`` as a finite float, or the reason it is not one."""
+    """``value`` as a float (NaN and infinities included), or the reason it is not one."""
     if type(value) is float and math.isfinite(value):  # the common case, without ABC checks
         return value
     if isinstance(value, bool | np.bool_):
@@ -104,8 +114,6 @@ def _real(value: object) -> float | str:
         number = float(value)
     except (OverflowError, ValueError):
         return f"{value!r:.80} does not fit in a float"
-    if not math.isfinite(number):
-        return f"{number!r} is not finite"
     return number
 
 
@@ -186,6 +194,11 @@ def _record(name: str, value: object, step: object, timestamp: object, stackleve
             _reject(ctx, name, f"it was first logged {how} a step; log every point of one "
                     "metric the same way", stacklevel)
             return
+        if not math.isfinite(number):
+            # Recorded all the same (the engine reports it); the author hears of it too.
+            ctx.warn("metric_non_finite", f"metric {name!r} is {number!r}"
+                     + (f" at step {checked_step}" if checked_step is not None else "")
+                     + "; recorded as a non-finite point", stacklevel=stacklevel)
         series.buffer.append({"name": name, "value": number, "step": checked_step, "ts": ts})
         if (len(series.buffer) >= FLUSH_EVERY
                 or time.monotonic() - series.last_flush >= FLUSH_INTERVAL):
@@ -202,7 +215,9 @@ def log_metric(
 
     ``name`` must match ``^[A-Za-z][\\w.\\-/:]{0,255}$`` and ``step`` must be a non-negative
     int (ValueError otherwise). A metric is logged either always with a step or always without.
-    A value that is NaN, infinite, a bool or not a number, a point that breaks the step rule,
+    A NaN or infinite value is recorded as a non-finite point (the engine reports it: the run
+    diverged) with an :class:`SdkWarning`. A value that is a bool or not a number, a point that
+    breaks the step rule,
     a timestamp more than a day ahead or ten years behind, or a name beyond the 10,000th is
     skipped with an :class:`SdkWarning` and a line in ``.quipu/warnings.jsonl``; it never raises.
     Points are buffered and written every 100 points, after 1 s, on ``finish()`` and at exit.

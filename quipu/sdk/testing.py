@@ -55,7 +55,7 @@ class Input:
 
 @dataclass(frozen=True)
 class MetricPoint:
-    """One line of ``.quipu/metrics.jsonl``."""
+    """One line of ``.quipu/metrics.jsonl`` (a non-finite point's value is NaN or ±inf)."""
 
     name: str
     value: float
@@ -90,7 +90,9 @@ class StageRun:
     @property
     def metrics(self) -> list[MetricPoint]:
         """Every metric point written so far, in file order."""
-        return [MetricPoint(line["name"], line["value"], line["step"], line["ts"])
+        return [MetricPoint(line["name"],
+                            float(line["non_finite"]) if line.get("non_finite") else line["value"],
+                            line["step"], line["ts"])
                 for line in self._lines("metrics.jsonl")]
 
     def metric(self, name: str) -> list[float]:

@@ -114,11 +114,11 @@ class TestAPipelineRunsOnItsOwn:
         result = json.loads((run_dir / "outputs" / "result.json").read_text())
         assert Path(result["cwd"]) == run_dir
         assert set(result["env"]) - {"LC_CTYPE"} == {
-            "PATH", "HOME", "LANG", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "QUIPU_RUN_DIR",
-            "QUIPU_RUN_ID", "QUIPU_STAGE", "QUIPU_INPUTS_DIR", "QUIPU_OUTPUTS_DIR",
-            "QUIPU_STAGE_CONFIG"}
+            "PATH", "HOME", "LANG", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
+            "QUIPU_RUN_DIR", "QUIPU_RUN_ID", "QUIPU_STAGE", "QUIPU_INPUTS_DIR",
+            "QUIPU_OUTPUTS_DIR", "QUIPU_STAGE_CONFIG"}
         assert json.loads((run_dir / ".quipu" / "exit.json").read_text()) == {
-            "exit_code": 0, "signal": None}
+            "exit_code": 0, "signal": None, "error": None}
 
     def test_a_re_delivered_event_does_nothing_twice(self, tmp_path: Path) -> None:
         q = make_project(tmp_path, ONE_STAGE,

@@ -124,6 +124,19 @@ class TestRecords:
         best = lab.q.list_history("ws", sort_by="metric", finalized_only=True)["records"][0]
         assert best["value"] == 0.85 and best["results_status"] == "finalized"
 
+    def test_history_sorted_by_metric_leaves_out_runs_without_a_value(self, lab):
+        """Regression: the prep stages, which never log the metric, filled the ranking."""
+        for value in (0.82, 0.85):
+            lab.cycle(value)
+
+        ranked = serialisable(lab.q.list_history("ws", sort_by="metric"))
+
+        assert [r["value"] for r in ranked["records"]] == [0.85, 0.82]
+        assert {r["stage"] for r in ranked["records"]} == {"train"}
+        assert ranked["total"] == 2 and ranked["without_value"] == 2
+        assert ranked["has_more"] is False
+        assert "without_value" not in lab.q.list_history("ws")
+
     def test_history_of_an_unknown_workspace_is_refused(self, lab):
         with pytest.raises(NotFound, match="does not exist"):
             lab.q.list_history("nope")
@@ -215,7 +228,36 @@ class TestInspectRun:
         history = serialisable(lab.q.get_metric_history(ids["prep"], "loss"))
 
         assert [(p["step"], p["value"]) for p in history["points"]] == [(0, 1.0), (1, 0.7)]
-        assert lab.q.get_metric_history(ids["prep"], "nothing")["points"] == []
+        assert history["count"] == 2 and history["downsampled"] is False
+        with pytest.raises(NotFound, match="did you mean 'loss'") as refused:
+            lab.q.get_metric_history(ids["prep"], "los")
+        assert refused.value.code == "unknown_metric"
+
+    def test_a_long_curve_is_thinned_by_default_and_paged_raw_on_request(self, lab):
+        """Regression: 200 points answered with ~13 K characters, every point spelled out."""
+        ids = lab.start(["prep"])
+        lab.launch(ids["prep"])
+        curve = [1.0 / (1 + step) + 0.01 * (step % 5) for step in range(200)]
+        curve[150] = -3.0  # a dip that thinning must not smooth away
+        lab.metrics(ids["prep"], [("loss", step, v) for step, v in enumerate(curve)])
+
+        thinned = serialisable(lab.q.get_metric_history(ids["prep"], "loss"))
+        size = len(json.dumps(thinned))
+
+        assert thinned["downsampled"] is True and thinned["count"] == 200
+        assert len(thinned["points"]) <= 50
+        steps = [p["step"] for p in thinned["points"]]
+        assert steps[0] == 0 and steps[-1] == 199 and 150 in steps
+        assert max(p["value"] for p in thinned["points"]) == max(curve)
+        assert size < 4_000, size
+        pages, offset = [], 0
+        while offset is not None:
+            page = lab.q.get_metric_history(ids["prep"], "loss", offset=offset, limit=64)
+            pages += page["points"]
+            offset = page["next_offset"]
+        assert [p["value"] for p in pages] == curve
+        whole = json.dumps(lab.q.get_metric_history(ids["prep"], "loss", limit=200))
+        assert len(whole) > 3 * size  # what every call used to cost
 
 
 class TestDashboard:

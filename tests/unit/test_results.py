@@ -19,6 +19,7 @@ from quipu.core.runs.results import (
     ResultsSpec,
     auto_results,
     compare,
+    non_finite_reason,
     parse_final_results,
     parse_results_spec,
     results_spec_problems,
@@ -354,6 +355,26 @@ def test_auto_results_take_the_last_value_of_each_spec_metric_and_list_missing_o
     assert auto["primary_metric"] == "val_accuracy" and auto["direction"] == "maximize"
 
 
+def test_auto_results_report_non_finite_points_and_never_call_them_missing():
+    """Regression: a metric logged only as NaN showed as 'missing'; 1.0 then inf showed 1.0."""
+    spec = parse_results_spec({**SPEC, "secondary_metrics": ["val_loss"]})
+    diverged = {"count": 1, "kind": "inf", "first_step": 1, "first_index": 1,
+                "last_finite": 1.0}
+    only_nan = {"count": 3, "kind": "nan", "first_step": 0, "first_index": 0,
+                "last_finite": None}
+    auto = auto_results(spec, {"val_accuracy": None, "val_loss": None},
+                        {"val_accuracy": diverged, "val_loss": only_nan})
+
+    assert auto["value"] is None and auto["missing"] == []
+    assert auto["non_finite"] == ["val_accuracy", "val_loss"]
+    assert auto["non_finite_points"] == {"val_accuracy": diverged, "val_loss": only_nan}
+    assert non_finite_reason("val_accuracy", diverged) == (
+        "val_accuracy went inf at step 1 (1 non-finite point; last finite value 1)")
+    recovered = auto_results(spec, {"val_accuracy": 0.8}, {"val_accuracy": diverged})
+    assert recovered["value"] == 0.8 and recovered["non_finite"] == []
+    assert recovered["non_finite_points"] == {"val_accuracy": diverged}
+
+
 def test_auto_results_without_the_primary_metric_have_no_value():
     auto = auto_results(parse_results_spec(SPEC), {})
     assert auto["value"] is None and auto["missing"] == ["val_accuracy"]
@@ -465,7 +486,7 @@ def test_meeting_the_goal_implies_meeting_the_minimum(spec, value):
     (SPEC, 0.6, "partial"), (SPEC, 0.4, "miss"),
     (LOSS_SPEC, 0.25, "success"), (LOSS_SPEC, 0.1, "success"), (LOSS_SPEC, 0.5, "partial"),
     (LOSS_SPEC, 0.6, "miss"),
-    (SPEC, math.nan, "unknown"), (LOSS_SPEC, math.inf, "unknown"),
+    (SPEC, math.nan, "miss"), (LOSS_SPEC, math.inf, "miss"),
 ])
 def test_the_suggested_outcome_follows_the_goal_and_the_minimum(spec, value, outcome):
     assert suggest_outcome(parse_results_spec(spec), value) == outcome
@@ -477,6 +498,16 @@ def test_the_suggestion_agrees_with_the_comparison(spec, value):
     c = compare(parsed, value, previous=None, best=None)
     expected = "success" if c.meets_goal else "partial" if c.meets_min else "miss"
     assert suggest_outcome(parsed, value) == expected
+
+
+@given(valid_specs(), any_finite)
+def test_a_metric_that_went_non_finite_is_never_suggested_as_a_success(spec, value):
+    """Regression: a run that logged 1.0 then inf was offered ml_outcome 'success'."""
+    parsed = parse_results_spec(spec)
+    plain = suggest_outcome(parsed, value)
+    flagged = suggest_outcome(parsed, value, went_non_finite=True)
+    assert flagged != "success"
+    assert flagged == ("partial" if plain == "success" else plain)
 
 
 def test_a_spec_can_be_built_directly_and_still_checks_its_thresholds():

@@ -1,9 +1,11 @@
 """Metric ingestion: ``.quipu/metrics.jsonl`` -> a Parquet series blob and per-metric summaries.
 
-The SDK appends whole lines ``{"name", "value", "step", "ts"}``; a trailing line without its
-newline is still being written and is read on the next pass. The whole series is kept per run
-(the file is re-read from the start after an executor restart), written as one Parquet table
-(columns ``name``, ``step``, ``value``, ``ts``) and summarised per metric.
+The SDK appends whole lines ``{"name", "value", "step", "ts"}``; a NaN or infinite value is
+written ``"value": null, "non_finite": "nan" | "inf" | "-inf"`` (JSON has no NaN). A trailing
+line without its newline is still being written and is read on the next pass. The whole series
+is kept per run (the file is re-read from the start after an executor restart), written as one
+Parquet table (columns ``name``, ``step``, ``value``, ``ts``; Parquet holds NaN and infinities
+as they are) and summarised per metric.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from typing import Any
 
 from quipu.core.ports import BlobStore
 
-__all__ = ["TREND_WINDOW", "MetricSeries", "summarise", "trend"]
+__all__ = ["NON_FINITE", "TREND_WINDOW", "MetricSeries", "summarise", "trend"]
 
 TREND_WINDOW = 20
 """How many of a metric's latest points its trend is fitted on."""
 FLAT_FRACTION = 0.01
 """A fitted change smaller than this fraction of the metric's whole range reads as flat."""
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+"""How a line names a non-finite value, and the value."""
 
 
 
@@ -39,9 +43,10 @@ def _arrow() -> Any:
 
     schema = pa.schema([("name", pa.string()), ("step", pa.int64()), ("value", pa.float64()),
                         ("ts", pa.float64())])
+    lines = schema.append(pa.field("non_finite", pa.string()))  # only in the JSON lines
     return SimpleNamespace(
         pa=pa, pc=pc, pajson=pajson, pq=pq, schema=schema,
-        parse=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"),
+        parse=pajson.ParseOptions(explicit_schema=lines, unexpected_field_behavior="error"),
         # One thread: the executor already runs stages beside it, and threads made parsing
         # slower here.
         read=pajson.ReadOptions(use_threads=False, block_size=8 << 20))
@@ -63,15 +68,42 @@ def trend(xs: list[float], ys: list[float], value_range: float) -> str:
     return "up" if change > 0 else "down"
 
 
+def _kind(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    return "inf" if value > 0 else "-inf"
+
+
 def summarise(points: list[tuple[int | None, float]]) -> dict[str, Any]:
-    """{min, max, last, count, trend, last_step} of one metric's points in logging order."""
-    values = [v for _, v in points]
-    low, high = min(values), max(values)
-    window = points[-TREND_WINDOW:]
-    xs = [float(s) if s is not None else float(i) for i, (s, _) in enumerate(window)]
-    return {"min": low, "max": high, "last": values[-1], "count": len(values),
-            "trend": trend(xs, [v for _, v in window], high - low),
-            "last_step": points[-1][0]}
+    """{min, max, last, count, trend, last_step[, non_finite]} of one metric's points in
+    logging order.
+
+    ``count`` counts every point; ``min``, ``max`` and ``trend`` are over the finite ones
+    (``min``/``max`` None when there are none); ``last`` is the latest point's value, None when
+    that one is not finite. A metric with NaN or infinite points also gets ``non_finite``:
+    ``{count, kind, first_step, first_index, last_finite}``, ``kind`` being the first such
+    point's ("nan", "inf", "-inf"), ``first_index`` its place among the metric's points and
+    ``last_finite`` the latest finite value (None if there was none). Every number in it is
+    finite, so it travels as JSON.
+    """
+    finite = [(i, s, v) for i, (s, v) in enumerate(points) if math.isfinite(v)]
+    last_step, last = points[-1]
+    out: dict[str, Any] = {"min": None, "max": None,
+                           "last": last if math.isfinite(last) else None,
+                           "count": len(points), "trend": "flat", "last_step": last_step}
+    if finite:
+        values = [v for _, _, v in finite]
+        low, high = min(values), max(values)
+        window = finite[-TREND_WINDOW:]
+        xs = [float(s) if s is not None else float(i) for i, s, _ in window]
+        out.update(min=low, max=high, trend=trend(xs, [v for _, _, v in window], high - low))
+    if len(finite) < len(points):
+        index, (step, value) = next((i, p) for i, p in enumerate(points)
+                                    if not math.isfinite(p[1]))
+        out["non_finite"] = {"count": len(points) - len(finite), "kind": _kind(value),
+                             "first_step": step, "first_index": index,
+                             "last_finite": finite[-1][2] if finite else None}
+    return out
 
 
 @dataclass
@@ -123,12 +155,23 @@ class MetricSeries:
         except (arrow.pa.ArrowInvalid, arrow.pa.ArrowTypeError, ValueError):
             return False
         names, values = table.column("name"), table.column("value")
-        if (names.null_count or values.null_count or table.column("ts").null_count
-                or not arrow.pc.all(arrow.pc.is_finite(values)).as_py()):
+        if names.null_count or table.column("ts").null_count:
             return False
+        if values.null_count:
+            # Non-finite points: each null must name its kind, and only a null may.
+            kinds = table.column("non_finite").to_pylist()
+            listed = values.to_pylist()
+            if any((v is None) != (k in NON_FINITE) for v, k in zip(listed, kinds, strict=True)):
+                return False
+            decoded = [NON_FINITE[k] if v is None else v
+                       for v, k in zip(listed, kinds, strict=True)]
+        elif not arrow.pc.all(arrow.pc.is_finite(values)).as_py():
+            return False  # a NaN token written by hand: the line-by-line path decides
+        else:
+            decoded = values.to_pylist()
         self.names.extend(names.to_pylist())
         self.steps.extend(table.column("step").to_pylist())
-        self.values.extend(values.to_pylist())
+        self.values.extend(decoded)
         self.stamps.extend(table.column("ts").to_pylist())
         return True
 
@@ -136,13 +179,15 @@ class MetricSeries:
         try:
             record = json.loads(line)
             name = record["name"]
-            value = float(record["value"])
+            raw = record["value"]
+            # A non-finite point as the SDK writes it (null + kind) or as a NaN token by hand.
+            value = (NON_FINITE[record["non_finite"]] if raw is None else float(raw))
             step = record.get("step")
             ts = float(record.get("ts") or 0.0)
         except (ValueError, TypeError, KeyError):
             self.skipped += 1
             return
-        if (not isinstance(name, str) or not math.isfinite(value)
+        if (not isinstance(name, str) or isinstance(raw, bool | str)
                 or not (step is None or (isinstance(step, int) and not isinstance(step, bool)))):
             self.skipped += 1
             return

@@ -2,7 +2,9 @@
 
 The executor starts every stage as ``python -m quipu.adapters.executors._wrapper <script>``.
 An executor that restarted cannot ``wait()`` for a process it did not start, so the stage's own
-process writes down how it ended: ``{"exit_code": int | null, "signal": int | null}``. The file
+process writes down how it ended: ``{"exit_code": int | null, "signal": int | null, "error":
+str | null}``, ``error`` being the last line of the traceback when the script raised
+(``"ValueError: bad shape"``, at most ``ERROR_LIMIT`` characters). The file
 is written last (after the SDK's own exit hooks flushed metrics), through a temporary file and a
 rename, so a reader sees it whole or not at all. A stage killed by SIGKILL writes nothing; the
 executor then knows only what the operating system tells it, or that the process is gone.
@@ -22,9 +24,12 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["main"]
+__all__ = ["ERROR_LIMIT", "main"]
 
-_status: dict[str, int | None] = {"exit_code": None, "signal": None}
+ERROR_LIMIT = 1000
+"""Characters of the exception line kept as the run's error."""
+
+_status: dict[str, int | str | None] = {"exit_code": None, "signal": None, "error": None}
 
 
 def _exit_file() -> Path:
@@ -78,11 +83,20 @@ def main(argv: list[str]) -> int:
         code = 0
     except SystemExit as exc:
         code = _exit_code(exc)
-    except BaseException:
+        if isinstance(exc.code, str):
+            _status["error"] = _one_line(f"SystemExit: {exc.code}")
+    except BaseException as exc:
         traceback.print_exc()
         code = 1
+        # What an agent needs first: the traceback's last line, not only the log tail.
+        _status["error"] = _one_line(traceback.format_exception_only(exc)[-1])
     _status.update(exit_code=code, signal=None)
     return code
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= ERROR_LIMIT else line[:ERROR_LIMIT - 1] + "…"
 
 
 if __name__ == "__main__":

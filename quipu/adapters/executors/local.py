@@ -375,6 +375,9 @@ class LocalExecutor:
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "PYTHONPATH": str(run_dir / "code"),
             "PYTHONDONTWRITEBYTECODE": "1",
+            # Lines reach stdout.log as they are printed, so logs() can follow a stage live
+            # (a file is block-buffered otherwise: the lines would arrive at exit).
+            "PYTHONUNBUFFERED": "1",
             ENV_RUN_DIR: str(run_dir),
             ENV_RUN_ID: run_id,
             ENV_STAGE: stage,
@@ -521,6 +524,8 @@ class LocalExecutor:
         state = lifecycle.exit_state(lifecycle.ExitStatus(
             exit_code=exit_code, signal=sig, problems=bool(problems),
             stop_requested=(stage.quipu_dir / STOP_REQUESTED).exists()))
+        status = read_json(stage.quipu_dir / "exit.json")
+        error = status.get("error") if isinstance(status, dict) else None
         path, truncated = stage.log.finish()
         logs = None
         if path.exists():
@@ -528,7 +533,8 @@ class LocalExecutor:
             logs = {"sha256": digest, "size": size, "truncated": truncated}
         self.runs.record_exit(stage.run_id, worker=self.worker_id, state=state,
                               exit_code=exit_code, signal=sig, outputs=outputs, logs=logs,
-                              problems=problems)
+                              problems=problems,
+                              error=error if isinstance(error, str) and error else None)
         self._stages.pop(stage.run_id, None)
 
     # --- the supervisor --------------------------------------------------------------------------

@@ -138,7 +138,8 @@ class Run(Aggregate):
 
     def exited(self, meta: Meta, *, state: State, exit_code: int | None,
                signal: int | None = None, outputs: dict[str, dict[str, Any]] | None = None,
-               logs: dict[str, Any] | None = None, problems: list[str] | None = None) -> bool:
+               logs: dict[str, Any] | None = None, problems: list[str] | None = None,
+               error: str | None = None) -> bool:
         """The process ended in ``state``; returns whether it now holds the gate.
 
         A run that was already recorded as lost, canceled or ended keeps its first ending: the
@@ -151,7 +152,7 @@ class Run(Aggregate):
             return False
         self._record(RunExited(**meta.fields(), run_id=self.name, state=state.value,
                                exit_code=exit_code, signal=signal, outputs=outputs or {},
-                               logs=logs, problems=problems or []))
+                               logs=logs, problems=problems or [], error=error))
         return lifecycle.blocks_finalization_gate(state)
 
     def lost(self, meta: Meta, why: str) -> bool:

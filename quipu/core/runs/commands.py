@@ -123,6 +123,7 @@ class RecordExit(Command):
     outputs: dict[str, dict[str, Any]] | None = None
     logs: dict[str, Any] | None = None
     problems: list[str] | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -114,7 +114,9 @@ class RunExited(Event):
 
     ``outputs`` maps each output to {sha256, size, kind, stats}; ``logs`` is the captured output
     {sha256, size, truncated}; ``problems`` says why an exit-0 run still failed (missing or empty
-    declared outputs, writes outside ``outputs/``).
+    declared outputs, writes outside ``outputs/``); ``error`` is the exception that ended the
+    stage, as the last line of its traceback (``"ValueError: bad shape"``), when it raised
+    (added later with a default: older events have None).
     """
 
     run_id: str
@@ -124,6 +126,7 @@ class RunExited(Event):
     outputs: dict[str, dict[str, Any]] = {}
     logs: dict[str, Any] | None = None
     problems: list[str] = []
+    error: str | None = None
 
 
 @register("RunLost")
@@ -154,8 +157,10 @@ class RunCanceled(Event):
 class MetricsRecorded(Event):
     """A run's metric series so far: a Parquet blob plus per-metric summaries.
 
-    ``summaries`` maps name -> {min, max, last, count, trend, last_step}; ``complete`` is true
-    for the final ingestion after the run ended.
+    ``summaries`` maps name -> {min, max, last, count, trend, last_step}, plus ``non_finite``
+    {count, kind, first_step, first_index, last_finite} for a metric that logged NaN or infinite
+    points (then ``last`` is None when the latest point is one, and ``min``/``max`` are over the
+    finite points); ``complete`` is true for the final ingestion after the run ended.
     """
 
     run_id: str

@@ -9,6 +9,7 @@ a run that ends holds the workspace's gate in the same transaction that records 
 
 from __future__ import annotations
 
+import math
 import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -441,8 +442,8 @@ class RunService:
     def record_exit(self, run_id: str, *, worker: str, state: State, exit_code: int | None,
                     signal: int | None = None, outputs: dict[str, dict[str, Any]] | None = None,
                     logs: dict[str, Any] | None = None,
-                    problems: list[str] | None = None) -> None:
-        """The process ended."""
+                    problems: list[str] | None = None, error: str | None = None) -> None:
+        """The process ended (``error``: the exception that ended it, when the stage raised)."""
         def command() -> None:
             run = self.load_run(run_id)
             why = f"the stage process ended: {state.value}, exit code {exit_code}"
@@ -450,7 +451,7 @@ class RunService:
                 why += f" ({'; '.join(problems)})"
             meta = self.uow.stamp(worker, why[:1000])
             holds = run.exited(meta, state=state, exit_code=exit_code, signal=signal,
-                               outputs=outputs, logs=logs, problems=problems)
+                               outputs=outputs, logs=logs, problems=problems, error=error)
             if run.pending:
                 self._end(run, meta, holds)
 
@@ -541,9 +542,10 @@ class RunService:
             request = run.check_exists()
             state = run.current
             spec = ResultsSpec.model_validate(run.results_spec)
-            last = {k: v["last"] for k, v in (run.metrics.summaries if run.metrics else {}).items()
-                    if isinstance(v.get("last"), (int, float))}
-            auto = auto_results(spec, last)
+            summaries = run.metrics.summaries if run.metrics else {}
+            auto = auto_results(spec, {k: v.get("last") for k, v in summaries.items()},
+                                {k: v["non_finite"] for k, v in summaries.items()
+                                 if isinstance(v.get("non_finite"), dict)})
             final, comparison = self._verdict(run, spec, state, results)
             notes = final["notes"]
             meta = self.uow.stamp(actor, notes)
@@ -565,7 +567,11 @@ class RunService:
                                                           dict[str, Any] | None]:
         outcome = lifecycle.infra_outcome(state)
         data = dict(results or {})
-        logged = run.metrics is not None and spec.primary_metric in run.metrics.summaries
+        # Logged means a value to judge: a primary metric whose latest point is NaN or infinite
+        # (the run diverged) has none, so the verdict needs notes only, as for a failed run.
+        primary = (run.metrics.summaries if run.metrics else {}).get(spec.primary_metric)
+        last = primary.get("last") if isinstance(primary, dict) else None
+        logged = isinstance(last, int | float) and math.isfinite(last)
         if lifecycle.has_value(state, logged=logged) or "value" in data:
             final = parse_final_results(data, spec=spec, infra_outcome=outcome)
             request = run.check_exists()

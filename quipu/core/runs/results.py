@@ -42,6 +42,8 @@ __all__ = [
     "auto_results",
     "compare",
     "final_results_problems",
+    "non_finite_kind",
+    "non_finite_reason",
     "parse_final_results",
     "parse_results_spec",
     "results_spec_problems",
@@ -312,25 +314,55 @@ def parse_final_results(data: object, *, spec: ResultsSpec,
 # --- helpers for the agent ---------------------------------------------------------------------
 
 
-def auto_results(spec: ResultsSpec, last_values: Mapping[str, float]) -> dict[str, Any]:
+def non_finite_kind(value: float) -> str:
+    """How a non-finite number is written where JSON cannot carry it: "nan", "inf", "-inf"."""
+    if math.isnan(value):
+        return "nan"
+    return "inf" if value > 0 else "-inf"
+
+
+def non_finite_reason(name: str, facts: Mapping[str, Any]) -> str:
+    """One line saying how metric ``name`` went non-finite, from its summary's ``non_finite``
+    facts: ``"loss went nan at step 7 (3 non-finite points; last finite value 0.41)"``."""
+    where = (f" at step {facts['first_step']}" if facts.get("first_step") is not None
+             else f" at point {facts.get('first_index', 0)}")
+    count = int(facts.get("count") or 1)
+    points = f"{count} non-finite point" + ("s" if count != 1 else "")
+    last = facts.get("last_finite")
+    before = f"last finite value {last:.6g}" if isinstance(last, int | float) else "no finite value"
+    return f"{name} went {facts.get('kind', 'nan')}{where} ({points}; {before})"
+
+
+def auto_results(spec: ResultsSpec, last_values: Mapping[str, float | None],
+                 non_finite: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The last logged value of each metric the spec names, captured when the run ends.
 
+    ``last_values`` maps every logged metric to its latest value (None when that point was not
+    a finite number); ``non_finite`` maps metrics that logged NaN or infinite points to their
+    summary's facts (``{count, kind, first_step, first_index, last_finite}``).
+
     Returns ``{"primary_metric", "direction", "dataset_split", "value", "secondary",
-    "missing", "non_finite"}``: ``value`` is the primary metric's last value (``None`` if it is
-    missing or not finite), ``secondary`` the secondary metrics that have a finite last value,
-    ``missing`` every spec metric never logged and ``non_finite`` those whose last value was
-    NaN or infinite (a diverged run, worth knowing about).
+    "missing", "non_finite", "non_finite_points"}``: ``value`` is the primary metric's last
+    value (``None`` if it is missing or not finite), ``secondary`` the secondary metrics that
+    have a finite last value, ``missing`` every spec metric never logged, ``non_finite`` those
+    whose last value was NaN or infinite (a diverged run), and ``non_finite_points`` the facts
+    of every spec metric that logged a non-finite point at all, even one it recovered from.
     """
     found: dict[str, float] = {}
     missing: list[str] = []
-    non_finite: list[str] = []
+    last_odd: list[str] = []
+    facts: dict[str, dict[str, Any]] = {}
     for name in (spec.primary_metric, *spec.secondary_metrics):
-        if name not in last_values:
+        value = last_values.get(name)
+        if name in (non_finite or {}):
+            facts[name] = dict((non_finite or {})[name])
+        if name not in last_values and name not in facts:
             missing.append(name)
-        elif not math.isfinite(last_values[name]):
-            non_finite.append(name)
+        elif isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            last_odd.append(name)
         else:
-            found[name] = float(last_values[name])
+            found[name] = float(value)
     return {
         "primary_metric": spec.primary_metric,
         "direction": spec.direction,
@@ -338,7 +370,8 @@ def auto_results(spec: ResultsSpec, last_values: Mapping[str, float]) -> dict[st
         "value": found.pop(spec.primary_metric, None),
         "secondary": found,
         "missing": missing,
-        "non_finite": non_finite,
+        "non_finite": last_odd,
+        "non_finite_points": facts,
     }
 
 
@@ -385,15 +418,18 @@ def compare(spec: ResultsSpec, value: float, *, previous: tuple[str, float] | No
     )
 
 
-def suggest_outcome(spec: ResultsSpec, value: float) -> MlOutcome:
+def suggest_outcome(spec: ResultsSpec, value: float, *,
+                    went_non_finite: bool = False) -> MlOutcome:
     """A hint for the agent's ML outcome: success at the goal, partial at the minimum, else miss.
 
-    A value that is not a finite number (a diverged run) gives ``unknown``; the agent decides.
+    A value that is not a finite number (a diverged run) gives ``miss``. A run whose primary
+    metric went NaN or infinite on the way (``went_non_finite``) is never suggested as a
+    success: at best ``partial``. The agent decides.
     """
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return "unknown"
+        return "miss"
     if _better_or_equal(spec.direction, value, spec.goal_value):
-        return "success"
+        return "partial" if went_non_finite else "success"
     if _better_or_equal(spec.direction, value, spec.min_value):
         return "partial"
     return "miss"
