@@ -165,7 +165,8 @@ class RunQueries:
             "run_id", "pipeline_run_id", "workspace", "stage", "version", "state",
             "infra_outcome", "ml_outcome", "results_status", "reason", "hypothesis", "tags")}
         out["results"] = {k: record[k] for k in ("results_spec", "results", "results_auto",
-                                                 "comparison")}
+                                                 "comparison", "value", "value_source",
+                                                 "counts_for_best")}
         if "dashboard" in sections:
             out["dashboard"] = {
                 "state": record["state"], "progress": self._progress(record["stage"], execution),

@@ -19,7 +19,7 @@ import sqlite_utils
 
 from quipu.core.project.events import CursorMoved
 from quipu.projections._base import Folded, Indexes, rows_as_dicts
-from quipu.projections.runs_lookup import awaiting, best_by_workspace
+from quipu.projections.runs_lookup import awaiting, best_by_workspace, best_results
 from quipu.projections.runs_view import ACTIVE_STATES
 
 __all__ = ["ACTIVE_STATES", "MAX_LISTED", "QUERIES", "CursorsView", "cursor", "dashboard",
@@ -73,9 +73,10 @@ QUERIES = {
     # ``+r.state`` keeps the planner on the finalized_position index (read newest first and
     # stopped at the limit) instead of collecting every finalized run by state and sorting.
     "outcomes": f"SELECT {_BRIEF}, r.results_spec FROM runs r WHERE r.finalized_position IS NOT "
-                "NULL AND +r.state = 'finalized' ORDER BY r.finalized_position DESC LIMIT ?",
+                "NULL AND +r.state = 'finalized' AND r.retired = 0 "
+                "ORDER BY r.finalized_position DESC LIMIT ?",
     "failed": f"SELECT {_BRIEF}, r.error FROM troubled_runs t JOIN runs r "
-              "ON r.run_id = t.run_id ORDER BY t.ended_position DESC LIMIT ?",
+              "ON r.run_id = t.run_id WHERE r.retired = 0 ORDER BY t.ended_position DESC LIMIT ?",
     "pending": "SELECT u.workspace, u.run_id, u.stage, r.state FROM unfinalized u "
                "JOIN runs r ON r.run_id = u.run_id ORDER BY u.workspace, u.position",
     **{f"since_{c}": f"SELECT {_BRIEF} FROM runs r WHERE r.{c} > ? ORDER BY r.{c} DESC LIMIT ?"
@@ -164,5 +165,7 @@ def state_md_runs(conn: sqlite3.Connection, *, limit: int,
     recent = _rows(conn, QUERIES["outcomes"], (outcomes,))
     for o in recent:
         o.update(_goal(o.pop("results_spec")))
+    bests = best_results(conn, limit=limit)
     return {"active": active, "awaiting": shown, "awaiting_total": total,
-            "outcomes": recent, "best": best_by_workspace(conn, limit=limit)}
+            "outcomes": recent, "best": bests["rows"], "best_total": bests["total"],
+            "best_by_metric": bests["by_metric"]}

@@ -15,7 +15,7 @@ from quipu.core.runs import lifecycle
 from quipu.core.runs.lifecycle import State
 from quipu.core.runs.results import ResultsSpec, auto_results, suggest_outcome
 from quipu.projections._base import chunks, placeholders, rows_as_dicts
-from quipu.projections.runs_view import Row, loads_row
+from quipu.projections.runs_view import Row, counts_for_best, loads_row, value_source
 
 __all__ = ["auto_results_of", "awaiting", "best", "best_by_workspace", "current_best",
            "downstream", "experiment_context", "finalize_hint", "history", "latest_output",
@@ -45,23 +45,32 @@ def latest_output(conn: sqlite3.Connection, workspace: str, stage: str,
 
 def previous_finalized(conn: sqlite3.Connection, workspace: str, stage: str, metric: str,
                        exclude: str) -> tuple[str, float] | None:
-    """(run_id, value) of the most recently finalized run of the stage with a value."""
+    """(run_id, value) of the most recently finalized run of the stage whose value counts
+    (``runs_view.counts_for_best``: an agent-reported value of a failed run never does)."""
     row = conn.execute(
-        "SELECT r.run_id, r.value FROM runs r WHERE r.workspace = ? AND r.stage = ? "
-        "AND r.state = 'finalized' AND r.primary_metric = ? AND r.value IS NOT NULL "
-        "AND r.run_id != ? ORDER BY r.finalized_position DESC LIMIT 1",
+        "SELECT v.run_id, v.value FROM valued_runs v WHERE v.workspace = ? AND v.stage = ? "
+        "AND v.primary_metric = ? AND v.run_id != ? ORDER BY v.finalized_position DESC LIMIT 1",
         (workspace, stage, metric, exclude)).fetchone()
     return None if row is None else (str(row[0]), float(row[1]))
 
 
 def best(conn: sqlite3.Connection, workspace: str, stage: str, metric: str,
-         exclude: str) -> tuple[str, float] | None:
-    """(run_id, value) of the finalized run of the stage most recently tagged ``best*``."""
+         exclude: str, *, direction: str) -> tuple[str, float] | None:
+    """(run_id, value) of the reference a new result of the stage is compared with: the
+    finalized run most recently tagged ``best*``, else the best finalized value so far (by
+    ``direction``; ties go to the run finalized last). Only values that count are candidates
+    (``valued_runs``: runs that ran to their end, in live workspaces)."""
     row = conn.execute(
         "SELECT v.run_id, v.value FROM valued_runs v WHERE v.workspace = ? "
         "AND v.best_tag_position IS NOT NULL AND v.stage = ? AND v.primary_metric = ? "
         "AND v.run_id != ? ORDER BY v.best_tag_position DESC LIMIT 1",
         (workspace, stage, metric, exclude)).fetchone()
+    if row is None:
+        order = "ASC" if direction == "minimize" else "DESC"
+        row = conn.execute(
+            "SELECT v.run_id, v.value FROM valued_runs v WHERE v.workspace = ? AND v.stage = ? "
+            f"AND v.primary_metric = ? AND v.run_id != ? ORDER BY v.value {order}, "
+            "v.finalized_position DESC LIMIT 1", (workspace, stage, metric, exclude)).fetchone()
     return None if row is None else (str(row[0]), float(row[1]))
 
 
@@ -97,7 +106,10 @@ def _summary(row: Row, tags: list[str]) -> dict[str, Any]:
         "stage": row["stage"], "version": f"v{row['version']}", "reason": row["description"],
         "hypothesis": row["hypothesis"], "experiment_group": row["experiment_group"],
         "primary_metric": row["primary_metric"], "direction": row["direction"],
-        "value": row["value"], "state": row["state"], "infra_outcome": row["infra_outcome"],
+        "value": row["value"], "value_source": value_source(row),
+        "counts_for_best": row["value"] is not None and row["state"] == "finalized"
+        and counts_for_best(row),
+        "state": row["state"], "infra_outcome": row["infra_outcome"],
         "ml_outcome": row["ml_outcome"], "results_status": results_status(row),
         "created_at": row["created_at"], "ended_at": row["ended_at"],
         "finalized_at": row["finalized_at"], "tags": tags,
@@ -282,6 +294,38 @@ def best_by_workspace(conn: sqlite3.Connection, *,
         "ON r.run_id = b.run_id ORDER BY b.workspace LIMIT ?",
         (-1 if limit is None else max(limit, 0),)))
     return [_with_tags(conn, r) for r in rows]
+
+
+def best_results(conn: sqlite3.Connection, *, limit: int,
+                 offset: int = 0) -> dict[str, Any]:
+    """Every live workspace's ``current_best``, ranked: grouped by primary metric (the metric
+    most workspaces use first), best value first within each (by the direction of its runs),
+    a page of ``limit`` rows from ``offset``, how many there are, and the project-wide best
+    per primary metric.
+
+    ``best_runs`` holds one row per workspace with a best (deleted workspaces have none), so
+    this reads what is current, not the history."""
+    rows = rows_as_dicts(conn.execute(
+        f"SELECT b.workspace, {_BEST_COLUMNS}, b.chosen_by FROM best_runs b JOIN runs r "
+        "ON r.run_id = b.run_id ORDER BY b.workspace"))
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(str(r["primary_metric"]), []).append(r)
+    ranked: list[dict[str, Any]] = []
+    by_metric: dict[str, dict[str, Any]] = {}
+    for metric in sorted(groups, key=lambda m: (-len(groups[m]), m)):
+        group = groups[metric]
+        directions = [g["direction"] for g in group]
+        direction = max(set(directions), key=lambda d: (directions.count(d), str(d)))
+        sign = 1.0 if direction == "minimize" else -1.0
+        group.sort(key=lambda g: (sign * float(g["value"]), g["workspace"]))
+        top = group[0]
+        by_metric[metric] = {"direction": direction, "value": top["value"],
+                             "workspace": top["workspace"], "run_id": top["run_id"],
+                             "stage": top["stage"], "workspaces": len(group)}
+        ranked += group
+    page = [_with_tags(conn, r) for r in ranked[max(offset, 0):max(offset, 0) + max(limit, 0)]]
+    return {"rows": page, "total": len(ranked), "by_metric": by_metric}
 
 
 _BEST_COLUMNS = ("r.run_id, r.stage, r.primary_metric, r.direction, r.value, r.hypothesis, "

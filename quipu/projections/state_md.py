@@ -37,7 +37,8 @@ MAX_VERSIONS = 3
 MAX_THOUGHTS = 5
 MAX_ACTIONS = 15
 MAX_RUNS = 10
-"""Runs listed as active or awaiting finalization, and workspaces listed with a best result."""
+"""Runs listed as active or awaiting finalization, and workspaces listed with a best result
+(best value first within each primary metric, with the project-wide best per metric)."""
 MAX_OUTCOMES = 5
 _TEXT = 160  # longest message / thought / reason shown on one line
 
@@ -135,9 +136,17 @@ def _run_sections(runs: dict[str, Any]) -> list[str]:
         out.append("- (none finalized yet)")
 
     out += ["", "## Best results"]
+    for metric, top in runs.get("best_by_metric", {}).items():
+        out.append(f"- project best {metric} ({top['direction']}): {_number(top['value'])} — "
+                   f"{top['workspace']}: {top['run_id']} ({top['stage']}), of "
+                   f"{top['workspaces']} workspace{'' if top['workspaces'] == 1 else 's'}")
     for b in runs["best"]:
         out.append(f"- {b['workspace']}: {b['run_id']} ({b['stage']}) {b['primary_metric']} "
                    f"{_number(b['value'])} [{b['chosen_by']}]")
+    hidden = runs.get("best_total", len(runs["best"])) - len(runs["best"])
+    if hidden > 0:
+        out.append(f"- …and {hidden} more: dashboard(section='best', offset={len(runs['best'])})"
+                   " or get_experiment_context(workspace)")
     if not runs["best"]:
         out.append("- (none yet)")
     return out

@@ -582,11 +582,13 @@ class Views:
         return run_queries.previous_finalized(self.conn, workspace, stage, metric, exclude)
 
     @_guarded
-    def best(self, workspace: str, stage: str, metric: str,
-             exclude: str) -> tuple[str, float] | None:
-        """(run_id, value) of the finalized run of the stage most recently tagged ``best*``."""
+    def best(self, workspace: str, stage: str, metric: str, exclude: str, *,
+             direction: str) -> tuple[str, float] | None:
+        """(run_id, value) of the stage's reference result: the finalized run most recently
+        tagged ``best*``, else the best finalized value so far by ``direction``."""
         self.catch_up()
-        return run_queries.best(self.conn, workspace, stage, metric, exclude)
+        return run_queries.best(self.conn, workspace, stage, metric, exclude,
+                                direction=direction)
 
     # --- runs: queries -------------------------------------------------------------------------
 

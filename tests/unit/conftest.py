@@ -139,6 +139,6 @@ class FakeIndex:
                            exclude: str) -> tuple[str, float] | None:
         return self.previous
 
-    def best(self, workspace: str, stage: str, metric: str,
-             exclude: str) -> tuple[str, float] | None:
+    def best(self, workspace: str, stage: str, metric: str, exclude: str, *,
+             direction: str) -> tuple[str, float] | None:
         return self.best_run

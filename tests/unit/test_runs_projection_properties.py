@@ -201,6 +201,10 @@ def test_kept_bests_and_lists_match_a_scan_of_every_run(plan: list[tuple[Any, ..
 # The reference below is the definition the kept lists (runs_view's active_runs, troubled_runs,
 # valued_runs, best_runs) replaced: plain queries over the whole runs table.
 
+_COUNTS = "AND r.infra_outcome IN ('succeeded', 'stopped') AND r.retired = 0 "
+"""Values that count: of runs that ran to their end (an agent-reported value of a failed run
+never does), in workspaces that were not deleted."""
+
 _REF_BEST_TAG = ("(SELECT MAX(t.position) FROM run_tags t WHERE t.run_id = r.run_id "
                  "AND substr(t.tag, 1, 4) = 'best')")
 
@@ -208,7 +212,7 @@ _REF_BEST_TAG = ("(SELECT MAX(t.position) FROM run_tags t WHERE t.run_id = r.run
 def reference_current_best(conn: sqlite3.Connection, workspace: str) -> tuple[str, str] | None:
     base = (f"SELECT r.run_id, r.stage, r.primary_metric, r.direction, {_REF_BEST_TAG} AS tagged"
             " FROM runs r WHERE r.workspace = ? AND r.state = 'finalized' "
-            "AND r.value IS NOT NULL ")
+            f"AND r.value IS NOT NULL {_COUNTS}")
     row = conn.execute(base + "AND tagged IS NOT NULL ORDER BY tagged DESC LIMIT 1",
                        (workspace,)).fetchone()
     if row is not None:
@@ -225,13 +229,16 @@ def reference_current_best(conn: sqlite3.Connection, workspace: str) -> tuple[st
 
 
 def reference_best(conn: sqlite3.Connection, workspace: str, stage: str,
-                   metric: str) -> tuple[str, float] | None:
-    row = conn.execute(
-        f"SELECT r.run_id, r.value, {_REF_BEST_TAG} AS tagged FROM runs r "
-        "WHERE r.workspace = ? AND r.stage = ? AND r.state = 'finalized' "
-        "AND r.primary_metric = ? AND r.value IS NOT NULL "
-        "AND tagged IS NOT NULL ORDER BY tagged DESC LIMIT 1",
-        (workspace, stage, metric)).fetchone()
+                   metric: str, direction: str) -> tuple[str, float] | None:
+    base = (f"SELECT r.run_id, r.value, {_REF_BEST_TAG} AS tagged FROM runs r "
+            "WHERE r.workspace = ? AND r.stage = ? AND r.state = 'finalized' "
+            f"AND r.primary_metric = ? AND r.value IS NOT NULL {_COUNTS}")
+    row = conn.execute(base + "AND tagged IS NOT NULL ORDER BY tagged DESC LIMIT 1",
+                       (workspace, stage, metric)).fetchone()
+    if row is None:
+        order = "ASC" if direction == "minimize" else "DESC"
+        row = conn.execute(base + f"ORDER BY r.value {order}, r.finalized_position DESC LIMIT 1",
+                           (workspace, stage, metric)).fetchone()
     return None if row is None else (row[0], row[1])
 
 
@@ -264,11 +271,13 @@ def assert_kept_lists_match_a_scan(views: Views) -> None:
             assert since[key]["count"] == len(expected), (key, cursor)
             assert [r["run_id"] for r in since[key]["runs"]] == expected[:MAX_LISTED]
     workspaces = [w for (w,) in conn.execute(
-        "SELECT DISTINCT workspace FROM runs WHERE state = 'finalized' AND value IS NOT NULL "
-        "ORDER BY workspace")]
+        "SELECT DISTINCT workspace FROM runs r WHERE state = 'finalized' AND value IS NOT NULL "
+        f"{_COUNTS} ORDER BY workspace")]
     assert sorted(board["best_by_workspace"]) == workspaces
     for ws in workspaces:
         best = board["best_by_workspace"][ws]
         assert (best["run_id"], best["chosen_by"]) == reference_current_best(conn, ws)
-        for stage, metric in itertools.product(("prep", "train"), ("val_acc", "loss")):
-            assert views.best(ws, stage, metric, "") == reference_best(conn, ws, stage, metric)
+        for stage, metric, direction in itertools.product(
+                ("prep", "train"), ("val_acc", "loss"), ("maximize", "minimize")):
+            assert (views.best(ws, stage, metric, "", direction=direction)
+                    == reference_best(conn, ws, stage, metric, direction))

@@ -561,6 +561,11 @@ class RunService:
         logged = run.metrics is not None and spec.primary_metric in run.metrics.summaries
         if lifecycle.has_value(state, logged=logged) or "value" in data:
             final = parse_final_results(data, spec=spec, infra_outcome=outcome)
+            if not lifecycle.spec(state).yields_value:
+                # A value for a run that did not run to its end is the agent's word only: it is
+                # recorded (the views flag it as agent-reported) but compared with nothing, and
+                # it never becomes a best.
+                return final.model_dump(mode="json"), None
             request = run.check_exists()
             prev = self.index.previous_finalized(request.workspace, request.stage,
                                                  spec.primary_metric, run.name)
@@ -571,7 +576,7 @@ class RunService:
                 best = (base.name, float(value)) if isinstance(value, (int, float)) else None
             if best is None:
                 best = self.index.best(request.workspace, request.stage, spec.primary_metric,
-                                       run.name)
+                                       run.name, direction=spec.direction)
             comparison = compare(spec, final.value, previous=prev, best=best)
             return final.model_dump(mode="json"), comparison.model_dump(mode="json")
         # No value to judge (the run failed, crashed, was lost or never ran, or it is a stage
