@@ -134,12 +134,25 @@ class RunQueries:
         return record
 
     def list_unfinalized_runs(self, workspace: str) -> dict[str, Any]:
-        """The runs holding the workspace's finalization gate, each with its finalize_run call."""
+        """The runs holding the workspace's finalization gate, each with its finalize_run call,
+        grouped by pipeline run: ``pipelines`` lists each pipeline run with its stage runs here
+        and, for a pipeline run of several stages whose deciding stage ended, the one
+        finalize_run call that records the experiment's verdict and closes the rest."""
         self.views.catch_up()
         name = self._run_workspace(workspace)
         runs = self.views.unfinalized_runs(name)
+        groups: dict[str, dict[str, Any]] = {}
+        for r in runs:
+            prun = str(r["pipeline_run_id"])
+            if prun not in groups:
+                verdict = self.views.pipeline_verdict(prun)
+                groups[prun] = {"pipeline_run_id": prun, "hypothesis": r["hypothesis"],
+                                "run_ids": [],
+                                "finalize_call": verdict and verdict["finalize_call"],
+                                "deciding_run_id": verdict and verdict["deciding_run_id"]}
+            groups[prun]["run_ids"].append(r["run_id"])
         return {"workspace": name, "runs": runs, "count": len(runs),
-                "gate_rule": lifecycle.gate_rule()}
+                "pipelines": list(groups.values()), "gate_rule": lifecycle.gate_rule()}
 
     def get_experiment_context(self, workspace: str) -> dict[str, Any]:
         """``{current_best, awaiting_finalization, recent_trend, regression_alerts}``."""

@@ -256,11 +256,22 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
 
     @mcp.tool(annotations=WRITE)
     async def finalize_run(
-        record_or_run_id: Annotated[str, Field(description="The stage run id ('stage-...') "
-                                    "to finalize.")],
+        record_or_run_id: Annotated[str, Field(description="A stage run id ('stage-...'), a "
+                                    "pipeline run id ('prun-...': one verdict for the whole "
+                                    "experiment) or '@tag' (with workspace).")],
         results: Annotated[dict[str, Any], Field(description=RESULTS_DOC)],
+        scope: Annotated[Literal["run", "pipeline"] | None, Field(
+            description="'pipeline': record the verdict on the stage that decides the "
+            "results_spec and close the pipeline run's other ended stages, in one step "
+            "(default for a prun- id); 'run': this stage run only (default otherwise).")] = None,
+        workspace: Annotated[str | None, Field(description="The workspace of an @tag.")] = None,
     ) -> dict[str, Any]:
         """Record what an ended run means: your verdict, the final value and notes.
+
+        One call per experiment: finalize_run('prun-...', results) (or a stage id with
+        scope='pipeline') judges the stage that logged the primary metric (else the last stage)
+        and closes the other ended stages, which then stop holding the gate; the answer lists
+        them in closed, and stages still running in still_open.
 
         Do it for every run that ended, as soon as you have looked at it: it releases the
         finalization gate so the workspace can run again, and it is how results enter the
@@ -269,9 +280,10 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         run without a value) holds vs_previous, vs_best {run_id, value, delta, improved},
         regression_alert, meets_min and meets_goal.
         Errors: invalid_results (every problem listed), already_finalized, unknown_run,
-        invalid_transition (it has not ended yet: wait or cancel it).
+        invalid_transition (it has not ended yet: wait or cancel it), invalid_scope.
         """
-        return guarded("finalize_run", lambda: q.finalize_run(record_or_run_id, results))
+        return guarded("finalize_run", lambda: q.finalize_run(
+            record_or_run_id, results, workspace=workspace, scope=scope))
 
     @mcp.tool(annotations=WRITE)
     async def save_results_spec(

@@ -19,7 +19,13 @@ import sqlite_utils
 
 from quipu.core.project.events import CursorMoved
 from quipu.projections._base import Folded, Indexes, rows_as_dicts
-from quipu.projections.runs_lookup import awaiting, best_by_workspace, best_results
+from quipu.projections.runs_lookup import (
+    awaiting,
+    best_by_workspace,
+    best_results,
+    experiment_outcomes,
+    pipeline_verdict,
+)
 from quipu.projections.runs_view import ACTIVE_STATES
 
 __all__ = ["ACTIVE_STATES", "MAX_LISTED", "QUERIES", "CursorsView", "cursor", "dashboard",
@@ -72,9 +78,9 @@ QUERIES = {
     "active_count": "SELECT COUNT(*) FROM active_runs",
     # ``+r.state`` keeps the planner on the finalized_position index (read newest first and
     # stopped at the limit) instead of collecting every finalized run by state and sorting.
-    "outcomes": f"SELECT {_BRIEF}, r.results_spec FROM runs r WHERE r.finalized_position IS NOT "
-                "NULL AND +r.state = 'finalized' AND r.retired = 0 "
-                "ORDER BY r.finalized_position DESC LIMIT ?",
+    "outcomes": f"SELECT {_BRIEF}, r.pipeline_run_id, r.results_spec FROM runs r WHERE "
+                "r.finalized_position IS NOT NULL AND +r.state = 'finalized' AND r.retired = 0 "
+                "AND r.closed_by IS NULL ORDER BY r.finalized_position DESC LIMIT ?",
     "failed": f"SELECT {_BRIEF}, r.error FROM troubled_runs t JOIN runs r "
               "ON r.run_id = t.run_id WHERE r.retired = 0 ORDER BY t.ended_position DESC LIMIT ?",
     "pending": "SELECT u.workspace, u.run_id, u.stage, r.state FROM unfinalized u "
@@ -125,7 +131,7 @@ def dashboard(conn: sqlite3.Connection, consumer: str, *, head: int) -> dict[str
         entry["count"] += 1
         if len(entry["runs"]) < MAX_LISTED:
             entry["runs"].append({"run_id": run_id, "stage": stage, "state": state})
-    outcomes = _rows(conn, QUERIES["outcomes"], (RECENT,))
+    outcomes = experiment_outcomes(conn, QUERIES["outcomes"], limit=RECENT)
     for o in outcomes:
         o.update(_goal(o.pop("results_spec")))
     failed = _rows(conn, QUERIES["failed"], (RECENT,))
@@ -162,10 +168,13 @@ def state_md_runs(conn: sqlite3.Connection, *, limit: int,
     for a in active:
         del a["worker"], a["heartbeat_message"]
     shown, total = awaiting(conn, limit=limit)
-    recent = _rows(conn, QUERIES["outcomes"], (outcomes,))
+    verdicts = {p: pipeline_verdict(conn, p)
+                for p in dict.fromkeys(str(a["pipeline_run_id"]) for a in shown)}
+    recent = experiment_outcomes(conn, QUERIES["outcomes"], limit=outcomes)
     for o in recent:
         o.update(_goal(o.pop("results_spec")))
     bests = best_results(conn, limit=limit)
     return {"active": active, "awaiting": shown, "awaiting_total": total,
+            "verdicts": {p: v for p, v in verdicts.items() if v is not None},
             "outcomes": recent, "best": bests["rows"], "best_total": bests["total"],
             "best_by_metric": bests["by_metric"]}

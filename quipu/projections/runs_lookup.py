@@ -13,7 +13,13 @@ from typing import Any
 
 from quipu.core.runs import lifecycle
 from quipu.core.runs.lifecycle import State
-from quipu.core.runs.results import ResultsSpec, auto_results, suggest_outcome
+from quipu.core.runs.results import (
+    ResultsSpec,
+    auto_results,
+    deciding_run,
+    pipeline_order,
+    suggest_outcome,
+)
 from quipu.projections._base import chunks, placeholders, rows_as_dicts
 from quipu.projections.runs_view import Row, counts_for_best, loads_row, value_source
 
@@ -264,13 +270,65 @@ def _awaiting_entry(conn: sqlite3.Connection, run_id: str,
     auto = auto_results_of(row, summaries(conn, run_id))
     args = finalize_hint(row, auto)
     return {
-        "run_id": run_id, "workspace": workspace, "stage": row["stage"],
-        "state": row["state"], "infra_outcome": row["infra_outcome"],
+        "run_id": run_id, "pipeline_run_id": row["pipeline_run_id"], "workspace": workspace,
+        "stage": row["stage"], "state": row["state"], "infra_outcome": row["infra_outcome"],
         "reason": row["description"], "hypothesis": row["hypothesis"],
         "ended_at": row["ended_at"], "error": row["error"], "problems": row["problems"],
         "results_auto": auto, "finalize_args": args,
         "finalize_call": f"finalize_run({json.dumps(run_id)}, {json.dumps(args)})",
     }
+
+
+def pipeline_stage_runs(conn: sqlite3.Connection,
+                        pipeline_run_id: str) -> dict[str, str] | None:
+    """A pipeline run's stage runs (stage -> run id), or None if it is unknown."""
+    found = conn.execute("SELECT runs FROM pipeline_runs WHERE pipeline_run_id = ?",
+                         (pipeline_run_id,)).fetchone()
+    return None if found is None else dict(json.loads(found[0] or "{}"))
+
+
+def pipeline_verdict(conn: sqlite3.Connection, pipeline_run_id: str) -> dict[str, Any] | None:
+    """The one ``finalize_run`` call that records a pipeline run's verdict and closes its other
+    ended stages: on the stage run that decides its results spec
+    (``core.runs.results.deciding_run``), once that run ended and is not finalized. None for a
+    pipeline run of one stage (its stage call says it all) or when there is no such call yet."""
+    ids = list((pipeline_stage_runs(conn, pipeline_run_id) or {}).values())
+    if len(ids) < 2:
+        return None
+    rows = {r["run_id"]: loads_row(r) for r in rows_as_dicts(conn.execute(
+        f"SELECT * FROM runs WHERE run_id IN ({placeholders(len(ids))})", ids))}
+    if len(rows) < 2:
+        return None
+    logged = {i: conn.execute("SELECT 1 FROM metric_summaries WHERE run_id = ? AND name = ?",
+                              (i, r["primary_metric"])).fetchone() is not None
+              for i, r in rows.items()}
+    stages = {i: (r["stage"], r["depends_on"] or []) for i, r in rows.items()}
+    deciding = rows[deciding_run(stages, logged)]
+    if not lifecycle.is_ended(deciding["state"]) and deciding["state"] != State.BLOCKED.value:
+        return None
+    args = finalize_hint(deciding, auto_results_of(deciding, summaries(conn,
+                                                                       deciding["run_id"])))
+    return {"pipeline_run_id": pipeline_run_id, "deciding_run_id": deciding["run_id"],
+            "deciding_stage": deciding["stage"], "hypothesis": deciding["hypothesis"],
+            "stages": {rows[i]["stage"]: rows[i]["state"] for i in pipeline_order(stages)},
+            "finalize_call": f"finalize_run({json.dumps(pipeline_run_id)}, {json.dumps(args)})"}
+
+
+def experiment_outcomes(conn: sqlite3.Connection, sql: str, *,
+                        limit: int) -> list[dict[str, Any]]:
+    """The newest finalized outcomes, one per pipeline run (an experiment): ``sql`` lists
+    finalized runs newest first (stages closed by a pipeline verdict left out) with a ``?`` for
+    a limit; of an experiment's stages the one with a value is shown, else the newest."""
+    picked: dict[str, dict[str, Any]] = {}
+    for r in rows_as_dicts(conn.execute(sql, (max(limit, 0) * 4,))):
+        key = r.get("pipeline_run_id") or r["run_id"]
+        if key not in picked:
+            if len(picked) >= limit:
+                continue
+            picked[key] = r
+        elif picked[key]["value"] is None and r["value"] is not None:
+            picked[key] = r
+    return list(picked.values())
 
 
 def current_best(conn: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:

@@ -378,7 +378,7 @@ def _metrics(page: _Page, row: Row, e: MetricsRecorded, f: Folded) -> None:
 def _finalized(page: _Page, row: Row, e: RunFinalized, f: Folded) -> None:
     row.update(ml_outcome=e.ml_outcome, results=e.results, results_auto=e.results_auto,
                comparison=e.comparison, finalized_at=f.at, finalized_position=f.position,
-               value=finite((e.results or {}).get("value")))
+               value=finite((e.results or {}).get("value")), closed_by=e.closed_by)
 
 
 def _spec_saved(page: _Page, row: Row, e: ResultsSpecSaved, f: Folded) -> None:

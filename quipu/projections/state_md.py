@@ -117,9 +117,19 @@ def _run_sections(runs: dict[str, Any]) -> list[str]:
         out.append("- (none)")
 
     out += ["", "## Awaiting finalization"]
+    verdicts = runs.get("verdicts", {})
+    done: set[str] = set()
     for r in runs["awaiting"]:
-        out.append(f"- {r['run_id']} {r['workspace']}/{r['stage']} ended {r['infra_outcome']}: "
-                   f"`{r['finalize_call']}`")
+        verdict = verdicts.get(r.get("pipeline_run_id"))
+        if verdict is None:
+            out.append(f"- {r['run_id']} {r['workspace']}/{r['stage']} ended "
+                       f"{r['infra_outcome']}: `{r['finalize_call']}`")
+        elif verdict["pipeline_run_id"] not in done:
+            done.add(verdict["pipeline_run_id"])
+            stages = ", ".join(f"{s} {state}" for s, state in verdict["stages"].items())
+            out.append(f"- {verdict['pipeline_run_id']} {r['workspace']} "
+                       f"({one_line(verdict['hypothesis'], 80)}): {stages}; one verdict "
+                       f"for the experiment: `{verdict['finalize_call']}`")
     hidden = runs["awaiting_total"] - len(runs["awaiting"])
     if hidden > 0:
         out.append(f"- …and {hidden} more: list_unfinalized_runs(workspace)")

@@ -647,6 +647,17 @@ class Views:
             "heartbeat_message", "metric_series", "metric_points", "metrics_complete")}
 
     @_guarded
+    def pipeline_stage_runs(self, pipeline_run_id: str) -> dict[str, str] | None:
+        """A pipeline run's stage runs (stage -> run id), or None if there is no such run."""
+        return run_queries.pipeline_stage_runs(self.conn, pipeline_run_id)
+
+    @_guarded
+    def pipeline_verdict(self, pipeline_run_id: str) -> dict[str, Any] | None:
+        """The one finalize call of a pipeline run of several stages, once its deciding stage
+        ended (``runs_lookup.pipeline_verdict``)."""
+        return run_queries.pipeline_verdict(self.conn, pipeline_run_id)
+
+    @_guarded
     def tagged_run(self, workspace: str, tag: str) -> str | None:
         """The run of ``workspace`` most recently given ``tag``."""
         return run_queries.tagged_run(self.conn, workspace, tag)

@@ -250,12 +250,20 @@ def assert_kept_lists_match_a_scan(views: Views) -> None:
         "active": f"SELECT run_id FROM runs WHERE state IN ({active}) ORDER BY created_position",
         "failed": f"SELECT run_id FROM runs WHERE infra_outcome IN ({trouble}) "
                   "ORDER BY ended_position DESC",
-        "outcomes": "SELECT run_id FROM runs WHERE state = 'finalized' "
-                    "ORDER BY finalized_position DESC",
+        "outcomes": "SELECT run_id, pipeline_run_id, value FROM runs WHERE state = 'finalized' "
+                    "AND closed_by IS NULL AND retired = 0 ORDER BY finalized_position DESC",
     }
     board = views.dashboard()
     for name, sql in scans.items():
-        expected = [r for (r,) in conn.execute(sql)]
+        if name == "outcomes":
+            # One row per experiment (pipeline run): its stage with a value, else its newest.
+            per: dict[str, tuple[str, Any]] = {}
+            for run_id, prun, value in conn.execute(sql):
+                if prun not in per or (per[prun][1] is None and value is not None):
+                    per[prun] = (run_id, value)
+            expected = [run_id for run_id, _ in per.values()]
+        else:
+            expected = [r for (r,) in conn.execute(sql)]
         key = {"active": "active", "failed": "failed_recent", "outcomes": "recent_outcomes"}[name]
         shown = board[key]["runs"] if name == "active" else board[key]
         assert [r["run_id"] for r in shown] == expected[:len(shown)], name
