@@ -440,7 +440,8 @@ class Quipu(RunQueries):
         return self.service.diff(target, against)
 
     def status(self) -> dict[str, Any]:
-        """Project, slots (with dirty flags), workspaces, recent actions and STATE.md."""
+        """Project, slots (with dirty flags), the workspace count, the head position and
+        STATE.md (which holds the recent actions, thoughts, runs and bests)."""
         # STATE.md and the slot rows ask the same question: scan each slot once per call.
         dirty_once = _once(self._dirty)
         state_md, warning = self.refresh_state(dirty_once)
@@ -450,9 +451,10 @@ class Quipu(RunQueries):
             if row["workspace"]:
                 row["dirty"] = dirty_once(row["slot"], row["manifest"])
             slots.append(row)
+        # STATE.md already lists the recent actions, thoughts, runs and bests: the JSON beside
+        # it adds only what a program needs (slot dirty flags, counts, the head position).
         out = {"project": project, "slots": slots,
                "workspace_count": self.views.workspace_count(),
-               "recent_actions": self.views.audit_log(limit=5),
                "head_position": self.views.position(), "state_md": state_md}
         if warning is not None:
             out["warning"] = warning

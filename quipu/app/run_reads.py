@@ -265,13 +265,25 @@ class RunQueries:
         return {"run_id": run_id, "name": name, "points": points, "count": len(points),
                 "series": series}
 
-    def dashboard(self, consumer: str | None = None) -> dict[str, Any]:
+    def dashboard(self, consumer: str | None = None, *, section: str | None = None,
+                  offset: int = 0, limit: int = 20) -> dict[str, Any]:
         """Active runs, pending finalization by workspace, recent outcomes, failures, the best
-        result per workspace, and what is new since ``consumer`` last called ``mark_seen``.
+        results, and what is new since ``consumer`` last called ``mark_seen``, within about
+        6,000 characters; ``more`` names the call that pages each list that was cut. With
+        ``section`` (one of ``active, pending, outcomes, failed, best, started, ended,
+        finalized``): ``limit`` rows of that list from ``offset``, in full.
 
         Reading changes nothing; pass the returned ``cursor_position`` to ``mark_seen``.
         ``consumer`` defaults to ``"default"``."""
         consumer = check_name(consumer or "default", what="consumer")
+        sections = ("active", "pending", "outcomes", "failed", "best", "started", "ended",
+                    "finalized")
+        if section is not None and section not in sections:
+            raise InvalidInput(f"unknown dashboard section {section!r}",
+                               code="invalid_section", hint="use one of " + ", ".join(sections))
+        if offset < 0 or not 1 <= limit <= 200:
+            raise InvalidInput(f"offset {offset} / limit {limit} out of range",
+                               code="invalid_page", hint="offset >= 0 and 1 <= limit <= 200")
         self.views.catch_up()
-        return self.views.dashboard(consumer)
+        return self.views.dashboard(consumer, section=section, offset=offset, limit=limit)
 

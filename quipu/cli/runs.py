@@ -277,18 +277,26 @@ def run_unfinalized(ctx: click.Context, workspace: str, as_json: bool) -> None:
 @main.command()
 @click.option("--consumer", default=None,
               help="Whose 'new since last seen' cursor to read alerts against.")
+@click.option("--section", default=None,
+              type=click.Choice(["active", "pending", "outcomes", "failed", "best", "started",
+                                 "ended", "finalized"]),
+              help="Page one list in full instead of the overview.")
+@click.option("--offset", default=0, show_default=True, help="With --section: rows to skip.")
+@click.option("--limit", default=20, show_default=True, help="With --section: rows to show.")
 @_json_option
 @click.pass_context
 @_edge
-def dashboard(ctx: click.Context, consumer: str | None, as_json: bool) -> None:
+def dashboard(ctx: click.Context, consumer: str | None, section: str | None, offset: int,
+              limit: int, as_json: bool) -> None:
     """The project at a glance: active runs, alerts, runs awaiting finalization, outcomes.
 
     \b
     Example:
       quipu dashboard --json | jq '.pending_finalization'
+      quipu dashboard --section best --offset 5 --limit 20
     """
     with _project(ctx) as q:
-        result = q.dashboard(consumer=consumer)
+        result = q.dashboard(consumer=consumer, section=section, offset=offset, limit=limit)
     if as_json:
         _print_json(result)
         return

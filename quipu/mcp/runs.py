@@ -396,14 +396,24 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
         consumer: Annotated[str | None, Field(description="Who is reading; with it, alerts "
                             "are split into new (since your last mark_seen) and "
                             "seen.")] = None,
+        section: Annotated[Literal["active", "pending", "outcomes", "failed", "best",
+                                   "started", "ended", "finalized"] | None, Field(
+            description="Page one list in full instead of the overview.")] = None,
+        offset: Annotated[int, Field(ge=0, description="With section: rows to skip.")] = 0,
+        limit: Annotated[int, Field(ge=1, le=200, description="With section: rows to "
+                                    "return.")] = 20,
     ) -> dict[str, Any]:
         """The whole project at a glance: runs going on, alerts (failures, regressions),
-        runs awaiting finalization per workspace, mounted workspaces and recent outcomes.
+        runs awaiting finalization per workspace, recent outcomes and the best results.
 
+        The overview stays within about 6,000 characters: every count is exact, and more
+        names the dashboard(section=..., offset=...) call that pages each list that was cut.
         Call it at the start of a session and between runs. Reading changes nothing: call
         mark_seen(consumer, position) to move your 'new since last seen' cursor.
+        Errors: invalid_section, invalid_page.
         """
-        return guarded("dashboard", lambda: q.dashboard(consumer=consumer))
+        return guarded("dashboard", lambda: q.dashboard(consumer=consumer, section=section,
+                                                        offset=offset, limit=limit))
 
     @mcp.tool(annotations=WRITE)
     async def mark_seen(

@@ -52,9 +52,10 @@ def register_workspace_tools(mcp: FastMCP, q: "Quipu") -> None:
         """Call status() first in every new session, and whenever you are unsure what is where.
 
         Returns the project (name, goal), every slot with the workspace mounted in it and
-        whether it has unsaved edits (dirty), the workspace count, the last five recorded
-        actions, the log's head position, and state_md: the full text of STATE.md, which is
-        the project's memory across sessions. Never changes anything.
+        whether it has unsaved edits (dirty), the workspace count, the log's head position,
+        and state_md: the full text of STATE.md, which is the project's memory across
+        sessions (runs awaiting a verdict with the exact call, bests, recent thoughts and
+        actions). Never changes anything.
         """
         return guarded("status", q.status)
 

@@ -28,17 +28,21 @@ from quipu.projections.project_view import ProjectView
 from quipu.projections.thoughts_view import ThoughtsView
 from quipu.projections.workspaces_view import WorkspacesView
 
-__all__ = ["MAX_ACTIONS", "MAX_OUTCOMES", "MAX_RUNS", "MAX_THOUGHTS", "MAX_VERSIONS",
+__all__ = ["MAX_ACTIONS", "MAX_BEST", "MAX_OUTCOMES", "MAX_RUNS", "MAX_THOUGHTS", "MAX_VERSIONS",
            "MAX_WORKSPACES", "StateInput", "StateMdMarkView", "mark", "render"]
 
-MAX_WORKSPACES = 10
+# The caps keep STATE.md (and status(), which carries it) under about 8,000 characters of JSON
+# at 50 workspaces and hundreds of runs: every list says how many more there are and where.
+MAX_WORKSPACES = 5
 """Workspaces described in full (mounted first, then the most recently active)."""
 MAX_VERSIONS = 3
 MAX_THOUGHTS = 5
-MAX_ACTIONS = 15
-MAX_RUNS = 10
-"""Runs listed as active or awaiting finalization, and workspaces listed with a best result
-(best value first within each primary metric, with the project-wide best per metric)."""
+MAX_ACTIONS = 5
+MAX_RUNS = 5
+"""Runs listed as active or awaiting finalization."""
+MAX_BEST = 10
+"""Workspaces listed with a best result (best value first within each primary metric, after
+the project-wide best per metric)."""
 MAX_OUTCOMES = 5
 _TEXT = 160  # longest message / thought / reason shown on one line
 

@@ -673,9 +673,14 @@ class Views:
         return run_queries.experiment_context(self.conn, workspace)
 
     @_guarded
-    def dashboard(self, consumer: str = "default") -> dict[str, Any]:
+    def dashboard(self, consumer: str = "default", *, section: str | None = None,
+                  offset: int = 0, limit: int = 20) -> dict[str, Any]:
         """Active runs, pending finalization, outcomes, failures, bests, and what is new since
-        the consumer's cursor; ``cursor_position`` is what ``mark_seen`` should record."""
+        the consumer's cursor, within ``dashboard_view.BUDGET`` characters; ``cursor_position``
+        is what ``mark_seen`` should record. With ``section``, one page of that list."""
+        if section is not None:
+            return dashboard.section_page(self.conn, consumer, section, offset=offset,
+                                          limit=limit)
         return dashboard.dashboard(self.conn, consumer, head=self.position())
 
     @_guarded
@@ -721,4 +726,5 @@ class Views:
             thoughts=thoughts.thoughts(self.conn, limit=state_md.MAX_THOUGHTS),
             actions=audit.audit_log(self.conn, limit=state_md.MAX_ACTIONS),
             runs=dashboard.state_md_runs(self.conn, limit=state_md.MAX_RUNS,
-                                         outcomes=state_md.MAX_OUTCOMES)))
+                                         outcomes=state_md.MAX_OUTCOMES,
+                                         best=state_md.MAX_BEST)))

@@ -4,6 +4,7 @@ random sequences of run commands (refusals included)."""
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import sqlite3
 import tempfile
@@ -19,7 +20,7 @@ from quipu.core.errors import QuipuError
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
 from quipu.projections import Views
-from quipu.projections.dashboard_view import MAX_LISTED, new_since
+from quipu.projections.dashboard_view import BUDGET, MAX_LISTED, new_since
 from quipu.projections.runs_view import ACTIVE_STATES, TROUBLE_OUTCOMES
 
 ACTIONS = ("start", "launch", "heartbeat", "metrics", "exit", "lost", "adopt", "cancel",
@@ -184,7 +185,7 @@ def test_kept_bests_and_lists_match_a_scan_of_every_run(plan: list[tuple[Any, ..
                     event(f"{step[0]}: refused ({exc.code})")
                 live.catch_up()
                 assert_kept_lists_match_a_scan(live)
-            best = live.dashboard()["best_by_workspace"].get("ws")
+            best = {b["workspace"]: b for b in live.dashboard(section="best")["rows"]}.get("ws")
             event(f"best chosen by {best and best['chosen_by']}")
             incremental = dump(live)
             with Views(tmp / "small.db", project.store, page_size=3) as small:
@@ -249,11 +250,12 @@ def assert_kept_lists_match_a_scan(views: Views) -> None:
     scans = {
         "active": f"SELECT run_id FROM runs WHERE state IN ({active}) ORDER BY created_position",
         "failed": f"SELECT run_id FROM runs WHERE infra_outcome IN ({trouble}) "
-                  "ORDER BY ended_position DESC",
+                  "AND retired = 0 ORDER BY ended_position DESC",
         "outcomes": "SELECT run_id, pipeline_run_id, value FROM runs WHERE state = 'finalized' "
                     "AND closed_by IS NULL AND retired = 0 ORDER BY finalized_position DESC",
     }
     board = views.dashboard()
+    assert len(json.dumps(board)) <= BUDGET
     for name, sql in scans.items():
         if name == "outcomes":
             # One row per experiment (pipeline run): its stage with a value, else its newest.
@@ -264,10 +266,13 @@ def assert_kept_lists_match_a_scan(views: Views) -> None:
             expected = [run_id for run_id, _ in per.values()]
         else:
             expected = [r for (r,) in conn.execute(sql)]
+        page = views.dashboard(section=name, limit=200)
+        assert [r["run_id"] for r in page["rows"]] == expected[:200], name
         key = {"active": "active", "failed": "failed_recent", "outcomes": "recent_outcomes"}[name]
         shown = board[key]["runs"] if name == "active" else board[key]
         assert [r["run_id"] for r in shown] == expected[:len(shown)], name
-        assert len(shown) == min(len(expected), MAX_LISTED if name == "active" else 5), name
+        if len(shown) < len(expected):
+            assert board["more"][name] == f"dashboard(section={name!r}, offset={len(shown)})"
     assert board["active"]["count"] == len(list(conn.execute(scans["active"])))
     head = views.position()
     for cursor in sorted({0, 1, head // 3, head // 2, head - 2, head}):
@@ -281,9 +286,11 @@ def assert_kept_lists_match_a_scan(views: Views) -> None:
     workspaces = [w for (w,) in conn.execute(
         "SELECT DISTINCT workspace FROM runs r WHERE state = 'finalized' AND value IS NOT NULL "
         f"{_COUNTS} ORDER BY workspace")]
-    assert sorted(board["best_by_workspace"]) == workspaces
+    bests = {b["workspace"]: b for b in views.dashboard(section="best", limit=200)["rows"]}
+    assert sorted(bests) == workspaces
+    assert list(board["best_by_workspace"]) == list(bests)[:len(board["best_by_workspace"])]
     for ws in workspaces:
-        best = board["best_by_workspace"][ws]
+        best = bests[ws]
         assert (best["run_id"], best["chosen_by"]) == reference_current_best(conn, ws)
         for stage, metric, direction in itertools.product(
                 ("prep", "train"), ("val_acc", "loss"), ("maximize", "minimize")):
