@@ -310,7 +310,8 @@ def pipeline_verdict(conn: sqlite3.Connection, pipeline_run_id: str) -> dict[str
                                                                        deciding["run_id"])))
     return {"pipeline_run_id": pipeline_run_id, "deciding_run_id": deciding["run_id"],
             "deciding_stage": deciding["stage"], "hypothesis": deciding["hypothesis"],
-            "stages": {rows[i]["stage"]: rows[i]["state"] for i in pipeline_order(stages)},
+            "stages": [{"stage": rows[i]["stage"], "run_id": i, "state": rows[i]["state"]}
+                       for i in pipeline_order(stages)],
             "finalize_call": f"finalize_run({json.dumps(pipeline_run_id)}, {json.dumps(args)})"}
 
 

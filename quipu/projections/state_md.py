@@ -130,7 +130,8 @@ def _run_sections(runs: dict[str, Any]) -> list[str]:
                        f"{r['infra_outcome']}: `{r['finalize_call']}`")
         elif verdict["pipeline_run_id"] not in done:
             done.add(verdict["pipeline_run_id"])
-            stages = ", ".join(f"{s} {state}" for s, state in verdict["stages"].items())
+            stages = ", ".join(f"{s['stage']} {s['run_id']} {s['state']}"
+                               for s in verdict["stages"])
             out.append(f"- {verdict['pipeline_run_id']} {r['workspace']} "
                        f"({one_line(verdict['hypothesis'], 80)}): {stages}; one verdict "
                        f"for the experiment: `{verdict['finalize_call']}`")

@@ -76,8 +76,9 @@ def test_awaiting_finalization_groups_a_pipeline_run_under_one_call(lab: Lab):
 
     section = text.split("## Awaiting finalization\n")[1].split("\n\n")[0].splitlines()
     assert len(section) == 1
-    assert section[0].startswith(f"- {prun} ws (a larger batch trains faster): prep succeeded, "
-                                 "train succeeded; one verdict for the experiment: "
+    assert section[0].startswith(f"- {prun} ws (a larger batch trains faster): prep "
+                                 f"{ids['prep']} succeeded, train {ids['train']} succeeded; "
+                                 "one verdict for the experiment: "
                                  f'`finalize_run("{prun}", {{"primary_metric": "val_acc"')
     assert '"value": 0.91' in section[0] and '"ml_outcome": "success"' in section[0]
 

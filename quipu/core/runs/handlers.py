@@ -646,7 +646,11 @@ class RunService:
             if spec.baseline_run:
                 base = self.load_run(spec.baseline_run)
                 value = (base.finalized.results or {}).get("value") if base.finalized else None
-                best = (base.name, float(value)) if isinstance(value, (int, float)) else None
+                # An agent-reported value (the baseline did not run to its end) never counts.
+                counts = (base.exit is not None
+                          and lifecycle.spec(base.exit.state).yields_value)
+                best = ((base.name, float(value))
+                        if counts and isinstance(value, (int, float)) else None)
             if best is None:
                 best = self.index.best(request.workspace, request.stage, spec.primary_metric,
                                        run.name, direction=spec.direction)
