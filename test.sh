@@ -13,9 +13,10 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 ruff check quipu tests bench
 mypy
-# tests/ too, not strictly (tests/mypy.ini). tests/unit has a conftest of its own that its tests
-# import from, so it gets its own pass with its directory first on the path.
+# tests/ too, not strictly (tests/mypy.ini). tests/unit and tests/e2e each have a conftest.py, which
+# mypy would see as one module twice, so tests/unit gets its own pass (its shared helpers are in
+# tests/unit_support.py).
 mypy --config-file tests/mypy.ini tests --exclude tests/unit
-MYPYPATH=tests/unit mypy --config-file tests/mypy.ini tests/unit
+MYPYPATH=tests:tests/unit mypy --config-file tests/mypy.ini tests/unit
 lint-imports
 pytest -q "$@"

@@ -35,7 +35,14 @@ from quipu.core.messages import Command
 from quipu.core.ports import BlobStore, Clock, EventStore, Executor, SlotFiles, SnapshotStore
 from quipu.core.project.commands import LogThought, MarkSeen
 from quipu.core.runs import lifecycle
-from quipu.core.runs.commands import CancelRun, FinalizeRun, SaveResultsSpec, StartRun, TagRun
+from quipu.core.runs.commands import (
+    CancelRun,
+    FinalizePipelineRun,
+    FinalizeRun,
+    SaveResultsSpec,
+    StartRun,
+    TagRun,
+)
 from quipu.core.runs.handlers import InputPaths, RunService
 from quipu.core.unit_of_work import UnitOfWork
 from quipu.core.workspaces.commands import (
@@ -408,11 +415,33 @@ class Quipu(RunQueries):
         self.refresh()
         return states
 
-    def finalize_run(self, record_or_run_id: str,
-                     results: dict[str, Any] | None) -> dict[str, Any]:
-        """See ``RunService.finalize``."""
-        return self._write(FinalizeRun(run_id=record_or_run_id, results=results,
-                                       actor=self.actor))
+    def finalize_run(self, record_or_run_id: str, results: dict[str, Any] | None, *,
+                     workspace: str | None = None, scope: str | None = None) -> dict[str, Any]:
+        """Record a verdict. ``record_or_run_id`` is a stage run id, a pipeline run id
+        (``prun-...``) or ``@tag`` (with ``workspace``). ``scope`` is ``run`` (this stage run
+        only: ``RunService.finalize``) or ``pipeline`` (one verdict for the whole pipeline run:
+        ``RunService.finalize_pipeline``); by default a pipeline run id means ``pipeline`` and
+        anything else ``run``."""
+        if scope not in (None, "run", "pipeline"):
+            raise InvalidInput(f"scope {scope!r} is not 'run' or 'pipeline'",
+                               code="invalid_scope",
+                               hint="scope='pipeline' records one verdict for the whole "
+                               "pipeline run; scope='run' (or nothing) finalizes one stage run")
+        self.views.catch_up()
+        stages = self.views.pipeline_stage_runs(record_or_run_id)
+        if stages:
+            if scope == "run":
+                raise InvalidInput(f"{record_or_run_id} is a pipeline run, not a stage run",
+                                   code="invalid_scope",
+                                   hint="name one of its stage runs to finalize one stage: "
+                                   + ", ".join(sorted(stages.values())))
+            return self._write(FinalizePipelineRun(run_id=next(iter(stages.values())),
+                                                   results=results, actor=self.actor))
+        run_id = self._run_id(record_or_run_id, workspace)
+        if scope == "pipeline":
+            return self._write(FinalizePipelineRun(run_id=run_id, results=results,
+                                                   actor=self.actor))
+        return self._write(FinalizeRun(run_id=run_id, results=results, actor=self.actor))
 
     def cancel(self, run_id: str, reason: str) -> dict[str, Any]:
         """See ``RunService.cancel``."""
@@ -434,7 +463,8 @@ class Quipu(RunQueries):
             return self.service.diff(target, against)
 
     def status(self) -> dict[str, Any]:
-        """Project, slots (with dirty flags), workspaces, recent actions and STATE.md."""
+        """Project, slots (with dirty flags), the workspace count, the head position and
+        STATE.md (which holds the recent actions, thoughts, runs and bests)."""
         # STATE.md and the slot rows ask the same question: scan each slot once per call.
         dirty_once = _once(self._dirty)
         state_md, warning = self.refresh_state(dirty_once)
@@ -444,9 +474,10 @@ class Quipu(RunQueries):
             if row["workspace"]:
                 row["dirty"] = dirty_once(row["slot"], row["manifest"])
             slots.append(row)
+        # STATE.md already lists the recent actions, thoughts, runs and bests: the JSON beside
+        # it adds only what a program needs (slot dirty flags, counts, the head position).
         out = {"project": project, "slots": slots,
                "workspace_count": self.views.workspace_count(),
-               "recent_actions": self.views.audit_log(limit=5),
                "head_position": self.views.position(), "state_md": state_md}
         if warning is not None:
             out["warning"] = warning

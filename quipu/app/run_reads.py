@@ -304,12 +304,25 @@ class RunQueries:
         return record
 
     def list_unfinalized_runs(self, workspace: str) -> dict[str, Any]:
-        """The runs holding the workspace's finalization gate, each with its finalize_run call."""
+        """The runs holding the workspace's finalization gate, each with its finalize_run call,
+        grouped by pipeline run: ``pipelines`` lists each pipeline run with its stage runs here
+        and, for a pipeline run of several stages whose deciding stage ended, the one
+        finalize_run call that records the experiment's verdict and closes the rest."""
         self.views.catch_up()
         name = self._run_workspace(workspace)
         runs = self.views.unfinalized_runs(name)
+        groups: dict[str, dict[str, Any]] = {}
+        for r in runs:
+            prun = str(r["pipeline_run_id"])
+            if prun not in groups:
+                verdict = self.views.pipeline_verdict(prun)
+                groups[prun] = {"pipeline_run_id": prun, "hypothesis": r["hypothesis"],
+                                "run_ids": [],
+                                "finalize_call": verdict and verdict["finalize_call"],
+                                "deciding_run_id": verdict and verdict["deciding_run_id"]}
+            groups[prun]["run_ids"].append(r["run_id"])
         return {"workspace": name, "runs": runs, "count": len(runs),
-                "gate_rule": lifecycle.gate_rule()}
+                "pipelines": list(groups.values()), "gate_rule": lifecycle.gate_rule()}
 
     def get_experiment_context(self, workspace: str) -> dict[str, Any]:
         """``{current_best, awaiting_finalization, recent_trend, regression_alerts}``."""
@@ -336,7 +349,8 @@ class RunQueries:
             "infra_outcome", "ml_outcome", "results_status", "reason", "hypothesis", "tags",
             "alerts")}
         out["results"] = {k: record[k] for k in ("results_spec", "results", "results_auto",
-                                                 "comparison")}
+                                                 "comparison", "value", "value_source",
+                                                 "counts_for_best")}
         if "dashboard" in sections:
             live_dir = (Path(execution["run_dir"])
                         if execution["ended_at"] is None and execution["run_dir"] else None)
@@ -469,13 +483,25 @@ class RunQueries:
             raise _unknown_metric(name, [c for c in columns if c not in ("step", "ts")])
         return points
 
-    def dashboard(self, consumer: str | None = None) -> dict[str, Any]:
+    def dashboard(self, consumer: str | None = None, *, section: str | None = None,
+                  offset: int = 0, limit: int = 20) -> dict[str, Any]:
         """Active runs, pending finalization by workspace, recent outcomes, failures, the best
-        result per workspace, and what is new since ``consumer`` last called ``mark_seen``.
+        results, and what is new since ``consumer`` last called ``mark_seen``, within about
+        6,000 characters; ``more`` names the call that pages each list that was cut. With
+        ``section`` (one of ``active, pending, outcomes, failed, best, started, ended,
+        finalized``): ``limit`` rows of that list from ``offset``, in full.
 
         Reading changes nothing; pass the returned ``cursor_position`` to ``mark_seen``.
         ``consumer`` defaults to ``"default"``."""
         consumer = check_name(consumer or "default", what="consumer")
+        sections = ("active", "pending", "outcomes", "failed", "best", "started", "ended",
+                    "finalized")
+        if section is not None and section not in sections:
+            raise InvalidInput(f"unknown dashboard section {section!r}",
+                               code="invalid_section", hint="use one of " + ", ".join(sections))
+        if offset < 0 or not 1 <= limit <= 200:
+            raise InvalidInput(f"offset {offset} / limit {limit} out of range",
+                               code="invalid_page", hint="offset >= 0 and 1 <= limit <= 200")
         self.views.catch_up()
-        return self.views.dashboard(consumer)
+        return self.views.dashboard(consumer, section=section, offset=offset, limit=limit)
 

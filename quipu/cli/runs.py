@@ -120,14 +120,25 @@ def run_validate(ctx: click.Context, workspace: str, as_json: bool) -> None:
 @click.argument("run_id")
 @click.option("--results", required=True,
               help="Your verdict as inline JSON or a JSON/YAML file (see docs/results.md).")
+@click.option("--scope", type=click.Choice(["run", "pipeline"]), default=None,
+              help="pipeline: one verdict for the whole pipeline run (default for a prun-... "
+              "id); run: this stage run only (default for a stage-... id).")
+@click.option("--workspace", default=None, help="The workspace of an @tag RUN_ID.")
 @_json_option
 @click.pass_context
 @_edge
-def run_finalize(ctx: click.Context, run_id: str, results: str, as_json: bool) -> None:
+def run_finalize(ctx: click.Context, run_id: str, results: str, scope: str | None,
+                 workspace: str | None, as_json: bool) -> None:
     """Record what an ended run means; releases the workspace's finalization gate.
+
+    RUN_ID is a stage run, a pipeline run (prun-...: one verdict for the experiment, recorded on
+    the stage that decides its results spec, closing its other ended stages) or an @tag.
 
     \b
     Example:
+      quipu run finalize prun-1a2b3c4d5e6f --results '{"primary_metric": "accuracy",
+          "direction": "maximize", "value": 0.91, "dataset_split": "val",
+          "ml_outcome": "success", "notes": "the wider layer beat the goal of 0.90"}'
       quipu run finalize stage-1a2b3c4d5e6f --results '{"primary_metric": "accuracy",
           "direction": "maximize", "value": 0.91, "dataset_split": "val",
           "ml_outcome": "success", "notes": "the wider layer beat the goal of 0.90"}'
@@ -135,7 +146,8 @@ def run_finalize(ctx: click.Context, run_id: str, results: str, as_json: bool) -
           "notes": "preprocessing only: nothing to judge"}'
     """
     with _project(ctx) as q:
-        _show(q.finalize_run(run_id, _json_arg(results, "--results")), as_json)
+        _show(q.finalize_run(run_id, _json_arg(results, "--results"), workspace=workspace,
+                             scope=scope), as_json)
 
 
 @run_group.command("cancel")
@@ -269,18 +281,26 @@ def run_unfinalized(ctx: click.Context, workspace: str, as_json: bool) -> None:
 @main.command()
 @click.option("--consumer", default=None,
               help="Whose 'new since last seen' cursor to read alerts against.")
+@click.option("--section", default=None,
+              type=click.Choice(["active", "pending", "outcomes", "failed", "best", "started",
+                                 "ended", "finalized"]),
+              help="Page one list in full instead of the overview.")
+@click.option("--offset", default=0, show_default=True, help="With --section: rows to skip.")
+@click.option("--limit", default=20, show_default=True, help="With --section: rows to show.")
 @_json_option
 @click.pass_context
 @_edge
-def dashboard(ctx: click.Context, consumer: str | None, as_json: bool) -> None:
+def dashboard(ctx: click.Context, consumer: str | None, section: str | None, offset: int,
+              limit: int, as_json: bool) -> None:
     """The project at a glance: active runs, alerts, runs awaiting finalization, outcomes.
 
     \b
     Example:
       quipu dashboard --json | jq '.pending_finalization'
+      quipu dashboard --section best --offset 5 --limit 20
     """
     with _project(ctx) as q:
-        result = q.dashboard(consumer=consumer)
+        result = q.dashboard(consumer=consumer, section=section, offset=offset, limit=limit)
     if as_json:
         _print_json(result)
         return

@@ -15,6 +15,7 @@ from quipu.core.messages import Command
 from quipu.core.project.commands import InitProject, LogThought, MarkSeen
 from quipu.core.runs.commands import (
     CancelRun,
+    FinalizePipelineRun,
     FinalizeRun,
     RecordAdopted,
     RecordClaim,
@@ -69,6 +70,7 @@ def registry(ws: Service, runs: RunService) -> Mapping[type[Command], Handler]:
         StartRun: runs.run,
         CancelRun: runs.cancel,
         FinalizeRun: runs.finalize,
+        FinalizePipelineRun: runs.finalize_pipeline,
         SaveResultsSpec: runs.save_results_spec,
         TagRun: runs.tag,
         # runs: executors and the supervisor

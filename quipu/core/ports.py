@@ -234,9 +234,11 @@ class RunIndex(Protocol):
         """(run_id, value) of the newest finalized run of the stage with a value."""
         ...
 
-    def best(self, workspace: str, stage: str, metric: str,
-             exclude: str) -> tuple[str, float] | None:
-        """(run_id, value) of the newest finalized run tagged ``best*``."""
+    def best(self, workspace: str, stage: str, metric: str, exclude: str, *,
+             direction: str) -> tuple[str, float] | None:
+        """(run_id, value) of the stage's reference result: the newest finalized run tagged
+        ``best*``, else the best finalized value so far by ``direction`` (``maximize`` or
+        ``minimize``). Values of runs that did not run to their end never count."""
         ...
 
 

@@ -208,17 +208,24 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
 
     @mcp.tool(annotations=WRITE)
     async def finalize_run(
-        record_or_run_id: Annotated[str, Field(description="The stage run id.")],
+        record_or_run_id: Annotated[str, Field(description="A stage run id, a pipeline run "
+                                    "id ('prun-...': one verdict for the experiment) or "
+                                    "'@tag' (with workspace).")],
         results: Annotated[dict[str, Any], Field(description=RESULTS_DOC)],
+        scope: Annotated[Literal["run", "pipeline"] | None, Field(
+            description="'pipeline' (default for a prun- id): judge the deciding stage and "
+            "close the other stages; 'run': this stage only.")] = None,
+        workspace: Annotated[str | None, Field(description="The workspace of an @tag.")] = None,
     ) -> dict[str, Any]:
-        """Record your verdict on an ended run, as soon as you have looked at it: it releases
-        the finalization gate and enters the history and later comparisons.
-
-        Returns {run_id, stage, workspace, infra_outcome, ml_outcome, results_auto,
-        comparison, position}; comparison: {vs_previous, vs_best, regression_alert,
-        meets_min, meets_goal} (null without a value).
+        """Record your verdict on an ended run (or a whole pipeline run) once you have looked
+        at it: it releases the finalization gate and enters the history and comparisons.
+        A prun- id judges the stage that logged the primary metric (else the last) and closes
+        the other ended ones (closed; still running: still_open). Returns {run_id, stage,
+        ml_outcome, results_auto, comparison: {vs_previous, vs_best, regression_alert,
+        meets_min, meets_goal} (null without a value), position}.
         """
-        return guarded("finalize_run", lambda: engine.q.finalize_run(record_or_run_id, results))
+        return guarded("finalize_run", lambda: engine.q.finalize_run(
+            record_or_run_id, results, workspace=workspace, scope=scope))
 
     @mcp.tool(annotations=WRITE)
     async def save_results_spec(
@@ -315,10 +322,16 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
     async def dashboard(
         consumer: Annotated[str | None, Field(description="Your name: splits alerts into new "
                             "(since your mark_seen) and seen.")] = None,
+        section: Annotated[Literal["active", "pending", "outcomes", "failed", "best",
+                                   "started", "ended", "finalized"] | None, Field(
+            description="Page one list in full instead of the overview.")] = None,
+        offset: Annotated[int, Field(ge=0)] = 0,
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
     ) -> dict[str, Any]:
-        """The project at a glance: active runs, alerts, runs awaiting finalization, mounted
-        workspaces, recent outcomes. At a session's start and between runs."""
-        return guarded("dashboard", lambda: engine.q.dashboard(consumer=consumer))
+        """The project at a glance, between runs: active runs, alerts, runs awaiting a
+        verdict, recent outcomes, bests; 'more' gives the call that pages each cut list."""
+        return guarded("dashboard", lambda: engine.q.dashboard(
+            consumer=consumer, section=section, offset=offset, limit=limit))
 
     @mcp.tool(annotations=WRITE)
     async def mark_seen(

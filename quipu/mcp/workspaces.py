@@ -100,8 +100,9 @@ def register_workspace_tools(mcp: FastMCP, engine: "Engine") -> None:
     async def status() -> dict[str, Any]:
         """Call status() first in every session, and whenever unsure what is where.
 
-        Returns the project, each slot with its workspace and dirty flag (unsaved edits),
-        recent actions, the log head and state_md (STATE.md: the memory across sessions).
+        Returns the project, each slot with its workspace and dirty flag (unsaved edits), the
+        log head and state_md (STATE.md, the memory across sessions: verdicts awaited with the
+        exact call, bests, recent thoughts and actions).
         """
         return guarded("status", lambda: engine.q.status())
 

@@ -16,11 +16,13 @@ from quipu.core.runs.lifecycle import State
 from quipu.core.runs.results import (
     ResultsSpec,
     auto_results,
+    deciding_run,
     non_finite_reason,
+    pipeline_order,
     suggest_outcome,
 )
 from quipu.projections._base import chunks, placeholders, rows_as_dicts
-from quipu.projections.runs_view import Row, loads_row
+from quipu.projections.runs_view import Row, counts_for_best, loads_row, value_source
 
 __all__ = ["auto_results_of", "awaiting", "best", "best_by_workspace", "current_best",
            "downstream", "experiment_context", "finalize_hint", "history", "latest_output",
@@ -50,23 +52,32 @@ def latest_output(conn: sqlite3.Connection, workspace: str, stage: str,
 
 def previous_finalized(conn: sqlite3.Connection, workspace: str, stage: str, metric: str,
                        exclude: str) -> tuple[str, float] | None:
-    """(run_id, value) of the most recently finalized run of the stage with a value."""
+    """(run_id, value) of the most recently finalized run of the stage whose value counts
+    (``runs_view.counts_for_best``: an agent-reported value of a failed run never does)."""
     row = conn.execute(
-        "SELECT r.run_id, r.value FROM runs r WHERE r.workspace = ? AND r.stage = ? "
-        "AND r.state = 'finalized' AND r.primary_metric = ? AND r.value IS NOT NULL "
-        "AND r.run_id != ? ORDER BY r.finalized_position DESC LIMIT 1",
+        "SELECT v.run_id, v.value FROM valued_runs v WHERE v.workspace = ? AND v.stage = ? "
+        "AND v.primary_metric = ? AND v.run_id != ? ORDER BY v.finalized_position DESC LIMIT 1",
         (workspace, stage, metric, exclude)).fetchone()
     return None if row is None else (str(row[0]), float(row[1]))
 
 
 def best(conn: sqlite3.Connection, workspace: str, stage: str, metric: str,
-         exclude: str) -> tuple[str, float] | None:
-    """(run_id, value) of the finalized run of the stage most recently tagged ``best*``."""
+         exclude: str, *, direction: str) -> tuple[str, float] | None:
+    """(run_id, value) of the reference a new result of the stage is compared with: the
+    finalized run most recently tagged ``best*``, else the best finalized value so far (by
+    ``direction``; ties go to the run finalized last). Only values that count are candidates
+    (``valued_runs``: runs that ran to their end, in live workspaces)."""
     row = conn.execute(
         "SELECT v.run_id, v.value FROM valued_runs v WHERE v.workspace = ? "
         "AND v.best_tag_position IS NOT NULL AND v.stage = ? AND v.primary_metric = ? "
         "AND v.run_id != ? ORDER BY v.best_tag_position DESC LIMIT 1",
         (workspace, stage, metric, exclude)).fetchone()
+    if row is None:
+        order = "ASC" if direction == "minimize" else "DESC"
+        row = conn.execute(
+            "SELECT v.run_id, v.value FROM valued_runs v WHERE v.workspace = ? AND v.stage = ? "
+            f"AND v.primary_metric = ? AND v.run_id != ? ORDER BY v.value {order}, "
+            "v.finalized_position DESC LIMIT 1", (workspace, stage, metric, exclude)).fetchone()
     return None if row is None else (str(row[0]), float(row[1]))
 
 
@@ -105,7 +116,10 @@ def _summary(row: Row, tags: list[str]) -> dict[str, Any]:
         "stage": row["stage"], "version": f"v{row['version']}", "reason": row["description"],
         "hypothesis": row["hypothesis"], "experiment_group": row["experiment_group"],
         "primary_metric": row["primary_metric"], "direction": row["direction"],
-        "value": row["value"], "state": row["state"], "infra_outcome": row["infra_outcome"],
+        "value": row["value"], "value_source": value_source(row),
+        "counts_for_best": row["value"] is not None and row["state"] == "finalized"
+        and counts_for_best(row),
+        "state": row["state"], "infra_outcome": row["infra_outcome"],
         "ml_outcome": row["ml_outcome"], "results_status": results_status(row),
         "created_at": row["created_at"], "ended_at": row["ended_at"],
         "finalized_at": row["finalized_at"], "error": row["error"], "tags": tags,
@@ -288,14 +302,67 @@ def _awaiting_entry(conn: sqlite3.Connection, run_id: str,
     auto = auto_results_of(row, metrics)
     args = finalize_hint(row, auto)
     return {
-        "run_id": run_id, "workspace": workspace, "stage": row["stage"],
-        "state": row["state"], "infra_outcome": row["infra_outcome"],
+        "run_id": run_id, "pipeline_run_id": row["pipeline_run_id"], "workspace": workspace,
+        "stage": row["stage"], "state": row["state"], "infra_outcome": row["infra_outcome"],
         "reason": row["description"], "hypothesis": row["hypothesis"],
         "ended_at": row["ended_at"], "error": row["error"], "problems": row["problems"],
         "alerts": metric_alerts(metrics),
         "results_auto": auto, "finalize_args": args,
         "finalize_call": f"finalize_run({json.dumps(run_id)}, {json.dumps(args)})",
     }
+
+
+def pipeline_stage_runs(conn: sqlite3.Connection,
+                        pipeline_run_id: str) -> dict[str, str] | None:
+    """A pipeline run's stage runs (stage -> run id), or None if it is unknown."""
+    found = conn.execute("SELECT runs FROM pipeline_runs WHERE pipeline_run_id = ?",
+                         (pipeline_run_id,)).fetchone()
+    return None if found is None else dict(json.loads(found[0] or "{}"))
+
+
+def pipeline_verdict(conn: sqlite3.Connection, pipeline_run_id: str) -> dict[str, Any] | None:
+    """The one ``finalize_run`` call that records a pipeline run's verdict and closes its other
+    ended stages: on the stage run that decides its results spec
+    (``core.runs.results.deciding_run``), once that run ended and is not finalized. None for a
+    pipeline run of one stage (its stage call says it all) or when there is no such call yet."""
+    ids = list((pipeline_stage_runs(conn, pipeline_run_id) or {}).values())
+    if len(ids) < 2:
+        return None
+    rows = {r["run_id"]: loads_row(r) for r in rows_as_dicts(conn.execute(
+        f"SELECT * FROM runs WHERE run_id IN ({placeholders(len(ids))})", ids))}
+    if len(rows) < 2:
+        return None
+    logged = {i: conn.execute("SELECT 1 FROM metric_summaries WHERE run_id = ? AND name = ?",
+                              (i, r["primary_metric"])).fetchone() is not None
+              for i, r in rows.items()}
+    stages = {i: (r["stage"], r["depends_on"] or []) for i, r in rows.items()}
+    deciding = rows[deciding_run(stages, logged)]
+    if not lifecycle.is_ended(deciding["state"]) and deciding["state"] != State.BLOCKED.value:
+        return None
+    args = finalize_hint(deciding, auto_results_of(deciding, summaries(conn,
+                                                                       deciding["run_id"])))
+    return {"pipeline_run_id": pipeline_run_id, "deciding_run_id": deciding["run_id"],
+            "deciding_stage": deciding["stage"], "hypothesis": deciding["hypothesis"],
+            "stages": [{"stage": rows[i]["stage"], "run_id": i, "state": rows[i]["state"]}
+                       for i in pipeline_order(stages)],
+            "finalize_call": f"finalize_run({json.dumps(pipeline_run_id)}, {json.dumps(args)})"}
+
+
+def experiment_outcomes(conn: sqlite3.Connection, sql: str, *,
+                        limit: int) -> list[dict[str, Any]]:
+    """The newest finalized outcomes, one per pipeline run (an experiment): ``sql`` lists
+    finalized runs newest first (stages closed by a pipeline verdict left out) with a ``?`` for
+    a limit; of an experiment's stages the one with a value is shown, else the newest."""
+    picked: dict[str, dict[str, Any]] = {}
+    for r in rows_as_dicts(conn.execute(sql, (max(limit, 0) * 4,))):
+        key = r.get("pipeline_run_id") or r["run_id"]
+        if key not in picked:
+            if len(picked) >= limit:
+                continue
+            picked[key] = r
+        elif picked[key]["value"] is None and r["value"] is not None:
+            picked[key] = r
+    return list(picked.values())
 
 
 def current_best(conn: sqlite3.Connection, workspace: str) -> dict[str, Any] | None:
@@ -319,6 +386,38 @@ def best_by_workspace(conn: sqlite3.Connection, *,
         "ON r.run_id = b.run_id ORDER BY b.workspace LIMIT ?",
         (-1 if limit is None else max(limit, 0),)))
     return [_with_tags(conn, r) for r in rows]
+
+
+def best_results(conn: sqlite3.Connection, *, limit: int,
+                 offset: int = 0) -> dict[str, Any]:
+    """Every live workspace's ``current_best``, ranked: grouped by primary metric (the metric
+    most workspaces use first), best value first within each (by the direction of its runs),
+    a page of ``limit`` rows from ``offset``, how many there are, and the project-wide best
+    per primary metric.
+
+    ``best_runs`` holds one row per workspace with a best (deleted workspaces have none), so
+    this reads what is current, not the history."""
+    rows = rows_as_dicts(conn.execute(
+        f"SELECT b.workspace, {_BEST_COLUMNS}, b.chosen_by FROM best_runs b JOIN runs r "
+        "ON r.run_id = b.run_id ORDER BY b.workspace"))
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(str(r["primary_metric"]), []).append(r)
+    ranked: list[dict[str, Any]] = []
+    by_metric: dict[str, dict[str, Any]] = {}
+    for metric in sorted(groups, key=lambda m: (-len(groups[m]), m)):
+        group = groups[metric]
+        directions = [g["direction"] for g in group]
+        direction = max(set(directions), key=lambda d: (directions.count(d), str(d)))
+        sign = 1.0 if direction == "minimize" else -1.0
+        group.sort(key=lambda g: (sign * float(g["value"]), g["workspace"]))
+        top = group[0]
+        by_metric[metric] = {"direction": direction, "value": top["value"],
+                             "workspace": top["workspace"], "run_id": top["run_id"],
+                             "stage": top["stage"], "workspaces": len(group)}
+        ranked += group
+    page = [_with_tags(conn, r) for r in ranked[max(offset, 0):max(offset, 0) + max(limit, 0)]]
+    return {"rows": page, "total": len(ranked), "by_metric": by_metric}
 
 
 _BEST_COLUMNS = ("r.run_id, r.stage, r.primary_metric, r.direction, r.value, r.hypothesis, "

@@ -60,12 +60,14 @@ from quipu.core.workspaces.events import (
     FinalizationCleared,
     FinalizationRequired,
     PipelineRunStarted,
+    WorkspaceDeleted,
 )
 from quipu.projections._base import Folded, Indexes, chunks, placeholders, rows_as_dicts
 from quipu.projections.state_md import when
 
-__all__ = ["ACTIVE_STATES", "JSON_COLUMNS", "RUN_COLUMNS", "TROUBLE_OUTCOMES", "Row", "RunsView",
-           "best_of", "dumps", "finite", "loads_row"]
+__all__ = ["ACTIVE_STATES", "JSON_COLUMNS", "RUN_COLUMNS", "TROUBLE_OUTCOMES", "VALUE_OUTCOMES",
+           "Row", "RunsView", "best_of", "counts_for_best", "dumps", "finite", "loads_row",
+           "value_source"]
 
 RUN_COLUMNS = (
     "run_id", "pipeline_run_id", "workspace", "stage", "version", "manifest", "entrypoint",
@@ -76,7 +78,7 @@ RUN_COLUMNS = (
     "created_at", "created_by", "launched_at", "ended_at", "finalized_at", "last_seen_at",
     "heartbeat_message", "review", "worker", "host", "pid", "run_dir", "exit_code", "signal",
     "logs", "problems", "error", "created_position", "ended_position", "finalized_position",
-    "last_position", "non_finite",
+    "last_position", "non_finite", "retired", "closed_by",
 )
 JSON_COLUMNS = frozenset({
     "detail", "config", "depends_on", "inputs", "inputs_launched", "outputs_declared", "outputs",
@@ -91,6 +93,10 @@ TROUBLE_OUTCOMES = tuple(str(lifecycle.infra_outcome(s)) for s in lifecycle.TROU
 """The infra outcomes of runs that went wrong (the lifecycle table's trouble states)."""
 _ACTIVE = frozenset(ACTIVE_STATES)
 _BEST_PREFIX = "best"
+VALUE_OUTCOMES = frozenset(str(lifecycle.infra_outcome(s)) for s, spec in lifecycle.STATES.items()
+                           if spec.yields_value)
+"""The infra outcomes of runs whose value can count (they ran their code to an end they chose:
+succeeded, stopped). A value the agent gives for any other run is recorded as agent-reported."""
 
 
 def dumps(value: Any) -> str | None:
@@ -218,8 +224,29 @@ class _Page:
 
 
 def _valued(row: Row) -> bool:
-    """Whether a run can be its workspace's best: finalized with a value."""
-    return row["state"] == State.FINALIZED.value and row["value"] is not None
+    """Whether a run can be its workspace's best and a reference for comparisons: finalized
+    with a value, having run to an end it chose (``counts_for_best``), in a workspace that was
+    not deleted."""
+    return (row["state"] == State.FINALIZED.value and row["value"] is not None
+            and counts_for_best(row) and not row.get("retired"))
+
+
+def counts_for_best(row: Row) -> bool:
+    """Whether the run's value may count for bests and comparisons: it ended succeeded or
+    stopped. A value the agent gave for a run that failed, crashed, was lost or canceled is
+    kept in its record, flagged as agent-reported, and never counts."""
+    return row["infra_outcome"] in VALUE_OUTCOMES
+
+
+def value_source(row: Row) -> str | None:
+    """Where a run's ``value`` comes from: ``results`` (the agent's verdict on a run that ran
+    to its end), ``agent`` (a value the agent gave for a run that did not succeed: recorded,
+    never counted), ``auto`` (the last logged value, before finalization) or None."""
+    if row["value"] is None:
+        return None
+    if row["state"] != State.FINALIZED.value:
+        return "auto"
+    return "results" if counts_for_best(row) else "agent"
 
 
 def _keep(conn: sqlite3.Connection, table: str, column: str, rows: list[tuple[Any, ...]],
@@ -283,7 +310,7 @@ def _new_row(e: RunRequested, f: Folded) -> Row:
         "outputs": {}, "results_spec": spec, "primary_metric": spec.get("primary_metric"),
         "direction": spec.get("direction"), "metric_points": 0, "metrics_complete": 0,
         "created_at": f.at, "created_by": e.actor, "problems": [],
-        "created_position": f.position,
+        "created_position": f.position, "retired": 0,
     })
     return row
 
@@ -361,7 +388,7 @@ def _facts(summary: Any) -> dict[str, Any] | None:
 def _finalized(page: _Page, row: Row, e: RunFinalized, f: Folded) -> None:
     row.update(ml_outcome=e.ml_outcome, results=e.results, results_auto=e.results_auto,
                comparison=e.comparison, finalized_at=f.at, finalized_position=f.position,
-               value=finite((e.results or {}).get("value")))
+               value=finite((e.results or {}).get("value")), closed_by=e.closed_by)
 
 
 def _spec_saved(page: _Page, row: Row, e: ResultsSpecSaved, f: Folded) -> None:
@@ -433,10 +460,10 @@ class RunsView:
     """Folds run, pipeline-run and finalization-gate events."""
 
     name: ClassVar[str] = "runs"
-    version: ClassVar[int] = 4
+    version: ClassVar[int] = 5
     types: ClassVar[frozenset[str]] = frozenset({
         PipelineRunStarted.TYPE, RunRequested.TYPE, FinalizationRequired.TYPE,
-        FinalizationCleared.TYPE, *_RUN_FOLDS})
+        FinalizationCleared.TYPE, WorkspaceDeleted.TYPE, *_RUN_FOLDS})
     tables: ClassVar[tuple[str, ...]] = (
         "runs", "metric_summaries", "run_tags", "pipeline_runs", "run_links", "unfinalized",
         "active_runs", "troubled_runs", "valued_runs", "best_runs", "run_marks", "run_unended",
@@ -464,7 +491,8 @@ class RunsView:
         types: dict[str, Any] = {c: str for c in RUN_COLUMNS}
         types.update(dict.fromkeys(
             ("version", "metric_points", "metrics_complete", "pid", "exit_code", "signal",
-             "created_position", "ended_position", "finalized_position", "last_position"), int))
+             "created_position", "ended_position", "finalized_position", "last_position",
+             "retired"), int))
         types["value"] = float
         db.table("runs").create(types, pk="run_id")
         db.table("metric_summaries").create({
@@ -497,7 +525,14 @@ class RunsView:
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
         """Fold a page of events."""
-        page = _Page(conn, {f.event.__dict__.get("run_id") or "" for f in events} - {""})
+        ids = {f.event.__dict__.get("run_id") or "" for f in events} - {""}
+        for f in events:
+            if isinstance(f.event, WorkspaceDeleted):
+                # Deleting a workspace retires its runs from bests and outcomes: read them all
+                # (deletion is rare; what they show must leave at once).
+                ids.update(r for (r,) in conn.execute(
+                    "SELECT run_id FROM runs WHERE workspace = ?", (f.event.workspace,)))
+        page = _Page(conn, ids)
         for f in events:
             e = f.event
             if e.TYPE not in _RUN_FOLDS:
@@ -511,6 +546,13 @@ class RunsView:
                                        f.position)
             elif isinstance(e, FinalizationCleared):
                 page.gate[e.run_id] = None
+            elif isinstance(e, WorkspaceDeleted):
+                # The runs the workspace had so far (a workspace created again later under the
+                # same name starts with none).
+                for row in page.runs.values():
+                    if row["workspace"] == e.workspace and not row["retired"]:
+                        row["retired"] = 1
+                        page.touched.add(row["run_id"])
             elif isinstance(e, RunRequested):
                 page.marks.append(("created", f.position))
                 page.created[e.workspace] = page.created.get(e.workspace, 0) + 1

@@ -28,16 +28,21 @@ from quipu.projections.project_view import ProjectView
 from quipu.projections.thoughts_view import ThoughtsView
 from quipu.projections.workspaces_view import WorkspacesView
 
-__all__ = ["MAX_ACTIONS", "MAX_OUTCOMES", "MAX_RUNS", "MAX_THOUGHTS", "MAX_VERSIONS",
+__all__ = ["MAX_ACTIONS", "MAX_BEST", "MAX_OUTCOMES", "MAX_RUNS", "MAX_THOUGHTS", "MAX_VERSIONS",
            "MAX_WORKSPACES", "StateInput", "StateMdMarkView", "mark", "render"]
 
-MAX_WORKSPACES = 10
+# The caps keep STATE.md (and status(), which carries it) under about 8,000 characters of JSON
+# at 50 workspaces and hundreds of runs: every list says how many more there are and where.
+MAX_WORKSPACES = 5
 """Workspaces described in full (mounted first, then the most recently active)."""
 MAX_VERSIONS = 3
 MAX_THOUGHTS = 5
-MAX_ACTIONS = 15
-MAX_RUNS = 10
-"""Runs listed as active or awaiting finalization, and workspaces listed with a best result."""
+MAX_ACTIONS = 5
+MAX_RUNS = 5
+"""Runs listed as active or awaiting finalization."""
+MAX_BEST = 10
+"""Workspaces listed with a best result (best value first within each primary metric, after
+the project-wide best per metric)."""
 MAX_OUTCOMES = 5
 _TEXT = 160  # longest message / thought / reason shown on one line
 
@@ -106,6 +111,12 @@ def _goal_text(o: dict[str, Any]) -> str:
     return f" (goal {sign} {_number(o['goal_value'])}, min {sign} {_number(o['min_value'])})"
 
 
+def _trouble(r: dict[str, Any]) -> str:
+    """A waiting run's error and non-finite alerts, as a suffix (empty when it has none)."""
+    error = f" ({one_line(r['error'], 160)})" if r.get("error") else ""
+    return error + "".join(f" ⚠ {one_line(a)}" for a in r.get("alerts") or [])
+
+
 def _run_sections(runs: dict[str, Any]) -> list[str]:
     out = ["", "## Active runs"]
     for r in runs["active"]:
@@ -116,11 +127,24 @@ def _run_sections(runs: dict[str, Any]) -> list[str]:
         out.append("- (none)")
 
     out += ["", "## Awaiting finalization"]
+    verdicts = runs.get("verdicts", {})
+    done: set[str] = set()
     for r in runs["awaiting"]:
-        error = f" ({one_line(r['error'], 160)})" if r.get("error") else ""
-        error += "".join(f" ⚠ {one_line(a)}" for a in r.get("alerts") or [])
-        out.append(f"- {r['run_id']} {r['workspace']}/{r['stage']} ended {r['infra_outcome']}"
-                   f"{error}: `{r['finalize_call']}`")
+        verdict = verdicts.get(r.get("pipeline_run_id"))
+        if verdict is None:
+            out.append(f"- {r['run_id']} {r['workspace']}/{r['stage']} ended "
+                       f"{r['infra_outcome']}{_trouble(r)}: `{r['finalize_call']}`")
+        elif verdict["pipeline_run_id"] not in done:
+            done.add(verdict["pipeline_run_id"])
+            stages = ", ".join(f"{s['stage']} {s['run_id']} {s['state']}"
+                               for s in verdict["stages"])
+            # Each waiting stage's error or non-finite alert, so none hides behind the group.
+            trouble = "".join(f" [{w['stage']}{_trouble(w)}]" for w in runs["awaiting"]
+                              if w.get("pipeline_run_id") == verdict["pipeline_run_id"]
+                              and _trouble(w))
+            out.append(f"- {verdict['pipeline_run_id']} {r['workspace']} "
+                       f"({one_line(verdict['hypothesis'], 80)}): {stages}{trouble}; one "
+                       f"verdict for the experiment: `{verdict['finalize_call']}`")
     hidden = runs["awaiting_total"] - len(runs["awaiting"])
     if hidden > 0:
         out.append(f"- …and {hidden} more: list_unfinalized_runs(workspace)")
@@ -137,9 +161,17 @@ def _run_sections(runs: dict[str, Any]) -> list[str]:
         out.append("- (none finalized yet)")
 
     out += ["", "## Best results"]
+    for metric, top in runs.get("best_by_metric", {}).items():
+        out.append(f"- project best {metric} ({top['direction']}): {_number(top['value'])} — "
+                   f"{top['workspace']}: {top['run_id']} ({top['stage']}), of "
+                   f"{top['workspaces']} workspace{'' if top['workspaces'] == 1 else 's'}")
     for b in runs["best"]:
         out.append(f"- {b['workspace']}: {b['run_id']} ({b['stage']}) {b['primary_metric']} "
                    f"{_number(b['value'])} [{b['chosen_by']}]")
+    hidden = runs.get("best_total", len(runs["best"])) - len(runs["best"])
+    if hidden > 0:
+        out.append(f"- …and {hidden} more: dashboard(section='best', offset={len(runs['best'])})"
+                   " or get_experiment_context(workspace)")
     if not runs["best"]:
         out.append("- (none yet)")
     return out

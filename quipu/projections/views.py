@@ -582,11 +582,13 @@ class Views:
         return run_queries.previous_finalized(self.conn, workspace, stage, metric, exclude)
 
     @_guarded
-    def best(self, workspace: str, stage: str, metric: str,
-             exclude: str) -> tuple[str, float] | None:
-        """(run_id, value) of the finalized run of the stage most recently tagged ``best*``."""
+    def best(self, workspace: str, stage: str, metric: str, exclude: str, *,
+             direction: str) -> tuple[str, float] | None:
+        """(run_id, value) of the stage's reference result: the finalized run most recently
+        tagged ``best*``, else the best finalized value so far by ``direction``."""
         self.catch_up()
-        return run_queries.best(self.conn, workspace, stage, metric, exclude)
+        return run_queries.best(self.conn, workspace, stage, metric, exclude,
+                                direction=direction)
 
     # --- runs: queries -------------------------------------------------------------------------
 
@@ -648,6 +650,17 @@ class Views:
             "heartbeat_message", "metric_series", "metric_points", "metrics_complete")}
 
     @_guarded
+    def pipeline_stage_runs(self, pipeline_run_id: str) -> dict[str, str] | None:
+        """A pipeline run's stage runs (stage -> run id), or None if there is no such run."""
+        return run_queries.pipeline_stage_runs(self.conn, pipeline_run_id)
+
+    @_guarded
+    def pipeline_verdict(self, pipeline_run_id: str) -> dict[str, Any] | None:
+        """The one finalize call of a pipeline run of several stages, once its deciding stage
+        ended (``runs_lookup.pipeline_verdict``)."""
+        return run_queries.pipeline_verdict(self.conn, pipeline_run_id)
+
+    @_guarded
     def tagged_run(self, workspace: str, tag: str) -> str | None:
         """The run of ``workspace`` most recently given ``tag``."""
         return run_queries.tagged_run(self.conn, workspace, tag)
@@ -663,9 +676,14 @@ class Views:
         return run_queries.experiment_context(self.conn, workspace)
 
     @_guarded
-    def dashboard(self, consumer: str = "default") -> dict[str, Any]:
+    def dashboard(self, consumer: str = "default", *, section: str | None = None,
+                  offset: int = 0, limit: int = 20) -> dict[str, Any]:
         """Active runs, pending finalization, outcomes, failures, bests, and what is new since
-        the consumer's cursor; ``cursor_position`` is what ``mark_seen`` should record."""
+        the consumer's cursor, within ``dashboard_view.BUDGET`` characters; ``cursor_position``
+        is what ``mark_seen`` should record. With ``section``, one page of that list."""
+        if section is not None:
+            return dashboard.section_page(self.conn, consumer, section, offset=offset,
+                                          limit=limit)
         return dashboard.dashboard(self.conn, consumer, head=self.position())
 
     @_guarded
@@ -711,4 +729,5 @@ class Views:
             thoughts=thoughts.thoughts(self.conn, limit=state_md.MAX_THOUGHTS),
             actions=audit.audit_log(self.conn, limit=state_md.MAX_ACTIONS),
             runs=dashboard.state_md_runs(self.conn, limit=state_md.MAX_RUNS,
-                                         outcomes=state_md.MAX_OUTCOMES)))
+                                         outcomes=state_md.MAX_OUTCOMES,
+                                         best=state_md.MAX_BEST)))

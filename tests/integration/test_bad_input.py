@@ -511,7 +511,7 @@ class NoRunsYet:
     def previous_finalized(self, *args: Any) -> tuple[str, float] | None:
         return None
 
-    def best(self, *args: Any) -> tuple[str, float] | None:
+    def best(self, *args: Any, direction: str) -> tuple[str, float] | None:
         return None
 
 

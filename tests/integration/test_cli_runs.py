@@ -156,5 +156,5 @@ def test_start_wait_gate_finalize_list_and_dashboard(project: Path,
     assert "trained on 10 rows" in quipu("run", "logs", ids["train"], cwd=project).stdout
     board = as_json("dashboard", cwd=project)
     assert board["best_by_workspace"]["toy"]["run_id"] == ids["train"]
-    assert board["pending_finalization"] == {"count": 0, "by_workspace": {}}
+    assert board["pending_finalization"] == {"count": 0, "workspaces": 0, "by_workspace": {}}
     assert quipu("run", "unfinalized", "toy", cwd=project).stdout.strip() == ""

@@ -199,7 +199,7 @@ def test_read_your_writes_through_quipu(tmp_path):
     w2 = next(s for s in status["slots"] if s["slot"] == "w2")
     assert w2["workspace"] == "baseline" and w2["current_version"] == "v1"
     assert w2["dirty"] is False
-    assert status["recent_actions"][0]["summary"].startswith("saved baseline v1")
+    assert f"{ACTOR}: saved baseline v1" in status["state_md"].split("## Recent actions")[1]
     assert "### baseline (mounted in w2)" in status["state_md"]
     assert inspected["current_version"] == "v1" and inspected["version_total"] == 1
     assert (tmp_path / "proj" / "STATE.md").read_text() == status["state_md"]

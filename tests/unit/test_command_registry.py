@@ -8,7 +8,7 @@ import inspect
 from typing import Any
 
 import pytest
-from conftest import FakeIndex
+from unit_support import FakeIndex
 
 from quipu.core.handlers import CommandBus, registry
 from quipu.core.messages import Command
@@ -40,7 +40,7 @@ def bus(project: Any) -> CommandBus:
 
 def test_every_command_has_a_handler_and_nothing_else_is_registered(bus: CommandBus) -> None:
     assert set(bus.handlers) == every_command()
-    assert len(every_command()) == 26
+    assert len(every_command()) == 27
 
 
 def test_each_commands_fields_are_exactly_its_handlers_arguments(project: Any) -> None:

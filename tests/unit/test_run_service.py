@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import FakeIndex
+from unit_support import FakeIndex
 
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.runs.handlers import InputPaths, RunService

@@ -289,7 +289,8 @@ class TestRunIndex:
         assert out["comparison"]["vs_previous"]["value"] == 0.86
         assert out["comparison"]["vs_best"]["run_id"] == first["train"]
         assert out["comparison"]["regression_alert"] is True
-        assert lab.views.best("ws", "train", "val_acc", "x") == (first["train"], 0.85)
+        assert lab.views.best("ws", "train", "val_acc", "x", direction="maximize") == (
+            first["train"], 0.85)
         assert lab.views.previous_finalized("ws", "train", "val_acc", third["train"])[1] == 0.86
 
 
@@ -347,7 +348,9 @@ class TestHistory:
         assert context["current_best"]["run_id"] == runs[1]
         assert context["current_best"]["chosen_by"] == "best value"
         assert [t["value"] for t in context["recent_trend"]] == [0.82, 0.88, 0.85]
-        assert [a["run_id"] for a in context["regression_alerts"]] == []  # nothing tagged best
+        # Nothing is tagged best: 0.85 is compared with the best finalized so far, 0.88.
+        assert [(a["run_id"], a["best_run"]) for a in context["regression_alerts"]] == [
+            (runs[2], runs[1])]
         assert [w["run_id"] for w in context["awaiting_finalization"]] == [pending["train"]]
 
         lab.runs.tag(runs[0], "best", "mark this run for the comparison", actor=ACTOR)
@@ -471,7 +474,7 @@ def test_board_and_state_md_queries_never_scan_or_sort_the_history(lab):
     lab.fresh()
     calls = [lab.views.dashboard, lambda: lab.views.state_md(lambda s, m: False),
              lambda: lab.views.experiment_context("ws"),
-             lambda: lab.views.best("ws", "train", "val_acc", ""),
+             lambda: lab.views.best("ws", "train", "val_acc", "", direction="maximize"),
              lambda: lab.runs.finalize(ids["prep"], NO_VALUE, actor=ACTOR), lab.views.catch_up,
              lambda: lab.views.history("ws", limit=5)]
     checked = 0

@@ -4,22 +4,23 @@ random sequences of run commands (refusals included)."""
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from conftest import make_project
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_runs_projection import ACTOR, NO_VALUE, PIPELINE, SPEC, WORKER, dump, results
+from unit_support import make_project
 
 from quipu.core.errors import QuipuError
 from quipu.core.runs.handlers import RunService
 from quipu.core.runs.lifecycle import State
 from quipu.projections import Views
-from quipu.projections.dashboard_view import MAX_LISTED, new_since
+from quipu.projections.dashboard_view import BUDGET, MAX_LISTED, new_since
 from quipu.projections.runs_view import ACTIVE_STATES, TROUBLE_OUTCOMES
 
 ACTIONS = ("start", "launch", "heartbeat", "metrics", "exit", "lost", "adopt", "cancel",
@@ -184,7 +185,7 @@ def test_kept_bests_and_lists_match_a_scan_of_every_run(plan: list[tuple[Any, ..
                     event(f"{step[0]}: refused ({exc.code})")
                 live.catch_up()
                 assert_kept_lists_match_a_scan(live)
-            best = live.dashboard()["best_by_workspace"].get("ws")
+            best = {b["workspace"]: b for b in live.dashboard(section="best")["rows"]}.get("ws")
             event(f"best chosen by {best and best['chosen_by']}")
             incremental = dump(live)
             with Views(tmp / "small.db", project.store, page_size=3) as small:
@@ -201,6 +202,10 @@ def test_kept_bests_and_lists_match_a_scan_of_every_run(plan: list[tuple[Any, ..
 # The reference below is the definition the kept lists (runs_view's active_runs, troubled_runs,
 # valued_runs, best_runs) replaced: plain queries over the whole runs table.
 
+_COUNTS = "AND r.infra_outcome IN ('succeeded', 'stopped') AND r.retired = 0 "
+"""Values that count: of runs that ran to their end (an agent-reported value of a failed run
+never does), in workspaces that were not deleted."""
+
 _REF_BEST_TAG = ("(SELECT MAX(t.position) FROM run_tags t WHERE t.run_id = r.run_id "
                  "AND substr(t.tag, 1, 4) = 'best')")
 
@@ -208,7 +213,7 @@ _REF_BEST_TAG = ("(SELECT MAX(t.position) FROM run_tags t WHERE t.run_id = r.run
 def reference_current_best(conn: sqlite3.Connection, workspace: str) -> tuple[str, str] | None:
     base = (f"SELECT r.run_id, r.stage, r.primary_metric, r.direction, {_REF_BEST_TAG} AS tagged"
             " FROM runs r WHERE r.workspace = ? AND r.state = 'finalized' "
-            "AND r.value IS NOT NULL ")
+            f"AND r.value IS NOT NULL {_COUNTS}")
     row = conn.execute(base + "AND tagged IS NOT NULL ORDER BY tagged DESC LIMIT 1",
                        (workspace,)).fetchone()
     if row is not None:
@@ -225,13 +230,16 @@ def reference_current_best(conn: sqlite3.Connection, workspace: str) -> tuple[st
 
 
 def reference_best(conn: sqlite3.Connection, workspace: str, stage: str,
-                   metric: str) -> tuple[str, float] | None:
-    row = conn.execute(
-        f"SELECT r.run_id, r.value, {_REF_BEST_TAG} AS tagged FROM runs r "
-        "WHERE r.workspace = ? AND r.stage = ? AND r.state = 'finalized' "
-        "AND r.primary_metric = ? AND r.value IS NOT NULL "
-        "AND tagged IS NOT NULL ORDER BY tagged DESC LIMIT 1",
-        (workspace, stage, metric)).fetchone()
+                   metric: str, direction: str) -> tuple[str, float] | None:
+    base = (f"SELECT r.run_id, r.value, {_REF_BEST_TAG} AS tagged FROM runs r "
+            "WHERE r.workspace = ? AND r.stage = ? AND r.state = 'finalized' "
+            f"AND r.primary_metric = ? AND r.value IS NOT NULL {_COUNTS}")
+    row = conn.execute(base + "AND tagged IS NOT NULL ORDER BY tagged DESC LIMIT 1",
+                       (workspace, stage, metric)).fetchone()
+    if row is None:
+        order = "ASC" if direction == "minimize" else "DESC"
+        row = conn.execute(base + f"ORDER BY r.value {order}, r.finalized_position DESC LIMIT 1",
+                           (workspace, stage, metric)).fetchone()
     return None if row is None else (row[0], row[1])
 
 
@@ -242,17 +250,29 @@ def assert_kept_lists_match_a_scan(views: Views) -> None:
     scans = {
         "active": f"SELECT run_id FROM runs WHERE state IN ({active}) ORDER BY created_position",
         "failed": f"SELECT run_id FROM runs WHERE infra_outcome IN ({trouble}) "
-                  "ORDER BY ended_position DESC",
-        "outcomes": "SELECT run_id FROM runs WHERE state = 'finalized' "
-                    "ORDER BY finalized_position DESC",
+                  "AND retired = 0 ORDER BY ended_position DESC",
+        "outcomes": "SELECT run_id, pipeline_run_id, value FROM runs WHERE state = 'finalized' "
+                    "AND closed_by IS NULL AND retired = 0 ORDER BY finalized_position DESC",
     }
     board = views.dashboard()
+    assert len(json.dumps(board)) <= BUDGET
     for name, sql in scans.items():
-        expected = [r for (r,) in conn.execute(sql)]
+        if name == "outcomes":
+            # One row per experiment (pipeline run): its stage with a value, else its newest.
+            per: dict[str, tuple[str, Any]] = {}
+            for run_id, prun, value in conn.execute(sql):
+                if prun not in per or (per[prun][1] is None and value is not None):
+                    per[prun] = (run_id, value)
+            expected = [run_id for run_id, _ in per.values()]
+        else:
+            expected = [r for (r,) in conn.execute(sql)]
+        page = views.dashboard(section=name, limit=200)
+        assert [r["run_id"] for r in page["rows"]] == expected[:200], name
         key = {"active": "active", "failed": "failed_recent", "outcomes": "recent_outcomes"}[name]
         shown = board[key]["runs"] if name == "active" else board[key]
         assert [r["run_id"] for r in shown] == expected[:len(shown)], name
-        assert len(shown) == min(len(expected), MAX_LISTED if name == "active" else 5), name
+        if len(shown) < len(expected):
+            assert board["more"][name] == f"dashboard(section={name!r}, offset={len(shown)})"
     assert board["active"]["count"] == len(list(conn.execute(scans["active"])))
     head = views.position()
     for cursor in sorted({0, 1, head // 3, head // 2, head - 2, head}):
@@ -264,11 +284,15 @@ def assert_kept_lists_match_a_scan(views: Views) -> None:
             assert since[key]["count"] == len(expected), (key, cursor)
             assert [r["run_id"] for r in since[key]["runs"]] == expected[:MAX_LISTED]
     workspaces = [w for (w,) in conn.execute(
-        "SELECT DISTINCT workspace FROM runs WHERE state = 'finalized' AND value IS NOT NULL "
-        "ORDER BY workspace")]
-    assert sorted(board["best_by_workspace"]) == workspaces
+        "SELECT DISTINCT workspace FROM runs r WHERE state = 'finalized' AND value IS NOT NULL "
+        f"{_COUNTS} ORDER BY workspace")]
+    bests = {b["workspace"]: b for b in views.dashboard(section="best", limit=200)["rows"]}
+    assert sorted(bests) == workspaces
+    assert list(board["best_by_workspace"]) == list(bests)[:len(board["best_by_workspace"])]
     for ws in workspaces:
-        best = board["best_by_workspace"][ws]
+        best = bests[ws]
         assert (best["run_id"], best["chosen_by"]) == reference_current_best(conn, ws)
-        for stage, metric in itertools.product(("prep", "train"), ("val_acc", "loss")):
-            assert views.best(ws, stage, metric, "") == reference_best(conn, ws, stage, metric)
+        for stage, metric, direction in itertools.product(
+                ("prep", "train"), ("val_acc", "loss"), ("maximize", "minimize")):
+            assert (views.best(ws, stage, metric, "", direction=direction)
+                    == reference_best(conn, ws, stage, metric, direction))

@@ -14,9 +14,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from conftest import ACTOR, REASON, FakeIndex, FixedClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from unit_support import ACTOR, REASON, FakeIndex, FixedClock
 
 from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.eventstore import open_sqlite_store

@@ -92,3 +92,39 @@ def test_upcasting_never_rewrites_the_stored_v1_event(tmp_path: Path) -> None:
     assert json.loads(split_state(stored).data)["text"] == "try a smaller learning rate"
     assert verify_log(store).ok
     store.close()
+
+
+V1_FINALIZED = json.dumps(
+    {"actor": "agent-old", "reason": "reached 0.91 on the validation split",
+     "at": "2024-01-03T10:00:00Z", "run_id": "stage-0001", "workspace": "baseline",
+     "stage": "train", "ml_outcome": "success",
+     "results": {"primary_metric": "val_acc", "value": 0.91}, "results_auto": {},
+     "comparison": None},
+    separators=(",", ":"),
+).encode()
+
+
+def test_a_stored_v1_run_finalized_decodes_as_a_verdict_on_the_run_itself(
+    tmp_path: Path,
+) -> None:
+    """RunFinalized v2 added ``closed_by``; every v1 verdict was given on the run itself."""
+    from quipu.core.runs.events import RunFinalized
+
+    assert RunFinalized.SCHEMA_VERSION == 2
+    path = tmp_path / "events.db"
+    store = open_sqlite_store(path)
+    stream = uuid.uuid4()
+    state, _ = link_state("0" * 64, stream.hex, 1, "RunFinalized", 1, V1_FINALIZED,
+                          position=1)
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+                    (stream.hex, 1, "RunFinalized", state))
+    raw.close()
+
+    event = decode(store.read()[0]).event
+    assert isinstance(event, RunFinalized)
+    assert (event.closed_by, event.ml_outcome, event.results) == (
+        None, "success", {"primary_metric": "val_acc", "value": 0.91})
+    assert verify_log(store).ok
+    store.close()

@@ -188,12 +188,17 @@ class Run(Aggregate):
         return previous
 
     def finalize(self, meta: Meta, *, ml_outcome: str, results: dict[str, Any] | None,
-                 results_auto: dict[str, Any], comparison: dict[str, Any] | None) -> bool:
-        """Record the verdict; returns whether the run held the gate."""
+                 results_auto: dict[str, Any], comparison: dict[str, Any] | None,
+                 closed_by: str | None = None) -> bool:
+        """Record the verdict (or, with ``closed_by``, the closing of this stage by the verdict
+        of that stage run of the same pipeline run); returns whether the run held the gate."""
         request = self.check_exists()
         state = self.current
         if state is State.FINALIZED:
-            raise Conflict(f"run {self.name} is already finalized", code="already_finalized",
+            by = self.finalized.closed_by if self.finalized else None
+            raise Conflict(f"run {self.name} is already finalized"
+                           + (f" (closed by the verdict on {by})" if by else ""),
+                           code="already_finalized",
                            hint="inspect_record() shows its results; tag it to mark it")
         # The table decides what can be finalized: the ended runs and blocked ones.
         if Trigger.FINALIZE not in lifecycle.allowed(state):
@@ -202,7 +207,8 @@ class Run(Aggregate):
         held = lifecycle.blocks_finalization_gate(state)
         self._record(RunFinalized(**meta.fields(), run_id=self.name, workspace=request.workspace,
                                   stage=request.stage, ml_outcome=ml_outcome, results=results,
-                                  results_auto=results_auto, comparison=comparison))
+                                  results_auto=results_auto, comparison=comparison,
+                                  closed_by=closed_by))
         return held
 
     def save_results_spec(self, meta: Meta, spec: dict[str, Any]) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 from quipu.core.messages import Command
 from quipu.core.runs.lifecycle import State
 
-__all__ = ["CancelRun", "FinalizeRun", "RecordAdopted", "RecordClaim", "RecordDeadline",
-           "RecordExit", "RecordHeartbeat", "RecordLaunch", "RecordLaunchFailure", "RecordLost",
-           "RecordMetrics", "SaveResultsSpec", "StartRun", "TagRun"]
+__all__ = ["CancelRun", "FinalizePipelineRun", "FinalizeRun", "RecordAdopted", "RecordClaim",
+           "RecordDeadline", "RecordExit", "RecordHeartbeat", "RecordLaunch",
+           "RecordLaunchFailure", "RecordLost", "RecordMetrics", "SaveResultsSpec", "StartRun",
+           "TagRun"]
 
 
 # --- the agent -----------------------------------------------------------------------------------
@@ -45,6 +46,16 @@ class CancelRun(Command):
 @dataclass(frozen=True, kw_only=True)
 class FinalizeRun(Command):
     """Record what an ended run means (releases the workspace's gate)."""
+
+    run_id: str
+    results: Mapping[str, Any] | None
+    actor: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalizePipelineRun(Command):
+    """Record one verdict for a pipeline run (``run_id`` is any of its stage runs): on the stage
+    that decides its results spec, closing its other ended stages."""
 
     run_id: str
     results: Mapping[str, Any] | None

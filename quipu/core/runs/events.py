@@ -170,9 +170,16 @@ class MetricsRecorded(Event):
     complete: bool
 
 
-@register("RunFinalized")
+@register("RunFinalized", schema_version=2)
 class RunFinalized(Event):
-    """The agent said what the run means (``results`` is None for a run with nothing to judge)."""
+    """The agent said what the run means (``results`` is None for a run with nothing to judge).
+
+    ``closed_by`` (v2) names the stage run whose verdict closed this one: one ``finalize_run``
+    of a pipeline run records the verdict on the stage that decides its results spec and closes
+    its other ended stages with it, in one transaction. A closed stage has no verdict of its own:
+    its ``ml_outcome`` is the experiment's (the deciding stage's), its ``results`` and
+    ``comparison`` are None. None for a verdict on the run itself (every v1 event).
+    """
 
     run_id: str
     workspace: str
@@ -181,6 +188,13 @@ class RunFinalized(Event):
     results: dict[str, Any] | None
     results_auto: dict[str, Any]
     comparison: dict[str, Any] | None
+    closed_by: str | None = None
+
+
+@upcaster("RunFinalized", from_version=1)
+def _run_finalized_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    # Every v1 verdict was given on the run itself.
+    return {**data, "closed_by": None}
 
 
 @register("ResultsSpecSaved")

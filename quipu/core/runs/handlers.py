@@ -33,13 +33,15 @@ from quipu.core.ports import RunIndex
 from quipu.core.runs import lifecycle
 from quipu.core.runs.aggregate import Run
 from quipu.core.runs.events import RunRequested
-from quipu.core.runs.lifecycle import State
+from quipu.core.runs.lifecycle import State, Trigger
 from quipu.core.runs.results import (
     ResultsSpec,
     auto_results,
     compare,
+    deciding_run,
     parse_final_results,
     parse_results_spec,
+    pipeline_order,
 )
 from quipu.core.validation import check_name, check_reason
 from quipu.core.workspaces.aggregate import Workspace
@@ -541,14 +543,8 @@ class RunService:
             run = self.load_run(run_id)
             request = run.check_exists()
             state = run.current
-            spec = ResultsSpec.model_validate(run.results_spec)
-            summaries = run.metrics.summaries if run.metrics else {}
-            auto = auto_results(spec, {k: v.get("last") for k, v in summaries.items()},
-                                {k: v["non_finite"] for k, v in summaries.items()
-                                 if isinstance(v.get("non_finite"), dict)})
-            final, comparison = self._verdict(run, spec, state, results)
-            notes = final["notes"]
-            meta = self.uow.stamp(actor, notes)
+            final, comparison, auto = self._judge(run, results)
+            meta = self.uow.stamp(actor, final["notes"])
             held = run.finalize(meta, ml_outcome=final["ml_outcome"], results=final,
                                 results_auto=auto, comparison=comparison)
             ws = self.uow.load(Workspace, request.workspace)
@@ -562,6 +558,83 @@ class RunService:
 
         return self.uow.attempt(command)
 
+    def finalize_pipeline(self, run_id: str, results: Mapping[str, Any] | None, *,
+                          actor: str) -> dict[str, Any]:
+        """One verdict for a whole pipeline run; ``run_id`` is any of its stage runs.
+
+        The verdict (``results``, as for ``finalize``) is recorded on the stage run that
+        decides the results spec (``results.deciding_run``: the last stage that logged the
+        primary metric, else the last stage), and every other ended stage of the pipeline run
+        is closed by it (``RunFinalized.closed_by``): none of them holds the gate any more.
+        All of it is appended in one transaction. Stages still in flight are left as they are
+        and listed in ``still_open``; stages already finalized are left alone.
+        """
+        def command() -> dict[str, Any]:
+            first = self.load_run(run_id)
+            request = first.check_exists()
+            ids = (list(request.siblings.values()) if request.siblings
+                   else self._pipeline_runs_from_stream(request.workspace,
+                                                        request.pipeline_run_id))
+            runs = {i: first if i == first.name else self.load_run(i)
+                    for i in dict.fromkeys([*ids, first.name])}
+            stages = {i: (r.check_exists().stage, r.check_exists().depends_on)
+                      for i, r in runs.items()}
+            logged = {i: r.metrics is not None and str(r.results_spec.get("primary_metric"))
+                      in r.metrics.summaries for i, r in runs.items()}
+            deciding = runs[deciding_run(stages, logged)]
+            state = deciding.current
+            final, comparison, auto = self._judge(deciding, results)
+            meta = self.uow.stamp(actor, final["notes"])
+            ws = self.uow.load(Workspace, request.workspace)
+            if deciding.finalize(meta, ml_outcome=final["ml_outcome"], results=final,
+                                 results_auto=auto, comparison=comparison):
+                ws.clear_gate(meta, deciding.name, "finalized")
+            closing = Meta(meta.actor, f"closed by the verdict on {deciding.name} "
+                           f"({deciding.check_exists().stage}): {final['notes']}"[:1000], meta.at)
+            closed: list[Run] = []
+            still_open: list[dict[str, Any]] = []
+            ended: dict[str, str | None] = {}
+            for i in pipeline_order(stages):
+                run = runs[i]
+                if run is deciding or run.current is State.FINALIZED:
+                    continue
+                if Trigger.FINALIZE not in lifecycle.allowed(run.current):
+                    still_open.append({"run_id": i, "stage": stages[i][0],
+                                       "state": run.current.value})
+                    continue
+                ended[i] = lifecycle.infra_outcome(run.current)
+                _, _, own = self._judge(run, None, judge=False)
+                if run.finalize(closing, ml_outcome=final["ml_outcome"], results=None,
+                                results_auto=own, comparison=None, closed_by=deciding.name):
+                    ws.clear_gate(closing, run.name, f"closed by the verdict on {deciding.name}")
+                closed.append(run)
+            positions = self.uow.commit(deciding, *closed, ws)
+            return {"pipeline_run_id": request.pipeline_run_id, "run_id": deciding.name,
+                    "stage": deciding.check_exists().stage, "workspace": request.workspace,
+                    "infra_outcome": lifecycle.infra_outcome(state),
+                    "ml_outcome": final["ml_outcome"], "results_auto": auto,
+                    "comparison": comparison,
+                    "closed": [{"run_id": r.name, "stage": stages[r.name][0],
+                                "infra_outcome": ended[r.name]} for r in closed],
+                    "still_open": still_open, "position": positions[-1]}
+
+        return self.uow.attempt(command)
+
+    def _judge(self, run: Run, results: Mapping[str, Any] | None, *,
+               judge: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None,
+                                            dict[str, Any]]:
+        """(final results, comparison, auto results) of a run about to be finalized; with
+        ``judge=False`` only the auto results are computed."""
+        spec = ResultsSpec.model_validate(run.results_spec)
+        summaries = run.metrics.summaries if run.metrics else {}
+        auto = auto_results(spec, {k: v.get("last") for k, v in summaries.items()},
+                            {k: v["non_finite"] for k, v in summaries.items()
+                             if isinstance(v.get("non_finite"), dict)})
+        if not judge:
+            return {}, None, auto
+        final, comparison = self._verdict(run, spec, run.current, results)
+        return final, comparison, auto
+
     def _verdict(self, run: Run, spec: ResultsSpec, state: State,
                  results: Mapping[str, Any] | None) -> tuple[dict[str, Any],
                                                           dict[str, Any] | None]:
@@ -574,6 +647,11 @@ class RunService:
         logged = isinstance(last, int | float) and math.isfinite(last)
         if lifecycle.has_value(state, logged=logged) or "value" in data:
             final = parse_final_results(data, spec=spec, infra_outcome=outcome)
+            if not lifecycle.spec(state).yields_value:
+                # A value for a run that did not run to its end is the agent's word only: it is
+                # recorded (the views flag it as agent-reported) but compared with nothing, and
+                # it never becomes a best.
+                return final.model_dump(mode="json"), None
             request = run.check_exists()
             prev = self.index.previous_finalized(request.workspace, request.stage,
                                                  spec.primary_metric, run.name)
@@ -581,10 +659,14 @@ class RunService:
             if spec.baseline_run:
                 base = self.load_run(spec.baseline_run)
                 value = (base.finalized.results or {}).get("value") if base.finalized else None
-                best = (base.name, float(value)) if isinstance(value, (int, float)) else None
+                # An agent-reported value (the baseline did not run to its end) never counts.
+                counts = (base.exit is not None
+                          and lifecycle.spec(base.exit.state).yields_value)
+                best = ((base.name, float(value))
+                        if counts and isinstance(value, (int, float)) else None)
             if best is None:
                 best = self.index.best(request.workspace, request.stage, spec.primary_metric,
-                                       run.name)
+                                       run.name, direction=spec.direction)
             comparison = compare(spec, final.value, previous=prev, best=best)
             return final.model_dump(mode="json"), comparison.model_dump(mode="json")
         # No value to judge (the run failed, crashed, was lost or never ran, or it is a stage

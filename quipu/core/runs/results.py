@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,11 +41,13 @@ __all__ = [
     "Versus",
     "auto_results",
     "compare",
+    "deciding_run",
     "final_results_problems",
     "non_finite_kind",
     "non_finite_reason",
     "parse_final_results",
     "parse_results_spec",
+    "pipeline_order",
     "results_spec_problems",
     "suggest_outcome",
 ]
@@ -433,3 +435,31 @@ def suggest_outcome(spec: ResultsSpec, value: float, *,
     if _better_or_equal(spec.direction, value, spec.min_value):
         return "partial"
     return "miss"
+
+
+# --- one verdict per experiment ----------------------------------------------------------------
+
+
+def pipeline_order(stages: Mapping[str, tuple[str, Sequence[str]]]) -> list[str]:
+    """The run ids of one pipeline run in execution order: ``stages`` maps each run id to
+    (stage name, the run ids it depends on); a run comes after what it depends on, ties by
+    stage name. Dependencies outside ``stages`` are ignored."""
+    left = dict(stages)
+    order: list[str] = []
+    while left:
+        ready = [r for r, (_, deps) in left.items() if not set(deps) & left.keys()]
+        if not ready:  # a cycle cannot be started; keep going by name rather than loop
+            ready = list(left)
+        first = min(ready, key=lambda r: (left[r][0], r))
+        order.append(first)
+        del left[first]
+    return order
+
+
+def deciding_run(stages: Mapping[str, tuple[str, Sequence[str]]],
+                 logged: Mapping[str, bool]) -> str:
+    """The stage run whose verdict is the pipeline run's: the last (in execution order) that
+    logged the results spec's primary metric (``logged``), else the last stage run."""
+    order = pipeline_order(stages)
+    with_metric = [r for r in order if logged.get(r)]
+    return (with_metric or order)[-1]

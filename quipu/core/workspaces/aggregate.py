@@ -232,7 +232,8 @@ class Workspace(Aggregate):
                 f"workspace {self.name!r} has runs that ended but are not finalized: {pending}",
                 code="finalization_required",
                 hint=f"say what each result means first: finalize_run({first!r}, results) "
-                "(list them with list_unfinalized_runs); canceled runs never block")
+                "(list them with list_unfinalized_runs; one finalize_run('prun-...', results) "
+                "closes every ended stage of a pipeline run); canceled runs never block")
 
     def start_pipeline(self, meta: Meta, *, pipeline_run_id: str, version: int,
                        runs: dict[str, str], detail: dict[str, str],
