@@ -1,0 +1,203 @@
+"""Source commands: register, update, retire, delete, and the content check a use makes.
+
+Registering a local file checks everything before anything is written: the metadata
+(``metadata.check_metadata``), the path (``files.SourcePaths``: inside the roots, no symlink
+out), then the file's facts against the metadata (``files.file_problems``). The file is
+referenced by its sha256, not copied (docs/sources.md says why): ``check_content`` re-hashes it
+whenever the source is used and refuses a file that changed, naming both hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from quipu.core.errors import IntegrityFailure, InvalidInput
+from quipu.core.ports import SourceFiles
+from quipu.core.sources.aggregate import Source
+from quipu.core.sources.files import SourcePaths, file_problems, is_remote
+from quipu.core.sources.metadata import check_metadata, problems_error
+from quipu.core.unit_of_work import UnitOfWork
+from quipu.core.validation import check_name
+
+__all__ = ["SourceService"]
+
+
+class SourceService:
+    """Handles every source command through the unit of work."""
+
+    def __init__(self, uow: UnitOfWork, files: SourceFiles | None = None,
+                 paths: SourcePaths | None = None) -> None:
+        self.uow = uow
+        self.files = files
+        self.paths = paths or SourcePaths()
+
+    def load(self, name: str) -> Source:
+        """The source, or ``NotFound(unknown_source)``."""
+        source = self.uow.load(Source, check_name(name, what="source"))
+        source.check_exists()
+        return source
+
+    # --- register ------------------------------------------------------------------------------
+
+    def register(self, name: str, path_or_uri: str, description: str, reason: str,
+                 metadata: Any, *, actor: str, format: str | None = None,
+                 size_bytes: int | None = None) -> dict[str, Any]:
+        """Register a dataset under ``name``: a local file (checked and hashed, never loaded)
+        or a ``gs://`` URI (recorded; verified once a GCS blob store exists)."""
+        check_name(name, what="source")
+        meta = self.uow.meta(actor, reason)
+        doc = check_metadata(_plain(metadata), description=description, fmt=format,
+                             size_bytes=size_bytes)
+        uri = (path_or_uri or "").strip()
+        path: str | None = None
+        sha256: str | None = None
+        if is_remote(uri):
+            _check_remote(uri)
+        elif "://" in uri:
+            raise InvalidInput(f"{uri!r} is not a local path or a gs:// URI",
+                               code="unsupported_uri",
+                               hint="give a path inside the project or its data roots, or a "
+                               "gs://bucket/object URI")
+        elif not uri:
+            raise InvalidInput("path_or_uri is empty", code="path_missing",
+                               hint="give the data file's path, e.g. data/train.npz")
+        else:
+            path, sha256 = self._check_file(uri, doc)
+
+        def command() -> dict[str, Any]:
+            source = self.uow.load(Source, name)
+            source.register(meta, uri=uri, path=path, sha256=sha256,
+                            size_bytes=doc["source"]["size_bytes"], fmt=doc["source"]["format"],
+                            metadata=doc)
+            position = self.uow.commit(source)[-1]
+            return {"source": name, "uri": uri, "path": path, "sha256": sha256,
+                    "size_bytes": doc["source"]["size_bytes"],
+                    "format": doc["source"]["format"], "verified": sha256 is not None,
+                    "position": position}
+
+        return self.uow.attempt(command)
+
+    def _check_file(self, uri: str, doc: Mapping[str, Any]) -> tuple[str, str]:
+        """Resolve, describe and compare a local file: (real path, sha256), or a typed error."""
+        if self.files is None:
+            raise InvalidInput("this engine was built without access to local files",
+                               code="no_source_files",
+                               hint="open the project with quipu.app.bootstrap.open_project()")
+        real = self.paths.check(uri)
+        params = doc["source"].get("format_params") or {}
+        facts = self.files.describe(real, fmt=doc["source"]["format"],
+                                    delimiter=params.get("delimiter"))
+        problems = file_problems(doc, facts)
+        if problems:
+            raise problems_error(
+                problems, what=f"the metadata of {uri!r} disagrees with the file: it",
+                code="metadata_mismatch",
+                hint="describe the file as it is (each problem says what the file holds); "
+                "nothing was recorded")
+        return facts.path, facts.sha256
+
+    # --- update, retire, delete ----------------------------------------------------------------
+
+    def update(self, name: str, metadata: Any, reason: str, *, actor: str) -> dict[str, Any]:
+        """Replace a source's metadata; checked against the file again, format unchanged."""
+        meta = self.uow.meta(actor, reason)
+        doc = check_metadata(_plain(metadata))
+
+        def command() -> dict[str, Any]:
+            source = self.load(name)
+            source.update(meta, doc)  # guards first: retired, format changed
+            if source.path is not None:
+                self.check_content(source)
+                self._check_file_again(source, doc)
+            position = self.uow.commit(source)[-1]
+            return {"source": name, "updated": True, "position": position}
+
+        return self.uow.attempt(command)
+
+    def _check_file_again(self, source: Source, doc: Mapping[str, Any]) -> None:
+        assert self.files is not None and source.path is not None
+        params = doc["source"].get("format_params") or {}
+        facts = self.files.describe(source.path, fmt=source.format,
+                                    delimiter=params.get("delimiter"))
+        problems = file_problems(doc, facts)
+        if problems:
+            raise problems_error(
+                problems, what=f"the new metadata of source {source.name!r} disagrees with "
+                "its file: it", code="metadata_mismatch",
+                hint="describe the file as it is; nothing was recorded")
+
+    def retire(self, name: str, reason: str, *, actor: str) -> dict[str, Any]:
+        """Retire a source: no new run may consume it; its record and name stay."""
+        meta = self.uow.meta(actor, reason)
+
+        def command() -> dict[str, Any]:
+            source = self.load(name)
+            source.retire(meta)
+            positions = self.uow.commit(source)
+            return {"source": name, "retired": True,
+                    "position": positions[-1] if positions else None}
+
+        return self.uow.attempt(command)
+
+    def delete(self, name: str, reason: str, *, actor: str) -> dict[str, Any]:
+        """Delete a source no run consumed (``source_in_use`` lists the runs otherwise)."""
+        meta = self.uow.meta(actor, reason)
+
+        def command() -> dict[str, Any]:
+            source = self.load(name)
+            source.delete(meta)
+            position = self.uow.commit(source)[-1]
+            return {"source": name, "deleted": True, "position": position}
+
+        return self.uow.attempt(command)
+
+    # --- using a source ------------------------------------------------------------------------
+
+    def check_content(self, source: Source) -> str | None:
+        """The sha256 of a local source's file now, refused if it differs from the registered
+        one (``IntegrityFailure(source_changed)`` naming both); None for a remote source."""
+        if source.path is None or source.sha256 is None:
+            return None
+        if self.files is None:
+            raise InvalidInput("this engine was built without access to local files",
+                               code="no_source_files",
+                               hint="open the project with quipu.app.bootstrap.open_project()")
+        digest, size = self.files.digest(source.path)
+        if digest != source.sha256:
+            raise IntegrityFailure(
+                f"the file of source {source.name!r} ({source.path}) changed since it was "
+                f"registered: registered sha256 {source.sha256}, now sha256 {digest} "
+                f"({size} bytes, registered {source.size_bytes})", code="source_changed",
+                hint="put the registered content back, or register the new content under a "
+                "new name (a source never silently changes)")
+        return digest
+
+    def verify(self, name: str) -> dict[str, Any]:
+        """Whether the source's content is still what was registered (a read: records nothing)."""
+        source = self.load(name)
+        digest = self.check_content(source)
+        return {"source": name, "sha256": source.sha256, "verified": digest is not None,
+                "unchanged": digest is not None,
+                "note": None if digest is not None else
+                "remote content is verified once a GCS blob store exists"}
+
+
+def _check_remote(uri: str) -> None:
+    bucket, _, key = uri.removeprefix("gs://").partition("/")
+    if not bucket or not key or any(ch.isspace() for ch in uri):
+        raise InvalidInput(f"{uri!r} is not a gs://bucket/object URI", code="unsupported_uri",
+                           hint="write gs://<bucket>/<path to the object>")
+
+
+def _plain(metadata: Any) -> Any:
+    """Metadata as given (a mapping), or parsed when a JSON string was passed."""
+    if isinstance(metadata, str):
+        import json
+
+        try:
+            return json.loads(metadata)
+        except ValueError as exc:
+            raise InvalidInput(f"metadata is not JSON: {exc}", code="invalid_metadata",
+                               hint="pass the metadata as an object (or JSON text)") from exc
+    return metadata
