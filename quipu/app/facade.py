@@ -532,7 +532,7 @@ class Quipu(RunQueries):
 
 
 SOURCE_STATUSES = ("active", "retired", "deleted")
-MAX_SOURCES_LISTED = 200
+MAX_SOURCES_LISTED = 100
 """Most sources one ``list`` answer holds (a row is a few hundred characters)."""
 MAX_SOURCE_METADATA_CHARS = 20_000
 """Most characters of metadata ``get`` returns whole; past it long lists are elided."""

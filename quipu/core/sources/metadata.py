@@ -68,7 +68,7 @@ class Problem:
         return {"path": self.path, "expected": self.expected, "found": self.found}
 
     def __str__(self) -> str:
-        return f"{self.path}: expected {self.expected}, found {self.found}"
+        return f"{self.path or 'the document'}: expected {self.expected}, found {self.found}"
 
 
 def shown(value: Any, limit: int = 60) -> str:
