@@ -293,3 +293,30 @@ def test_answers_stay_bounded(q: Quipu) -> None:
     assert len(listed["sources"]) == 100 and listed["has_more"]
     print(f"list of 100 sources: {size} characters")
     assert size < 50_000, size
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_the_cli_registers_lists_and_refuses_with_every_problem(q: Quipu) -> None:
+    from cli_runner import quipu
+
+    x = npy(q)
+    md = tensor_md(x, {"x": ([10, 3], "float32")}, "npy")
+    (q.root / "meta.yaml").write_text(yaml.safe_dump(md))
+    q.close()
+    quipu("source", "register", "x", "data/x.npy", "--metadata", "meta.yaml", "--reason",
+          REASON, cwd=q.root)
+    listed = json.loads(quipu("source", "list", "--json", cwd=q.root).stdout)
+    assert [s["name"] for s in listed["sources"]] == ["x"]
+    md["schema"]["arrays"]["x"]["shape"] = [3]
+    md["source"]["size_bytes"] = 1
+    bad = quipu("source", "register", "y", "data/x.npy", "--metadata", json.dumps(md),
+                "--reason", REASON, "--json", cwd=q.root, check=False)
+    assert bad.returncode == 2
+    error = json.loads(bad.stdout)
+    assert error["code"] == "metadata_mismatch"
+    assert {d["path"] for d in error["details"]} == {"schema.arrays.x.shape",
+                                                     "source.size_bytes"}
+    got = json.loads(quipu("source", "get", "x", cwd=q.root).stdout)
+    assert got["format"] == "npy"
