@@ -100,13 +100,14 @@ class Quipu(RunQueries):
         self.views = views
         self.live_log = live_log
         roots = (str(root), *(str((root / r).resolve()) for r in config.data.roots))
-        self.runs = RunService(self.service, self.views,
-                               paths=InputPaths(roots=roots,
-                                                allow_any=config.data.allow_any_path,
-                                                realpath=os.path.realpath))
         self.sources = SourceService(self.uow, source_files, SourcePaths(
             base=str(root), roots=roots, allow_any=config.data.allow_any_path,
             realpath=os.path.realpath))
+        self.runs = RunService(self.service, self.views,
+                               paths=InputPaths(roots=roots,
+                                                allow_any=config.data.allow_any_path,
+                                                realpath=os.path.realpath),
+                               sources=self.sources)
         self.bus = CommandBus(self.service, self.runs, self.sources)
         self._executor_factory = executor
         self.workers: list[Executor] = []

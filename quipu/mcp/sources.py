@@ -92,8 +92,9 @@ def register_source_tools(mcp: FastMCP, q: "Quipu") -> None:
     ) -> dict[str, Any]:
         """List, read, verify, update, retire or delete registered sources.
 
-        list returns {sources: [{name, status, format, size_bytes, sha256, uri, verified,
-        description (cut at 160 characters), created_at, created_by}], total, has_more}; get
+        list returns {sources: [{name, status, format, size_bytes, sha256, uri, verified, runs
+        (how many runs consumed it), description (cut at 160 characters), created_at,
+        created_by}], total, has_more}; get
         returns one source with its metadata (long lists elided past 20,000 characters:
         metadata_elided); verify returns {source, sha256, verified, unchanged}.
         Errors: unknown_source, source_name_missing, unknown_action, invalid_status,

@@ -1,4 +1,5 @@
-"""Registered sources: one row per name, its status, where it is, its hash and its metadata.
+"""Registered sources: one row per name, its status, where it is, its hash, its metadata and
+how many runs consumed it.
 
 Sources are few and their events rare, so each event is one statement. A deleted source keeps
 its row (status ``deleted``) until its name is registered again; listings leave deleted
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 import sqlite_utils
 
 from quipu.core.sources.events import (
+    SourceConsumed,
     SourceDeleted,
     SourceMetadataUpdated,
     SourceRegistered,
@@ -26,7 +28,7 @@ __all__ = ["STATUSES", "SourcesView", "source", "sources"]
 
 STATUSES = ("active", "retired", "deleted")
 _LIST_COLUMNS = ("name", "status", "format", "size_bytes", "sha256", "uri", "verified",
-                 "description", "created_at", "created_by")
+                 "runs", "description", "created_at", "created_by")
 MAX_LISTED_DESCRIPTION = 160
 """Characters of a description shown in a listing (``get`` shows it whole)."""
 
@@ -38,7 +40,7 @@ class SourcesView:
     version: ClassVar[int] = 1
     types: ClassVar[frozenset[str]] = frozenset({
         SourceRegistered.TYPE, SourceMetadataUpdated.TYPE, SourceRetired.TYPE,
-        SourceDeleted.TYPE})
+        SourceDeleted.TYPE, SourceConsumed.TYPE})
     tables: ClassVar[tuple[str, ...]] = ("sources",)
     indexes: ClassVar[Indexes] = (("sources", ("status", "name")),)
 
@@ -48,7 +50,7 @@ class SourcesView:
             "name": str, "status": str, "uri": str, "path": str, "sha256": str,
             "size_bytes": int, "format": str, "description": str, "metadata": str,
             "verified": int, "created_at": str, "created_by": str, "reason": str,
-            "updated_at": str, "updated_by": str, "position": int}, pk="name")
+            "updated_at": str, "updated_by": str, "position": int, "runs": int}, pk="name")
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
         """Fold a page of source events, one statement each."""
@@ -58,8 +60,8 @@ class SourcesView:
                 conn.execute(
                     "INSERT OR REPLACE INTO sources (name, status, uri, path, sha256, size_bytes,"
                     " format, description, metadata, verified, created_at, created_by, reason,"
-                    " updated_at, updated_by, position) VALUES"
-                    " (?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " updated_at, updated_by, position, runs) VALUES"
+                    " (?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
                     (e.source, e.uri, e.path, e.sha256, e.size_bytes, e.format, e.description,
                      _json(e.metadata), int(e.verified), f.at, e.actor, e.reason, f.at, e.actor,
                      f.position))
@@ -70,6 +72,8 @@ class SourcesView:
             elif isinstance(e, SourceRetired):
                 conn.execute("UPDATE sources SET status = 'retired', updated_at = ?,"
                              " updated_by = ? WHERE name = ?", (f.at, e.actor, e.source))
+            elif isinstance(e, SourceConsumed):
+                conn.execute("UPDATE sources SET runs = runs + 1 WHERE name = ?", (e.source,))
             elif isinstance(e, SourceDeleted):
                 conn.execute("UPDATE sources SET status = 'deleted', updated_at = ?,"
                              " updated_by = ? WHERE name = ?", (f.at, e.actor, e.source))

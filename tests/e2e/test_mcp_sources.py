@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from conftest import SdkConnect
 
 WHY = "register the digits features for the experiments"
 
@@ -23,6 +24,9 @@ def metadata(path: Path, shape: list[int], dtype: str) -> dict[str, Any]:
                        "arrays": {"x": {"role": "features", "shape": shape, "dtype": dtype,
                                         "feature_names": {"kind": "pattern",
                                                           "template": "pixel_{i}"}}}}}
+
+
+SdkConnect = Callable[..., AbstractAsyncContextManager[Any]]
 
 
 def test_sources_over_stdio_with_the_official_client(project: Path,
@@ -40,7 +44,7 @@ def test_sources_over_stdio_with_the_official_client(project: Path,
                 "name": "digits", "path_or_uri": "data/x.npy",
                 "description": lying["description"], "reason": WHY, "metadata": lying})
             assert refused.isError
-            text = refused.content[0].text  # type: ignore[union-attr]
+            text = refused.content[0].text
             assert text.startswith("[metadata_mismatch]")
             for field in ("schema.arrays.x.shape", "schema.arrays.x.dtype",
                           "source.size_bytes"):
@@ -57,7 +61,7 @@ def test_sources_over_stdio_with_the_official_client(project: Path,
             taken = await session.call_tool("register_source", {
                 "name": "digits", "path_or_uri": "data/x.npy",
                 "description": good["description"], "reason": WHY, "metadata": good})
-            assert "[source_exists]" in taken.content[0].text  # type: ignore[union-attr]
+            assert "[source_exists]" in taken.content[0].text
 
             listed = await session.call_tool("manage_sources", {"action": "list"})
             assert listed.structuredContent is not None
@@ -81,6 +85,6 @@ def test_sources_over_stdio_with_the_official_client(project: Path,
             assert not deleted.isError
             missing = await session.call_tool("manage_sources", {"action": "get",
                                                                  "name": "nope"})
-            assert "[unknown_source]" in missing.content[0].text  # type: ignore[union-attr]
+            assert "[unknown_source]" in missing.content[0].text
 
     asyncio.run(main())

@@ -7,13 +7,18 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import ACTOR, Project
+from conftest import ACTOR, FixedClock, Project
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from quipu.adapters.eventstore import open_memory_store
+from quipu.adapters.snapshots import MemorySnapshotStore
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
 from quipu.core.ports import FileFacts
 from quipu.core.sources.aggregate import Source
 from quipu.core.sources.files import SourcePaths
 from quipu.core.sources.handlers import SourceService
+from quipu.core.unit_of_work import UnitOfWork
 
 REASON = "register data for a unit test of sources"
 SHA = "a" * 64
@@ -184,3 +189,35 @@ def test_a_short_reason_is_refused_before_anything_else(project: Project,
     with pytest.raises(InvalidInput) as caught:
         sources.register("x", "data/x.npy", md["description"], "short", md, actor=ACTOR)
     assert caught.value.code == "reason_too_short"
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(["consume", "update", "retire"]), max_size=12),
+       st.integers(min_value=1, max_value=4))
+def test_a_snapshot_plus_its_tail_is_the_full_replay(steps: list[str], every: int) -> None:
+    """Every consuming run appends to the source's stream, so the Source is snapshotted."""
+    store = open_memory_store()
+    uow = UnitOfWork(store, FixedClock(), snapshots=MemorySnapshotStore(),
+                     snapshot_every=every)
+    service = SourceService(uow, FakeFiles(), SourcePaths(base="/p", roots=("/p",)))
+    register(service)
+    meta = uow.meta(ACTOR, REASON)
+    for i, step in enumerate(steps):
+        source = uow.load(Source, "train")
+        if source.retired:
+            break
+        if step == "consume":
+            source.consume(meta, run_id=f"stage-{i}", workspace="ws")
+        elif step == "update":
+            md = npy_metadata()
+            md["description"] = f"ten rows of two features, revision {i}"
+            source.update(meta, md)
+        else:
+            source.retire(meta)
+        uow.commit(source)
+        uow.load(Source, "train")  # may take a snapshot
+    snapped = uow.load(Source, "train")
+    full = UnitOfWork(store, FixedClock()).load(Source, "train")
+    assert snapped.state_dict() == full.state_dict()
+    assert snapped.version == full.version
+    store.close()

@@ -14,6 +14,7 @@ from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, NotFound
 from quipu.core.messages import Event
 from quipu.core.sources.events import (
+    SourceConsumed,
     SourceDeleted,
     SourceMetadataUpdated,
     SourceRegistered,
@@ -27,6 +28,9 @@ class Source(Aggregate):
     """A registered dataset: where it is, its content hash, its metadata, and its status."""
 
     KIND = "source"
+    SNAPSHOT_SCHEMA = 1
+    """Every run that consumes a source appends to its stream, so a much-used source is
+    snapshotted like a workspace (loading costs the same at any history length)."""
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -39,7 +43,7 @@ class Source(Aggregate):
         self.format = ""
         self.metadata: dict[str, Any] = {}
         self.consumers: list[str] = []
-        """Runs that consumed this source (filled once runs consume sources)."""
+        """Runs that consumed this source, oldest first."""
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -98,6 +102,12 @@ class Source(Aggregate):
                                            description=str(metadata["description"]),
                                            metadata=metadata))
 
+    def consume(self, meta: Meta, *, run_id: str, workspace: str) -> None:
+        """Record that ``run_id`` reads this source (refused when retired or deleted)."""
+        self.check_active()
+        self.trigger(SourceConsumed(**meta.fields(), source=self.name, run_id=run_id,
+                                    workspace=workspace, sha256=self.sha256))
+
     def retire(self, meta: Meta) -> None:
         """Retire the source (a second retire changes nothing)."""
         self.check_exists()
@@ -126,3 +136,17 @@ class Source(Aggregate):
             self.retired = True
         elif isinstance(event, SourceDeleted):
             self.exists = False
+        elif isinstance(event, SourceConsumed):
+            self.consumers.append(event.run_id)
+
+    _STATE = ("exists", "retired", "uri", "path", "sha256", "size_bytes", "format", "metadata",
+              "consumers")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The folded state as plain JSON values."""
+        return {key: getattr(self, key) for key in self._STATE}
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Set the folded state from ``state_dict``'s output."""
+        for key in self._STATE:
+            setattr(self, key, data[key])

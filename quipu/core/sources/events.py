@@ -6,7 +6,8 @@ from typing import Any
 
 from quipu.core.messages import Event, register
 
-__all__ = ["SourceDeleted", "SourceMetadataUpdated", "SourceRegistered", "SourceRetired"]
+__all__ = ["SourceConsumed", "SourceDeleted", "SourceMetadataUpdated", "SourceRegistered",
+           "SourceRetired"]
 
 
 @register("SourceRegistered")
@@ -52,3 +53,14 @@ class SourceDeleted(Event):
     """A source no run consumed was deleted; its name is free again, its history stays."""
 
     source: str
+
+
+@register("SourceConsumed")
+class SourceConsumed(Event):
+    """A run was requested with this source as an input (appended in the same transaction as
+    the run's ``RunRequested``): the lineage edge that keeps the source from being deleted."""
+
+    source: str
+    run_id: str
+    workspace: str
+    sha256: str | None

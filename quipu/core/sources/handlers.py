@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from quipu.core.errors import IntegrityFailure, InvalidInput
+from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput
 from quipu.core.ports import SourceFiles
 from quipu.core.sources.aggregate import Source
 from quipu.core.sources.files import SourcePaths, file_problems, is_remote
@@ -20,7 +20,7 @@ from quipu.core.sources.metadata import check_metadata, problems_error
 from quipu.core.unit_of_work import UnitOfWork
 from quipu.core.validation import check_name
 
-__all__ = ["SourceService"]
+__all__ = ["SourceService", "split_ref"]
 
 
 class SourceService:
@@ -173,6 +173,45 @@ class SourceService:
                 "new name (a source never silently changes)")
         return digest
 
+    def resolve(self, ref: str) -> Source:
+        """The source a run input names (``NAME`` or ``NAME@sha256:HEX``), checked for use:
+        active, local, the pin (if any) equal to its registered hash, and its file unchanged."""
+        name, pin = split_ref(ref)
+        source = self.load(name)
+        source.check_active()
+        if pin is not None and pin != source.sha256:
+            raise Conflict(
+                f"input pins {name}@sha256:{pin}, but source {name!r} is "
+                f"sha256:{source.sha256}", code="source_pin_mismatch",
+                hint=f"pin the registered content ({name}@sha256:{source.sha256}), or drop the "
+                "pin to use whatever the source holds")
+        if source.path is None:
+            raise Conflict(f"source {name!r} is remote ({source.uri}) and cannot be read by a "
+                           "local run yet", code="source_not_local",
+                           hint="register a local copy of the data under another name; remote "
+                           "sources are staged once the GCS blob store exists")
+        self.check_content(source)
+        return source
+
+    def schema_of(self, ref: str) -> dict[str, Any] | None:
+        """What the pipeline checks compare an input's declared schema with: the primary
+        array's shape and dtype of a tensor source, a table's columns; ``{}`` for a plain file,
+        None when no such source exists."""
+        name, _pin = split_ref(ref)
+        try:
+            source = self.uow.load(Source, check_name(name, what="source"))
+        except InvalidInput:
+            return None
+        if not source.exists:
+            return None
+        schema = source.metadata.get("schema") or {}
+        if schema.get("kind") == "tensor":
+            array = schema["arrays"][schema["primary_array"]]
+            return {"shape": list(array["shape"]), "dtype": array["dtype"]}
+        if schema.get("kind") == "tabular":
+            return {"columns": list(schema["columns"])}
+        return {}
+
     def verify(self, name: str) -> dict[str, Any]:
         """Whether the source's content is still what was registered (a read: records nothing)."""
         source = self.load(name)
@@ -181,6 +220,21 @@ class SourceService:
                 "unchanged": digest is not None,
                 "note": None if digest is not None else
                 "remote content is verified once a GCS blob store exists"}
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME@sha256:HEX`` -> (name, pinned hash or None)."""
+    name, at, pin = (ref or "").partition("@")
+    if not at:
+        return name, None
+    digest = pin.removeprefix("sha256:")
+    if not pin.startswith("sha256:") or len(digest) != 64 or any(
+            c not in "0123456789abcdef" for c in digest):
+        raise InvalidInput(f"{ref!r} is not NAME or NAME@sha256:<64 hex digits>",
+                           code="invalid_source_ref",
+                           hint="pin a source as name@sha256:<its sha256>; "
+                           "manage_sources(action='get') shows it")
+    return name, digest
 
 
 def _check_remote(uri: str) -> None:
