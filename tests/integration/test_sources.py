@@ -320,3 +320,12 @@ def test_the_cli_registers_lists_and_refuses_with_every_problem(q: Quipu) -> Non
                                                      "source.size_bytes"}
     got = json.loads(quipu("source", "get", "x", cwd=q.root).stdout)
     assert got["format"] == "npy"
+
+
+def test_source_commands_appear_in_the_audit_log(q: Quipu) -> None:
+    x = npy(q)
+    register(q, "x", "data/x.npy", tensor_md(x, {"x": ([10, 3], "float32")}, "npy"))
+    q.manage_sources("retire", name="x", reason=REASON)
+    summaries = [e["summary"] for e in q.get_audit_log(limit=2)["entries"]]
+    assert summaries == ["retired source x", "registered source x (npy, 248 bytes) from "
+                         "data/x.npy"]
