@@ -248,7 +248,7 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
                  clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
                  snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
-                 source_files=LocalSourceFiles())
+                 source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))))
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",

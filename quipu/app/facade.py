@@ -45,7 +45,13 @@ from quipu.core.project.commands import LogThought, MarkSeen
 from quipu.core.runs import lifecycle
 from quipu.core.runs.commands import CancelRun, FinalizeRun, SaveResultsSpec, StartRun, TagRun
 from quipu.core.runs.handlers import InputPaths, RunService
-from quipu.core.sources.commands import DeleteSource, RegisterSource, RetireSource, UpdateSource
+from quipu.core.sources.commands import (
+    DeleteSource,
+    PromoteArtifact,
+    RegisterSource,
+    RetireSource,
+    UpdateSource,
+)
 from quipu.core.sources.files import SourcePaths
 from quipu.core.sources.handlers import SourceService
 from quipu.core.unit_of_work import UnitOfWork
@@ -325,6 +331,16 @@ class Quipu(RunQueries):
         return self._write(RegisterSource(
             name=name, path_or_uri=path_or_uri, description=description, reason=reason,
             metadata=metadata, actor=self.actor, format=format, size_bytes=size_bytes))
+
+    def promote_artifact(self, run_id: str, output_name: str, source_name: str, reason: str,
+                         metadata: Any, *, description: str | None = None,
+                         format: str | None = None,
+                         size_bytes: int | None = None) -> dict[str, Any]:
+        """See ``SourceService.promote``."""
+        return self._write(PromoteArtifact(
+            run_id=run_id, output_name=output_name, source_name=source_name, reason=reason,
+            metadata=metadata, actor=self.actor, description=description, format=format,
+            size_bytes=size_bytes))
 
     def manage_sources(self, action: str, *, name: str | None = None,
                        status: str | None = None, metadata: Any = None,

@@ -50,6 +50,30 @@ def source_register(ctx: click.Context, name: str, path_or_uri: str, metadata: s
         _show(q.register_source(name, path_or_uri, str(text or ""), reason, doc), as_json)
 
 
+@source.command("promote")
+@click.argument("run_id")
+@click.argument("output")
+@click.argument("name")
+@click.option("--metadata", required=True,
+              help="The metadata document: inline JSON or a JSON/YAML file (docs/sources.md).")
+@click.option("--reason", required=True, help="Why you promote it (>= 15 characters).")
+@_json_option
+@click.pass_context
+@_edge
+def source_promote(ctx: click.Context, run_id: str, output: str, name: str, metadata: str,
+                   reason: str, as_json: bool) -> None:
+    """Make an output of a succeeded run a named source (by reference, with its lineage).
+
+    \b
+    Example:
+      quipu source promote stage-1a2b3c4d5e6f features digits-features \\
+          --metadata meta.yaml --reason "the cleaned features every model should train on"
+    """
+    with _project(ctx) as q:
+        _show(q.promote_artifact(run_id, output, name, reason,
+                                 _json_arg(metadata, "--metadata")), as_json)
+
+
 @source.command("list")
 @click.option("--status", type=click.Choice(["active", "retired", "deleted"]), default=None,
               help="Only sources with this status (default: all but deleted).")

@@ -30,7 +30,13 @@ from quipu.core.runs.commands import (
     TagRun,
 )
 from quipu.core.runs.handlers import RunService
-from quipu.core.sources.commands import DeleteSource, RegisterSource, RetireSource, UpdateSource
+from quipu.core.sources.commands import (
+    DeleteSource,
+    PromoteArtifact,
+    RegisterSource,
+    RetireSource,
+    UpdateSource,
+)
 from quipu.core.sources.handlers import SourceService
 from quipu.core.workspaces.commands import (
     CreateWorkspace,
@@ -90,6 +96,7 @@ def registry(ws: Service, runs: RunService,
         UpdateSource: src.update,
         RetireSource: src.retire,
         DeleteSource: src.delete,
+        PromoteArtifact: src.promote,
     }
 
 

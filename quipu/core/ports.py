@@ -318,3 +318,9 @@ class SourceFiles(Protocol):
     def digest(self, path: str) -> tuple[str, int]:
         """(sha256, size) of the file now; ``NotFound(source_file_missing)`` if it is gone."""
         ...
+
+    def describe_blob(self, digest: str, *, fmt: str,
+                      delimiter: str | None = None) -> FileFacts:
+        """``describe`` of a blob in the blob store, read in place (a promoted artifact);
+        ``NotFound(unknown_blob)`` when the store does not hold it."""
+        ...

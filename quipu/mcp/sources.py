@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SOURCE_TOOL_NAMES", "register_source_tools"]
 
-SOURCE_TOOL_NAMES = ("register_source", "manage_sources")
+SOURCE_TOOL_NAMES = ("register_source", "manage_sources", "promote_artifact")
 
 METADATA_DOC = (
     "The strict metadata document: {schema_version: 1, description (20-4000 characters, the "
@@ -70,6 +70,35 @@ def register_source_tools(mcp: FastMCP, q: "Quipu") -> None:
         return guarded("register_source", lambda: q.register_source(
             name, path_or_uri, description, reason, metadata, format=format,
             size_bytes=size_bytes))
+
+    @mcp.tool(annotations=WRITE)
+    async def promote_artifact(
+        run_id: Annotated[str, Field(description="The succeeded run (stage-...).")],
+        output_name: Annotated[str, Field(description="One of the run's recorded outputs.")],
+        source_name: Name,
+        reason: Reason,
+        metadata: Annotated[dict[str, Any], Field(description=METADATA_DOC)],
+        description: Annotated[str | None, Field(description="Optional; must equal "
+                               "metadata.description.")] = None,
+        format: Annotated[Literal["npy", "npz", "csv", "file"] | None, Field(
+            description="Optional; must equal metadata.source.format.")] = None,
+        size_bytes: Annotated[int | None, Field(description="Optional; must equal "
+                              "metadata.source.size_bytes.")] = None,
+    ) -> dict[str, Any]:
+        """Make an output of a succeeded run a named source other runs can consume by name.
+
+        The output's stored content is referenced, not copied, and checked against the
+        metadata like a registered file (size, npy shape and dtype, npz arrays, csv columns
+        and rows). Its lineage is recorded with it: the run, its workspace, stage and version,
+        and the exact inputs the run read. Returns {source, uri, sha256, size_bytes, format,
+        promoted_from: {run_id, output, workspace, version}, position}.
+        Errors: unknown_run, run_not_succeeded, unknown_output, artifact_is_a_directory,
+        invalid_metadata, metadata_mismatch, source_exists, invalid_name, unknown_blob,
+        blob_corrupt, reason_too_short, reason_missing.
+        """
+        return guarded("promote_artifact", lambda: q.promote_artifact(
+            run_id, output_name, source_name, reason, metadata, description=description,
+            format=format, size_bytes=size_bytes))
 
     @mcp.tool(annotations={**WRITE, "destructiveHint": True})
     async def manage_sources(

@@ -16,6 +16,7 @@ import sqlite_utils
 from quipu.core.messages import Event
 from quipu.core.project.events import ProjectInitialized
 from quipu.core.sources.events import (
+    ArtifactPromoted,
     SourceDeleted,
     SourceMetadataUpdated,
     SourceRegistered,
@@ -81,6 +82,8 @@ SUMMARIES: dict[str, Callable[[Any], str]] = {
                                       f"{plural(e.size_bytes, 'byte')}) from {e.uri[:120]}"),
     SourceMetadataUpdated.TYPE: lambda e: f"updated the metadata of source {e.source}",
     SourceRetired.TYPE: lambda e: f"retired source {e.source}",
+    ArtifactPromoted.TYPE: lambda e: (f"promoted {e.run_id}.{e.output} ({e.workspace} "
+                                      f"v{e.version}) to source {e.source}"),
     SourceDeleted.TYPE: lambda e: f"deleted source {e.source}",
 }
 """One line per audited event type: what happened, in words."""

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import sqlite_utils
 
 from quipu.core.sources.events import (
+    ArtifactPromoted,
     SourceConsumed,
     SourceDeleted,
     SourceMetadataUpdated,
@@ -40,7 +41,7 @@ class SourcesView:
     version: ClassVar[int] = 1
     types: ClassVar[frozenset[str]] = frozenset({
         SourceRegistered.TYPE, SourceMetadataUpdated.TYPE, SourceRetired.TYPE,
-        SourceDeleted.TYPE, SourceConsumed.TYPE})
+        SourceDeleted.TYPE, SourceConsumed.TYPE, ArtifactPromoted.TYPE})
     tables: ClassVar[tuple[str, ...]] = ("sources",)
     indexes: ClassVar[Indexes] = (("sources", ("status", "name")),)
 
@@ -50,7 +51,8 @@ class SourcesView:
             "name": str, "status": str, "uri": str, "path": str, "sha256": str,
             "size_bytes": int, "format": str, "description": str, "metadata": str,
             "verified": int, "created_at": str, "created_by": str, "reason": str,
-            "updated_at": str, "updated_by": str, "position": int, "runs": int}, pk="name")
+            "updated_at": str, "updated_by": str, "position": int, "runs": int,
+            "promoted_from": str}, pk="name")
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
         """Fold a page of source events, one statement each."""
@@ -65,6 +67,18 @@ class SourcesView:
                     (e.source, e.uri, e.path, e.sha256, e.size_bytes, e.format, e.description,
                      _json(e.metadata), int(e.verified), f.at, e.actor, e.reason, f.at, e.actor,
                      f.position))
+            elif isinstance(e, ArtifactPromoted):
+                lineage = {"run_id": e.run_id, "output": e.output, "workspace": e.workspace,
+                           "stage": e.stage, "version": f"v{e.version}",
+                           "manifest": e.manifest, "inputs": e.inputs}
+                conn.execute(
+                    "INSERT OR REPLACE INTO sources (name, status, uri, path, sha256, size_bytes,"
+                    " format, description, metadata, verified, created_at, created_by, reason,"
+                    " updated_at, updated_by, position, runs, promoted_from) VALUES"
+                    " (?, 'active', ?, NULL, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, 0, ?)",
+                    (e.source, f"run:{e.run_id}/{e.output}", e.sha256, e.size_bytes, e.format,
+                     e.description, _json(e.metadata), f.at, e.actor, e.reason, f.at, e.actor,
+                     f.position, _json(lineage)))
             elif isinstance(e, SourceMetadataUpdated):
                 conn.execute("UPDATE sources SET description = ?, metadata = ?, updated_at = ?,"
                              " updated_by = ? WHERE name = ?",
@@ -110,4 +124,5 @@ def source(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     row = rows[0]
     row["verified"] = bool(row["verified"])
     row["metadata"] = json.loads(row["metadata"])
+    row["promoted_from"] = json.loads(row["promoted_from"]) if row["promoted_from"] else None
     return row

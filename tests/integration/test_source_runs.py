@@ -108,6 +108,45 @@ def test_a_run_reads_a_registered_source_and_the_source_cannot_then_be_deleted(
     assert run_id in caught.value.message
     assert q.store.head() == head
     q.manage_sources("retire", name="features", reason=WHY)
+    promote_the_model(q, run_id)
+
+
+def model_metadata(shape: list[int]) -> dict[str, Any]:
+    return {"schema_version": 1, "description": "the mean of each feature, learned by train",
+            "source": {"format": "npy", "size_bytes": 160,
+                       "created_at": "2024-05-01T12:00:00Z"},
+            "schema": {"kind": "tensor", "primary_array": "model",
+                       "arrays": {"model": {"role": "weights", "shape": shape,
+                                            "dtype": "float64",
+                                            "feature_names": {"kind": "sequence"}}}}}
+
+
+def promote_the_model(q: Quipu, run_id: str) -> None:
+    """Promoting needs a succeeded run and an output that exists, and metadata that tells the
+    truth about the output's bytes; it records the run, its version and its inputs."""
+    head = q.store.head()
+    for kwargs, code in (({"output_name": "nothing"}, "unknown_output"),
+                         ({"metadata": model_metadata([5])}, "metadata_mismatch"),
+                         ({"run_id": "stage-000000000000"}, "unknown_run"),
+                         ({"source_name": "features"}, "source_exists")):
+        args: dict[str, Any] = {"run_id": run_id, "output_name": "model",
+                                "source_name": "model", "reason": WHY,
+                                "metadata": model_metadata([4]), **kwargs}
+        with pytest.raises(QuipuError) as caught:
+            q.promote_artifact(**args)
+        assert caught.value.code == code, caught.value
+    assert q.store.head() == head
+    made = q.promote_artifact(run_id, "model", "model", WHY, model_metadata([4]))
+    got = q.manage_sources("get", name="model")
+    assert got["sha256"] == made["sha256"] and got["path"] is None
+    lineage = got["promoted_from"]
+    assert lineage["run_id"] == run_id and lineage["version"] == "v1"
+    features = q.manage_sources("get", name="features")["sha256"]
+    assert lineage["inputs"]["features"] == {"sha256": features, "source": "features"}
+    dry = q.run("w1", reason=WHY, results_spec=None, dry_run=True,
+                inputs_override={"features": "model"})
+    assert dry["inputs"]["train"]["features"]["kind"] == "run"
+    assert dry["inputs"]["train"]["features"]["run_id"] == run_id
 
 
 def test_a_declared_schema_is_checked_against_the_source_metadata(q: Quipu) -> None:
@@ -173,3 +212,6 @@ def test_a_file_changed_between_run_and_launch_is_never_staged(q: Quipu) -> None
     assert len(failures) == 1
     assert digest in str(failures[0]) and "changed since the run was requested" in str(
         failures[0])
+    with pytest.raises(QuipuError) as caught:
+        q.promote_artifact(run_id, "model", "model", WHY, model_metadata([4]))
+    assert caught.value.code == "run_not_succeeded"

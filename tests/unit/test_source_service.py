@@ -41,6 +41,10 @@ class FakeFiles:
     def digest(self, path: str) -> tuple[str, int]:
         return self.sha, 100
 
+    def describe_blob(self, digest: str, *, fmt: str,
+                      delimiter: str | None = None) -> FileFacts:
+        return self.describe(f"/blobs/{digest}", fmt=fmt, delimiter=delimiter)
+
 
 def npy_metadata(**source: Any) -> dict[str, Any]:
     return {"schema_version": 1, "description": "ten rows of two features, for a unit test",

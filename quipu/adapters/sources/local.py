@@ -16,6 +16,7 @@ import hashlib
 import os
 import stat
 import zipfile
+from collections.abc import Callable
 from typing import IO, Any
 
 from quipu.adapters._storage import storage_error
@@ -29,7 +30,27 @@ _CSV_FIELD_LIMIT = 1 << 24
 
 
 class LocalSourceFiles:
-    """The ``SourceFiles`` port over the local filesystem."""
+    """The ``SourceFiles`` port over the local filesystem.
+
+    ``blob_path`` maps a digest to the file that holds the blob (the local blob store's
+    layout, handed over by bootstrap: adapters do not import each other); without it, blobs
+    cannot be described.
+    """
+
+    def __init__(self, blob_path: Callable[[str], str] | None = None) -> None:
+        self.blob_path = blob_path
+
+    def describe_blob(self, digest: str, *, fmt: str,
+                      delimiter: str | None = None) -> FileFacts:
+        """``describe`` of the file that holds the blob ``digest``."""
+        if self.blob_path is None:
+            raise NotFound("this engine reads no blob store", code="unknown_blob",
+                           hint="open the project with quipu.app.bootstrap.open_project()")
+        path = self.blob_path(digest)
+        if not os.path.isfile(path):
+            raise NotFound(f"blob {digest[:12]} is not in the blob store", code="unknown_blob",
+                           hint="restore .quipu/blobs from a backup")
+        return self.describe(path, fmt=fmt, delimiter=delimiter)
 
     def realpath(self, path: str) -> str:
         """``path`` with every symlink resolved."""

@@ -367,6 +367,9 @@ class RunService:
         """A registered source as a run input: its file, pinned to its registered hash."""
         assert self.sources is not None
         source = self.sources.resolve(ref)
+        if source.run_id is not None:  # a promoted artifact: staged from its run's output blob
+            return {"kind": "run", "run_id": source.run_id, "signal": source.output,
+                    "source": source.name, "sha256": source.sha256}
         return {"kind": "path", "path": source.path, "source": source.name,
                 "sha256": source.sha256}
 

@@ -14,6 +14,7 @@ from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, NotFound
 from quipu.core.messages import Event
 from quipu.core.sources.events import (
+    ArtifactPromoted,
     SourceConsumed,
     SourceDeleted,
     SourceMetadataUpdated,
@@ -44,6 +45,9 @@ class Source(Aggregate):
         self.metadata: dict[str, Any] = {}
         self.consumers: list[str] = []
         """Runs that consumed this source, oldest first."""
+        self.run_id: str | None = None
+        self.output: str | None = None
+        """For a promoted artifact: the run and the output whose blob is the content."""
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -79,15 +83,29 @@ class Source(Aggregate):
     def register(self, meta: Meta, *, uri: str, path: str | None, sha256: str | None,
                  size_bytes: int, fmt: str, metadata: dict[str, Any]) -> None:
         """Record the source; refused when the name is taken."""
+        self.check_free()
+        self.trigger(SourceRegistered(
+            **meta.fields(), source=self.name, uri=uri, path=path, sha256=sha256,
+            size_bytes=size_bytes, format=fmt, description=str(metadata["description"]),
+            metadata=metadata, verified=sha256 is not None))
+
+    def check_free(self) -> None:
+        """Raise ``source_exists`` when the name is taken."""
         if self.exists:
             raise Conflict(f"a source named {self.name!r} already exists ({self.uri})",
                            code="source_exists",
                            hint="pick another name, or update its metadata with "
                            "manage_sources(action='update')")
-        self.trigger(SourceRegistered(
-            **meta.fields(), source=self.name, uri=uri, path=path, sha256=sha256,
-            size_bytes=size_bytes, format=fmt, description=str(metadata["description"]),
-            metadata=metadata, verified=sha256 is not None))
+
+    def promote(self, meta: Meta, lineage: dict[str, Any], *, sha256: str, size_bytes: int,
+                metadata: dict[str, Any]) -> None:
+        """Record a run's output as this source (``lineage``: run_id, output, workspace, stage,
+        version, manifest, inputs); refused when the name is taken."""
+        self.check_free()
+        self.trigger(ArtifactPromoted(
+            **meta.fields(), source=self.name, **lineage, sha256=sha256, size_bytes=size_bytes,
+            format=metadata["source"]["format"], description=str(metadata["description"]),
+            metadata=metadata))
 
     def update(self, meta: Meta, metadata: dict[str, Any]) -> None:
         """Replace the metadata; the format can never change."""
@@ -130,6 +148,15 @@ class Source(Aggregate):
             self.size_bytes, self.format = event.size_bytes, event.format
             self.metadata = dict(event.metadata)
             self.consumers = []
+            self.run_id = self.output = None
+        elif isinstance(event, ArtifactPromoted):
+            self.exists, self.retired = True, False
+            self.uri, self.path, self.sha256 = f"run:{event.run_id}/{event.output}", None, \
+                event.sha256
+            self.size_bytes, self.format = event.size_bytes, event.format
+            self.metadata = dict(event.metadata)
+            self.consumers = []
+            self.run_id, self.output = event.run_id, event.output
         elif isinstance(event, SourceMetadataUpdated):
             self.metadata = dict(event.metadata)
         elif isinstance(event, SourceRetired):
@@ -140,7 +167,7 @@ class Source(Aggregate):
             self.consumers.append(event.run_id)
 
     _STATE = ("exists", "retired", "uri", "path", "sha256", "size_bytes", "format", "metadata",
-              "consumers")
+              "consumers", "run_id", "output")
 
     def state_dict(self) -> dict[str, Any]:
         """The folded state as plain JSON values."""

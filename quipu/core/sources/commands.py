@@ -7,7 +7,7 @@ from typing import Any
 
 from quipu.core.messages import Command
 
-__all__ = ["DeleteSource", "RegisterSource", "RetireSource", "UpdateSource"]
+__all__ = ["DeleteSource", "PromoteArtifact", "RegisterSource", "RetireSource", "UpdateSource"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,3 +50,18 @@ class DeleteSource(Command):
     name: str
     reason: str
     actor: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromoteArtifact(Command):
+    """Make a succeeded run's output a named source, by reference, with its lineage."""
+
+    run_id: str
+    output_name: str
+    source_name: str
+    reason: str
+    metadata: Any
+    actor: str
+    description: str | None = None
+    format: str | None = None
+    size_bytes: int | None = None

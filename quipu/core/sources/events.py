@@ -6,8 +6,8 @@ from typing import Any
 
 from quipu.core.messages import Event, register
 
-__all__ = ["SourceConsumed", "SourceDeleted", "SourceMetadataUpdated", "SourceRegistered",
-           "SourceRetired"]
+__all__ = ["ArtifactPromoted", "SourceConsumed", "SourceDeleted", "SourceMetadataUpdated",
+           "SourceRegistered", "SourceRetired"]
 
 
 @register("SourceRegistered")
@@ -64,3 +64,25 @@ class SourceConsumed(Event):
     run_id: str
     workspace: str
     sha256: str | None
+
+
+@register("ArtifactPromoted")
+class ArtifactPromoted(Event):
+    """A succeeded run's output became a named source, by reference: the output's blob
+    (``sha256``) is the source's content, nothing is copied. Its lineage is recorded with it:
+    the run, its workspace, stage and version (and that version's manifest), and the exact
+    inputs the run was given (``inputs``: name -> {sha256, and source or producer run})."""
+
+    source: str
+    run_id: str
+    output: str
+    workspace: str
+    stage: str
+    version: int
+    manifest: str
+    inputs: dict[str, dict[str, Any]]
+    sha256: str
+    size_bytes: int
+    format: str
+    description: str
+    metadata: dict[str, Any]

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput
-from quipu.core.ports import SourceFiles
+from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
+from quipu.core.ports import FileFacts, SourceFiles
+from quipu.core.runs.aggregate import Run
 from quipu.core.sources.aggregate import Source
 from quipu.core.sources.files import SourcePaths, file_problems, is_remote
 from quipu.core.sources.metadata import check_metadata, problems_error
@@ -97,6 +98,61 @@ class SourceService:
                 "nothing was recorded")
         return facts.path, facts.sha256
 
+    # --- promote -------------------------------------------------------------------------------
+
+    def promote(self, run_id: str, output_name: str, source_name: str, reason: str,
+                metadata: Any, *, actor: str, description: str | None = None,
+                format: str | None = None, size_bytes: int | None = None) -> dict[str, Any]:
+        """Make a succeeded run's output the source ``source_name``, by reference (its blob is
+        the content, nothing is copied), recording the run, its version and its inputs."""
+        check_name(source_name, what="source")
+        meta = self.uow.meta(actor, reason)
+        doc = check_metadata(_plain(metadata), description=description, fmt=format,
+                             size_bytes=size_bytes)
+
+        def command() -> dict[str, Any]:
+            run = self.uow.load(Run, run_id)
+            request = run.check_exists()
+            output = _succeeded_output(run, output_name)
+            facts = self._blob_facts(output["sha256"], doc)
+            problems = file_problems(doc, facts)
+            if problems:
+                raise problems_error(
+                    problems, what=f"the metadata of {run_id}.{output_name} disagrees with "
+                    "the output: it", code="metadata_mismatch",
+                    hint="describe the output as it is; nothing was recorded")
+            lineage = {"run_id": run.name, "output": output_name,
+                       "workspace": request.workspace, "stage": request.stage,
+                       "version": request.version, "manifest": request.manifest,
+                       "inputs": _given_inputs(run)}
+            source = self.uow.load(Source, source_name)
+            source.promote(meta, lineage, sha256=output["sha256"],
+                           size_bytes=int(output["size"]), metadata=doc)
+            position = self.uow.commit(source)[-1]
+            return {"source": source_name, "uri": source.uri, "sha256": output["sha256"],
+                    "size_bytes": int(output["size"]), "format": doc["source"]["format"],
+                    "promoted_from": {"run_id": run.name, "output": output_name,
+                                      "workspace": request.workspace,
+                                      "version": f"v{request.version}"},
+                    "position": position}
+
+        return self.uow.attempt(command)
+
+    def _blob_facts(self, digest: str, doc: Mapping[str, Any]) -> FileFacts:
+        if self.files is None:
+            raise InvalidInput("this engine was built without access to local files",
+                               code="no_source_files",
+                               hint="open the project with quipu.app.bootstrap.open_project()")
+        params = doc["source"].get("format_params") or {}
+        facts = self.files.describe_blob(digest, fmt=doc["source"]["format"],
+                                         delimiter=params.get("delimiter"))
+        if facts.sha256 != digest:
+            raise IntegrityFailure(f"the stored output {digest[:12]} does not match its hash "
+                                   f"(it hashes to {facts.sha256[:12]})", code="blob_corrupt",
+                                   hint="restore .quipu/blobs from a backup; nothing was "
+                                   "recorded")
+        return facts
+
     # --- update, retire, delete ----------------------------------------------------------------
 
     def update(self, name: str, metadata: Any, reason: str, *, actor: str) -> dict[str, Any]:
@@ -110,6 +166,13 @@ class SourceService:
             if source.path is not None:
                 self.check_content(source)
                 self._check_file_again(source, doc)
+            elif source.run_id is not None and source.sha256 is not None:
+                problems = file_problems(doc, self._blob_facts(source.sha256, doc))
+                if problems:
+                    raise problems_error(
+                        problems, what=f"the new metadata of source {name!r} disagrees with "
+                        "its content: it", code="metadata_mismatch",
+                        hint="describe the content as it is; nothing was recorded")
             position = self.uow.commit(source)[-1]
             return {"source": name, "updated": True, "position": position}
 
@@ -156,9 +219,10 @@ class SourceService:
 
     def check_content(self, source: Source) -> str | None:
         """The sha256 of a local source's file now, refused if it differs from the registered
-        one (``IntegrityFailure(source_changed)`` naming both); None for a remote source."""
+        one (``IntegrityFailure(source_changed)`` naming both); None for a remote source. A
+        promoted artifact's blob is checked by the blob store whenever it is read."""
         if source.path is None or source.sha256 is None:
-            return None
+            return source.sha256 if source.run_id is not None else None
         if self.files is None:
             raise InvalidInput("this engine was built without access to local files",
                                code="no_source_files",
@@ -185,7 +249,7 @@ class SourceService:
                 f"sha256:{source.sha256}", code="source_pin_mismatch",
                 hint=f"pin the registered content ({name}@sha256:{source.sha256}), or drop the "
                 "pin to use whatever the source holds")
-        if source.path is None:
+        if source.path is None and source.run_id is None:
             raise Conflict(f"source {name!r} is remote ({source.uri}) and cannot be read by a "
                            "local run yet", code="source_not_local",
                            hint="register a local copy of the data under another name; remote "
@@ -220,6 +284,41 @@ class SourceService:
                 "unchanged": digest is not None,
                 "note": None if digest is not None else
                 "remote content is verified once a GCS blob store exists"}
+
+
+def _succeeded_output(run: Run, output_name: str) -> dict[str, Any]:
+    """The recorded output of a run that succeeded, or a typed refusal."""
+    if run.exit is None or run.exit.state != "succeeded":
+        state = run.current.value
+        raise Conflict(f"run {run.name} has not succeeded (it is {state}); only a succeeded "
+                       "run's outputs can be promoted", code="run_not_succeeded",
+                       hint="promote an output of a run that succeeded; list_history() shows "
+                       "them")
+    output = run.exit.outputs.get(output_name)
+    if output is None or not output.get("sha256"):
+        known = ", ".join(sorted(run.exit.outputs)) or "none"
+        raise NotFound(f"run {run.name} has no output {output_name!r} (it has: {known})",
+                       code="unknown_output", hint="name one of the run's recorded outputs")
+    if output.get("kind") == "directory":
+        raise InvalidInput(f"output {output_name!r} of {run.name} is a directory",
+                           code="artifact_is_a_directory",
+                           hint="a source is one file: save the output as npy, npz, csv or "
+                           "a single file")
+    return output
+
+
+def _given_inputs(run: Run) -> dict[str, dict[str, Any]]:
+    """What the run read, compactly: each input's hash and where it came from."""
+    out: dict[str, dict[str, Any]] = {}
+    requested = run.request.inputs if run.request is not None else {}
+    for name, how in sorted(requested.items()):
+        given = run.launched_inputs.get(name, {})
+        entry: dict[str, Any] = {"sha256": given.get("sha256") or how.get("sha256")}
+        for key in ("source", "run_id", "producer", "signal"):
+            if how.get(key) is not None or given.get(key) is not None:
+                entry[key] = how.get(key) if how.get(key) is not None else given.get(key)
+        out[name] = entry
+    return out
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
