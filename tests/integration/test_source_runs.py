@@ -215,3 +215,9 @@ def test_a_file_changed_between_run_and_launch_is_never_staged(q: Quipu) -> None
     with pytest.raises(QuipuError) as caught:
         q.promote_artifact(run_id, "model", "model", WHY, model_metadata([4]))
     assert caught.value.code == "run_not_succeeded"
+
+
+def test_a_relative_path_override_is_still_refused_as_an_override(q: Quipu) -> None:
+    pipeline(q, "features")
+    err = refused(q, "invalid_override", inputs_override={"features": "data/features.npy"})
+    assert "registered source" in err.hint

@@ -357,7 +357,7 @@ class RunService:
             return {"kind": "run", "run_id": self.load_run(ref).name, "signal": signal}
         if isinstance(ref, str) and ref.startswith("/"):
             return {"kind": "path", "path": self.paths.check(ref)}
-        if isinstance(ref, str) and ref and self.sources is not None:
+        if isinstance(ref, str) and ref and "/" not in ref and self.sources is not None:
             return self._source(ref)
         raise InvalidInput(f"cannot resolve input override {ref!r}", code="invalid_override",
                            hint="use a run id (stage-...), {run_id, signal}, an absolute path, "
