@@ -25,6 +25,7 @@ from quipu.adapters.seals import (
 )
 from quipu.adapters.slots import LocalSlotFiles
 from quipu.adapters.snapshots import SQLiteSnapshotStore
+from quipu.adapters.sources import LocalSourceFiles
 from quipu.app.config import (
     CONFIG_FILE,
     DATA_DIR,
@@ -264,7 +265,8 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
         config_sha256=config_sha256, eventstore_env=os.environ.get("QUIPU_EVENTSTORE_URL"))
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
                  clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
-                 snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key)
+                 snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
+                 source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))))
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",

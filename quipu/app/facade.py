@@ -29,10 +29,19 @@ except ImportError:  # pragma: no cover - not POSIX: writes are still atomic, ju
 
 from quipu.app.quick_status import LocalStatusKey
 from quipu.app.run_reads import RunQueries
+from quipu.app.sources import SourceCommands
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.handlers import CommandBus
 from quipu.core.messages import Command
-from quipu.core.ports import BlobStore, Clock, EventStore, Executor, SlotFiles, SnapshotStore
+from quipu.core.ports import (
+    BlobStore,
+    Clock,
+    EventStore,
+    Executor,
+    SlotFiles,
+    SnapshotStore,
+    SourceFiles,
+)
 from quipu.core.project.commands import LogThought, MarkSeen
 from quipu.core.runs import lifecycle
 from quipu.core.runs.commands import (
@@ -44,6 +53,8 @@ from quipu.core.runs.commands import (
     TagRun,
 )
 from quipu.core.runs.handlers import InputPaths, RunService
+from quipu.core.sources.files import SourcePaths
+from quipu.core.sources.handlers import SourceService
 from quipu.core.unit_of_work import UnitOfWork
 from quipu.core.workspaces.commands import (
     CreateWorkspace,
@@ -72,7 +83,7 @@ ExecutorFactory = Callable[[RunService, Callable[[], None]], Executor]
 """Builds the configured executor for a facade's run commands; the callable is ``on_change``."""
 
 
-class Quipu(RunQueries):
+class Quipu(RunQueries, SourceCommands):
     """One open project: commands, then catch-up, then STATE.md; and the queries."""
 
     def __init__(self, root: Path, config: Config, *, store: EventStore, blobs: BlobStore,
@@ -80,7 +91,8 @@ class Quipu(RunQueries):
                  executor: ExecutorFactory | None = None,
                  snapshots: SnapshotStore | None = None,
                  live_log: Callable[[Path], bytes] = lambda _run_dir: b"",
-                 status_key: LocalStatusKey | None = None) -> None:
+                 status_key: LocalStatusKey | None = None,
+                 source_files: SourceFiles | None = None) -> None:
         """Wire the facade to adapters built by ``quipu.app.bootstrap`` (never built here)."""
         self.root = root
         self.config = config
@@ -95,12 +107,16 @@ class Quipu(RunQueries):
         self.views = views
         self.live_log = live_log
         roots = (str(root), *(str((root / r).resolve()) for r in config.data.roots))
+        self.sources = SourceService(self.uow, source_files, SourcePaths(
+            base=str(root), roots=roots, allow_any=config.data.allow_any_path,
+            realpath=os.path.realpath))
         self.runs = RunService(self.service, self.views,
                                paths=InputPaths(roots=roots,
                                                 allow_any=config.data.allow_any_path,
                                                 realpath=os.path.realpath,
-                                                exists=os.path.exists))
-        self.bus = CommandBus(self.service, self.runs)
+                                                exists=os.path.exists),
+                               sources=self.sources)
+        self.bus = CommandBus(self.service, self.runs, self.sources)
         self._executor_factory = executor
         self.workers: list[Executor] = []
         self._refreshing = threading.Lock()

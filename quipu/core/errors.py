@@ -16,6 +16,8 @@ Entry points (MCP, CLI) translate these into tool errors and exit codes; nothing
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "Conflict",
     "IntegrityFailure",
@@ -31,16 +33,23 @@ class QuipuError(Exception):
 
     default_code = "error"
 
-    def __init__(self, message: str, *, code: str | None = None, hint: str = "") -> None:
+    def __init__(self, message: str, *, code: str | None = None, hint: str = "",
+                 details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.hint = hint
+        self.details = details
+        """Every problem found, when there were several (e.g. each bad metadata field:
+        ``{path, expected, found}``); the message names them too."""
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         """The error as the plain mapping that tools and ``--json`` output return."""
-        return {"error": type(self).__name__, "code": self.code, "message": self.message,
-                "hint": self.hint}
+        out: dict[str, Any] = {"error": type(self).__name__, "code": self.code,
+                               "message": self.message, "hint": self.hint}
+        if self.details is not None:
+            out["details"] = self.details
+        return out
 
     def __str__(self) -> str:
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message

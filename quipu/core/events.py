@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from quipu.core.project import events as project
 from quipu.core.runs import events as runs
+from quipu.core.sources import events as sources
 from quipu.core.workspaces import events as workspaces
 
-__all__ = ["project", "runs", "workspaces"]
+__all__ = ["project", "runs", "sources", "workspaces"]

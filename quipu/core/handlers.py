@@ -1,9 +1,9 @@
 """The registry: which handler carries out each command, on one screen.
 
 Handlers are the verb-named methods of the domain services (``core.workspaces.handlers.Service``,
-``core.runs.handlers.RunService``); each loads, decides and commits through the unit of work. The
-facade builds a command and hands it to ``CommandBus.handle``. A failed command raises its typed
-error to the caller.
+``core.runs.handlers.RunService``, ``core.sources.handlers.SourceService``); each loads, decides
+and commits through the unit of work. The facade builds a command and hands it to
+``CommandBus.handle``. A failed command raises its typed error to the caller.
 """
 
 from __future__ import annotations
@@ -31,6 +31,14 @@ from quipu.core.runs.commands import (
     TagRun,
 )
 from quipu.core.runs.handlers import RunService
+from quipu.core.sources.commands import (
+    DeleteSource,
+    PromoteArtifact,
+    RegisterSource,
+    RetireSource,
+    UpdateSource,
+)
+from quipu.core.sources.handlers import SourceService
 from quipu.core.workspaces.commands import (
     CreateWorkspace,
     DeleteWorkspace,
@@ -49,8 +57,10 @@ __all__ = ["CommandBus", "registry"]
 Handler = Callable[..., Any]
 
 
-def registry(ws: Service, runs: RunService) -> Mapping[type[Command], Handler]:
+def registry(ws: Service, runs: RunService,
+             sources: SourceService | None = None) -> Mapping[type[Command], Handler]:
     """Every command type and the handler that carries it out."""
+    src = sources or SourceService(ws.uow)
     return {
         # the project
         InitProject: ws.init_project,
@@ -83,14 +93,21 @@ def registry(ws: Service, runs: RunService) -> Mapping[type[Command], Handler]:
         RecordAdopted: runs.record_adopted,
         RecordDeadline: runs.record_deadline,
         RecordMetrics: runs.record_metrics,
+        # sources
+        RegisterSource: src.register,
+        UpdateSource: src.update,
+        RetireSource: src.retire,
+        DeleteSource: src.delete,
+        PromoteArtifact: src.promote,
     }
 
 
 class CommandBus:
     """Hands each command to its handler."""
 
-    def __init__(self, ws: Service, runs: RunService) -> None:
-        self.handlers = registry(ws, runs)
+    def __init__(self, ws: Service, runs: RunService,
+                 sources: SourceService | None = None) -> None:
+        self.handlers = registry(ws, runs, sources)
 
     def handle(self, command: Command) -> Any:
         """Carry out ``command``; its handler's result, or its typed error."""

@@ -20,9 +20,11 @@ __all__ = [
     "Clock",
     "EventStore",
     "Executor",
+    "FileFacts",
     "NewEvent",
     "RunIndex",
     "SlotFiles",
+    "SourceFiles",
     "StoredRecord",
 ]
 
@@ -276,4 +278,51 @@ class SnapshotStore(Protocol):
 
     def close(self) -> None:
         """Release files or connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a source file is, read from its headers without loading its data.
+
+    ``arrays``: each array's name -> (shape, dtype name, dtype str), for npy (one array, named
+    ``""``) and npz; ``columns``/``rows``: a csv's header and data row count; ``ragged``: the
+    line number and field count of the first csv row whose field count differs from the
+    header's; ``unreadable``: why the file is not the format it was said to be (then the format
+    facts are None).
+    """
+
+    path: str
+    size: int
+    sha256: str
+    arrays: dict[str, tuple[tuple[int, ...], str, str]] | None = None
+    columns: list[str] | None = None
+    rows: int | None = None
+    ragged: tuple[int, int] | None = None
+    unreadable: str | None = None
+
+
+class SourceFiles(Protocol):
+    """The local files sources point at: resolved, hashed and described from their headers."""
+
+    def realpath(self, path: str) -> str:
+        """``path`` with every symlink resolved (absolute)."""
+        ...
+
+    def describe(self, path: str, *, fmt: str, delimiter: str | None = None) -> FileFacts:
+        """Size, sha256 and the format's facts of the regular file at ``path``.
+
+        Raises ``NotFound(source_file_missing)`` when nothing is there and
+        ``InvalidInput(source_not_a_file)`` when it is not a regular file.
+        """
+        ...
+
+    def digest(self, path: str) -> tuple[str, int]:
+        """(sha256, size) of the file now; ``NotFound(source_file_missing)`` if it is gone."""
+        ...
+
+    def describe_blob(self, digest: str, *, fmt: str,
+                      delimiter: str | None = None) -> FileFacts:
+        """``describe`` of a blob in the blob store, read in place (a promoted artifact);
+        ``NotFound(unknown_blob)`` when the store does not hold it."""
         ...

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from fastmcp import FastMCP
 
 from quipu.mcp.runs import RUN_TOOL_NAMES, register_run_tools
+from quipu.mcp.sources import SOURCE_TOOL_NAMES, register_source_tools
 from quipu.mcp.workspaces import (
     PROJECT_TOOL_NAMES,
     WORKSPACE_TOOL_NAMES,
@@ -51,7 +52,7 @@ DEFAULT_ACTOR = "agent:mcp"
 
 log = logging.getLogger("quipu.mcp")
 
-TOOL_NAMES = (*PROJECT_TOOL_NAMES, *WORKSPACE_TOOL_NAMES, *RUN_TOOL_NAMES)
+TOOL_NAMES = (*PROJECT_TOOL_NAMES, *WORKSPACE_TOOL_NAMES, *RUN_TOOL_NAMES, *SOURCE_TOOL_NAMES)
 
 INSTRUCTIONS = """\
 Quipu records your research: every change through these tools is an attributed event with a
@@ -79,6 +80,7 @@ def register_tools(mcp: FastMCP, engine: Engine) -> None:
     """Add (or, after initialize_project / reload_config, replace) every tool."""
     register_workspace_tools(mcp, engine)
     register_run_tools(mcp, engine)
+    register_source_tools(mcp, engine)
 
 
 def build_server(target: "Quipu | Engine") -> FastMCP:

@@ -15,6 +15,13 @@ import sqlite_utils
 
 from quipu.core.messages import Event
 from quipu.core.project.events import ProjectInitialized
+from quipu.core.sources.events import (
+    ArtifactPromoted,
+    SourceDeleted,
+    SourceMetadataUpdated,
+    SourceRegistered,
+    SourceRetired,
+)
 from quipu.core.workspaces.events import (
     SlotRolledBack,
     VersionPruned,
@@ -71,6 +78,13 @@ SUMMARIES: dict[str, Callable[[Any], str]] = {
     VersionUnpruned.TYPE: lambda e: f"unpruned {e.workspace} v{e.number}",
     SlotRolledBack.TYPE: lambda e: (f"rolled {e.slot} ({e.workspace}) back to v{e.number}, "
                                     f"{plural(e.files_changed, 'file')} changed"),
+    SourceRegistered.TYPE: lambda e: (f"registered source {e.source} ({e.format}, "
+                                      f"{plural(e.size_bytes, 'byte')}) from {e.uri[:120]}"),
+    SourceMetadataUpdated.TYPE: lambda e: f"updated the metadata of source {e.source}",
+    SourceRetired.TYPE: lambda e: f"retired source {e.source}",
+    ArtifactPromoted.TYPE: lambda e: (f"promoted {e.run_id}.{e.output} ({e.workspace} "
+                                      f"v{e.version}) to source {e.source}"),
+    SourceDeleted.TYPE: lambda e: f"deleted source {e.source}",
 }
 """One line per audited event type: what happened, in words."""
 
@@ -84,7 +98,8 @@ class AuditView:
     """Folds every audited event into one ``audit`` row."""
 
     name: ClassVar[str] = "audit"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    """2: source registrations, updates, retirements and deletions are audited."""
     types: ClassVar[frozenset[str]] = frozenset(SUMMARIES)
     tables: ClassVar[tuple[str, ...]] = ("audit",)
     indexes: ClassVar[Indexes] = (("audit", ("workspace", "position")),)

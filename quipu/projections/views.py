@@ -54,6 +54,9 @@ from quipu.projections import (
     runs_view as runs,
 )
 from quipu.projections import (
+    sources_view as sources,
+)
+from quipu.projections import (
     state_md,
 )
 from quipu.projections import (
@@ -87,7 +90,7 @@ than half of it is missing."""
 
 PROJECTIONS: tuple[type[Projection], ...] = (
     project.ProjectView, workspaces.WorkspacesView, thoughts.ThoughtsView, audit.AuditView,
-    runs.RunsView, dashboard.CursorsView, state_md.StateMdMarkView,
+    runs.RunsView, dashboard.CursorsView, state_md.StateMdMarkView, sources.SourcesView,
 )
 """Every projection, in the order they fold a page. Adding one is adding it here."""
 
@@ -559,6 +562,17 @@ class Views:
                  offset: int = 0) -> list[dict[str, Any]]:
         """Thoughts, newest first."""
         return thoughts.thoughts(self.conn, workspace=workspace, limit=limit, offset=offset)
+
+    @_guarded
+    def sources(self, *, status: str | None = None, limit: int = 50,
+                offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """A page of registered sources by name, and the total."""
+        return sources.sources(self.conn, status=status, limit=limit, offset=offset)
+
+    @_guarded
+    def source(self, name: str) -> dict[str, Any] | None:
+        """One source with its metadata, or None."""
+        return sources.source(self.conn, name)
 
     @_guarded
     def audit_log(self, *, limit: int = 20, workspace: str | None = None) -> list[dict[str, Any]]:

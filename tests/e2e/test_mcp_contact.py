@@ -30,10 +30,15 @@ from mcp.types import (
 from pydantic import AnyUrl
 from toy_pipeline import SPEC, write_toy_pipeline
 
+from quipu.mcp.server import TOOL_NAMES
+
 pytestmark = pytest.mark.timeout(300)
 
 WHY = "exercising first contact with the official MCP client"
-TOOLS_LIST_BUDGET = 24_000
+# 35,920 characters for 28 tools before the cut (1,283 a tool); 22,481 for 30 after it. The
+# source tools (register_source carries the metadata rules an agent needs to get a document
+# right the first time) and get_lineage bring it to 34 tools: about 900 characters a tool.
+TOOLS_LIST_BUDGET = 31_000
 """Characters of tools/list's JSON, which every client loads into its agent's context. It was
 35,920 for 28 tools before the descriptions and schemas were cut; about 22,500 for 30 after."""
 INSTRUCTIONS_BUDGET = 1_000
@@ -112,7 +117,7 @@ def test_tools_list_fits_its_budget_and_keeps_what_a_call_needs(
     size = len(listed.model_dump_json(by_alias=True, exclude_none=True))
     assert size <= TOOLS_LIST_BUDGET, f"tools/list is {size} characters"
     tools = {t.name: t for t in listed.tools}
-    assert len(tools) == 30
+    assert set(tools) == set(TOOL_NAMES)
     for name, tool in tools.items():
         assert tool.description, name
         schema = tool.inputSchema

@@ -15,6 +15,8 @@ from quipu.core.messages import Command
 from quipu.core.project import commands as project_commands
 from quipu.core.runs import commands as run_commands
 from quipu.core.runs.handlers import RunService
+from quipu.core.sources import commands as source_commands
+from quipu.core.sources.handlers import SourceService
 from quipu.core.workspaces import commands as workspace_commands
 from quipu.core.workspaces.aggregate import Workspace
 from quipu.core.workspaces.commands import CreateWorkspace, Mount
@@ -25,7 +27,7 @@ REASON = "exercise the command bus in a unit test"
 
 def every_command() -> set[type[Command]]:
     found = set()
-    for module in (project_commands, workspace_commands, run_commands):
+    for module in (project_commands, workspace_commands, run_commands, source_commands):
         for name in module.__all__:
             obj = getattr(module, name)
             if isinstance(obj, type) and issubclass(obj, Command):
@@ -35,12 +37,13 @@ def every_command() -> set[type[Command]]:
 
 @pytest.fixture
 def bus(project: Any) -> CommandBus:
-    return CommandBus(project.service, RunService(project.service, FakeIndex()))
+    return CommandBus(project.service, RunService(project.service, FakeIndex()),
+                      SourceService(project.service.uow))
 
 
 def test_every_command_has_a_handler_and_nothing_else_is_registered(bus: CommandBus) -> None:
     assert set(bus.handlers) == every_command()
-    assert len(every_command()) == 27
+    assert len(every_command()) == 32
 
 
 def test_each_commands_fields_are_exactly_its_handlers_arguments(project: Any) -> None:

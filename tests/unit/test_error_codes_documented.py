@@ -6,7 +6,8 @@ The codes are found statically in ``quipu/`` (so a new refusal cannot slip past 
   ``code = "..."`` a variable later given as ``code=``; an error built without a code has its
   class's ``default_code``;
 - the codes of pipeline problems (``checker.error("...")``, ``Problem(code="...")``), which
-  ``run()`` raises as its refusal's code when every problem shares one;
+  ``run()`` raises as its refusal's code when every problem shares one, and of the sources'
+  problem lists (``problems_error(..., code="...")``);
 - ``"code": "..."`` in dicts (the warnings a committed command may carry);
 - the MCP edge's own lines (``_line("invalid_arguments", ...)``);
 - the first argument of helpers that take the code as a parameter (``_refuse(what, code)``).
@@ -92,7 +93,7 @@ def raisable_codes() -> set[str]:
                         codes |= _strings(keywords["code"])
                     else:
                         codes.add(classes[name])
-                if name in ("Problem", "__init__") and "code" in keywords:
+                if name in ("Problem", "__init__", "problems_error") and "code" in keywords:
                     codes |= _strings(keywords["code"])
                 index = CODE_ARGUMENT.get(name or "")
                 if index is not None and len(node.args) > index:

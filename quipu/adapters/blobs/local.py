@@ -45,6 +45,12 @@ class LocalBlobStore:
         self._fsync = fsync
         self.removed_temporaries = remove_stale_temporaries(self.root, TEMP_PREFIX)
 
+    def path(self, digest: str) -> Path:
+        """Where the blob ``digest`` lives (it may be absent): for readers that must read a
+        header in place, such as a promoted artifact's check. Reads through here are not
+        verified against the digest; ``verify`` does that."""
+        return self._path(digest)
+
     def _path(self, digest: str) -> Path:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise NotFound(f"{digest!r} is not a sha256 digest", code="unknown_blob",

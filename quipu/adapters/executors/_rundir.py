@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from quipu.adapters._storage import storage_errors
-from quipu.core.errors import InvalidInput, NotFound
+from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound
 from quipu.core.ports import BlobStore
 from quipu.core.workspaces.versions import FileEntry, Manifest
 from quipu.rundir import (
@@ -132,7 +132,16 @@ def _stage_input(blobs: BlobStore, how: Mapping[str, Any], dest: Path,
             return {"sha256": digest, "size": size, "kind": "directory", "path": str(source)}
         shutil.copyfile(source, dest)
         digest, size = file_digest(dest)
-        return {"sha256": digest, "size": size, "kind": "file", "path": str(source)}
+        if how.get("source") and how.get("sha256") and digest != how["sha256"]:
+            # A registered source is pinned to its hash at run(): never stage other bytes.
+            raise IntegrityFailure(
+                f"the file of source {how['source']!r} ({source}) changed since the run was "
+                f"requested: registered sha256 {how['sha256']}, now sha256 {digest}",
+                code="source_changed",
+                hint="put the registered content back, or register the new content under a "
+                "new name and run again")
+        return {"sha256": digest, "size": size, "kind": "file", "path": str(source),
+                **({"source": how["source"]} if how.get("source") else {})}
     raise InvalidInput(f"inputs of kind {kind!r} cannot be staged by the local executor yet",
                        code="input_kind_unsupported",
                        hint="pass inputs_override={input: '/absolute/path'}")

@@ -43,6 +43,8 @@ from quipu.core.runs.results import (
     parse_results_spec,
     pipeline_order,
 )
+from quipu.core.sources.aggregate import Source
+from quipu.core.sources.handlers import SourceService
 from quipu.core.validation import check_name, check_reason
 from quipu.core.workspaces.aggregate import Workspace
 from quipu.core.workspaces.events import PipelineRunStarted
@@ -121,8 +123,10 @@ class RunService:
 
     def __init__(self, service: Service, index: RunIndex,
                  new_id: Callable[[], str] | None = None,
-                 paths: InputPaths | None = None) -> None:
+                 paths: InputPaths | None = None,
+                 sources: SourceService | None = None) -> None:
         self.svc = service
+        self.sources = sources
         self.uow = service.uow
         self.index = index
         self.paths = paths or InputPaths()
@@ -233,13 +237,29 @@ class RunService:
                     experiment_group=experiment_group, skip_review=skip_review,
                     siblings=run_ids))
                 runs.append(run)
-            positions = self.uow.commit(ws, *runs)
+            consumed = self._consume(meta, name, runs)
+            positions = self.uow.commit(ws, *runs, *consumed)
             return {"pipeline_run_id": prun, "workspace": name, "version": f"v{number}",
                     "stages_queued": plan["order"],
                     "queued": [{"stage": s, "stage_run_id": run_ids[s]} for s in plan["order"]],
                     "warnings": plan["report"]["warnings"], "position": positions[-1]}
 
         return self.uow.attempt(command)
+
+    def _consume(self, meta: Meta, workspace: str, runs: list[Run]) -> list[Source]:
+        """The sources the new runs read, each with a ``SourceConsumed`` per run (pending):
+        appended with the runs, so a source's lineage edge and its use are one fact."""
+        sources: dict[str, Source] = {}
+        for run in runs:
+            assert run.request is not None
+            for how in run.request.inputs.values():
+                name = how.get("source")
+                if name is None:
+                    continue
+                if name not in sources:
+                    sources[name] = self.uow.load(Source, name)
+                sources[name].consume(meta, run_id=run.name, workspace=workspace)
+        return list(sources.values())
 
     def _target(self, workspace: str) -> tuple[str | None, Workspace]:
         """(slot or None, the workspace) for a slot or workspace argument."""
@@ -279,8 +299,10 @@ class RunService:
             path = f"configs/{stage}.yaml"
             if exists(path):
                 configs[stage] = read(path)
-        report = validate_pipeline(pipeline_text, config_texts=configs, file_exists=exists,
-                                   stages=stages, override=config_override)
+        report = validate_pipeline(
+            pipeline_text, config_texts=configs, file_exists=exists, stages=stages,
+            override=config_override,
+            source_schema=self.sources.schema_of if self.sources is not None else None)
         out: dict[str, Any] = {"valid": report.valid, "order": [], "inputs": {}, "configs": {},
                                "entrypoints": {}, "outputs": {},
                                "report": {"errors": [p.model_dump() for p in report.errors],
@@ -326,6 +348,8 @@ class RunService:
                 f"of {signal.from_stage} produced it", code="input_unresolved",
                 hint=f"run {signal.from_stage} too (stages=[{signal.from_stage!r}, {stage!r}]), "
                 "or pass inputs_override")
+        if signal.dataset is not None and self.sources is not None:
+            return {**doc, **self._source(signal.dataset), "via": "registered source"}
         if signal.dataset is not None:
             raise NotFound(
                 f"input {stage}.{name} reads dataset {signal.dataset!r}, but no source registry "
@@ -343,8 +367,21 @@ class RunService:
             return {"kind": "run", "run_id": self.load_run(ref).name, "signal": signal}
         if isinstance(ref, str) and ref.startswith("/"):
             return {"kind": "path", "path": self.paths.check(ref)}
+        if isinstance(ref, str) and ref and "/" not in ref and self.sources is not None:
+            return self._source(ref)
         raise InvalidInput(f"cannot resolve input override {ref!r}", code="invalid_override",
-                           hint="use a run id (stage-...), {run_id, signal}, or an absolute path")
+                           hint="use a run id (stage-...), {run_id, signal}, an absolute path, "
+                           "or a registered source's name")
+
+    def _source(self, ref: str) -> dict[str, Any]:
+        """A registered source as a run input: its file, pinned to its registered hash."""
+        assert self.sources is not None
+        source = self.sources.resolve(ref)
+        if source.run_id is not None:  # a promoted artifact: staged from its run's output blob
+            return {"kind": "run", "run_id": source.run_id, "signal": source.output,
+                    "source": source.name, "sha256": source.sha256}
+        return {"kind": "path", "path": source.path, "source": source.name,
+                "sha256": source.sha256}
 
     # --- facts from executors and the supervisor ----------------------------------------------
 
