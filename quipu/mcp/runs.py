@@ -196,7 +196,10 @@ def register_run_tools(mcp: FastMCP, q: "Quipu") -> None:
                            Field(description="Sections besides the run's state and results "
                            "(default: dashboard, provenance, metrics). dashboard: progress, "
                            "metric trends, log tail; provenance: version, config, inputs, "
-                           "outputs, downstream runs; metrics: summaries and the series; "
+                           "outputs, downstream runs, and upstream (the whole upstream "
+                           "closure: versions with manifest digests, runs with config hashes, "
+                           "inputs back to the runs that produced them); metrics: summaries "
+                           "and the series; "
                            "events: the run's own log.")] = None,
     ) -> dict[str, Any]:
         """Everything about one stage run: state, progress, metrics, outcome, provenance.

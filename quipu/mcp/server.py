@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from fastmcp import FastMCP
 
+from quipu.mcp.lineage import LINEAGE_TOOL_NAMES, register_lineage_tools
 from quipu.mcp.runs import RUN_TOOL_NAMES, register_run_tools
 from quipu.mcp.workspaces import WORKSPACE_TOOL_NAMES, register_workspace_tools
 
@@ -37,7 +38,7 @@ __all__ = ["DEFAULT_ACTOR", "TOOL_NAMES", "build_server", "serve"]
 
 DEFAULT_ACTOR = "agent:mcp"
 
-TOOL_NAMES = (*WORKSPACE_TOOL_NAMES, *RUN_TOOL_NAMES)
+TOOL_NAMES = (*WORKSPACE_TOOL_NAMES, *RUN_TOOL_NAMES, *LINEAGE_TOOL_NAMES)
 
 INSTRUCTIONS = """\
 Quipu records the provenance of your research: every change you make through these tools is an
@@ -64,6 +65,7 @@ def build_server(q: "Quipu") -> FastMCP:
                   mask_error_details=False)
     register_workspace_tools(mcp, q)
     register_run_tools(mcp, q)
+    register_lineage_tools(mcp, q)
     return mcp
 
 

@@ -24,6 +24,8 @@ EVERY_TOOL = {
     "run", "validate_config", "inspect_run", "logs", "cancel", "finalize_run", "list_history",
     "inspect_record", "tag_record", "list_unfinalized_runs", "get_experiment_context",
     "get_metric_history", "save_results_spec", "dashboard", "mark_seen",
+    # the lineage tool (tests/e2e/test_mcp_lineage.py)
+    "get_lineage",
 }
 Connect = Callable[..., AbstractAsyncContextManager[Client[Any]]]
 ACTOR = "agent:e2e-test"  # what the server_environ fixture sets as QUIPU_ACTOR
