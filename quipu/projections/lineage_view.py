@@ -341,7 +341,7 @@ def walk(conn: sqlite3.Connection, root: str, *, direction: str = "upstream", de
                 f"({placeholders(len(batch))})", batch):
             attrs[node_id] = json.loads(text)
     shown_edges = [[s, k, d, *([n] if n else [])] for s, k, d, n in edges
-                   if s in shown and d in shown][: 3 * limit]
+                   if s in shown and d in shown][: 2 * limit]
     by_kind: dict[str, int] = {}
     for n in seen:
         by_kind[kind_of(n)] = by_kind.get(kind_of(n), 0) + 1

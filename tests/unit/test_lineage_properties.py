@@ -248,3 +248,19 @@ class TestRefs:
         assert h.runs[2] in runs and h.runs[0] in runs  # producer, and its own producer
         assert all(v["manifest"] for v in prov["versions"])
         assert any(i["produced_by"] == h.runs[2] for i in prov["inputs"])
+
+
+def test_an_answer_at_the_default_limit_stays_within_its_budget():
+    """Hundreds of runs on one output: the default answer shows 60 nodes in < 30,000 chars."""
+    import json
+
+    h = build([("pipeline", 0, 1, [], True)]
+              + [("pipeline", 0, 3, [0, 0, 0], True) for _ in range(100)])
+    conn = fold(h.events, [])
+    for ref, direction in ((f"output:{h.outputs[0]}", "downstream"), ("workspace:ws0", "both"),
+                           (f"run:{h.runs[-1]}", "both")):
+        out = walk(conn, ref, direction=direction, depth=100)
+        assert len(out["nodes"]) <= 60
+        assert len(json.dumps(out)) < 30_000, (ref, len(json.dumps(out)))
+    assert walk(conn, f"output:{h.outputs[0]}", direction="downstream",
+                depth=100)["counts"]["nodes"] > 300
