@@ -13,7 +13,10 @@ whole upstream closure grouped for ``inspect_run``.
 
 from __future__ import annotations
 
+import collections
 import difflib
+import heapq
+import itertools
 import json
 import re
 import sqlite3
@@ -260,50 +263,73 @@ def _unknown(conn: sqlite3.Connection, ref: str) -> NotFound:
                     "least 4 hex digits)")
 
 
+WALK_BATCH = 5000
+"""Frontier nodes per query (SQLite >= 3.32 allows 32,766 parameters; fewer, larger queries
+walk a wide fan-out faster)."""
+
+
 def _step(conn: sqlite3.Connection, frontier: list[str], upstream: bool,
-          kinds: frozenset[str] | None) -> list[tuple[str, str, str, str]]:
-    """Every edge one hop from the frontier, as (src, kind, dst, name)."""
-    near = "dst" if upstream else "src"
-    out: list[tuple[str, str, str, str]] = []
-    for batch in chunks(frontier):
-        rows = conn.execute(
-            f"SELECT src, kind, dst, name FROM lineage_edges WHERE {near} IN "
-            f"({placeholders(len(batch))})", batch).fetchall()
-        for src, kind, dst, name in rows:
-            other = src if upstream else dst
-            if kinds is None or kind_of(other) in kinds:
-                out.append((src, kind, dst, name))
+          kinds: frozenset[str] | None, limit: int | None = None) -> list[str]:
+    """The nodes one hop from the frontier (one per edge, so repeats are possible): only
+    the far end of each edge is read, from an index that holds it."""
+    near, far = ("dst", "src") if upstream else ("src", "dst")
+    out: list[str] = []
+    cap = "" if limit is None else f" LIMIT {int(limit)}"
+    for batch in chunks(frontier, WALK_BATCH):
+        rows = conn.execute(f"SELECT {far} FROM lineage_edges WHERE {near} IN "
+                            f"({placeholders(len(batch))}){cap}", batch).fetchall()
+        if kinds is None:
+            out += [r[0] for r in rows]
+        else:
+            out += [r[0] for r in rows if r[0][: r[0].find(":")] in kinds]
     return out
 
 
 def _closure(conn: sqlite3.Connection, root: str, upstream: bool, depth: int,
-             kinds: frozenset[str] | None, seen: dict[str, int],
-             edges: dict[tuple[str, str, str, str], None]) -> tuple[bool, bool]:
-    """Add to ``seen`` (node -> hops) and ``edges`` everything within ``depth`` hops of
-    ``root`` one way; return (more lies beyond ``depth``, the cap was hit)."""
+             kinds: frozenset[str] | None, seen: dict[str, int]) -> tuple[int, bool, bool]:
+    """Add to ``seen`` (node -> hops) everything within ``depth`` hops of ``root`` one way;
+    return (edges crossed, more lies beyond ``depth``, the cap was hit)."""
     frontier = [root]
+    crossed = 0
     for hop in range(1, depth + 1):
-        found: list[str] = []
-        for edge in _step(conn, frontier, upstream, kinds):
-            edges[edge] = None
-            other = edge[0] if upstream else edge[2]
+        reached = _step(conn, frontier, upstream, kinds)
+        crossed += len(reached)
+        frontier = []
+        for other in reached:
             if other not in seen:
                 seen[other] = hop
-                found.append(other)
-        frontier = found
+                frontier.append(other)
         if not frontier:
-            return False, False
+            return crossed, False, False
         if len(seen) >= WALK_CAP:
-            return True, True
-    return bool(_step(conn, frontier[:500], upstream, kinds)), False
+            return crossed, True, True
+    return crossed, bool(_step(conn, frontier[:WALK_BATCH], upstream, kinds, limit=1)), False
+
+
+def _edges_among(conn: sqlite3.Connection,
+                 nodes: list[str]) -> list[tuple[str, str, str, str]]:
+    """Every edge between two of ``nodes``, as (src, kind, dst, name).
+
+    Both ends are constrained in SQL, so the primary key (src, dst, ...) is probed per pair
+    and a hub among the nodes (a version a thousand runs ran on) costs nothing extra."""
+    if len(nodes) > WALK_BATCH:  # a provenance closure this big: one end at a time
+        shown = set(nodes)
+        return [(s, k, d, n) for batch in chunks(nodes, WALK_BATCH) for s, d, k, n in
+                conn.execute(f"SELECT src, dst, kind, name FROM lineage_edges WHERE dst IN "
+                             f"({placeholders(len(batch))})", batch) if s in shown]
+    marks = placeholders(len(nodes))
+    return [(s, k, d, n) for s, d, k, n in conn.execute(
+        f"SELECT src, dst, kind, name FROM lineage_edges WHERE src IN ({marks}) AND dst IN "
+        f"({marks})", [*nodes, *nodes])]
 
 
 def walk(conn: sqlite3.Connection, root: str, *, direction: str = "upstream", depth: int = 5,
          kinds: Iterable[str] | None = None, limit: int = 60) -> dict[str, Any]:
     """The graph around ``root``: nodes (nearest first, each with a one-line label and its
-    hops from the root) and edges ``[from, kind, to, name?]`` (from upstream to downstream),
-    at most ``limit`` nodes; ``counts`` say how many were reached in all, by kind, and
-    ``truncated`` / ``more_beyond_depth`` say what was left out.
+    hops from the root) and edges ``[from, kind, to, name?]`` (from upstream to downstream)
+    between the nodes shown, at most ``limit`` nodes and ``2 * limit`` edges; ``counts`` say
+    how many nodes were reached and edges crossed in all, by kind, and ``truncated`` /
+    ``more_beyond_depth`` say what was left out.
 
     ``kinds`` restricts the walk to nodes of those kinds (the root is always shown).
     """
@@ -326,33 +352,31 @@ def walk(conn: sqlite3.Connection, root: str, *, direction: str = "upstream", de
             raise InvalidInput(f"unknown node kind(s) {bad}", code="invalid_kinds",
                                hint=f"{mean}kinds are any of: {', '.join(NODE_KINDS)}")
     seen: dict[str, int] = {root: 0}
-    edges: dict[tuple[str, str, str, str], None] = {}
+    crossed = 0
     beyond = capped = False
-    for up in ((True,) if direction == "upstream" else (False,) if direction == "downstream"
-               else (True, False)):
-        more, cap = _closure(conn, root, up, depth, wanted, seen, edges)
-        beyond, capped = beyond or more, capped or cap
-    shown_ids = sorted(seen, key=lambda n: seen[n])[:limit]  # stable: nearest first
-    shown = set(shown_ids)
+    ways = {"upstream": (True,), "downstream": (False,), "both": (True, False)}[direction]
+    for up in ways:
+        n, more, cap = _closure(conn, root, up, depth, wanted, seen)
+        crossed, beyond, capped = crossed + n, beyond or more, capped or cap
+    # One way, ``seen`` is in breadth-first order already; both ways, the nearest of the two.
+    shown_ids = (list(itertools.islice(seen, limit)) if len(ways) == 1
+                 else heapq.nsmallest(limit, seen, key=seen.__getitem__))
     attrs: dict[str, dict[str, Any]] = {}
     for batch in chunks(shown_ids):
         for node_id, text in conn.execute(
                 f"SELECT node, attrs FROM lineage_nodes WHERE node IN "
                 f"({placeholders(len(batch))})", batch):
             attrs[node_id] = json.loads(text)
-    shown_edges = [[s, k, d, *([n] if n else [])] for s, k, d, n in edges
-                   if s in shown and d in shown][: 2 * limit]
-    by_kind: dict[str, int] = {}
-    for n in seen:
-        by_kind[kind_of(n)] = by_kind.get(kind_of(n), 0) + 1
-    truncated = len(seen) > len(shown_ids) or len(shown_edges) < sum(
-        1 for s, _, d, _ in edges if s in shown and d in shown)
+    among = _edges_among(conn, shown_ids)
+    shown_edges = [[s, k, d, *([n] if n else [])] for s, k, d, n in among][: 2 * limit]
+    by_kind = collections.Counter(n[: n.find(":")] for n in seen)
+    truncated = len(seen) > len(shown_ids) or len(shown_edges) < len(among)
     out: dict[str, Any] = {
         "root": root, "direction": direction, "depth": depth,
         "nodes": [{"id": n, "label": label(n, attrs.get(n, {})), "hops": seen[n]}
                   for n in shown_ids],
         "edges": shown_edges,
-        "counts": {"nodes": len(seen), "edges": len(edges), "by_kind": dict(sorted(
+        "counts": {"nodes": len(seen), "edges": crossed, "by_kind": dict(sorted(
             by_kind.items())), "exact": not capped},
         "truncated": truncated, "more_beyond_depth": beyond,
     }
@@ -374,10 +398,9 @@ def provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     content given to them, each back to the run that produced it."""
     root = run_node(run_id)
     seen: dict[str, int] = {root: 0}
-    edges: dict[tuple[str, str, str, str], None] = {}
-    more, capped = _closure(conn, root, True, MAX_DEPTH, None, seen, edges)
+    _, more, capped = _closure(conn, root, True, MAX_DEPTH, None, seen)
     consumers: dict[str, list[str]] = {}
-    for src, kind, dst, name in edges:
+    for src, kind, dst, name in _edges_among(conn, list(seen)):
         if kind == "consumed":
             consumers.setdefault(src, []).append(f"{dst.partition(':')[2]}.{name}")
     sections: dict[str, list[dict[str, Any]]] = {k: [] for k in (
