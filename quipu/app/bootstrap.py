@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.eventstore import SQLITE_TABLE, open_sqlite_store
@@ -197,6 +198,21 @@ class LogHandle:
     def replay(self, position: int, directory: Path) -> Views:
         """The views as they were at ``position``, folded into ``directory`` (caller closes)."""
         return replay_views(self.store, position, directory)
+
+    def export_prov(self, *, until: int | None = None, run: str | None = None,
+                    workspace: str | None = None) -> dict[str, Any]:
+        """W3C PROV-JSON of the log up to ``until``: all of it, the upstream closure of
+        ``run``, or ``workspace`` (see ``quipu.exports.prov``)."""
+        from quipu.exports import prov_document, read_history
+
+        return prov_document(read_history(self.store, until=until), run=run,
+                             workspace=workspace)
+
+    def export_openlineage(self, *, until: int | None = None) -> list[dict[str, Any]]:
+        """One OpenLineage run event per run transition of the log up to ``until``."""
+        from quipu.exports import openlineage_events, read_history
+
+        return openlineage_events(read_history(self.store, until=until))
 
     def close(self) -> None:
         """Release the log's connections."""

@@ -334,7 +334,8 @@ class RunQueries:
         """A run as it stands: state and results, always its ``dashboard`` (progress, metric
         trends, log tail), and the sections in ``include`` (default: provenance and metrics):
         ``provenance`` (version, config, inputs requested and launched, outputs, downstream
-        runs), ``metrics`` (summaries and where the series is), ``events`` (its own log)."""
+        runs, and ``upstream``: the whole upstream closure, see ``Views.lineage_provenance``),
+        ``metrics`` (summaries and where the series is), ``events`` (its own log)."""
         sections = {"dashboard", *(("provenance", "metrics") if include is None else include)}
         unknown = sorted(sections - {"dashboard", "provenance", "metrics", "events"})
         if unknown:
@@ -366,6 +367,7 @@ class RunQueries:
             }
         if "provenance" in sections:
             out["provenance"] = self.views.run_provenance(run_id)
+            out["provenance"]["upstream"] = self.views.lineage_provenance(run_id)
         if "metrics" in sections:
             out["metrics"] = {"summaries": record["metrics"],
                               "points": execution["metric_points"],

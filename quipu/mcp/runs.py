@@ -160,7 +160,8 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
         run_id: RunId,
         include: Annotated[list[Literal["dashboard", "provenance", "metrics", "events"]] | None,
                            Field(description="Sections besides state and results (default: "
-                                 "dashboard, provenance, metrics).")] = None,
+                                 "dashboard, provenance, metrics); provenance includes the "
+                                 "whole upstream closure.")] = None,
     ) -> dict[str, Any]:
         """One stage run: state, progress, metrics, outcome, provenance (version, config,
         inputs, outputs). To follow a run, or see why one failed (then logs())."""

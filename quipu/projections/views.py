@@ -45,6 +45,9 @@ from quipu.projections import (
     dashboard_view as dashboard,
 )
 from quipu.projections import (
+    lineage_view as lineage,
+)
+from quipu.projections import (
     project_view as project,
 )
 from quipu.projections import (
@@ -91,6 +94,7 @@ than half of it is missing."""
 PROJECTIONS: tuple[type[Projection], ...] = (
     project.ProjectView, workspaces.WorkspacesView, thoughts.ThoughtsView, audit.AuditView,
     runs.RunsView, dashboard.CursorsView, state_md.StateMdMarkView, sources.SourcesView,
+    lineage.LineageView,
 )
 """Every projection, in the order they fold a page. Adding one is adding it here."""
 
@@ -651,6 +655,19 @@ class Views:
             "downstream": run_queries.downstream(self.conn, run_id),
             "pipeline_run_id": row["pipeline_run_id"],
         }
+
+    @_guarded
+    def lineage(self, ref: str, *, direction: str = "upstream", depth: int = 5,
+                kinds: Sequence[str] | None = None, limit: int = 60) -> dict[str, Any]:
+        """The lineage graph around the node ``ref`` names (see ``lineage_view.walk``)."""
+        root = lineage.resolve(self.conn, ref)
+        return {"ref": ref, **lineage.walk(self.conn, root, direction=direction, depth=depth,
+                                           kinds=kinds, limit=limit)}
+
+    @_guarded
+    def lineage_provenance(self, run_id: str) -> dict[str, Any]:
+        """A run's whole upstream closure (see ``lineage_view.provenance``)."""
+        return lineage.provenance(self.conn, run_id)
 
     @_guarded
     def run_execution(self, run_id: str) -> dict[str, Any] | None:

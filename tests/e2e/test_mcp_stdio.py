@@ -27,6 +27,8 @@ EVERY_TOOL = {
     "get_metric_history", "save_results_spec", "dashboard", "mark_seen",
     # the source tools (tests/e2e/test_mcp_sources.py)
     "register_source", "manage_sources", "promote_artifact",
+    # the lineage tool (tests/e2e/test_mcp_lineage.py)
+    "get_lineage",
 }
 Connect = Callable[..., AbstractAsyncContextManager[Client[Any]]]
 ACTOR = "agent:e2e-test"  # what the server_environ fixture sets as QUIPU_ACTOR

@@ -1,0 +1,103 @@
+"""OpenLineage run events of the log: one per run transition an OpenLineage consumer knows.
+
+A run's lifecycle state after each of its events (``core.runs.lifecycle``, the one state
+machine) decides the event type: ``requested`` -> START, ``running`` -> RUNNING (launched, or
+adopted back), ``succeeded`` -> COMPLETE, ``failed`` / ``crashed`` / ``lost`` -> FAIL,
+``canceled`` / ``stopped`` / ``preempted`` -> ABORT, ``finalized`` -> OTHER (the agent's
+verdict, with the results facet). Other states (queued, launching) are internal and not sent.
+
+The job is ``WORKSPACE.STAGE`` in the namespace ``quipu://PROJECT``; the run id is a UUID
+derived from the stage run id (stable across exports); the pipeline run is the standard
+``parent`` facet. Datasets are content by hash (``sha256:...`` in the same namespace): inputs
+once the run was given them, outputs once it wrote them. Custom facets: ``quipu_version``
+(workspace, version, manifest digest, config hash, ids) on every event and ``quipu_results``
+(ML outcome, results) once finalized.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from quipu.exports._history import History, RunRecord
+
+__all__ = ["EVENT_TYPES", "PRODUCER", "openlineage_events"]
+
+PRODUCER = "https://github.com/quipu-research/quipu"
+"""What produced the events (OpenLineage asks for a URI)."""
+SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+FACET_SCHEMA = "https://openlineage.io/spec/facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet"
+CUSTOM_SCHEMA = "https://github.com/quipu-research/quipu/blob/main/docs/lineage.md#{}"
+
+EVENT_TYPES: dict[str, str] = {
+    "requested": "START", "running": "RUNNING", "succeeded": "COMPLETE", "failed": "FAIL",
+    "crashed": "FAIL", "lost": "FAIL", "canceled": "ABORT", "stopped": "ABORT",
+    "preempted": "ABORT", "finalized": "OTHER",
+}
+"""Lifecycle state entered -> OpenLineage event type (states not listed send nothing)."""
+
+_IDS = uuid.UUID("6f1f3c1e-6a44-4d0e-9d7c-5b1e0b8f4a21")
+
+
+def _uuid(project: str, key: str) -> str:
+    return str(uuid.uuid5(_IDS, f"{project}/{key}"))
+
+
+def _facet(name: str, **fields: Any) -> dict[str, Any]:
+    return {"_producer": PRODUCER, "_schemaURL": CUSTOM_SCHEMA.format(name), **fields}
+
+
+def _run_facets(history: History, rec: RunRecord, results: bool) -> dict[str, Any]:
+    r = rec.request
+    namespace = f"quipu://{history.project}"
+    facets: dict[str, Any] = {
+        "parent": {"_producer": PRODUCER, "_schemaURL": FACET_SCHEMA,
+                   "run": {"runId": _uuid(history.project, r.pipeline_run_id)},
+                   "job": {"namespace": namespace, "name": f"{r.workspace}.pipeline"}},
+        "quipu_version": _facet("quipu_version", runId=r.run_id,
+                                pipelineRunId=r.pipeline_run_id, workspace=r.workspace,
+                                version=r.version, manifest=r.manifest,
+                                configHash=r.config_hash),
+    }
+    if results and rec.finalized is not None:
+        facets["quipu_results"] = _facet("quipu_results", mlOutcome=rec.finalized.ml_outcome,
+                                         results=rec.finalized.results)
+    return facets
+
+
+def _datasets(history: History, given: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    namespace = f"quipu://{history.project}"
+    seen: dict[str, dict[str, Any]] = {}
+    for name, item in sorted(given.items()):
+        sha = item.get("sha256")
+        if sha and sha not in seen:
+            seen[sha] = {"namespace": namespace, "name": f"sha256:{sha}",
+                         "facets": {"quipu_content": _facet(
+                             "quipu_content", signal=name, size=item.get("size"),
+                             kind=item.get("kind", "file"))}}
+    return list(seen.values())
+
+
+def openlineage_events(history: History) -> list[dict[str, Any]]:
+    """Every run's OpenLineage events, in log order."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    namespace = f"quipu://{history.project}"
+    for run_id, rec in history.runs.items():
+        r = rec.request
+        for t in rec.transitions:
+            kind = EVENT_TYPES.get(t.state)
+            if kind is None:
+                continue
+            given = (rec.launched.inputs if rec.launched is not None
+                     and (rec.launched_position or 0) <= t.position else {})
+            made = (rec.exited.outputs if rec.exited is not None
+                    and (rec.exited_position or 0) <= t.position else {})
+            out.append((t.position, {
+                "eventType": kind, "eventTime": t.at, "producer": PRODUCER, "schemaURL": SCHEMA,
+                "run": {"runId": _uuid(history.project, run_id),
+                        "facets": _run_facets(history, rec, t.state == "finalized")},
+                "job": {"namespace": namespace, "name": f"{r.workspace}.{r.stage}"},
+                "inputs": _datasets(history, given),
+                "outputs": _datasets(history, made),
+            }))
+    return [event for _, event in sorted(out, key=lambda pair: pair[0])]

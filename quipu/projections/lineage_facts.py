@@ -1,0 +1,228 @@
+"""What one event says about the lineage graph: nodes to create or describe, edges to add.
+
+This is the single place that reads lineage out of events. The lineage projection
+(``lineage_view``) stores what it returns in indexed tables; the exports (``quipu.exports``)
+fold it over the log in memory. Every function here is pure: the facts depend on the event
+alone, never on what was folded before, so any fold of them (a view, a replay ``--until P``, a
+brute-force closure in a test) agrees.
+
+Node ids are ``<kind>:<key>``, so a node's kind is its prefix and a prefix range of the id is
+an index range:
+
+- ``workspace:NAME``
+- ``version:NAME@vN`` (attrs: manifest digest, files, bytes, message, parent number)
+- ``pipeline_run:prun-...`` (a run() call: the agent's description and hypothesis)
+- ``run:stage-...`` (one stage execution: stage, version, config hash, state)
+- ``output:SHA256`` (content, by hash: a run's output, or data given to a run from a path)
+
+Edges point the way data flows, from the upstream node to the downstream one:
+
+- ``forked-from``: a version -> the workspace forked from it
+- ``version-of``: a workspace -> each of its versions
+- ``ran-on-version``: a version -> the run (and the pipeline run) bound to it
+- ``part-of``: a pipeline run -> each of its stage runs
+- ``consumed``: content -> the run it was given to (as input ``name``)
+- ``produced``: a run -> content it wrote (as output ``name``)
+
+Extension point: a domain whose events add lineage registers a function in ``FACTS`` and,
+if it brings new kinds, adds them to ``NODE_KINDS`` / ``EDGE_KINDS`` (the projection's version
+goes up so it refolds). Reserved for the events the issue plans and the log does not hold yet:
+``source:NAME`` nodes (a registered dataset, pointing at its content by hash) consumed by runs
+whose input kind is ``source``; ``promoted-from`` (content -> the source promoted from it); and
+``resumed-from`` (a run -> the run that resumed from its checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from quipu.core.messages import Event
+from quipu.core.runs import lifecycle
+from quipu.core.runs.events import RunExited, RunFinalized, RunLaunched, RunRequested
+from quipu.core.runs.lifecycle import State
+from quipu.core.workspaces.events import (
+    PipelineRunStarted,
+    VersionSaved,
+    WorkspaceCreated,
+    WorkspaceDeleted,
+)
+
+__all__ = ["EDGE_KINDS", "FACTS", "NODE_KINDS", "Edge", "Facts", "Node", "facts", "kind_of",
+           "output_node", "pipeline_node", "run_node", "version_node", "workspace_node"]
+
+NODE_KINDS: tuple[str, ...] = ("workspace", "version", "pipeline_run", "run", "output")
+"""Kinds of node the log records today (``source``, ``checkpoint`` come with their events)."""
+
+EDGE_KINDS: tuple[str, ...] = ("forked-from", "version-of", "ran-on-version", "part-of",
+                               "consumed", "produced")
+"""Kinds of edge the log records today (``promoted-from``, ``resumed-from`` come later)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A node and what the event says about it. ``attrs`` are merged into what is known:
+    later facts win, except with ``first_wins`` (content keeps the run that made it first)."""
+
+    id: str
+    attrs: dict[str, Any]
+    first_wins: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """An edge from the upstream node ``src`` to the downstream node ``dst``; ``name`` is the
+    input or output name for ``consumed`` / ``produced`` (else empty)."""
+
+    src: str
+    kind: str
+    dst: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What one event adds to the graph."""
+
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+
+
+def workspace_node(name: str) -> str:
+    """The id of a workspace's node."""
+    return f"workspace:{name}"
+
+
+def version_node(workspace: str, number: int) -> str:
+    """The id of a version's node (``version:ws@v3``)."""
+    return f"version:{workspace}@v{number}"
+
+
+def pipeline_node(pipeline_run_id: str) -> str:
+    """The id of a pipeline run's node."""
+    return f"pipeline_run:{pipeline_run_id}"
+
+
+def run_node(run_id: str) -> str:
+    """The id of a stage run's node."""
+    return f"run:{run_id}"
+
+
+def output_node(sha256: str) -> str:
+    """The id of a piece of content's node (by its sha256)."""
+    return f"output:{sha256}"
+
+
+def kind_of(node: str) -> str:
+    """The kind of a node id (its prefix)."""
+    return node.partition(":")[0]
+
+
+def _workspace_created(e: WorkspaceCreated) -> Facts:
+    out = Facts([Node(workspace_node(e.workspace), {
+        "goal": e.goal, "deleted": False,
+        "forked_from": (None if e.forked_from is None else
+                        f"{e.forked_from}@v{e.from_version}" if e.from_version is not None
+                        else e.forked_from)})])
+    if e.forked_from is not None:
+        parent = (version_node(e.forked_from, e.from_version) if e.from_version is not None
+                  else workspace_node(e.forked_from))
+        out.edges.append(Edge(parent, "forked-from", workspace_node(e.workspace)))
+    return out
+
+
+def _workspace_deleted(e: WorkspaceDeleted) -> Facts:
+    return Facts([Node(workspace_node(e.workspace), {"deleted": True})])
+
+
+def _version_saved(e: VersionSaved) -> Facts:
+    node = version_node(e.workspace, e.number)
+    return Facts([Node(node, {"workspace": e.workspace, "number": e.number,
+                              "manifest": e.manifest, "files": e.file_count,
+                              "bytes": e.total_bytes, "message": e.message[:200],
+                              "parent": e.parent})],
+                 [Edge(workspace_node(e.workspace), "version-of", node)])
+
+
+def _pipeline_started(e: PipelineRunStarted) -> Facts:
+    node = pipeline_node(e.pipeline_run_id)
+    return Facts([Node(node, {"workspace": e.workspace, "version": e.version,
+                              "stages": list(e.stages),
+                              "description": (e.detail.get("description") or "")[:200],
+                              "hypothesis": (e.detail.get("hypothesis") or "")[:200]})],
+                 [Edge(version_node(e.workspace, e.version), "ran-on-version", node)])
+
+
+def _run_requested(e: RunRequested) -> Facts:
+    node = run_node(e.run_id)
+    inputs = {name: {k: how[k] for k in ("kind", "run_id", "signal", "path", "name")
+                     if how.get(k) is not None}
+              for name, how in sorted(e.inputs.items())}
+    return Facts([Node(node, {"workspace": e.workspace, "stage": e.stage, "version": e.version,
+                              "manifest": e.manifest, "pipeline_run": e.pipeline_run_id,
+                              "config_hash": e.config_hash, "inputs": inputs,
+                              "state": State.REQUESTED.value})],
+                 [Edge(version_node(e.workspace, e.version), "ran-on-version", node),
+                  Edge(pipeline_node(e.pipeline_run_id), "part-of", node)])
+
+
+def _content(given: dict[str, Any], **more: Any) -> dict[str, Any]:
+    attrs = {k: given[k] for k in ("sha256", "size", "kind", "path") if given.get(k) is not None}
+    attrs.update({k: v for k, v in more.items() if v is not None})
+    return attrs
+
+
+def _run_launched(e: RunLaunched) -> Facts:
+    out = _state_change(e)
+    for name, given in sorted(e.inputs.items()):
+        sha = given.get("sha256")
+        if not sha:
+            continue
+        content = output_node(str(sha))
+        out.nodes.append(Node(content, _content(given), first_wins=True))
+        out.edges.append(Edge(content, "consumed", run_node(e.run_id), name))
+    return out
+
+
+def _run_exited(e: RunExited) -> Facts:
+    out = _state_change(e)
+    for name, made in sorted(e.outputs.items()):
+        sha = made.get("sha256")
+        if not sha:
+            continue
+        content = output_node(str(sha))
+        out.nodes.append(Node(content, _content(made, name=name, producer=e.run_id),
+                              first_wins=True))
+        out.edges.append(Edge(run_node(e.run_id), "produced", content, name))
+    return out
+
+
+def _state_change(e: Event) -> Facts:
+    # Every trigger an event records leads to one state whatever the state before
+    # (lifecycle's own tests hold the table to it), so the state is a fact of this event alone.
+    state = lifecycle.state_after(State.REQUESTED, e)
+    attrs: dict[str, Any] = {"state": state.value}
+    if isinstance(e, RunFinalized):
+        attrs["ml_outcome"] = e.ml_outcome
+    return Facts([Node(run_node(e.run_id), attrs)])  # type: ignore[attr-defined]
+
+
+FACTS: dict[str, Callable[[Any], Facts]] = {
+    WorkspaceCreated.TYPE: _workspace_created,
+    WorkspaceDeleted.TYPE: _workspace_deleted,
+    VersionSaved.TYPE: _version_saved,
+    PipelineRunStarted.TYPE: _pipeline_started,
+    RunRequested.TYPE: _run_requested,
+    RunLaunched.TYPE: _run_launched,
+    RunExited.TYPE: _run_exited,
+    **{t.event: _state_change for t in lifecycle.EVENT_TRIGGERS
+       if t.event not in (RunLaunched.TYPE, RunExited.TYPE)},
+}
+"""Event type -> its lineage facts. The extension point: a new domain registers here."""
+
+
+def facts(event: Event) -> Facts:
+    """What ``event`` adds to the lineage graph (nothing for a type not in ``FACTS``)."""
+    fn = FACTS.get(event.TYPE)
+    return Facts() if fn is None else fn(event)

@@ -1,0 +1,447 @@
+"""The lineage graph: workspaces, versions, pipeline runs, runs and content, and how they flow.
+
+The fold stores the facts ``lineage_facts`` reads out of each event: one row per node (its
+kind, what is known about it as JSON, the position it was last described at) and one row per
+edge, indexed both ways, so a walk of many hops is a few indexed lookups per hop at any length
+of history. Nothing here scans the history at query time.
+
+Queries: ``resolve`` turns what an agent types (a run id, ``ws@v3``, ``ws``, ``@tag``,
+``ws@tag``, a content hash or its prefix) into a node; ``walk`` gives the compact graph around
+it (nearest nodes first, bounded, truncation said with counts); ``provenance`` gives a run's
+whole upstream closure grouped for ``inspect_run``.
+"""
+
+from __future__ import annotations
+
+import collections
+import difflib
+import heapq
+import itertools
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+import sqlite_utils
+
+from quipu.core.errors import InvalidInput, NotFound
+
+from ._base import Folded, Indexes, chunks, placeholders
+from .lineage_facts import (
+    FACTS,
+    NODE_KINDS,
+    Edge,
+    facts,
+    kind_of,
+    output_node,
+    run_node,
+    version_node,
+    workspace_node,
+)
+
+__all__ = ["DIRECTIONS", "MAX_DEPTH", "MAX_NODES", "WALK_CAP", "LineageView", "label", "node",
+           "provenance", "resolve", "walk"]
+
+DIRECTIONS = ("upstream", "downstream", "both")
+MAX_DEPTH = 100
+"""Most hops a walk may ask for."""
+MAX_NODES = 500
+"""Most nodes one answer may show (the default is far fewer)."""
+WALK_CAP = 200_000
+"""Most nodes a walk visits to count what it does not show; past it the counts are lower
+bounds (``counts_exact`` false)."""
+
+
+class LineageView:
+    """Folds the lineage facts of workspace, version, pipeline-run and run events."""
+
+    name: ClassVar[str] = "lineage"
+    version: ClassVar[int] = 1
+    types: ClassVar[frozenset[str]] = frozenset(FACTS)
+    tables: ClassVar[tuple[str, ...]] = ("lineage_nodes", "lineage_edges")
+    indexes: ClassVar[Indexes] = (("lineage_edges", ("dst", "src")),)
+
+    def create(self, db: sqlite_utils.Database) -> None:
+        """The tables: edges keyed (src, dst, kind, name) serve downstream lookups; the
+        ``indexes`` entry serves upstream ones."""
+        db.table("lineage_nodes").create({"node": str, "kind": str, "attrs": str,
+                                          "position": int}, pk="node")
+        db.table("lineage_edges").create({"src": str, "dst": str, "kind": str, "name": str,
+                                          "position": int},
+                                         pk=("src", "dst", "kind", "name"))
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
+        """Fold a page: merge node facts in log order, add edges (an edge is added once)."""
+        merged: dict[str, tuple[dict[str, Any], int]] = {}
+        edges: list[tuple[Edge, int]] = []
+        pending = []
+        for f in events:
+            found = facts(f.event)
+            pending.append((f.position, found))
+        ids = {n.id for _, found in pending for n in found.nodes}
+        for batch in chunks(sorted(ids)):
+            for node_id, attrs, position in conn.execute(
+                    f"SELECT node, attrs, position FROM lineage_nodes WHERE node IN "
+                    f"({placeholders(len(batch))})", batch):
+                merged[node_id] = (json.loads(attrs), position)
+        changed: set[str] = set()
+        for position, found in pending:
+            for n in found.nodes:
+                known = merged.get(n.id)
+                if known is None:
+                    merged[n.id] = (dict(n.attrs), position)
+                elif n.first_wins:
+                    added = {k: v for k, v in n.attrs.items() if k not in known[0]}
+                    if not added:
+                        continue
+                    merged[n.id] = ({**known[0], **added}, position)
+                else:
+                    merged[n.id] = ({**known[0], **n.attrs}, position)
+                changed.add(n.id)
+            edges.extend((e, position) for e in found.edges)
+        conn.executemany(
+            "INSERT OR REPLACE INTO lineage_nodes (node, kind, attrs, position) VALUES (?,?,?,?)",
+            [(i, kind_of(i), json.dumps(merged[i][0], sort_keys=True, separators=(",", ":")),
+              merged[i][1]) for i in sorted(changed)])
+        conn.executemany(
+            "INSERT OR IGNORE INTO lineage_edges (src, dst, kind, name, position) "
+            "VALUES (?,?,?,?,?)", [(e.src, e.dst, e.kind, e.name, p) for e, p in edges])
+
+
+# --- queries -------------------------------------------------------------------------------------
+
+
+def node(conn: sqlite3.Connection, node_id: str) -> dict[str, Any] | None:
+    """A node's attrs (None if the graph has no such node)."""
+    row = conn.execute("SELECT attrs FROM lineage_nodes WHERE node = ?", (node_id,)).fetchone()
+    return None if row is None else dict(json.loads(row[0]))
+
+
+def _short(text: Any, n: int = 60) -> str:
+    s = " ".join(str(text or "").split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def label(node_id: str, attrs: dict[str, Any]) -> str:
+    """One line saying what a node is."""
+    kind, _, key = node_id.partition(":")
+    if kind == "workspace":
+        extra = f", forked from {attrs['forked_from']}" if attrs.get("forked_from") else ""
+        gone = " (deleted)" if attrs.get("deleted") else ""
+        return f"workspace {key}{extra}{gone}: {_short(attrs.get('goal'))}"
+    if kind == "version":
+        return (f"version {key}: {_short(attrs.get('message'))} ({attrs.get('files')} files, "
+                f"manifest {str(attrs.get('manifest'))[:12]})")
+    if kind == "pipeline_run":
+        return (f"pipeline run {key} on {attrs.get('workspace')}@v{attrs.get('version')}: "
+                f"{_short(attrs.get('description'))}")
+    if kind == "run":
+        ml = f" ({attrs['ml_outcome']})" if attrs.get("ml_outcome") else ""
+        return (f"{attrs.get('stage')} run {key} on {attrs.get('workspace')}@v"
+                f"{attrs.get('version')}: {attrs.get('state')}{ml}")
+    if kind == "output":
+        origin = (f" from {attrs['producer']}" if attrs.get("producer")
+                  else f" from {attrs['path']}" if attrs.get("path") else "")
+        return (f"{attrs.get('name') or 'data'} sha256:{key[:12]} ({attrs.get('kind', 'file')}, "
+                f"{attrs.get('size')} bytes){origin}")
+    return node_id
+
+
+_VERSION = re.compile(r"v?(\d+)")
+_HEX = re.compile(r"[0-9a-f]{4,64}")
+
+
+def _exists(conn: sqlite3.Connection, node_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM lineage_nodes WHERE node = ?", (node_id,)).fetchone() \
+        is not None
+
+
+def _by_prefix(conn: sqlite3.Connection, prefix: str, limit: int = 11) -> list[str]:
+    """Node ids starting with ``prefix`` (a range of the primary key)."""
+    return [str(n) for (n,) in conn.execute(
+        "SELECT node FROM lineage_nodes WHERE node >= ? AND node < ? ORDER BY node LIMIT ?",
+        (prefix, prefix + "\U0010ffff", limit))]
+
+
+def _one(ref: str, found: list[str], what: str) -> str:
+    if len(found) > 1:
+        shown = ", ".join(f[:40] for f in found[:10])
+        raise InvalidInput(f"{ref!r} matches more than one {what}: {shown}",
+                           code="ambiguous_ref", hint="give more characters, or one of those")
+    return found[0]
+
+
+def _tagged(conn: sqlite3.Connection, workspace: str | None, tag: str) -> list[str]:
+    """Nodes tagged ``tag``: versions (version tags) and runs (run tags), in one workspace or
+    in all. Reads the tag tables the workspaces and runs views keep."""
+    where, args = ("AND workspace = ?", (tag, workspace)) if workspace is not None else ("",
+                                                                                        (tag,))
+    found = [version_node(str(w), int(n)) for w, n in conn.execute(
+        f"SELECT workspace, number FROM version_tags WHERE tag = ? {where} ORDER BY workspace",
+        args)]
+    found += [run_node(str(r)) for (r,) in conn.execute(
+        f"SELECT run_id FROM run_tags WHERE tag = ? {where} ORDER BY position DESC", args)]
+    return list(dict.fromkeys(found))
+
+
+def resolve(conn: sqlite3.Connection, ref: str) -> str:
+    """The node ``ref`` names: a node id (``run:...``), a run or pipeline run id, ``ws@v3``,
+    a workspace, ``@tag`` / ``ws@tag`` (a version tag, else a run tag), or a content hash or
+    its prefix (``sha256:`` optional, at least 4 hex digits).
+
+    ``NotFound(unknown_ref)`` with did-you-mean when nothing matches;
+    ``InvalidInput(ambiguous_ref)`` listing the candidates when several do.
+    """
+    ref = ref.strip()
+    if not ref:
+        raise InvalidInput("the ref is empty", code="unknown_ref",
+                           hint="pass a run id, ws@v3, a workspace, @tag or a content hash")
+    kind, sep, key = ref.partition(":")
+    if sep and kind in NODE_KINDS:
+        if _exists(conn, ref):
+            return ref
+        if kind == "output" and _HEX.fullmatch(key.lower()):
+            found = _by_prefix(conn, output_node(key.lower()))
+            if found:
+                return _one(ref, found, "output")
+        raise _unknown(conn, ref)
+    if ref.lower().startswith("sha256:"):
+        found = _by_prefix(conn, output_node(ref[7:].lower()))
+        if found and _HEX.fullmatch(ref[7:].lower()):
+            return _one(ref, found, "output")
+        raise _unknown(conn, ref)
+    if "@" in ref:
+        workspace, _, rest = ref.partition("@")
+        if not workspace:
+            found = _tagged(conn, None, rest)
+            if found:
+                return _one(ref, found, "tagged version or run (tags are per workspace: "
+                            "write ws@tag)")
+            raise _unknown(conn, ref)
+        number = _VERSION.fullmatch(rest)
+        if number and _exists(conn, version_node(workspace, int(number.group(1)))):
+            return version_node(workspace, int(number.group(1)))
+        found = _tagged(conn, workspace, rest)
+        if found:
+            return found[0]  # a version tag first, else the run tagged most recently
+        raise _unknown(conn, ref)
+    for candidate in (run_node(ref), f"pipeline_run:{ref}", workspace_node(ref)):
+        if _exists(conn, candidate):
+            return candidate
+    if _HEX.fullmatch(ref.lower()):
+        found = _by_prefix(conn, output_node(ref.lower()))
+        if found:
+            return _one(ref, found, "output")
+    raise _unknown(conn, ref)
+
+
+def _unknown(conn: sqlite3.Connection, ref: str) -> NotFound:
+    """``unknown_ref`` with the closest names the graph holds (workspaces, runs, tags)."""
+    word = ref.split(":", 1)[-1]
+    head = word.split("@", 1)[0]
+    pool = [n.partition(":")[2] for n in _by_prefix(conn, "workspace:", 500)]
+    for kind in ("run:", "pipeline_run:"):
+        pool += [n.partition(":")[2] for n in _by_prefix(conn, kind + head[:6], 200)]
+    if "@" in word:
+        ws = head or None
+        pool += [f"{w}@v{n}" for w, n in conn.execute(
+            "SELECT workspace, number FROM versions WHERE workspace = ? ORDER BY number DESC "
+            "LIMIT 200", (ws,))] if ws else []
+        pool += [f"{w}@{t}" for w, t in conn.execute(
+            "SELECT workspace, tag FROM version_tags LIMIT 500")]
+        pool += [f"{w}@{t}" for w, t in conn.execute(
+            "SELECT DISTINCT workspace, tag FROM run_tags LIMIT 500")]
+        pool += [f"@{t}" for (t,) in conn.execute(
+            "SELECT DISTINCT tag FROM version_tags UNION SELECT DISTINCT tag FROM run_tags "
+            "LIMIT 500")]
+    close = difflib.get_close_matches(word, sorted(set(pool)), n=3, cutoff=0.6)
+    mean = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return NotFound(f"nothing in the lineage graph is called {ref!r}", code="unknown_ref",
+                    hint=f"{mean}a ref is a run id (stage-...), a pipeline run id (prun-...), "
+                    "a workspace, ws@v3, @tag or ws@tag, or a content hash (prefix of at "
+                    "least 4 hex digits)")
+
+
+WALK_BATCH = 5000
+"""Frontier nodes per query (SQLite >= 3.32 allows 32,766 parameters; fewer, larger queries
+walk a wide fan-out faster)."""
+
+
+def _step(conn: sqlite3.Connection, frontier: list[str], upstream: bool,
+          kinds: frozenset[str] | None, limit: int | None = None) -> list[str]:
+    """The nodes one hop from the frontier (one per edge, so repeats are possible): only
+    the far end of each edge is read, from an index that holds it."""
+    near, far = ("dst", "src") if upstream else ("src", "dst")
+    out: list[str] = []
+    cap = "" if limit is None else f" LIMIT {int(limit)}"
+    for batch in chunks(frontier, WALK_BATCH):
+        rows = conn.execute(f"SELECT {far} FROM lineage_edges WHERE {near} IN "
+                            f"({placeholders(len(batch))}){cap}", batch).fetchall()
+        if kinds is None:
+            out += [r[0] for r in rows]
+        else:
+            out += [r[0] for r in rows if r[0][: r[0].find(":")] in kinds]
+    return out
+
+
+def _closure(conn: sqlite3.Connection, root: str, upstream: bool, depth: int,
+             kinds: frozenset[str] | None, seen: dict[str, int]) -> tuple[int, bool, bool]:
+    """Add to ``seen`` (node -> hops) everything within ``depth`` hops of ``root`` one way;
+    return (edges crossed, more lies beyond ``depth``, the cap was hit)."""
+    frontier = [root]
+    crossed = 0
+    for hop in range(1, depth + 1):
+        reached = _step(conn, frontier, upstream, kinds)
+        crossed += len(reached)
+        frontier = []
+        for other in reached:
+            if other not in seen:
+                seen[other] = hop
+                frontier.append(other)
+        if not frontier:
+            return crossed, False, False
+        if len(seen) >= WALK_CAP:
+            return crossed, True, True
+    return crossed, bool(_step(conn, frontier[:WALK_BATCH], upstream, kinds, limit=1)), False
+
+
+def _edges_among(conn: sqlite3.Connection,
+                 nodes: list[str]) -> list[tuple[str, str, str, str]]:
+    """Every edge between two of ``nodes``, as (src, kind, dst, name).
+
+    Both ends are constrained in SQL, so the primary key (src, dst, ...) is probed per pair
+    and a hub among the nodes (a version a thousand runs ran on) costs nothing extra."""
+    if len(nodes) > WALK_BATCH:  # a provenance closure this big: one end at a time
+        shown = set(nodes)
+        return [(s, k, d, n) for batch in chunks(nodes, WALK_BATCH) for s, d, k, n in
+                conn.execute(f"SELECT src, dst, kind, name FROM lineage_edges WHERE dst IN "
+                             f"({placeholders(len(batch))})", batch) if s in shown]
+    marks = placeholders(len(nodes))
+    return [(s, k, d, n) for s, d, k, n in conn.execute(
+        f"SELECT src, dst, kind, name FROM lineage_edges WHERE src IN ({marks}) AND dst IN "
+        f"({marks})", [*nodes, *nodes])]
+
+
+def walk(conn: sqlite3.Connection, root: str, *, direction: str = "upstream", depth: int = 5,
+         kinds: Iterable[str] | None = None, limit: int = 60) -> dict[str, Any]:
+    """The graph around ``root``: nodes (nearest first, each with a one-line label and its
+    hops from the root) and edges ``[from, kind, to, name?]`` (from upstream to downstream)
+    between the nodes shown, at most ``limit`` nodes and ``2 * limit`` edges; ``counts`` say
+    how many nodes were reached and edges crossed in all, by kind, and ``truncated`` /
+    ``more_beyond_depth`` say what was left out.
+
+    ``kinds`` restricts the walk to nodes of those kinds (the root is always shown).
+    """
+    if direction not in DIRECTIONS:
+        raise InvalidInput(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}",
+                           code="invalid_direction",
+                           hint="upstream: what it came from; downstream: what used it; both")
+    if not 1 <= depth <= MAX_DEPTH:
+        raise InvalidInput(f"depth {depth} is out of range", code="invalid_depth",
+                           hint=f"depth is 1 to {MAX_DEPTH} hops")
+    if not 1 <= limit <= MAX_NODES:
+        raise InvalidInput(f"limit {limit} is out of range", code="invalid_limit",
+                           hint=f"limit is 1 to {MAX_NODES} nodes")
+    wanted = None if kinds is None else frozenset(kinds)
+    if wanted is not None:
+        bad = sorted(wanted - set(NODE_KINDS))
+        if bad or not wanted:
+            close = difflib.get_close_matches(bad[0], NODE_KINDS, n=1) if bad else []
+            mean = f"did you mean {close[0]!r}? " if close else ""
+            raise InvalidInput(f"unknown node kind(s) {bad}", code="invalid_kinds",
+                               hint=f"{mean}kinds are any of: {', '.join(NODE_KINDS)}")
+    seen: dict[str, int] = {root: 0}
+    crossed = 0
+    beyond = capped = False
+    ways = {"upstream": (True,), "downstream": (False,), "both": (True, False)}[direction]
+    for up in ways:
+        n, more, cap = _closure(conn, root, up, depth, wanted, seen)
+        crossed, beyond, capped = crossed + n, beyond or more, capped or cap
+    # One way, ``seen`` is in breadth-first order already; both ways, the nearest of the two.
+    shown_ids = (list(itertools.islice(seen, limit)) if len(ways) == 1
+                 else heapq.nsmallest(limit, seen, key=seen.__getitem__))
+    attrs: dict[str, dict[str, Any]] = {}
+    for batch in chunks(shown_ids):
+        for node_id, text in conn.execute(
+                f"SELECT node, attrs FROM lineage_nodes WHERE node IN "
+                f"({placeholders(len(batch))})", batch):
+            attrs[node_id] = json.loads(text)
+    among = _edges_among(conn, shown_ids)
+    shown_edges = [[s, k, d, *([n] if n else [])] for s, k, d, n in among][: 2 * limit]
+    by_kind = collections.Counter(n[: n.find(":")] for n in seen)
+    truncated = len(seen) > len(shown_ids) or len(shown_edges) < len(among)
+    out: dict[str, Any] = {
+        "root": root, "direction": direction, "depth": depth,
+        "nodes": [{"id": n, "label": label(n, attrs.get(n, {})), "hops": seen[n]}
+                  for n in shown_ids],
+        "edges": shown_edges,
+        "counts": {"nodes": len(seen), "edges": crossed, "by_kind": dict(sorted(
+            by_kind.items())), "exact": not capped},
+        "truncated": truncated, "more_beyond_depth": beyond,
+    }
+    if truncated:
+        out["hint"] = (f"showing the {len(shown_ids)} nearest of {len(seen)} nodes; narrow with "
+                       "kinds=[...] or a smaller depth, or raise limit")
+    elif beyond:
+        out["hint"] = f"more lies beyond {depth} hops: raise depth to see it"
+    return out
+
+
+PROVENANCE_LIST = 50
+"""Most entries per section of a run's provenance closure (counts say how many in all)."""
+
+
+def provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
+    """A run's whole upstream closure for ``inspect_run``: the workspaces (with fork parents),
+    versions (with manifest digests), pipeline runs, upstream runs (with config hashes) and the
+    content given to them, each back to the run that produced it."""
+    root = run_node(run_id)
+    seen: dict[str, int] = {root: 0}
+    _, more, capped = _closure(conn, root, True, MAX_DEPTH, None, seen)
+    consumers: dict[str, list[str]] = {}
+    for src, kind, dst, name in _edges_among(conn, list(seen)):
+        if kind == "consumed":
+            consumers.setdefault(src, []).append(f"{dst.partition(':')[2]}.{name}")
+    sections: dict[str, list[dict[str, Any]]] = {k: [] for k in (
+        "workspaces", "versions", "pipeline_runs", "runs", "inputs")}
+    counts = dict.fromkeys(sections, 0)
+    ids = sorted(seen, key=lambda n: (seen[n], n))
+    attrs: dict[str, dict[str, Any]] = {}
+    for batch in chunks(ids):
+        for node_id, text in conn.execute(
+                f"SELECT node, attrs FROM lineage_nodes WHERE node IN "
+                f"({placeholders(len(batch))})", batch):
+            attrs[node_id] = json.loads(text)
+    for n in ids:
+        if n == root or kind_of(n) not in _SECTIONS:
+            continue
+        section = _SECTIONS[kind_of(n)]
+        counts[section] += 1
+        if len(sections[section]) < PROVENANCE_LIST:
+            entry = _entry(n, attrs.get(n, {}), sorted(consumers.get(n, []))[:5])
+            sections[section].append({k: v for k, v in entry.items() if v is not None})
+    return {**sections, "counts": counts, "hops": max(seen.values()),
+            "truncated": capped or more or any(c > PROVENANCE_LIST for c in counts.values())}
+
+
+
+_SECTIONS = {"workspace": "workspaces", "version": "versions", "pipeline_run": "pipeline_runs",
+             "run": "runs", "output": "inputs"}
+
+
+def _entry(node_id: str, a: dict[str, Any], given_to: list[str]) -> dict[str, Any]:
+    """One node of a provenance closure, as its section lists it."""
+    kind, _, key = node_id.partition(":")
+    if kind == "workspace":
+        return {"name": key, "forked_from": a.get("forked_from")}
+    if kind == "version":
+        return {"version": key, "manifest": a.get("manifest"), "files": a.get("files")}
+    if kind == "pipeline_run":
+        return {"pipeline_run_id": key, "description": a.get("description")}
+    if kind == "run":
+        return {"run_id": key, "stage": a.get("stage"),
+                "version": f"{a.get('workspace')}@v{a.get('version')}",
+                "config_hash": a.get("config_hash"), "state": a.get("state")}
+    return {"sha256": key, "size": a.get("size"), "produced_by": a.get("producer"),
+            "output": a.get("name"), "path": a.get("path"), "given_to": given_to}
