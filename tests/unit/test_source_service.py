@@ -7,9 +7,9 @@ import copy
 from typing import Any
 
 import pytest
-from conftest import ACTOR, FixedClock, Project
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from unit_support import ACTOR, FixedClock, Project
 
 from quipu.adapters.eventstore import open_memory_store
 from quipu.adapters.snapshots import MemorySnapshotStore
