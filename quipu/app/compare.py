@@ -10,6 +10,7 @@ file contents). The pure parts are in ``quipu.core.compare``. Nothing here chang
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ DEFAULT_DIFF_LINES = 80
 ANSWER_BUDGET = 12_000
 """Characters of JSON a default answer stays within (more only when more lines are asked)."""
 LINE_CHARS = 160
+_VERSION_REF = re.compile(r"[vV]?\d+")
 LIST_LIMIT = 25
 
 
@@ -117,8 +119,26 @@ class CompareQueries:
 
     # --- the operands ------------------------------------------------------------------------
 
+    def _run_tagged(self, ref: str) -> str | None:
+        """The run ``ws@tag`` or ``@tag`` names, if a run carries that tag.
+
+        Tagging a run tags its version too, and the lineage resolver reads a tag as the
+        version's first; compare wants the run (its config, inputs and results). ``@tag``
+        across workspaces must name runs of one workspace only."""
+        workspace, at, tag = ref.strip().partition("@")
+        if not at or not tag or _VERSION_REF.fullmatch(tag):
+            return None
+        names = [workspace] if workspace else [str(w["name"]) for w in self.views.workspaces()]
+        found = {n: r for n in names if (r := self.views.tagged_run(n, tag)) is not None}
+        if len(found) > 1:
+            raise InvalidInput(f"{ref!r} matches runs of several workspaces: "
+                               + ", ".join(f"{n}@{tag} ({r})" for n, r in sorted(found.items())),
+                               code="ambiguous_ref", hint="write ws@tag for one of those")
+        return next(iter(found.values()), None)
+
     def _compare_side(self, ref: str) -> _Side:
-        node = self.views.resolve_ref(ref)
+        run_id = self._run_tagged(ref)
+        node = f"run:{run_id}" if run_id is not None else self.views.resolve_ref(ref)
         kind, _, key = node.partition(":")
         if kind == "run":
             prov = self.views.run_provenance(key) or {}
