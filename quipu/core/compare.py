@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from quipu.core.runs.results import non_finite_kind
 from quipu.core.workspaces.versions import ManifestDiff, text_diff
 
 __all__ = [
@@ -118,10 +119,9 @@ def compare_metric(name: str, a: float | None, b: float | None, *,
     whose metric went NaN or infinite diverged. Two non-finite values are ``unknown``.
     ``within_tolerance`` is given when a ``tolerance`` is.
     """
-    a = _finite(a, a_non_finite)
-    b = _finite(b, b_non_finite)
-    a_nf = a_non_finite if a is None else None
-    b_nf = b_non_finite if b is None else None
+    a_nf = _kind(a, a_non_finite)
+    b_nf = _kind(b, b_non_finite)
+    a, b = _finite(a), _finite(b)
     out: dict[str, Any] = {"metric": name, "a": a, "b": b}
     if a_nf:
         out["a_non_finite"] = a_nf
@@ -147,11 +147,18 @@ def compare_metric(name: str, a: float | None, b: float | None, *,
     return out
 
 
-def _finite(value: float | None, non_finite: str | None) -> float | None:
+def _finite(value: float | None) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _kind(value: float | None, given: str | None) -> str | None:
+    """The non-finite kind of a value: as given beside a null, or read from a float."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return non_finite_kind(value)
+    return given if value is None else None
 
 
 def _round(x: float) -> float:
