@@ -16,6 +16,7 @@ from toy_pipeline import PREP, SPEC, TRAIN, write_toy_pipeline
 from quipu.app.bootstrap import Quipu, init_project
 from quipu.app.compare import ANSWER_BUDGET
 from quipu.core.errors import InvalidInput, NotFound
+from quipu.core.workspaces.aggregate import Workspace
 
 REASON = "record two runs whose differences compare explains"
 BINARY_A = bytes(range(256)) * 4
@@ -142,14 +143,45 @@ class TestTwoRuns:
         assert lab.q.compare("@best-first", "toy@v2")["a"]["run_id"] == lab.first["train"]
 
 
+@pytest.fixture(scope="module")
+def diverged(lab: Lab) -> str:
+    """A third run whose accuracy goes NaN at its last step (docs/results.md "Non-finite
+    metrics"): it has no value, and its verdict needs no value."""
+    (lab.slot / "modules" / "train.py").write_text(TRAIN.replace(
+        "0.5 + 0.1 * epoch", "float('nan') if epoch == epochs - 1 else 0.5"))
+    started = lab.q.run("toy", reason=REASON, results_spec=SPEC)
+    ids = {q["stage"]: q["stage_run_id"] for q in started["queued"]}
+    drive(executor(lab.q), ended(lab.q, *ids.values()))
+    lab.q.finalize_run(started["pipeline_run_id"], {
+        "ml_outcome": "miss", "notes": "accuracy went NaN at the last epoch"})
+    return ids["train"]
+
+
+class TestNonFinite:
+    def test_a_run_whose_metric_went_nan_is_worse_than_one_with_a_value(self, lab, diverged):
+        out = lab.q.compare(lab.second["train"], diverged)
+        (accuracy,) = out["metrics"]["deltas"]
+        assert accuracy["a"] == 0.98 and accuracy["b"] is None
+        assert accuracy["b_non_finite"] == "nan" and accuracy["outcome"] == "worse"
+        assert "delta" not in accuracy
+        assert out["summary"].startswith(f"B {diverged} did worse than A "
+                                         f"{lab.second['train']} on accuracy (maximize): "
+                                         "0.98 -> nan.")
+        json.dumps(out, allow_nan=False)  # no NaN token reaches the JSON
+
+
 class TestVersions:
     def test_two_versions_compare_code_and_each_stages_effective_config(self, lab):
-        out = lab.q.compare("toy@v1", "toy")
+        out = lab.q.compare("toy@v1", "toy@v2")
         assert out["a"] == {"ref": "toy@v1", "workspace": "toy", "version": "v1"}
         assert out["b"]["version"] == "v2"
         assert out["config"]["changes"] == [
             {"key": "train.epochs", "change": "changed", "a": 3, "b": 5}]
         assert "metrics" not in out and "inputs" not in out
+
+    def test_a_workspace_stands_for_its_current_version(self, lab):
+        current = lab.q.service.load(Workspace, "toy").current
+        assert lab.q.compare("toy@v1", "toy")["b"]["version"] == f"v{current}"
 
     def test_a_run_against_a_version_stands_for_its_version(self, lab):
         out = lab.q.compare(lab.first["train"], "toy@v2")
@@ -189,19 +221,20 @@ class TestRefusals:
 
 
 @pytest.fixture(scope="module")
-def big(lab: Lab) -> str:
+def big(lab: Lab) -> int:
     """v3: 60 long files added, far more than a default answer shows."""
     for i in range(60):
         (lab.slot / "src" / f"m{i:02d}.py").parent.mkdir(exist_ok=True)
         (lab.slot / "src" / f"m{i:02d}.py").write_text(
             "".join(f"value_{j} = {'x' * 150!r}  # line {j}\n" for j in range(200)))
-    return str(lab.q.save_version("w1", "sixty long files for the size budget")["version"])
+    saved = lab.q.save_version("w1", "sixty long files for the size budget")["version"]
+    return int(str(saved).lstrip("v"))
 
 
 class TestSize:
     def test_the_default_answer_stays_within_its_budget_and_says_what_it_left_out(
             self, lab, big):
-        out = lab.q.compare("toy@v2", f"toy@{big}")
+        out = lab.q.compare(f"toy@v{big - 1}", f"toy@v{big}")
         size = len(json.dumps(out))
         assert size <= ANSWER_BUDGET, size
         code = out["code"]
@@ -210,11 +243,11 @@ class TestSize:
         assert all(len(line) <= 200 for line in code["diff_text"].splitlines())
 
     def test_more_diff_lines_can_be_asked_for(self, lab, big):
-        default = lab.q.compare("toy@v2", f"toy@{big}")
-        more = lab.q.compare("toy@v2", f"toy@{big}", max_diff_lines=1000)
+        default = lab.q.compare(f"toy@v{big - 1}", f"toy@v{big}")
+        more = lab.q.compare(f"toy@v{big - 1}", f"toy@v{big}", max_diff_lines=1000)
         assert more["code"]["diff_text"].count("\n") > 3 * default["code"]["diff_text"].count(
             "\n")
-        none = lab.q.compare("toy@v2", f"toy@{big}", max_diff_lines=0)
+        none = lab.q.compare(f"toy@v{big - 1}", f"toy@v{big}", max_diff_lines=0)
         assert none["code"]["diff_text"] == "" and none["code"]["files_changed"] == 60
 
 
