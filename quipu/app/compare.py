@@ -104,8 +104,10 @@ class CompareQueries:
                 {right.record["stage"]: right.provenance.get("config") or {}},
                 same_stage=left.record["stage"] == right.record["stage"])
             out["inputs"] = _inputs_section(left.provenance, right.provenance)
-            out["environment"] = diff_environments(self._recorded_environment(left),
-                                                   self._recorded_environment(right))
+            (env_a, packages_a), (env_b, packages_b) = (self._recorded_environment(left),
+                                                        self._recorded_environment(right))
+            out["environment"] = diff_environments(env_a, env_b, packages_a=packages_a,
+                                                   packages_b=packages_b)
             out["metrics"] = _metrics_section(left.record, right.record, notes)
         else:
             out["config"] = self._config_section(self._version_configs(ma),
@@ -176,13 +178,16 @@ class CompareQueries:
                        ml_outcome=r.get("ml_outcome"), hypothesis=r.get("hypothesis"))
         return out
 
-    def _recorded_environment(self, side: _Side) -> dict[str, Any] | None:
-        """The environment the run recorded (``envprov``), or None when it recorded none.
+    def _recorded_environment(self, side: _Side
+                              ) -> tuple[dict[str, Any] | None, list[str] | None]:
+        """The environment the run recorded and its ``name==version`` package list, each None
+        when not recorded.
 
-        Read from the run's provenance, where the environment facts land; the package list
-        blob is not read here yet, so packages compare by their hash."""
+        The one place that knows where environment provenance lives: read from the run's
+        provenance (``environment``) when the views carry it. The package list blob is not
+        read yet (None), so packages compare by their hash until it is wired here."""
         env = side.provenance.get("environment")
-        return env if isinstance(env, dict) else None
+        return (env if isinstance(env, dict) else None), None
 
     # --- reading versions --------------------------------------------------------------------
 
