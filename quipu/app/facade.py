@@ -27,6 +27,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: writes are still atomic, just unordered
     fcntl = None  # type: ignore[assignment]
 
+from quipu.app.compare import CompareQueries
 from quipu.app.lineage_reads import LineageQueries
 from quipu.app.quick_status import LocalStatusKey
 from quipu.app.run_reads import RunQueries
@@ -84,7 +85,7 @@ ExecutorFactory = Callable[[RunService, Callable[[], None]], Executor]
 """Builds the configured executor for a facade's run commands; the callable is ``on_change``."""
 
 
-class Quipu(RunQueries, SourceCommands, LineageQueries):
+class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
     """One open project: commands, then catch-up, then STATE.md; and the queries."""
 
     def __init__(self, root: Path, config: Config, *, store: EventStore, blobs: BlobStore,

@@ -665,6 +665,12 @@ class Views:
                                            kinds=kinds, limit=limit)}
 
     @_guarded
+    def resolve_ref(self, ref: str) -> str:
+        """The lineage node id ``ref`` names (``run:...``, ``version:ws@v3``, ...), refused
+        as ``get_lineage`` refuses it (see ``lineage_view.resolve``)."""
+        return lineage.resolve(self.conn, ref)
+
+    @_guarded
     def lineage_provenance(self, run_id: str) -> dict[str, Any]:
         """A run's whole upstream closure (see ``lineage_view.provenance``)."""
         return lineage.provenance(self.conn, run_id)

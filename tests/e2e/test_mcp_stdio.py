@@ -29,6 +29,8 @@ EVERY_TOOL = {
     "register_source", "manage_sources", "promote_artifact",
     # the lineage tool (tests/e2e/test_mcp_lineage.py)
     "get_lineage",
+    # the compare tool (tests/e2e/test_mcp_compare.py)
+    "compare",
 }
 Connect = Callable[..., AbstractAsyncContextManager[Client[Any]]]
 ACTOR = "agent:e2e-test"  # what the server_environ fixture sets as QUIPU_ACTOR
