@@ -133,6 +133,16 @@ class TestProv:
         assert proc.returncode == 2 and "export_scope" in proc.stderr
 
 
+def test_the_cli_walks_from_a_source(lab):
+    """``quipu lineage`` takes a source like any other ref (this lab is the one with sources)."""
+    proc = quipu("lineage", "source:digits", "--direction", "downstream", "--kind", "run",
+                 "--depth", "1", "--format", "json", cwd=lab.q.root)
+    graph = json.loads(proc.stdout)
+    assert {n["id"] for n in graph["nodes"]} == {"source:digits", f"run:{lab.third['report']}"}
+    dot = quipu("lineage", "doubled-set", "--format", "dot", cwd=lab.q.root).stdout
+    assert "promoted-from" in dot and "source doubled-set" in dot
+
+
 def rebuilt(event: dict[str, Any]) -> RunEvent:
     """The event built again from the openlineage-python models (their validators run)."""
     facets: dict[str, Any] = {}
