@@ -23,9 +23,15 @@ from quipu.app.bootstrap import open_log
 from quipu.core.errors import NotFound
 
 
+class SourcedLab(Lab):
+    """The lineage lab, plus a third pipeline run whose report reads a registered source."""
+
+    third: dict[str, str]
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    made = Lab(tmp_path_factory.mktemp("exports"))
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourcedLab]:
+    made = SourcedLab(tmp_path_factory.mktemp("exports"))
     made.q.create_workspace("fork", "try the same on a copy", "fork to export the fork edge",
                            from_workspace="ws", from_version="v1")
     # A registered source read by a third report run, and the first double output promoted.
