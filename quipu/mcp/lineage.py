@@ -30,7 +30,7 @@ def register_lineage_tools(mcp: FastMCP, engine: "Engine") -> None:
         ref: Annotated[str, Field(description="What to start from: a run id (stage-...), a "
                                   "pipeline run id (prun-...), a version 'ws@v3', a workspace "
                                   "or source name ('source:NAME' if both), '@tag' or 'ws@tag' "
-                                  "(a version tag, else a run tag), or a content hash (sha256, "
+                                  "(a run tag, else a version tag), or a content hash (sha256, "
                                   "or a prefix of at least 4 hex digits, optionally "
                                   "'sha256:...').")],
         direction: Annotated[Literal["upstream", "downstream", "both"], Field(

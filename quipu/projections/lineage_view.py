@@ -180,22 +180,25 @@ def _one(ref: str, found: list[str], what: str) -> str:
 
 
 def _tagged(conn: sqlite3.Connection, workspace: str | None, tag: str) -> list[str]:
-    """Nodes tagged ``tag``: versions (version tags) and runs (run tags), in one workspace or
-    in all. Reads the tag tables the workspaces and runs views keep."""
+    """Nodes tagged ``tag`` in one workspace or in all: the runs (newest tag first) if any run
+    has it, else the versions. Tagging a run tags the version it ran too (``TagRun``), so a
+    tag both have names the run: the more specific of the two. Reads the tag tables the
+    workspaces and runs views keep."""
     where, args = ("AND workspace = ?", (tag, workspace)) if workspace is not None else ("",
                                                                                         (tag,))
-    found = [version_node(str(w), int(n)) for w, n in conn.execute(
+    runs = [run_node(str(r)) for (r,) in conn.execute(
+        f"SELECT run_id FROM run_tags WHERE tag = ? {where} ORDER BY position DESC", args)]
+    if runs:
+        return list(dict.fromkeys(runs))
+    return [version_node(str(w), int(n)) for w, n in conn.execute(
         f"SELECT workspace, number FROM version_tags WHERE tag = ? {where} ORDER BY workspace",
         args)]
-    found += [run_node(str(r)) for (r,) in conn.execute(
-        f"SELECT run_id FROM run_tags WHERE tag = ? {where} ORDER BY position DESC", args)]
-    return list(dict.fromkeys(found))
 
 
 def resolve(conn: sqlite3.Connection, ref: str) -> str:
     """The node ``ref`` names: a node id (``run:...``, ``source:NAME``), a run or pipeline run
     id, ``ws@v3``, a workspace or source name (``ambiguous_ref`` when both have it), ``@tag`` /
-    ``ws@tag`` (a version tag, else a run tag), or a content hash or its prefix (``sha256:``
+    ``ws@tag`` (a run tag, else a version tag), or a content hash or its prefix (``sha256:``
     optional, at least 4 hex digits).
 
     ``NotFound(unknown_ref)`` with did-you-mean when nothing matches;
@@ -233,7 +236,7 @@ def resolve(conn: sqlite3.Connection, ref: str) -> str:
             return version_node(workspace, int(number.group(1)))
         found = _tagged(conn, workspace, rest)
         if found:
-            return found[0]  # a version tag first, else the run tagged most recently
+            return found[0]  # the run tagged most recently, else the version
         raise _unknown(conn, ref)
     for candidate in (run_node(ref), f"pipeline_run:{ref}"):
         if _exists(conn, candidate):
