@@ -5,9 +5,10 @@
     python -m bench.lineage --json     # figures as JSON on stdout
 
 A generated history (workspaces with versions and forks; pipeline runs whose stages consume
-earlier outputs; a chain of runs each consuming the previous one's output; one output consumed
-by 5,000 runs) is folded by the lineage projection's own fold (``LineageView.apply``, pages of
-2,000 events, indexes built at the end as a rebuild does) into a SQLite file. Then, in the same
+earlier outputs; a chain of runs each consuming the previous one's output; one registered
+source consumed by 5,000 runs, each also given its file's content at launch) is folded by the
+lineage projection's own fold (``LineageView.apply``, pages of 2,000 events, indexes built at
+the end as a rebuild does) into a SQLite file. Then, in the same
 run, each figure is timed both ways:
 
 - quipu: ``lineage_view.walk`` on that file (what ``get_lineage`` runs after resolving its ref:
@@ -16,7 +17,7 @@ run, each figure is timed both ways:
   (``single_source_shortest_path_length`` with the same depth cutoff), nothing else.
 
 Figures: the upstream closure of the last run of a 20-hop-deep chain, and the downstream
-fan-out (depth 5) of the output 5,000 runs consumed; p95 over repeated calls, target 50 ms.
+fan-out (depth 5) of the source 5,000 runs consumed; p95 over repeated calls, target 50 ms.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import sqlite_utils
 from bench._util import machine, percentile, scratch_dir
 from quipu.core.messages import Event
 from quipu.core.runs.events import RunExited, RunFinalized, RunLaunched, RunRequested
+from quipu.core.sources.events import SourceConsumed, SourceRegistered
 from quipu.core.workspaces.events import PipelineRunStarted, VersionSaved, WorkspaceCreated
 from quipu.projections._base import Folded, create_indexes
 from quipu.projections.lineage_view import LineageView, walk
@@ -73,8 +75,17 @@ class Generator:
                                         manifest=sha(10**9 + number), parent=number - 1 or None,
                                         file_count=12, total_bytes=4096, message="a save"))
 
-    def run(self, ws: str, version: int, inputs: dict[str, str]) -> tuple[str, str]:
-        """One pipeline run of one stage that consumes ``inputs`` and writes one output."""
+    def source(self, name: str, content: str) -> None:
+        """A registered npy file holding ``content``."""
+        self.events.append(SourceRegistered(
+            **META, source=name, uri=f"data/{name}.npy", path=f"/p/data/{name}.npy",
+            sha256=content, size_bytes=10, format="npy", description="a generated source",
+            metadata={}, verified=True))
+
+    def run(self, ws: str, version: int, inputs: dict[str, str],
+            source: str | None = None) -> tuple[str, str]:
+        """One pipeline run of one stage that consumes ``inputs`` (read from ``source`` if
+        given) and writes one output."""
         self.n += 1
         run_id, prun = f"stage-{self.n:08d}", f"prun-{self.n:08d}"
         self.outputs += 1
@@ -88,6 +99,8 @@ class Generator:
                          entrypoint="modules/train.py", config={"lr": 0.1},
                          config_hash=sha(7), inputs={}, outputs={}, depends_on=[],
                          results_spec={}, detail={}, siblings={"train": run_id}),
+            *([SourceConsumed(**META, source=source, run_id=run_id, workspace=ws,
+                              sha256=next(iter(inputs.values())))] if source else []),
             RunLaunched(**META, run_id=run_id, worker="w", host="h", pid=1, run_dir="/r",
                         inputs={k: {"sha256": v, "size": 10} for k, v in inputs.items()}),
             RunExited(**META, run_id=run_id, state="succeeded", exit_code=0,
@@ -100,7 +113,7 @@ class Generator:
 
 
 def generate(runs: int, fan_out: int) -> tuple[list[Event], str, str]:
-    """The events, the chain's last run, and the output ``fan_out`` runs consumed."""
+    """The events, the chain's last run, and the source ``fan_out`` runs consumed."""
     g = Generator()
     g.workspace("base")
     for v in range(1, 11):
@@ -109,15 +122,16 @@ def generate(runs: int, fan_out: int) -> tuple[list[Event], str, str]:
         g.workspace(f"fork{w}", ("base", w))
         for v in range(1, 6):
             g.version(f"fork{w}", v)
-    _, shared = g.run("base", 1, {})
+    shared = sha(10**12)
+    g.source("shared", shared)
     for i in range(fan_out):
-        g.run(f"fork{1 + i % 5}", 1 + i % 5, {"data": shared})
+        g.run(f"fork{1 + i % 5}", 1 + i % 5, {"data": shared}, source="shared")
     last, previous = "", sha(1)
     for _ in range(CHAIN):
         last, previous = g.run("base", 10, {"data": previous})
     while g.n < runs:  # the rest: runs reading one of the recent outputs
         g.run("base", 1 + g.n % 10, {"data": sha(max(1, g.outputs - g.n % 50))})
-    return g.events, last, shared
+    return g.events, last, "source:shared"
 
 
 def fold(events: list[Event], path: Path) -> sqlite3.Connection:
@@ -163,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         graph: nx.DiGraph[str] = nx.DiGraph()
         graph.add_edges_from(edges)
         reverse = graph.reverse(copy=False)
-        root, source = f"run:{last}", f"output:{shared}"
+        root, source = f"run:{last}", shared
         up_ms, up = timed(lambda: walk(conn, root, direction="upstream", depth=100), repeat)
         up_nx, up_base = timed(lambda: nx.single_source_shortest_path_length(
             reverse, root, cutoff=100), repeat)
@@ -179,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = [
         {"name": f"upstream closure of a run {hops} hops deep ({up['counts']['nodes']} nodes)",
          "value": up_ms, "baseline": up_nx},
-        {"name": f"downstream fan-out of an output used by {fan_out:,} runs, depth 5 "
+        {"name": f"downstream fan-out of a source used by {fan_out:,} runs, depth 5 "
                  f"({down['counts']['nodes']:,} nodes)", "value": down_ms,
          "baseline": down_nx},
     ]

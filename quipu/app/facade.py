@@ -481,7 +481,8 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
             return self.service.diff(target, against)
 
     def status(self) -> dict[str, Any]:
-        """Project, slots (with dirty flags), the workspace count, the head position and
+        """Project, slots (with dirty flags), the workspace count, the source counts
+        (``{active, retired}``), the head position and
         STATE.md (which holds the recent actions, thoughts, runs and bests)."""
         # STATE.md and the slot rows ask the same question: scan each slot once per call.
         dirty_once = _once(self._dirty)
@@ -496,6 +497,7 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
         # it adds only what a program needs (slot dirty flags, counts, the head position).
         out = {"project": project, "slots": slots,
                "workspace_count": self.views.workspace_count(),
+               "source_count": self.views.source_counts(),
                "head_position": self.views.position(), "state_md": state_md}
         if warning is not None:
             out["warning"] = warning

@@ -1,10 +1,11 @@
-"""The facade's source commands and reads: register, promote, list, get, verify, update,
-retire, delete. ``quipu.app.facade.Quipu`` inherits them; commands go through its ``_write``
+"""The facade's source commands and reads: register, promote, list, get, lineage, verify,
+update, retire, delete. ``quipu.app.facade.Quipu`` inherits them; commands go through its ``_write``
 (the bus, then catch-up and STATE.md), reads through the views.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,13 @@ MAX_SOURCES_LISTED = 100
 MAX_SOURCE_METADATA_CHARS = 20_000
 """Most characters of metadata ``get`` returns whole; past it long lists are elided."""
 _KEPT_ITEMS = 20
+MAX_LINEAGE_RUNS = 50
+"""Most consuming runs ``lineage`` lists (its count covers all)."""
+MAX_LINEAGE_ORIGIN = 40
+"""Most nodes of a promoted artifact's upstream ``lineage`` shows (nearest first)."""
+ORIGIN_KINDS = ("output", "run", "source", "version")
+"""What a promoted artifact's origin walks through: the runs, their inputs and versions and
+the sources they read (not workspaces or pipeline runs, which ``get_lineage`` shows)."""
 
 
 def _bounded_source(row: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +98,7 @@ class SourceCommands:
                        status: str | None = None, metadata: Any = None,
                        reason: str | None = None, limit: int = 50,
                        offset: int = 0) -> dict[str, Any]:
-        """list | get | verify | update | retire | delete registered sources."""
+        """list | get | lineage | verify | update | retire | delete registered sources."""
         if action == "list":
             if status is not None and status not in SOURCE_STATUSES:
                 raise InvalidInput(f"unknown status {status!r}", code="invalid_status",
@@ -99,9 +107,10 @@ class SourceCommands:
             limit = max(1, min(limit, MAX_SOURCES_LISTED))
             rows, total = self.views.sources(status=status, limit=limit, offset=offset)
             return {"sources": rows, "total": total, "has_more": offset + len(rows) < total}
-        if action not in ("get", "verify", "update", "retire", "delete"):
+        if action not in ("get", "lineage", "verify", "update", "retire", "delete"):
             raise InvalidInput(f"unknown action {action!r}", code="unknown_action",
-                               hint="use one of: list, get, verify, update, retire, delete")
+                               hint="use one of: list, get, lineage, verify, update, retire, "
+                               "delete")
         if not name:
             raise InvalidInput(f"{action} needs the source's name", code="source_name_missing",
                                hint=f"manage_sources(action='{action}', name='...')")
@@ -112,6 +121,8 @@ class SourceCommands:
                 raise NotFound(f"there is no source {name!r}", code="unknown_source",
                                hint="list sources with manage_sources(action='list')")
             return _bounded_source(row)
+        if action == "lineage":
+            return self._source_lineage(name)
         if action == "verify":
             return self.sources.verify(name)
         if action == "update":
@@ -123,3 +134,35 @@ class SourceCommands:
         command = RetireSource if action == "retire" else DeleteSource
         return self._write(command(name=name, reason=reason or "", actor=self.actor))
 
+
+    def _source_lineage(self, name: str) -> dict[str, Any]:
+        """The runs that consumed source ``name`` and, for a promoted artifact, what it came
+        from: two walks of the lineage graph (``Views.lineage``), nothing of its own.
+
+        ``{source, status, promoted_from, used_by [{run_id, label}], used_by_count,
+        came_from: {nodes, edges, counts, truncated} | None, hint}``."""
+        self.views.catch_up()
+        row = self.views.source(name)
+        if row is None:
+            names = [r["name"] for r in self.views.sources(limit=1000, offset=0)[0]]
+            close = difflib.get_close_matches(name, names, n=1)
+            raise NotFound(f"there is no source {name!r}", code="unknown_source",
+                           hint=(f"did you mean {close[0]!r}? " if close else "")
+                           + "list sources with manage_sources(action='list')")
+        node = f"source:{name}"
+        used = self.views.lineage(node, direction="downstream", depth=1, kinds=["run"],
+                                  limit=MAX_LINEAGE_RUNS + 1)
+        runs = [n for n in used["nodes"] if n["id"] != node]
+        origin = row.get("promoted_from")
+        came_from = None
+        if origin:
+            up = self.views.lineage(node, direction="upstream", depth=20, kinds=ORIGIN_KINDS,
+                                    limit=MAX_LINEAGE_ORIGIN)
+            came_from = {k: up[k] for k in ("nodes", "edges", "counts", "truncated")}
+        return {"source": name, "status": row["status"],
+                "promoted_from": (f"{origin['run_id']}.{origin['output']}" if origin else None),
+                "used_by": [{"run_id": n["id"].partition(":")[2], "label": n["label"]}
+                            for n in runs[:MAX_LINEAGE_RUNS]],
+                "used_by_count": used["counts"]["nodes"] - 1,
+                "came_from": came_from,
+                "hint": f"get_lineage(ref='source:{name}', direction='both') walks further"}

@@ -62,7 +62,8 @@ def to_mermaid(graph: dict[str, Any]) -> str:
               help="upstream: what it came from; downstream: what used it.")
 @click.option("--depth", default=5, show_default=True, help="Hops to walk (1-100).")
 @click.option("--kind", "kinds", multiple=True,
-              type=click.Choice(["workspace", "version", "pipeline_run", "run", "output"]),
+              type=click.Choice(["workspace", "version", "pipeline_run", "run", "output",
+                                 "source"]),
               help="Walk only through nodes of this kind (repeatable).")
 @click.option("--limit", default=60, show_default=True, help="Most nodes shown (1-500).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "dot", "mermaid"]),
@@ -71,13 +72,15 @@ def to_mermaid(graph: dict[str, Any]) -> str:
 @_edge
 def lineage(ctx: click.Context, ref: str, direction: str, depth: int, kinds: tuple[str, ...],
             limit: int, fmt: str) -> None:
-    """Show the provenance graph around REF: a run id, ws@v3, a workspace, @tag or ws@tag,
-    or a content hash (or a prefix of at least 4 hex digits).
+    """Show the provenance graph around REF: a run id, ws@v3, a workspace or source name
+    (source:NAME if a workspace has it too), @tag or ws@tag, or a content hash (or a prefix of
+    at least 4 hex digits).
 
     \b
     Example:
       quipu lineage stage-1a2b3c --depth 20
       quipu lineage 9f2c41 --direction downstream --kind run --depth 1
+      quipu lineage source:digits --direction downstream --kind run --depth 1
       quipu lineage baseline@v3 --direction downstream --format mermaid
     """
     with _project(ctx) as q:

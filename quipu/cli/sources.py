@@ -106,7 +106,7 @@ def source_list(ctx: click.Context, status: str | None, limit: int, offset: int,
 def _one(ctx: click.Context, action: str, name: str, as_json: bool, **kwargs: Any) -> None:
     with _project(ctx) as q:
         result = q.manage_sources(action, name=name, **kwargs)
-    if as_json or action == "get":
+    if as_json or action in ("get", "lineage"):
         _print_json(result)
     else:
         _show(result, as_json)
@@ -124,6 +124,21 @@ def source_get(ctx: click.Context, name: str) -> None:
       quipu source get digits
     """
     _one(ctx, "get", name, True)
+
+
+@source.command("lineage")
+@click.argument("name")
+@click.pass_context
+@_edge
+def source_lineage(ctx: click.Context, name: str) -> None:
+    """Print, as JSON, the runs that used a source and, for a promoted artifact, the runs,
+    inputs and sources it came from (``quipu lineage source:NAME`` draws the whole graph).
+
+    \b
+    Example:
+      quipu source lineage digits
+    """
+    _one(ctx, "lineage", name, True)
 
 
 @source.command("verify")

@@ -1,5 +1,5 @@
 """The log folded in memory into what the exports describe: workspaces, versions, pipeline
-runs, runs (with every lifecycle transition) and content, plus the lineage edges.
+runs, runs (with every lifecycle transition), content and sources, plus the lineage edges.
 
 The edges come from ``projections.lineage_facts`` (the same facts the lineage view stores), so
 an export and ``get_lineage`` never disagree about what is connected to what.
@@ -64,6 +64,9 @@ class History:
     runs: dict[str, RunRecord] = field(default_factory=dict)
     content: dict[str, dict[str, Any]] = field(default_factory=dict)
     """sha256 -> {size, kind, name, producer, path}: the first description of the content."""
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """name -> {format, size, sha256, status, uri, description, promoted_from}: the newest
+    description of each source (registered or promoted)."""
     edges: dict[tuple[str, str, str, str], None] = field(default_factory=dict)
     """(src, kind, dst, name) lineage edges, upstream -> downstream."""
 
@@ -91,12 +94,15 @@ class History:
                 known = self.content.setdefault(n.id.partition(":")[2], {})
                 for k, v in n.attrs.items():
                     known.setdefault(k, v)
+            elif kind_of(n.id) == "source":
+                self.sources.setdefault(n.id.partition(":")[2], {}).update(n.attrs)
         for e in found.edges:
             self.edges[(e.src, e.kind, e.dst, e.name)] = None
 
     def _run_event(self, position: int, event: Event, at: str) -> None:
         record = self.runs.get(str(event.__dict__.get("run_id", "")))
-        if record is None or event.TYPE not in FACTS:
+        # Only the lifecycle's events move a run (SourceConsumed, ArtifactPromoted name a run too).
+        if record is None or event.TYPE not in _RUN_TRIGGERS:
             return
         # lineage_facts' argument: a trigger's target does not depend on the state before.
         state = lifecycle.state_after(lifecycle.State.REQUESTED, event).value
@@ -147,6 +153,7 @@ class History:
 
 
 _TYPES = sorted({ProjectInitialized.TYPE, *FACTS})
+_RUN_TRIGGERS = frozenset(t.event for t in lifecycle.EVENT_TRIGGERS)
 
 
 def read_history(store: EventStore, *, until: int | None = None) -> History:

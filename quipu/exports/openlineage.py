@@ -9,9 +9,10 @@ verdict, with the results facet). Other states (queued, launching) are internal 
 The job is ``WORKSPACE.STAGE`` in the namespace ``quipu://PROJECT``; the run id is a UUID
 derived from the stage run id (stable across exports); the pipeline run is the standard
 ``parent`` facet. Datasets are content by hash (``sha256:...`` in the same namespace): inputs
-once the run was given them, outputs once it wrote them. Custom facets: ``quipu_version``
-(workspace, version, manifest digest, config hash, ids) on every event and ``quipu_results``
-(ML outcome, results) once finalized.
+once the run was given them, outputs once it wrote them; an input read from a registered
+source is the source instead (``source:NAME``, facet ``quipu_source``), from the request on.
+Custom facets: ``quipu_version`` (workspace, version, manifest digest, config hash, ids) on
+every event and ``quipu_results`` (ML outcome, results) once finalized.
 """
 
 from __future__ import annotations
@@ -78,6 +79,23 @@ def _datasets(history: History, given: dict[str, dict[str, Any]]) -> list[dict[s
     return list(seen.values())
 
 
+def _inputs(history: History, rec: RunRecord, launched: bool) -> list[dict[str, Any]]:
+    """A run's input datasets: the sources its request named (known from the start), then
+    the content it was given at launch for its other inputs."""
+    namespace = f"quipu://{history.project}"
+    read = {name: how for name, how in rec.request.inputs.items() if how.get("source")}
+    out = []
+    for name, how in sorted(read.items()):
+        known = history.sources.get(str(how["source"]), {})
+        fields = {"input": name, "sha256": how.get("sha256"), "format": known.get("format"),
+                  "uri": known.get("uri"), "promotedFrom": known.get("promoted_from")}
+        out.append({"namespace": namespace, "name": f"source:{how['source']}",
+                    "facets": {"quipu_source": _facet(
+                        "quipu_source", **{k: v for k, v in fields.items() if v is not None})}})
+    given = (rec.launched.inputs if launched and rec.launched is not None else {})
+    return out + _datasets(history, {n: v for n, v in given.items() if n not in read})
+
+
 def openlineage_events(history: History) -> list[dict[str, Any]]:
     """Every run's OpenLineage events, in log order."""
     out: list[tuple[int, dict[str, Any]]] = []
@@ -88,8 +106,7 @@ def openlineage_events(history: History) -> list[dict[str, Any]]:
             kind = EVENT_TYPES.get(t.state)
             if kind is None:
                 continue
-            given = (rec.launched.inputs if rec.launched is not None
-                     and (rec.launched_position or 0) <= t.position else {})
+            launched = rec.launched is not None and (rec.launched_position or 0) <= t.position
             made = (rec.exited.outputs if rec.exited is not None
                     and (rec.exited_position or 0) <= t.position else {})
             out.append((t.position, {
@@ -97,7 +114,7 @@ def openlineage_events(history: History) -> list[dict[str, Any]]:
                 "run": {"runId": _uuid(history.project, run_id),
                         "facets": _run_facets(history, rec, t.state == "finalized")},
                 "job": {"namespace": namespace, "name": f"{r.workspace}.{r.stage}"},
-                "inputs": _datasets(history, given),
+                "inputs": _inputs(history, rec, launched),
                 "outputs": _datasets(history, made),
             }))
     return [event for _, event in sorted(out, key=lambda pair: pair[0])]

@@ -1,14 +1,18 @@
 """W3C PROV-JSON of the log: what was derived from what, by which run, on whose behalf.
 
-- entities: versions (``quipu:version/WS/vN``), workspaces (``quipu:workspace/WS``) and content
-  (``quipu:content/SHA256``: run outputs and data given to runs);
+- entities: versions (``quipu:version/WS/vN``), workspaces (``quipu:workspace/WS``), content
+  (``quipu:content/SHA256``: run outputs and data given to runs) and sources
+  (``quipu:source/NAME``: registered datasets and promoted artifacts);
 - activities: stage runs (``quipu:run/RUN_ID``), started when launched, ended when they ended;
 - agents: actors (``quipu:agent/NAME``: the agent who asked for a run or saved a version, the
   worker that executed it);
-- ``used`` (a run used its version's files and each input, role = the input's name),
+- ``used`` (a run used its version's files and each input, role = the input's name; and each
+  source it consumed, role = the input that named it),
   ``wasGeneratedBy`` (content by the run that wrote it, role = the output's name),
   ``wasDerivedFrom`` (an output from each input and the version of the run that wrote it; a
-  version from its parent version; a forked workspace from the version it was forked from),
+  version from its parent version; a forked workspace from the version it was forked from; a
+  promoted source from the output it was promoted from),
+  ``specializationOf`` (the content a registered source's file held, of the source),
   ``wasAssociatedWith`` (a run with the agent who requested it and the worker that ran it),
   ``wasAttributedTo`` (a version to the actor who saved it) and ``wasInformedBy`` (a run by
   each run whose output it used).
@@ -22,7 +26,13 @@ from typing import Any
 from urllib.parse import quote
 
 from quipu.exports._history import History
-from quipu.projections.lineage_facts import kind_of, run_node, version_node, workspace_node
+from quipu.projections.lineage_facts import (
+    kind_of,
+    run_node,
+    source_node,
+    version_node,
+    workspace_node,
+)
 
 __all__ = ["NAMESPACE", "prov_document"]
 
@@ -56,9 +66,11 @@ def _selected(history: History, run: str | None, workspace: str | None) -> set[s
         nodes |= {version_node(w, n) for (w, n) in history.versions if w == workspace}
         nodes |= {run_node(r) for r, rec in history.runs.items()
                   if rec.request.workspace == workspace}
-        for src, kind, dst, _ in history.edges:
-            if kind in ("consumed", "produced") and (src in nodes or dst in nodes):
-                nodes |= {src, dst}
+        # What its runs used and made, then the sources around that content.
+        for kinds in (("consumed", "produced"), ("content", "promoted-from")):
+            for src, kind, dst, _ in list(history.edges):
+                if kind in kinds and (src in nodes or dst in nodes):
+                    nodes |= {src, dst}
         return nodes
     return None
 
@@ -79,7 +91,7 @@ def prov_document(history: History, *, run: str | None = None,
     agent: dict[str, Any] = {}
     relations: dict[str, dict[str, Any]] = {k: {} for k in (
         "used", "wasGeneratedBy", "wasDerivedFrom", "wasAssociatedWith", "wasAttributedTo",
-        "wasInformedBy")}
+        "wasInformedBy", "specializationOf")}
 
     def relate(kind: str, **attrs: Any) -> None:
         relations[kind][f"_:{kind}{len(relations[kind]) + 1}"] = {
@@ -118,6 +130,13 @@ def prov_document(history: History, *, run: str | None = None,
         entity[_local(node)] = {"prov:type": "quipu:Content", "quipu:sha256": sha,
                                 **{f"quipu:{k}": v for k, v in sorted(attrs.items())
                                    if k in ("size", "kind", "name", "path")}}
+    for name, attrs in sorted(history.sources.items()):
+        node = source_node(name)
+        if not wanted(node):
+            continue
+        entity[_local(node)] = {"prov:type": "quipu:Source", "prov:label": name, **{
+            f"quipu:{k}": v for k, v in sorted(attrs.items()) if v is not None and k in (
+                "format", "size", "sha256", "uri", "status", "description", "promoted_from")}}
     for run_id, rec in sorted(history.runs.items()):
         node = run_node(run_id)
         if not wanted(node):
@@ -151,7 +170,14 @@ def prov_document(history: History, *, run: str | None = None,
     for src, kind, dst, name in sorted(history.edges):
         if not (wanted(src) and wanted(dst)):
             continue
-        if kind == "consumed":
+        if kind == "consumed" and kind_of(src) == "source":
+            # The edge has no input name (SourceConsumed does not say); the request does.
+            source = src.partition(":")[2]
+            inputs = history.runs[dst.partition(":")[2]].request.inputs
+            for given_as in sorted(n for n, how in inputs.items() if how.get("source") == source):
+                relate("used", activity=_local(dst), entity=_local(src),
+                       role=f"quipu:{given_as}")
+        elif kind == "consumed":
             relate("used", activity=_local(dst), entity=_local(src), role=f"quipu:{name}")
             producer = history.content.get(src.partition(":")[2], {}).get("producer")
             if producer is not None and wanted(run_node(producer)) \
@@ -169,6 +195,10 @@ def prov_document(history: History, *, run: str | None = None,
                 if wanted(used) and kind_of(used) in ("output", "version"):
                     relate("wasDerivedFrom", generatedEntity=_local(dst),
                            usedEntity=_local(used), activity=_local(src))
+        elif kind == "promoted-from":
+            relate("wasDerivedFrom", generatedEntity=_local(dst), usedEntity=_local(src))
+        elif kind == "content":
+            relate("specializationOf", specificEntity=_local(dst), generalEntity=_local(src))
     doc.update({"entity": entity, "activity": activity, "agent": agent})
     doc.update({k: v for k, v in relations.items() if v})
     return doc

@@ -19,7 +19,7 @@ __all__ = ["LINEAGE_TOOL_NAMES", "register_lineage_tools"]
 
 LINEAGE_TOOL_NAMES = ("get_lineage",)
 
-NodeKind = Literal["workspace", "version", "pipeline_run", "run", "output"]
+NodeKind = Literal["workspace", "version", "pipeline_run", "run", "output", "source"]
 
 
 def register_lineage_tools(mcp: FastMCP, engine: "Engine") -> None:
@@ -29,9 +29,10 @@ def register_lineage_tools(mcp: FastMCP, engine: "Engine") -> None:
     async def get_lineage(
         ref: Annotated[str, Field(description="What to start from: a run id (stage-...), a "
                                   "pipeline run id (prun-...), a version 'ws@v3', a workspace "
-                                  "name, '@tag' or 'ws@tag' (a version tag, else a run tag), or "
-                                  "a content hash (sha256, or a prefix of at least 4 hex "
-                                  "digits, optionally 'sha256:...').")],
+                                  "or source name ('source:NAME' if both), '@tag' or 'ws@tag' "
+                                  "(a run tag, else a version tag), or a content hash (sha256, "
+                                  "or a prefix of at least 4 hex digits, optionally "
+                                  "'sha256:...').")],
         direction: Annotated[Literal["upstream", "downstream", "both"], Field(
             description="upstream: what it came from (versions, configs, inputs and the runs "
             "that produced them); downstream: everything that used it; both.")] = "upstream",
@@ -45,12 +46,13 @@ def register_lineage_tools(mcp: FastMCP, engine: "Engine") -> None:
         """The provenance graph around one node, walked many hops in one call.
 
         Answers "which data did this result come from?" (upstream from a run or output) and
-        "which runs used this data?" (downstream from an output hash). Returns {ref, root,
-        direction, depth, nodes [{id, label, hops}], edges [[from, kind, to, name?]] drawn from
-        upstream to downstream, counts {nodes, edges, by_kind, exact}, truncated,
+        "which runs used this data?" (downstream from a source or output hash). Returns {ref,
+        root, direction, depth, nodes [{id, label, hops}], edges [[from, kind, to, name?]]
+        drawn from upstream to downstream, counts {nodes, edges, by_kind, exact}, truncated,
         more_beyond_depth, hint?}. Node ids are kind:key (workspace:, version:ws@vN,
-        pipeline_run:, run:, output:<sha256>). Edge kinds: forked-from, version-of,
-        ran-on-version, part-of, consumed, produced. Never changes anything.
+        pipeline_run:, run:, output:<sha256>, source:). Edge kinds: forked-from, version-of,
+        ran-on-version, part-of, consumed, produced, content, promoted-from. Never changes
+        anything.
         Errors: unknown_ref (with did-you-mean), ambiguous_ref, invalid_direction,
         invalid_depth, invalid_limit, invalid_kinds.
         """

@@ -87,9 +87,11 @@ def register_source_tools(mcp: FastMCP, engine: "Engine") -> None:
 
     @mcp.tool(annotations={**WRITE, "destructiveHint": True})
     async def manage_sources(
-        action: Annotated[Literal["list", "get", "verify", "update", "retire", "delete"], Field(
-            description="update replaces the metadata (never the format); retire: no new run "
-            "may use it; delete: only a source no run consumed.")],
+        action: Annotated[Literal["list", "get", "lineage", "verify", "update", "retire",
+                                  "delete"], Field(
+            description="lineage: the runs that used it and, if promoted, what it came from; "
+            "update replaces the metadata (never the format); retire: no new run may use it; "
+            "delete: only a source no run consumed.")],
         name: Annotated[str | None, Field(description="The source: for every action but "
                         "list.")] = None,
         status: Annotated[Literal["active", "retired", "deleted"] | None, Field(
@@ -102,7 +104,7 @@ def register_source_tools(mcp: FastMCP, engine: "Engine") -> None:
         limit: Annotated[int, Field(ge=1, le=100)] = 50,
         offset: Annotated[int, Field(ge=0)] = 0,
     ) -> dict[str, Any]:
-        """List, read, verify, update, retire or delete registered sources. list: {sources,
+        """List, read, trace, verify, update, retire or delete registered sources. list: {sources,
         total, has_more}; get: one source with its metadata; verify: {sha256, unchanged}."""
         return guarded("manage_sources", lambda: engine.q.manage_sources(
             action, name=name, status=status, metadata=metadata, reason=reason, limit=limit,

@@ -13,7 +13,9 @@ an index range:
 - ``version:NAME@vN`` (attrs: manifest digest, files, bytes, message, parent number)
 - ``pipeline_run:prun-...`` (a run() call: the agent's description and hypothesis)
 - ``run:stage-...`` (one stage execution: stage, version, config hash, state)
-- ``output:SHA256`` (content, by hash: a run's output, or data given to a run from a path)
+- ``output:SHA256`` (content, by hash: a run's output, data given to a run from a path, or a
+  registered source's file: one node per content, however it was reached)
+- ``source:NAME`` (a registered dataset or a promoted artifact: format, size, status, hash)
 
 Edges point the way data flows, from the upstream node to the downstream one:
 
@@ -23,12 +25,18 @@ Edges point the way data flows, from the upstream node to the downstream one:
 - ``part-of``: a pipeline run -> each of its stage runs
 - ``consumed``: content -> the run it was given to (as input ``name``)
 - ``produced``: a run -> content it wrote (as output ``name``)
+- ``consumed`` also: a source -> each run requested with it as an input (``SourceConsumed``;
+  the run's launch adds the content -> run edge as for any input)
+- ``content``: a registered source -> the content its file held when registered
+- ``promoted-from``: content a run wrote -> the source promoted from it (as output ``name``;
+  a promoted source has no ``content`` edge: its content is upstream of it, not downstream)
+
+A source's node is its name: a name deleted and registered again is the same node, its attrs
+those of the newest registration, its edges those of both.
 
 Extension point: a domain whose events add lineage registers a function in ``FACTS`` and,
 if it brings new kinds, adds them to ``NODE_KINDS`` / ``EDGE_KINDS`` (the projection's version
 goes up so it refolds). Reserved for the events the issue plans and the log does not hold yet:
-``source:NAME`` nodes (a registered dataset, pointing at its content by hash) consumed by runs
-whose input kind is ``source``; ``promoted-from`` (content -> the source promoted from it); and
 ``resumed-from`` (a run -> the run that resumed from its checkpoint).
 """
 
@@ -42,6 +50,14 @@ from quipu.core.messages import Event
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import RunExited, RunFinalized, RunLaunched, RunRequested
 from quipu.core.runs.lifecycle import State
+from quipu.core.sources.events import (
+    ArtifactPromoted,
+    SourceConsumed,
+    SourceDeleted,
+    SourceMetadataUpdated,
+    SourceRegistered,
+    SourceRetired,
+)
 from quipu.core.workspaces.events import (
     PipelineRunStarted,
     VersionSaved,
@@ -50,14 +66,15 @@ from quipu.core.workspaces.events import (
 )
 
 __all__ = ["EDGE_KINDS", "FACTS", "NODE_KINDS", "Edge", "Facts", "Node", "facts", "kind_of",
-           "output_node", "pipeline_node", "run_node", "version_node", "workspace_node"]
+           "output_node", "pipeline_node", "run_node", "source_node", "version_node",
+           "workspace_node"]
 
-NODE_KINDS: tuple[str, ...] = ("workspace", "version", "pipeline_run", "run", "output")
-"""Kinds of node the log records today (``source``, ``checkpoint`` come with their events)."""
+NODE_KINDS: tuple[str, ...] = ("workspace", "version", "pipeline_run", "run", "output", "source")
+"""Kinds of node the log records today (``checkpoint`` comes with its events)."""
 
 EDGE_KINDS: tuple[str, ...] = ("forked-from", "version-of", "ran-on-version", "part-of",
-                               "consumed", "produced")
-"""Kinds of edge the log records today (``promoted-from``, ``resumed-from`` come later)."""
+                               "consumed", "produced", "content", "promoted-from")
+"""Kinds of edge the log records today (``resumed-from`` comes later)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +131,11 @@ def output_node(sha256: str) -> str:
     return f"output:{sha256}"
 
 
+def source_node(name: str) -> str:
+    """The id of a source's node (a registered dataset or a promoted artifact)."""
+    return f"source:{name}"
+
+
 def kind_of(node: str) -> str:
     """The kind of a node id (its prefix)."""
     return node.partition(":")[0]
@@ -156,7 +178,7 @@ def _pipeline_started(e: PipelineRunStarted) -> Facts:
 
 def _run_requested(e: RunRequested) -> Facts:
     node = run_node(e.run_id)
-    inputs = {name: {k: how[k] for k in ("kind", "run_id", "signal", "path", "name")
+    inputs = {name: {k: how[k] for k in ("kind", "run_id", "signal", "path", "name", "source")
                      if how.get(k) is not None}
               for name, how in sorted(e.inputs.items())}
     return Facts([Node(node, {"workspace": e.workspace, "stage": e.stage, "version": e.version,
@@ -208,6 +230,46 @@ def _state_change(e: Event) -> Facts:
     return Facts([Node(run_node(e.run_id), attrs)])  # type: ignore[attr-defined]
 
 
+def _source_attrs(e: SourceRegistered | ArtifactPromoted) -> dict[str, Any]:
+    # Every key set, so a name registered again after a delete describes the new source only.
+    promoted = f"{e.run_id}.{e.output}" if isinstance(e, ArtifactPromoted) else None
+    return {"format": e.format, "size": e.size_bytes, "sha256": e.sha256, "status": "active",
+            "uri": e.uri if isinstance(e, SourceRegistered) else f"run:{e.run_id}/{e.output}",
+            "description": e.description[:200], "promoted_from": promoted}
+
+
+def _source_registered(e: SourceRegistered) -> Facts:
+    node = source_node(e.source)
+    out = Facts([Node(node, _source_attrs(e))])
+    if e.sha256:  # a gs:// source is recorded unverified: no content known yet
+        content = output_node(e.sha256)
+        out.nodes.append(Node(content, _content({"sha256": e.sha256, "size": e.size_bytes,
+                                                 "kind": "file", "path": e.path}),
+                              first_wins=True))
+        out.edges.append(Edge(node, "content", content))
+    return out
+
+
+def _artifact_promoted(e: ArtifactPromoted) -> Facts:
+    node, content = source_node(e.source), output_node(e.sha256)
+    return Facts([Node(node, _source_attrs(e)),
+                  Node(content, _content({"sha256": e.sha256, "size": e.size_bytes},
+                                         name=e.output, producer=e.run_id), first_wins=True)],
+                 [Edge(content, "promoted-from", node, e.output)])
+
+
+def _source_changed(e: SourceMetadataUpdated | SourceRetired | SourceDeleted) -> Facts:
+    attrs: dict[str, Any] = ({"description": e.description[:200]}
+                             if isinstance(e, SourceMetadataUpdated)
+                             else {"status": "retired" if isinstance(e, SourceRetired)
+                                   else "deleted"})
+    return Facts([Node(source_node(e.source), attrs)])
+
+
+def _source_consumed(e: SourceConsumed) -> Facts:
+    return Facts(edges=[Edge(source_node(e.source), "consumed", run_node(e.run_id))])
+
+
 FACTS: dict[str, Callable[[Any], Facts]] = {
     WorkspaceCreated.TYPE: _workspace_created,
     WorkspaceDeleted.TYPE: _workspace_deleted,
@@ -216,6 +278,12 @@ FACTS: dict[str, Callable[[Any], Facts]] = {
     RunRequested.TYPE: _run_requested,
     RunLaunched.TYPE: _run_launched,
     RunExited.TYPE: _run_exited,
+    SourceRegistered.TYPE: _source_registered,
+    ArtifactPromoted.TYPE: _artifact_promoted,
+    SourceMetadataUpdated.TYPE: _source_changed,
+    SourceRetired.TYPE: _source_changed,
+    SourceDeleted.TYPE: _source_changed,
+    SourceConsumed.TYPE: _source_consumed,
     **{t.event: _state_change for t in lifecycle.EVENT_TRIGGERS
        if t.event not in (RunLaunched.TYPE, RunExited.TYPE)},
 }

@@ -1,4 +1,5 @@
-"""The lineage graph: workspaces, versions, pipeline runs, runs and content, and how they flow.
+"""The lineage graph: workspaces, versions, pipeline runs, runs, content and sources, and how
+they flow.
 
 The fold stores the facts ``lineage_facts`` reads out of each event: one row per node (its
 kind, what is known about it as JSON, the position it was last described at) and one row per
@@ -6,9 +7,9 @@ edge, indexed both ways, so a walk of many hops is a few indexed lookups per hop
 of history. Nothing here scans the history at query time.
 
 Queries: ``resolve`` turns what an agent types (a run id, ``ws@v3``, ``ws``, ``@tag``,
-``ws@tag``, a content hash or its prefix) into a node; ``walk`` gives the compact graph around
-it (nearest nodes first, bounded, truncation said with counts); ``provenance`` gives a run's
-whole upstream closure grouped for ``inspect_run``.
+``ws@tag``, a content hash or its prefix, a source) into a node; ``walk`` gives the compact
+graph around it (nearest nodes first, bounded, truncation said with counts); ``provenance``
+gives a run's whole upstream closure grouped for ``inspect_run``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .lineage_facts import (
     kind_of,
     output_node,
     run_node,
+    source_node,
     version_node,
     workspace_node,
 )
@@ -54,10 +56,10 @@ bounds (``counts_exact`` false)."""
 
 
 class LineageView:
-    """Folds the lineage facts of workspace, version, pipeline-run and run events."""
+    """Folds the lineage facts of workspace, version, pipeline-run, run and source events."""
 
     name: ClassVar[str] = "lineage"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: source nodes, content / promoted-from edges
     types: ClassVar[frozenset[str]] = frozenset(FACTS)
     tables: ClassVar[tuple[str, ...]] = ("lineage_nodes", "lineage_edges")
     indexes: ClassVar[Indexes] = (("lineage_edges", ("dst", "src")),)
@@ -145,6 +147,11 @@ def label(node_id: str, attrs: dict[str, Any]) -> str:
                   else f" from {attrs['path']}" if attrs.get("path") else "")
         return (f"{attrs.get('name') or 'data'} sha256:{key[:12]} ({attrs.get('kind', 'file')}, "
                 f"{attrs.get('size')} bytes){origin}")
+    if kind == "source":
+        origin = (f", promoted from {attrs['promoted_from']}" if attrs.get("promoted_from")
+                  else "")
+        return (f"source {key} ({attrs.get('format')}, {attrs.get('size')} bytes, "
+                f"{attrs.get('status')}{origin}): {_short(attrs.get('description'))}")
     return node_id
 
 
@@ -173,22 +180,26 @@ def _one(ref: str, found: list[str], what: str) -> str:
 
 
 def _tagged(conn: sqlite3.Connection, workspace: str | None, tag: str) -> list[str]:
-    """Nodes tagged ``tag``: versions (version tags) and runs (run tags), in one workspace or
-    in all. Reads the tag tables the workspaces and runs views keep."""
+    """Nodes tagged ``tag`` in one workspace or in all: the runs (newest tag first) if any run
+    has it, else the versions. Tagging a run tags the version it ran too (``TagRun``), so a
+    tag both have names the run: the more specific of the two. Reads the tag tables the
+    workspaces and runs views keep."""
     where, args = ("AND workspace = ?", (tag, workspace)) if workspace is not None else ("",
                                                                                         (tag,))
-    found = [version_node(str(w), int(n)) for w, n in conn.execute(
+    runs = [run_node(str(r)) for (r,) in conn.execute(
+        f"SELECT run_id FROM run_tags WHERE tag = ? {where} ORDER BY position DESC", args)]
+    if runs:
+        return list(dict.fromkeys(runs))
+    return [version_node(str(w), int(n)) for w, n in conn.execute(
         f"SELECT workspace, number FROM version_tags WHERE tag = ? {where} ORDER BY workspace",
         args)]
-    found += [run_node(str(r)) for (r,) in conn.execute(
-        f"SELECT run_id FROM run_tags WHERE tag = ? {where} ORDER BY position DESC", args)]
-    return list(dict.fromkeys(found))
 
 
 def resolve(conn: sqlite3.Connection, ref: str) -> str:
-    """The node ``ref`` names: a node id (``run:...``), a run or pipeline run id, ``ws@v3``,
-    a workspace, ``@tag`` / ``ws@tag`` (a version tag, else a run tag), or a content hash or
-    its prefix (``sha256:`` optional, at least 4 hex digits).
+    """The node ``ref`` names: a node id (``run:...``, ``source:NAME``), a run or pipeline run
+    id, ``ws@v3``, a workspace or source name (``ambiguous_ref`` when both have it), ``@tag`` /
+    ``ws@tag`` (a run tag, else a version tag), or a content hash or its prefix (``sha256:``
+    optional, at least 4 hex digits).
 
     ``NotFound(unknown_ref)`` with did-you-mean when nothing matches;
     ``InvalidInput(ambiguous_ref)`` listing the candidates when several do.
@@ -196,7 +207,8 @@ def resolve(conn: sqlite3.Connection, ref: str) -> str:
     ref = ref.strip()
     if not ref:
         raise InvalidInput("the ref is empty", code="unknown_ref",
-                           hint="pass a run id, ws@v3, a workspace, @tag or a content hash")
+                           hint="pass a run id, ws@v3, a workspace, a source, @tag or a "
+                           "content hash")
     kind, sep, key = ref.partition(":")
     if sep and kind in NODE_KINDS:
         if _exists(conn, ref):
@@ -224,11 +236,15 @@ def resolve(conn: sqlite3.Connection, ref: str) -> str:
             return version_node(workspace, int(number.group(1)))
         found = _tagged(conn, workspace, rest)
         if found:
-            return found[0]  # a version tag first, else the run tagged most recently
+            return found[0]  # the run tagged most recently, else the version
         raise _unknown(conn, ref)
-    for candidate in (run_node(ref), f"pipeline_run:{ref}", workspace_node(ref)):
+    for candidate in (run_node(ref), f"pipeline_run:{ref}"):
         if _exists(conn, candidate):
             return candidate
+    # Workspace and source names are separate namespaces: a name both have is ambiguous.
+    named = [c for c in (workspace_node(ref), source_node(ref)) if _exists(conn, c)]
+    if named:
+        return _one(ref, named, "node (write workspace:NAME or source:NAME)")
     if _HEX.fullmatch(ref.lower()):
         found = _by_prefix(conn, output_node(ref.lower()))
         if found:
@@ -241,6 +257,7 @@ def _unknown(conn: sqlite3.Connection, ref: str) -> NotFound:
     word = ref.split(":", 1)[-1]
     head = word.split("@", 1)[0]
     pool = [n.partition(":")[2] for n in _by_prefix(conn, "workspace:", 500)]
+    pool += [n.partition(":")[2] for n in _by_prefix(conn, "source:", 500)]
     for kind in ("run:", "pipeline_run:"):
         pool += [n.partition(":")[2] for n in _by_prefix(conn, kind + head[:6], 200)]
     if "@" in word:
@@ -259,8 +276,8 @@ def _unknown(conn: sqlite3.Connection, ref: str) -> NotFound:
     mean = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     return NotFound(f"nothing in the lineage graph is called {ref!r}", code="unknown_ref",
                     hint=f"{mean}a ref is a run id (stage-...), a pipeline run id (prun-...), "
-                    "a workspace, ws@v3, @tag or ws@tag, or a content hash (prefix of at "
-                    "least 4 hex digits)")
+                    "a workspace, ws@v3, @tag or ws@tag, a source (source:NAME), or a content "
+                    "hash (prefix of at least 4 hex digits)")
 
 
 WALK_BATCH = 5000
@@ -395,16 +412,18 @@ PROVENANCE_LIST = 50
 def provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     """A run's whole upstream closure for ``inspect_run``: the workspaces (with fork parents),
     versions (with manifest digests), pipeline runs, upstream runs (with config hashes) and the
-    content given to them, each back to the run that produced it."""
+    content given to them, each back to the run that produced it, and the sources it came
+    from (registered, or promoted from an upstream run's output)."""
     root = run_node(run_id)
     seen: dict[str, int] = {root: 0}
     _, more, capped = _closure(conn, root, True, MAX_DEPTH, None, seen)
     consumers: dict[str, list[str]] = {}
     for src, kind, dst, name in _edges_among(conn, list(seen)):
         if kind == "consumed":
-            consumers.setdefault(src, []).append(f"{dst.partition(':')[2]}.{name}")
+            run = dst.partition(":")[2]
+            consumers.setdefault(src, []).append(f"{run}.{name}" if name else run)
     sections: dict[str, list[dict[str, Any]]] = {k: [] for k in (
-        "workspaces", "versions", "pipeline_runs", "runs", "inputs")}
+        "workspaces", "versions", "pipeline_runs", "runs", "inputs", "sources")}
     counts = dict.fromkeys(sections, 0)
     ids = sorted(seen, key=lambda n: (seen[n], n))
     attrs: dict[str, dict[str, Any]] = {}
@@ -427,7 +446,7 @@ def provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
 
 
 _SECTIONS = {"workspace": "workspaces", "version": "versions", "pipeline_run": "pipeline_runs",
-             "run": "runs", "output": "inputs"}
+             "run": "runs", "output": "inputs", "source": "sources"}
 
 
 def _entry(node_id: str, a: dict[str, Any], given_to: list[str]) -> dict[str, Any]:
@@ -443,5 +462,9 @@ def _entry(node_id: str, a: dict[str, Any], given_to: list[str]) -> dict[str, An
         return {"run_id": key, "stage": a.get("stage"),
                 "version": f"{a.get('workspace')}@v{a.get('version')}",
                 "config_hash": a.get("config_hash"), "state": a.get("state")}
+    if kind == "source":
+        return {"name": key, "sha256": a.get("sha256"), "format": a.get("format"),
+                "status": a.get("status"), "promoted_from": a.get("promoted_from"),
+                "used_by": given_to}
     return {"sha256": key, "size": a.get("size"), "produced_by": a.get("producer"),
             "output": a.get("name"), "path": a.get("path"), "given_to": given_to}

@@ -25,7 +25,7 @@ from quipu.core.sources.events import (
 )
 from quipu.projections._base import Folded, Indexes, rows_as_dicts
 
-__all__ = ["STATUSES", "SourcesView", "source", "sources"]
+__all__ = ["COUNTED", "STATUSES", "SourcesView", "counts", "source", "sources"]
 
 STATUSES = ("active", "retired", "deleted")
 _LIST_COLUMNS = ("name", "status", "format", "size_bytes", "sha256", "uri", "verified",
@@ -95,6 +95,19 @@ class SourcesView:
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+COUNTED = frozenset({SourceRegistered.TYPE, ArtifactPromoted.TYPE, SourceRetired.TYPE,
+                     SourceDeleted.TYPE})
+"""The events that change ``counts`` (STATE.md's mark must move on each of them)."""
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many sources are active and retired (deleted ones are not counted): one indexed
+    aggregate, whatever the number of sources."""
+    found = dict(conn.execute("SELECT status, COUNT(*) FROM sources WHERE status != 'deleted'"
+                              " GROUP BY status").fetchall())
+    return {"active": int(found.get("active", 0)), "retired": int(found.get("retired", 0))}
 
 
 def sources(conn: sqlite3.Connection, *, status: str | None = None, limit: int = 50,

@@ -6,7 +6,8 @@ give the same bytes. It reads no clock: every time shown is an event's own times
 
 Re-rendering after every command would be wasted work when nothing shown changed, so the views
 keep a mark of what STATE.md shows: ``StateMdMarkView`` holds the position of the latest event
-of the project, workspace, thought and audit views (everything they fold is shown), and the runs
+of the project, workspace, thought and audit views (everything they fold is shown; the audit
+view's source events are also every event that changes the data sources count), and the runs
 view keeps ``runs_shown`` (a heartbeat or metrics that change nothing shown leave it). The two
 positions and the slots' dirty flags change whenever the text can; the facade renders again
 only then.
@@ -55,6 +56,7 @@ class StateInput:
     slots: list[dict[str, Any]]  # slot, workspace, current_version, dirty
     workspaces: list[dict[str, Any]]  # workspace dicts, each with "latest": [version dicts]
     workspace_total: int
+    sources: dict[str, int] | None = None  # sources_view.counts; None or all 0: no line
     thoughts: list[dict[str, Any]] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
     runs: dict[str, Any] | None = None  # dashboard.state_md_runs; None: no run yet, no sections
@@ -192,6 +194,11 @@ def render(state: StateInput) -> str:
     hidden = state.workspace_total - len(state.workspaces)
     if hidden > 0:
         out.append(f"\n…and {hidden} more workspaces (most recently active shown).")
+    if state.sources and any(state.sources.values()):
+        retired = state.sources.get("retired", 0)
+        out += ["", f"**Data sources:** {state.sources.get('active', 0)} active"
+                + (f", {retired} retired" if retired else "")
+                + " — manage_sources(action='list')"]
 
     if state.runs is not None:
         out += _run_sections(state.runs)

@@ -550,6 +550,11 @@ class Views:
         return workspaces.workspace_count(self.conn)
 
     @_guarded
+    def source_counts(self) -> dict[str, int]:
+        """How many sources are active and retired."""
+        return sources.counts(self.conn)
+
+    @_guarded
     def versions(self, workspace: str, *, limit: int = 50, offset: int = 0,
                  include_pruned: bool = False) -> tuple[list[dict[str, Any]], int]:
         """A page of a workspace's versions, newest first, and the total."""
@@ -763,6 +768,7 @@ class Views:
         return state_md.render(state_md.StateInput(
             project=project.project(self.conn), slots=slot_rows, workspaces=shown,
             workspace_total=workspaces.workspace_count(self.conn),
+            sources=sources.counts(self.conn),
             thoughts=thoughts.thoughts(self.conn, limit=state_md.MAX_THOUGHTS),
             actions=audit.audit_log(self.conn, limit=state_md.MAX_ACTIONS),
             runs=dashboard.state_md_runs(self.conn, limit=state_md.MAX_RUNS,

@@ -1,5 +1,6 @@
-"""PROV-JSON and OpenLineage exports of a real log (real runs), read back with the ``prov``
-package and validated with the ``openlineage-python`` models; ``--until`` gives the past."""
+"""PROV-JSON and OpenLineage exports of a real log (real runs, one reading a registered source,
+an output promoted to a source), read back with the ``prov`` package and validated with the
+``openlineage-python`` models; ``--until`` gives the past."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import prov.model as pm
 import pytest
 from cli_runner import quipu
@@ -15,19 +17,46 @@ from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, R
 from openlineage.client.facet_v2 import parent_run
 from openlineage.client.generated.base import DatasetFacet, RunFacet
 from openlineage.client.serde import Serde
-from test_lineage import Lab
+from test_lineage import REASON, Lab
 
 from quipu.app.bootstrap import open_log
 from quipu.core.errors import NotFound
 
 
+class SourcedLab(Lab):
+    """The lineage lab, plus a third pipeline run whose report reads a registered source."""
+
+    third: dict[str, str]
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    made = Lab(tmp_path_factory.mktemp("exports"))
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SourcedLab]:
+    made = SourcedLab(tmp_path_factory.mktemp("exports"))
     made.q.create_workspace("fork", "try the same on a copy", "fork to export the fork edge",
                            from_workspace="ws", from_version="v1")
+    # A registered source read by a third report run, and the first double output promoted.
+    (made.q.root / "data").mkdir()
+    digits = made.q.root / "data" / "digits.npy"
+    np.save(digits, np.arange(5, dtype=np.int64))
+    made.q.register_source("digits", "data/digits.npy", "five integers to report on", REASON,
+                           tensor("five integers to report on", digits.stat().st_size))
+    made.third = made.cycle(stages=["report"], inputs_override={"doubled": "digits"})
+    run = made.q.runs.load_run(made.first["double"])
+    assert run.exit is not None
+    size = int(run.exit.outputs["doubled"]["size"])
+    made.q.promote_artifact(made.first["double"], "doubled", "doubled-set", REASON,
+                            tensor("the doubled integers, promoted", size))
     yield made
     made.q.close()
+
+
+def tensor(description: str, size: int) -> dict[str, Any]:
+    return {"schema_version": 1, "description": description,
+            "source": {"format": "npy", "size_bytes": size,
+                       "created_at": "2024-05-01T12:00:00Z"},
+            "schema": {"kind": "tensor", "primary_array": "x",
+                       "arrays": {"x": {"role": "features", "shape": [5], "dtype": "int64",
+                                        "feature_names": {"kind": "sequence"}}}}}
 
 
 def export_prov(lab: Lab, tmp_path: Path, *args: str) -> pm.ProvDocument:
@@ -56,7 +85,8 @@ class TestProv:
         doubled = f"quipu:content/{lab.output(first['double'], 'doubled')}"
         summary = f"quipu:content/{lab.output(second['report'], 'summary')}"
         activities = {str(r.identifier) for r in doc.get_records(pm.ProvActivity)}
-        assert activities == {run_id(r) for r in (*first.values(), *second.values())}
+        assert activities == {run_id(r) for r in (*first.values(), *second.values(),
+                                                  *lab.third.values())}
         entities = {str(r.identifier) for r in doc.get_records(pm.ProvEntity)}
         assert {doubled, summary, "quipu:version/ws/v1", "quipu:workspace/fork"} <= entities
         agents = {str(r.identifier) for r in doc.get_records(pm.ProvAgent)}
@@ -71,6 +101,14 @@ class TestProv:
         assert ("quipu:workspace/fork", "quipu:version/ws/v1") in derived
         assert (run_id(second["report"]), run_id(first["double"])) in relations(
             doc, pm.ProvCommunication)
+        # Sources: entities, used by the run that read one, a promoted one derived from the
+        # output it was promoted from, a registered one specialised by its file's content.
+        digits, promoted = "quipu:source/digits", "quipu:source/doubled-set"
+        assert {digits, promoted} <= entities
+        assert (run_id(lab.third["report"]), digits, "quipu:doubled") in used
+        assert (promoted, doubled) in derived
+        content = f"quipu:content/{lab.q.manage_sources('get', name='digits')['sha256']}"
+        assert (content, digits) in relations(doc, pm.ProvSpecialization)
         associated = relations(doc, pm.ProvAssociation)
         assert any(a == run_id(second["report"]) and role == "quipu:requester"
                    for a, _, role in associated)
@@ -80,6 +118,9 @@ class TestProv:
         activities = {str(r.identifier) for r in doc.get_records(pm.ProvActivity)}
         assert activities == {run_id(lab.second["report"]), run_id(lab.first["double"]),
                               run_id(lab.first["make"])}
+        third = export_prov(lab, tmp_path, "--run", lab.third["report"])
+        assert "quipu:source/digits" in {str(r.identifier)
+                                         for r in third.get_records(pm.ProvEntity)}
 
     def test_until_gives_the_graph_as_it_was(self, lab, tmp_path):
         with open_log(lab.q.root) as log:
@@ -96,6 +137,16 @@ class TestProv:
         proc = quipu("export", "prov", "--run", "x", "--workspace", "ws", cwd=lab.q.root,
                      check=False)
         assert proc.returncode == 2 and "export_scope" in proc.stderr
+
+
+def test_the_cli_walks_from_a_source(lab):
+    """``quipu lineage`` takes a source like any other ref (this lab is the one with sources)."""
+    proc = quipu("lineage", "source:digits", "--direction", "downstream", "--kind", "run",
+                 "--depth", "1", "--format", "json", cwd=lab.q.root)
+    graph = json.loads(proc.stdout)
+    assert {n["id"] for n in graph["nodes"]} == {"source:digits", f"run:{lab.third['report']}"}
+    dot = quipu("lineage", "doubled-set", "--format", "dot", cwd=lab.q.root).stdout
+    assert "promoted-from" in dot and "source doubled-set" in dot
 
 
 def rebuilt(event: dict[str, Any]) -> RunEvent:
@@ -167,7 +218,8 @@ class TestOpenLineage:
         for event in events:
             by_run.setdefault(event["run"]["facets"]["quipu_version"]["runId"], []).append(
                 event["eventType"])
-        assert set(by_run) == {*lab.first.values(), *lab.second.values()}
+        assert set(by_run) == {*lab.first.values(), *lab.second.values(),
+                               *lab.third.values()}
         assert all(kinds == ["START", "RUNNING", "COMPLETE", "OTHER"]
                    for kinds in by_run.values())
         report = [e for e in events
@@ -178,6 +230,15 @@ class TestOpenLineage:
         assert [d["name"] for d in report[2]["outputs"]] == [f"sha256:{summary}"]
         assert report[3]["run"]["facets"]["quipu_results"]["mlOutcome"] == "unknown"
         assert report[0]["run"]["facets"]["quipu_version"]["version"] == 1
+        # The run that read a source lists it as an input dataset from its START on.
+        third = [e for e in events
+                 if e["run"]["facets"]["quipu_version"]["runId"] == lab.third["report"]]
+        digits = lab.q.manage_sources("get", name="digits")["sha256"]
+        for event in third:
+            (source,) = [d for d in event["inputs"] if d["name"] == "source:digits"]
+            assert source["facets"]["quipu_source"]["sha256"] == digits
+            assert source["facets"]["quipu_source"]["input"] == "doubled"
+            assert f"sha256:{digits}" not in {d["name"] for d in event["inputs"]}
 
     def test_until_drops_what_came_later(self, lab):
         with open_log(lab.q.root) as log:

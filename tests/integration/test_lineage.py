@@ -104,9 +104,8 @@ class TestGetLineage:
         lab.q.tag_record(lab.second["report"], "best-report", REASON)
         assert lab.q.get_lineage("ws@v1", direction="downstream")["root"] == "version:ws@v1"
         assert lab.q.get_lineage("@golden")["root"] == "version:ws@v1"
-        # tag_record tags the run and the version it ran, and a version tag decides a ref.
-        ran = lab.q.views.run_record(lab.second["report"])["version"]
-        assert lab.q.get_lineage("ws@best-report")["root"] == f"version:ws@{ran}"
+        # tag_record tags the run and the version it ran; the run is the more specific.
+        assert lab.q.get_lineage("ws@best-report")["root"] == f"run:{lab.second['report']}"
         down = lab.q.get_lineage("ws", direction="downstream", depth=2)
         assert f"pipeline_run:{lab.q.views.run_record(lab.first['make'])['pipeline_run_id']}" \
             in ids(down)

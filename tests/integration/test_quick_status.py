@@ -218,3 +218,44 @@ def test_plain_and_json_status_agree_through_the_script(root: Path) -> None:
     again = quipu("status", cwd=root).stdout  # the second one takes the shortcut
     as_json = json.loads(quipu("status", "--json", cwd=root).stdout)
     assert plain == again == as_json["state_md"] + "\n"
+
+
+def test_the_data_sources_count_moves_with_the_sources(root: Path) -> None:
+    """STATE.md counts the sources; registering, retiring and deleting one each move the mark,
+    so STATE.md (and its key, so the shortcut) follow at once."""
+    import numpy as np
+
+    from quipu.projections.sources_view import COUNTED
+    from quipu.projections.state_md import StateMdMarkView
+
+    assert COUNTED.issubset(StateMdMarkView.types)
+    (root / "data").mkdir()
+    np.save(root / "data" / "x.npy", np.zeros((3, 2), dtype="float32"))
+    description = "three rows of two zero features"
+    doc = {"schema_version": 1, "description": description,
+           "source": {"format": "npy", "size_bytes": (root / "data" / "x.npy").stat().st_size,
+                      "created_at": "2024-05-01T12:00:00Z"},
+           "schema": {"kind": "tensor", "primary_array": "x",
+                      "arrays": {"x": {"role": "features", "shape": [3, 2], "dtype": "float32",
+                                       "feature_names": {"kind": "sequence"}}}}}
+    why = "count the sources in STATE.md"
+    q = open_project(root, actor="cli:test")
+    try:
+        assert "Data sources" not in q.status()["state_md"]
+        assert q.status()["source_count"] == {"active": 0, "retired": 0}
+        steps = [(lambda: q.register_source("x", "data/x.npy", description, why, doc),
+                  "**Data sources:** 1 active —"),
+                 (lambda: q.manage_sources("retire", name="x", reason=why),
+                  "**Data sources:** 0 active, 1 retired —"),
+                 (lambda: q.manage_sources("delete", name="x", reason=why), None)]
+        for act, line in steps:
+            act()
+            on_disk = (root / "STATE.md").read_text()
+            assert read_state_md(root) == on_disk
+            if line is None:
+                assert "Data sources" not in on_disk
+            else:
+                assert line in on_disk
+        assert q.status()["source_count"] == {"active": 0, "retired": 0}
+    finally:
+        q.close()

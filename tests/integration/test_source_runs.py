@@ -147,6 +147,26 @@ def promote_the_model(q: Quipu, run_id: str) -> None:
                 inputs_override={"features": "model"})
     assert dry["inputs"]["train"]["features"]["kind"] == "run"
     assert dry["inputs"]["train"]["features"]["run_id"] == run_id
+    source_lineage(q, run_id)
+
+
+def source_lineage(q: Quipu, run_id: str) -> None:
+    """manage_sources(action='lineage'): the runs that used a source (a retired one too), and
+    for a promoted artifact the run, version and source it came from."""
+    used = q.manage_sources("lineage", name="features")
+    assert [r["run_id"] for r in used["used_by"]] == [run_id]
+    assert used["used_by_count"] == 1 and used["status"] == "retired"
+    assert used["promoted_from"] is None and used["came_from"] is None
+    origin = q.manage_sources("lineage", name="model")
+    assert origin["promoted_from"] == f"{run_id}.model" and origin["used_by"] == []
+    ids = {n["id"] for n in origin["came_from"]["nodes"]}
+    assert {f"run:{run_id}", "source:features", "version:ws@v1"} <= ids
+    assert ["source:features", "consumed", f"run:{run_id}"] in origin["came_from"]["edges"]
+    head = q.store.head()
+    with pytest.raises(QuipuError) as caught:
+        q.manage_sources("lineage", name="featurse")
+    assert caught.value.code == "unknown_source" and "'features'" in caught.value.hint
+    assert q.store.head() == head
 
 
 def test_a_declared_schema_is_checked_against_the_source_metadata(q: Quipu) -> None:

@@ -1,11 +1,12 @@
 """The lineage view's closures equal a brute-force closure over the events themselves, for random
-histories of forks, versions and pipeline runs consuming earlier outputs, however the events are
-split into pages."""
+histories of forks, versions, registered sources (local and remote), pipeline runs consuming
+earlier outputs and sources, and outputs promoted to sources, however the events are split into
+pages."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,12 @@ from quipu.core.runs.events import (
     RunLaunched,
     RunQueued,
     RunRequested,
+)
+from quipu.core.sources.events import (
+    ArtifactPromoted,
+    SourceConsumed,
+    SourceRegistered,
+    SourceRetired,
 )
 from quipu.core.workspaces.events import PipelineRunStarted, VersionSaved, WorkspaceCreated
 from quipu.projections._base import Folded
@@ -46,6 +53,8 @@ class History:
         self.workspaces: dict[str, int] = {}
         self.outputs: list[str] = []
         self.runs: list[str] = []
+        self.sources: dict[str, str | None] = {}  # name -> sha256 (None: a remote source)
+        self.producers: dict[str, str] = {}  # output sha -> run id
         self.n = 0
 
     def add(self, e: Event) -> None:
@@ -74,7 +83,38 @@ class History:
         self.versions.append((ws, number))
         self.edges.add((f"workspace:{ws}", f"version:{ws}@v{number}"))
 
-    def pipeline(self, pick: int, stages: int, inputs: list[int], launch: bool) -> None:
+    def source(self, remote: bool, reuse: int | None) -> None:
+        """Register a source: remote (no content), or a file whose content is new or is the
+        same bytes as an earlier output (one content node, reached two ways)."""
+        name = f"src{len(self.sources)}"
+        content = (None if remote else self.outputs[reuse % len(self.outputs)]
+                   if reuse is not None and self.outputs else sha(900_000 + len(self.sources)))
+        self.add(SourceRegistered(**META, source=name, uri=f"data/{name}.npy",
+                                  path=None if remote else f"/p/data/{name}.npy",
+                                  sha256=content, size_bytes=8, format="npy",
+                                  description="a registered source", metadata={},
+                                  verified=not remote))
+        self.sources[name] = content
+        if content is not None:
+            self.edges.add((f"source:{name}", f"output:{content}"))
+
+    def promote(self, pick: int, retire: bool) -> None:
+        """Promote an earlier run's output to a new source (then maybe retire it)."""
+        if not self.producers:
+            return
+        content = sorted(self.producers)[pick % len(self.producers)]
+        name = f"src{len(self.sources)}"
+        self.add(ArtifactPromoted(**META, source=name, run_id=self.producers[content],
+                                  output="out", workspace="ws0", stage="s0", version=1,
+                                  manifest=sha(1), inputs={}, sha256=content, size_bytes=1,
+                                  format="npy", description="a promoted output", metadata={}))
+        self.sources[name] = content  # a run consuming it is given its producer's output
+        self.edges.add((f"output:{content}", f"source:{name}"))
+        if retire:
+            self.add(SourceRetired(**META, source=name))
+
+    def pipeline(self, pick: int, stages: int, inputs: list[int], launch: bool,
+                 sources: Sequence[int] = ()) -> None:
         if not self.versions:
             return
         ws, number = self.versions[pick % len(self.versions)]
@@ -95,6 +135,15 @@ class History:
             self.runs.append(run_id)
             run = f"run:{run_id}"
             self.edges |= {(version, run), (f"pipeline_run:{prun}", run)}
+            names = sorted(self.sources)
+            read = sorted({names[k % len(names)] for k in sources}) if names else []
+            for j, name in enumerate(read):
+                self.add(SourceConsumed(**META, source=name, run_id=run_id, workspace=ws,
+                                        sha256=self.sources[name]))
+                self.edges.add((f"source:{name}", run))
+                content = self.sources[name]
+                if content is not None:
+                    given[f"src{j}"] = content
             if not launch:
                 continue
             self.add(RunQueued(**META, run_id=run_id, review="skipped"))
@@ -107,6 +156,7 @@ class History:
             self.add(RunExited(**META, run_id=run_id, state="succeeded", exit_code=0,
                                outputs={"out": {"sha256": made, "size": 1}}))
             self.outputs.append(made)
+            self.producers[made] = run_id
             self.edges.add((run, f"output:{made}"))
             self.add(RunFinalized(**META, run_id=run_id, workspace=ws, stage=stage,
                                   ml_outcome="success", results=None, results_auto={},
@@ -130,7 +180,10 @@ steps = st.lists(st.one_of(
     st.tuples(st.just("workspace"), st.none() | st.integers(0, 20)),
     st.tuples(st.just("version"), st.integers(0, 20)),
     st.tuples(st.just("pipeline"), st.integers(0, 20), st.integers(1, 3),
-              st.lists(st.integers(0, 50), max_size=3), st.booleans()),
+              st.lists(st.integers(0, 50), max_size=3), st.booleans(),
+              st.lists(st.integers(0, 50), max_size=2)),
+    st.tuples(st.just("source"), st.booleans(), st.none() | st.integers(0, 50)),
+    st.tuples(st.just("promote"), st.integers(0, 50), st.booleans()),
 ), min_size=1, max_size=30)
 
 
@@ -162,7 +215,7 @@ def fold(events: list[Event], pages: list[int]) -> sqlite3.Connection:
     return conn
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=steps, pages=st.lists(st.integers(1, 7), max_size=10), pick=st.integers(0, 1000),
        depth=st.integers(1, 12))
 def test_closures_equal_a_brute_force_walk_of_the_events(plan, pages, pick, depth):
@@ -264,3 +317,49 @@ def test_an_answer_at_the_default_limit_stays_within_its_budget():
         assert len(json.dumps(out)) < 30_000, (ref, len(json.dumps(out)))
     assert walk(conn, f"output:{h.outputs[0]}", direction="downstream",
                 depth=100)["counts"]["nodes"] > 300
+
+
+@pytest.fixture
+def sourced() -> Iterator[tuple[History, sqlite3.Connection]]:
+    """src0 (a file) read by prun-1's run; its output promoted to src1, which prun-2's run
+    reads; src2 a remote source; a workspace named like a source."""
+    h = build([("source", False, None), ("pipeline", 0, 1, [], True, [0]),
+               ("promote", 0, False), ("pipeline", 0, 1, [], True, [1]),
+               ("source", True, None)])
+    h.add(WorkspaceCreated(**META, workspace="src2", goal="named like a source",
+                           forked_from=None, from_version=None))
+    conn = fold(h.events, [])
+    yield h, conn
+    conn.close()
+
+
+class TestSources:
+    def test_which_runs_used_this_data_is_one_walk(self, sourced):
+        h, conn = sourced
+        out = walk(conn, resolve(conn, "src0"), direction="downstream", depth=1, kinds=["run"])
+        assert [n["id"] for n in out["nodes"]] == ["source:src0", f"run:{h.runs[0]}"]
+        assert out["edges"] == [["source:src0", "consumed", f"run:{h.runs[0]}"]]
+        assert "source src0 (npy, 8 bytes, active)" in out["nodes"][0]["label"]
+
+    def test_which_data_did_this_result_come_from_reaches_both_sources(self, sourced):
+        h, conn = sourced
+        out = walk(conn, f"run:{h.runs[1]}", direction="upstream", depth=10)
+        ids = {n["id"] for n in out["nodes"]}
+        assert {"source:src1", "source:src0", f"run:{h.runs[0]}"} <= ids
+        kinds = {e[1] for e in out["edges"]}
+        assert {"consumed", "promoted-from", "content", "produced"} <= kinds
+        prov = provenance(conn, h.runs[1])
+        assert {s["name"] for s in prov["sources"]} == {"src0", "src1"}
+        promoted = next(s for s in prov["sources"] if s["name"] == "src1")
+        assert promoted["promoted_from"] == f"{h.runs[0]}.out"
+        assert promoted["used_by"] == [h.runs[1]]
+
+    def test_a_name_both_a_workspace_and_a_source_is_ambiguous(self, sourced):
+        _, conn = sourced
+        with pytest.raises(InvalidInput) as err:
+            resolve(conn, "src2")
+        assert err.value.code == "ambiguous_ref" and "source:src2" in err.value.message
+        assert resolve(conn, "source:src2") == "source:src2"
+        with pytest.raises(NotFound) as missing:
+            resolve(conn, "scr0")
+        assert "'src0'" in missing.value.hint
