@@ -3,7 +3,8 @@
 One row per run holds what an agent asks about it: where it stands (``state``), how the machinery
 ended it (``infra_outcome``, derived only by ``core.runs.lifecycle.infra_outcome`` and kept after
 finalization), what the agent made of it (``ml_outcome``, ``results``, ``comparison``), and its
-provenance (version, config, inputs as requested and as launched, outputs). Beside it: the latest
+provenance (version, config, inputs as requested and as launched, outputs, the environment it
+ran with). Beside it: the latest
 metric summaries per run, run tags, pipeline runs, the inputs that link a run to the runs it
 read, and the unfinalized queue (the runs that hold their workspace's finalization gate, exactly
 as the workspace recorded it with ``FinalizationRequired`` / ``FinalizationCleared``).
@@ -78,11 +79,12 @@ RUN_COLUMNS = (
     "created_at", "created_by", "launched_at", "ended_at", "finalized_at", "last_seen_at",
     "heartbeat_message", "review", "worker", "host", "pid", "run_dir", "exit_code", "signal",
     "logs", "problems", "error", "created_position", "ended_position", "finalized_position",
-    "last_position", "non_finite", "retired", "closed_by",
+    "last_position", "non_finite", "retired", "closed_by", "environment",
 )
 JSON_COLUMNS = frozenset({
     "detail", "config", "depends_on", "inputs", "inputs_launched", "outputs_declared", "outputs",
     "results_spec", "results", "results_auto", "comparison", "logs", "problems", "non_finite",
+    "environment",
 })
 
 Row = dict[str, Any]
@@ -335,7 +337,8 @@ def _claimed(page: _Page, row: Row, e: RunClaimed, f: Folded) -> None:
 
 def _launched(page: _Page, row: Row, e: RunLaunched, f: Folded) -> None:
     row.update(worker=e.worker, host=e.host, pid=e.pid, run_dir=e.run_dir,
-               inputs_launched=e.inputs, launched_at=f.at, last_seen_at=f.at)
+               inputs_launched=e.inputs, launched_at=f.at, last_seen_at=f.at,
+               environment=e.environment)
 
 
 def _heartbeat(page: _Page, row: Row, e: RunHeartbeat, f: Folded) -> None:
@@ -460,7 +463,7 @@ class RunsView:
     """Folds run, pipeline-run and finalization-gate events."""
 
     name: ClassVar[str] = "runs"
-    version: ClassVar[int] = 5
+    version: ClassVar[int] = 6  # 6: runs.environment (RunLaunched.environment)
     types: ClassVar[frozenset[str]] = frozenset({
         PipelineRunStarted.TYPE, RunRequested.TYPE, FinalizationRequired.TYPE,
         FinalizationCleared.TYPE, WorkspaceDeleted.TYPE, *_RUN_FOLDS})

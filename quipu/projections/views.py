@@ -640,7 +640,8 @@ class Views:
 
     @_guarded
     def run_provenance(self, run_id: str) -> dict[str, Any] | None:
-        """Version, manifest, config, inputs (requested and launched), outputs, downstream."""
+        """Version, manifest, config, inputs (requested and launched), outputs, downstream, and
+        the environment it was launched with (``RunLaunched.environment``; None before)."""
         row = run_queries.run_row(self.conn, run_id)
         if row is None:
             return None
@@ -654,6 +655,7 @@ class Views:
             "outputs_declared": row["outputs_declared"], "outputs": row["outputs"],
             "downstream": run_queries.downstream(self.conn, run_id),
             "pipeline_run_id": row["pipeline_run_id"],
+            "environment": row["environment"],
         }
 
     @_guarded

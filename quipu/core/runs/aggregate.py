@@ -117,12 +117,14 @@ class Run(Aggregate):
         return True
 
     def launched(self, meta: Meta, *, worker: str, host: str, pid: int, run_dir: str,
-                 inputs: dict[str, dict[str, Any]]) -> None:
-        """The process is running."""
+                 inputs: dict[str, dict[str, Any]],
+                 environment: dict[str, Any] | None = None) -> None:
+        """The process is running (``environment``: the facts of what it runs with)."""
         if self.current is State.RUNNING and self.pid == pid:
             return
         self._record(RunLaunched(**meta.fields(), run_id=self.name, worker=worker, host=host,
-                                 pid=pid, run_dir=run_dir, inputs=inputs))
+                                 pid=pid, run_dir=run_dir, inputs=inputs,
+                                 environment=environment))
 
     def heartbeat(self, meta: Meta, message: str | None = None) -> None:
         """The run is alive (only meaningful while it runs)."""

@@ -446,12 +446,14 @@ class RunService:
             raise
 
     def record_launch(self, run_id: str, *, worker: str, host: str, pid: int, run_dir: str,
-                      inputs: dict[str, dict[str, Any]]) -> None:
-        """The stage process started."""
+                      inputs: dict[str, dict[str, Any]],
+                      environment: dict[str, Any] | None = None) -> None:
+        """The stage process started (``environment``: see ``RunLaunched``)."""
         def command() -> None:
             run = self.load_run(run_id)
             run.launched(self.uow.stamp(worker, f"stage process {pid} started on {host}"),
-                         worker=worker, host=host, pid=pid, run_dir=run_dir, inputs=inputs)
+                         worker=worker, host=host, pid=pid, run_dir=run_dir, inputs=inputs,
+                         environment=environment)
             if run.pending:
                 self.uow.commit(run)
 
