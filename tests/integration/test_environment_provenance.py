@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_executor_helpers import ONE_STAGE, drive, ended, executor, make_project, start
 
 from quipu.adapters.blobs import LocalBlobStore
@@ -58,6 +60,16 @@ class TestTheProbe:
         names = relevant_env_names(env)
         assert names == ["CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "PATH",
                          "PYTHONHASHSEED", "QUIPU_TOKEN"]
+
+    @given(st.dictionaries(st.text("ABCDHLMOPQTUY_", min_size=1, max_size=12),
+                           st.text(min_size=1, max_size=20), max_size=20))
+    def test_names_are_a_sorted_subset_of_the_names_given(self, env: dict[str, str]) -> None:
+        names = relevant_env_names(env)
+        assert names == sorted(set(names)) and set(names) <= set(env)
+        assert all(n.endswith("PATH") or n in ("HOME", "LANG", "TZ") or n.startswith(
+            ("CUDA_", "PYTHON", "OMP_", "MKL_", "QUIPU_", "LD_", "HF_", "TORCH", "LC_"))
+            for n in names)
+        assert {n for n in env if n.endswith("PATH") or n.startswith("QUIPU_")} <= set(names)
 
     def test_gpus_are_read_from_nvidia_smi_csv(self, tmp_path: Path) -> None:
         _fake_tool(tmp_path / "bin", f"printf '{NVIDIA_CSV}'")
