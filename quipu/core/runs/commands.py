@@ -94,7 +94,8 @@ class RecordClaim(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class RecordLaunch(Command):
-    """The stage process started."""
+    """The stage process started (``environment``: the facts of what it runs with, see
+    ``RunLaunched``)."""
 
     run_id: str
     worker: str
@@ -102,6 +103,7 @@ class RecordLaunch(Command):
     pid: int
     run_dir: str
     inputs: dict[str, dict[str, Any]]
+    environment: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
