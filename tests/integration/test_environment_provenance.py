@@ -214,3 +214,59 @@ def test_secrets_in_the_engines_environment_never_enter_the_record(
         data = path.read_bytes()
         for value in [*secrets.values(), hidden]:
             assert value.encode() not in data, f"{value} leaked into {path}"
+
+
+CHECKPOINTING = """\
+    import numpy as np
+    from quipu import sdk
+
+    for step in range(2):
+        sdk.save_checkpoint("weights", np.full(4, step, dtype=np.int64), step=step)
+    sdk.save_checkpoint("state", {"epoch": 0})
+    sdk.save_checkpoint("state", {"epoch": 1})  # replaces the first 'latest'
+    sdk.save_output("result", {"answer": 42})
+    """
+
+
+def test_checkpoints_a_stage_saved_are_recorded_with_their_blobs(tmp_path: Path) -> None:
+    """Each save still on disk becomes a CheckpointSaved whose manifest restores the same
+    directory; a 'latest' replaced by a later save is recorded once, as it was last saved."""
+    import json
+
+    from quipu.adapters.executors._rundir import restore_manifest
+    from quipu.core.runs.events import CheckpointSaved
+    from quipu.core.workspaces.versions import Manifest
+    from quipu.rundir import tree_digest
+
+    q = make_project(tmp_path, ONE_STAGE, {"solo": CHECKPOINTING})
+    try:
+        run_id = start(q)["solo"]
+        ex = executor(q)
+        drive(ex, ended(q, run_id))
+        points = [r.event for r in map(decode, q.store.read())
+                  if isinstance(r.event, CheckpointSaved)]
+        assert [(p.name, p.step) for p in points] == [("weights", 0), ("weights", 1),
+                                                     ("state", None)]
+        run_dir = Path(q.runs.load_run(run_id).run_dir or "")
+        lines = [json.loads(x) for x in (run_dir / ".quipu" / "checkpoints.jsonl")
+                 .read_text().splitlines()]
+        assert {(p.sha256, p.size) for p in points} == {
+            (x["sha256"], x["size"]) for x in lines[:2] + lines[3:]}
+        for point in points:
+            dest = tmp_path / "restored" / point.name / str(point.step)
+            restore_manifest(q.blobs, Manifest.from_bytes(q.blobs.get_bytes(point.manifest)),
+                             dest)
+            assert tree_digest(dest) == (point.sha256, point.size)
+        # Watching the same run directory again (a restarted executor) records nothing twice.
+        before = q.store.head()
+        stage_runs = q.runs
+        stage_runs.record_checkpoint(run_id, actor="test:1", **{
+            k: getattr(points[0], k)
+            for k in ("name", "step", "sha256", "size", "manifest", "files", "path")})
+        assert q.store.head() == before
+        shown = q.inspect_run(run_id, include=["provenance"])["provenance"]["checkpoints"]
+        assert {n: (c["saves"], c["step"]) for n, c in shown.items()} == {
+            "weights": (2, 1), "state": (1, None)}
+        assert shown["weights"]["sha256"] == points[1].sha256
+    finally:
+        q.close()

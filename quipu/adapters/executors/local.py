@@ -79,6 +79,7 @@ from ._position import load_position, save_position
 from ._rundir import (
     CappedLog,
     build_run_dir,
+    collect_checkpoints,
     collect_outputs,
     read_json,
     tree_changes,
@@ -111,6 +112,7 @@ class _Stage:
     last_metrics: float = 0.0
     signs: tuple[Any, ...] = ()
     kill_at: float | None = None  # set once canceled: when SIGTERM turns into SIGKILL
+    checkpoints_read: int = 0  # bytes of checkpoints.jsonl already recorded
 
     @property
     def quipu_dir(self) -> Path:
@@ -483,6 +485,7 @@ class LocalExecutor:
             self._alive(stage)
         if now - stage.last_metrics >= self.metrics_every:
             self._ingest_metrics(stage, complete=False)
+            self._ingest_checkpoints(stage)
 
     def _alive(self, stage: _Stage) -> None:
         beat = read_json(stage.quipu_dir / HEARTBEAT)
@@ -503,6 +506,13 @@ class LocalExecutor:
                                  points=stage.metrics.points,
                                  summaries=stage.metrics.summaries(), complete=complete)
 
+    def _ingest_checkpoints(self, stage: _Stage) -> None:
+        """Store and record the checkpoints the stage saved since the last look."""
+        saved, stage.checkpoints_read = collect_checkpoints(stage.run_dir, self.blobs,
+                                                            stage.checkpoints_read)
+        for point in saved:
+            self.runs.record_checkpoint(stage.run_id, actor=self.worker_id, **point)
+
     def _kill(self, stage: _Stage) -> None:
         if stage.kill_at is None:
             stage.kill_at = time.monotonic() + self.kill_grace
@@ -514,6 +524,7 @@ class LocalExecutor:
         if stage.popen is not None:  # leftovers of a finished stage (a pid we just reaped)
             _signal_group(stage.pid, signal.SIGKILL)
         self._ingest_metrics(stage, complete=True)
+        self._isolated(stage.run_id, self._ingest_checkpoints, stage)
         if not known:
             self.runs.record_lost(stage.run_id, actor=self.supervisor_id,
                                   why="the stage process is gone and left no exit status")

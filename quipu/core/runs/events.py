@@ -7,6 +7,7 @@ from typing import Any
 from quipu.core.messages import Event, register, upcaster
 
 __all__ = [
+    "CheckpointSaved",
     "MetricsRecorded",
     "ResultsSpecSaved",
     "RunAdopted",
@@ -184,6 +185,27 @@ class MetricsRecorded(Event):
     points: int
     summaries: dict[str, dict[str, Any]]
     complete: bool
+
+
+@register("CheckpointSaved")
+class CheckpointSaved(Event):
+    """The stage saved a checkpoint (``sdk.save_checkpoint``) and its directory is stored.
+
+    ``step`` is None for a ``latest`` checkpoint (each save replaces the last); ``sha256`` and
+    ``size`` are the SDK's directory hash and byte count (the same as in the run directory's
+    ``checkpoints.jsonl``); ``manifest`` is the blob of the directory's manifest, from which
+    the tree is restored; ``files`` counts its files; ``path`` is where it lay in the run
+    directory (``.quipu/checkpoints/<name>/step_<N>``).
+    """
+
+    run_id: str
+    name: str
+    step: int | None
+    sha256: str
+    size: int
+    manifest: str
+    files: int
+    path: str
 
 
 @register("RunFinalized", schema_version=2)

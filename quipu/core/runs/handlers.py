@@ -560,6 +560,21 @@ class RunService:
 
         self.uow.attempt(command)
 
+    def record_checkpoint(self, run_id: str, *, actor: str, name: str, step: int | None,
+                          sha256: str, size: int, manifest: str, files: int,
+                          path: str) -> None:
+        """A checkpoint the stage saved, now in the blob store."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            which = name if step is None else f"{name} at step {step}"
+            run.record_checkpoint(self.uow.stamp(actor, f"checkpoint {which} saved"),
+                                  name=name, step=step, sha256=sha256, size=size,
+                                  manifest=manifest, files=files, path=path)
+            if run.pending:
+                self.uow.commit(run)
+
+        self.uow.attempt(command)
+
     # --- agent commands ------------------------------------------------------------------------
 
     def cancel(self, run_id: str, reason: str, *, actor: str) -> dict[str, Any]:
