@@ -29,7 +29,14 @@ if TYPE_CHECKING:
     from quipu.core.workspaces.handlers import Service
     from quipu.projections import Views
 
-__all__ = ["MIN_POINTS", "RAW_PAGE", "RunQueries", "downsample"]
+__all__ = ["INCLUDES", "MIN_POINTS", "PACKAGES_PAGE", "PACKAGES_PAGE_MAX", "RAW_PAGE",
+           "RunQueries", "downsample"]
+
+INCLUDES = ("dashboard", "provenance", "metrics", "events", "environment")
+"""The sections ``inspect_run`` can include."""
+PACKAGES_PAGE = 200
+"""Package lines per page of ``inspect_run(include=["environment"])`` when none is given."""
+PACKAGES_PAGE_MAX = 500
 
 MIN_POINTS = 5
 """The fewest points a thinned curve may keep: first, last, lowest, highest, first non-finite."""
@@ -330,17 +337,25 @@ class RunQueries:
         return self.views.experiment_context(self._run_workspace(workspace))
 
     def inspect_run(self, run_id: str, include: Sequence[str] | None = None, *,
-                    log_lines: int = 20) -> dict[str, Any]:
+                    log_lines: int = 20, packages_offset: int = 0,
+                    packages_limit: int = PACKAGES_PAGE) -> dict[str, Any]:
         """A run as it stands: state and results, always its ``dashboard`` (progress, metric
         trends, log tail), and the sections in ``include`` (default: provenance and metrics):
         ``provenance`` (version, config, inputs requested and launched, outputs, downstream
-        runs, and ``upstream``: the whole upstream closure, see ``Views.lineage_provenance``),
-        ``metrics`` (summaries and where the series is), ``events`` (its own log)."""
+        runs, the ``environment`` it was launched with, and ``upstream``: the whole upstream
+        closure, see ``Views.lineage_provenance``), ``metrics`` (summaries and where the series
+        is), ``events`` (its own log), ``environment`` (the environment facts with a page of
+        the installed distributions, ``packages_limit`` lines from ``packages_offset``)."""
         sections = {"dashboard", *(("provenance", "metrics") if include is None else include)}
-        unknown = sorted(sections - {"dashboard", "provenance", "metrics", "events"})
+        unknown = sorted(sections - set(INCLUDES))
         if unknown:
             raise InvalidInput(f"unknown include {unknown}", code="invalid_include",
-                               hint="include any of: dashboard, provenance, metrics, events")
+                               hint="include any of: " + ", ".join(INCLUDES))
+        if packages_offset < 0 or not 1 <= packages_limit <= PACKAGES_PAGE_MAX:
+            raise InvalidInput(
+                f"packages_offset {packages_offset} / packages_limit {packages_limit} out of "
+                "range", code="invalid_page",
+                hint=f"packages_offset >= 0 and 1 <= packages_limit <= {PACKAGES_PAGE_MAX}")
         self.views.catch_up()
         record = self.views.run_record(self._run_id(run_id))
         execution = self.views.run_execution(run_id)
@@ -373,11 +388,29 @@ class RunQueries:
                               "points": execution["metric_points"],
                               "series": execution["metric_series"],
                               "complete": bool(execution["metrics_complete"])}
+        if "environment" in sections:
+            environment = self.views.run_provenance(run_id)["environment"]  # type: ignore[index]
+            out["environment"] = (None if environment is None else self._environment(
+                environment, packages_offset, packages_limit))
         if "events" in sections:
             out["events"] = [{"type": r.event.TYPE, "at": r.event.at.isoformat(),
                               "actor": r.event.actor, "reason": r.event.reason}
                              for r in map(decode, self.store.load(stream_id("run", run_id)))]
         return out
+
+    def _environment(self, environment: dict[str, Any], offset: int,
+                     limit: int) -> dict[str, Any]:
+        """The environment facts with a page of its ``name==version`` package lines."""
+        packages = environment.get("packages")
+        if not isinstance(packages, dict):  # the interpreter could not be probed
+            return dict(environment)
+        lines = [line for line in
+                 self.blobs.get_bytes(str(packages["sha256"])).decode().splitlines() if line]
+        page = lines[offset:offset + limit]
+        end = offset + len(page)
+        return {**environment, "packages": {
+            **packages, "offset": offset, "items": page,
+            "next_offset": end if end < len(lines) else None}}
 
     def _progress(self, stage: str, execution: dict[str, Any],
                   live_dir: Path | None) -> dict[str, Any]:

@@ -202,18 +202,26 @@ def run_logs(ctx: click.Context, run_id: str, tail: int, follow: bool) -> None:
 
 @run_group.command("inspect")
 @click.argument("run_id")
+@click.option("--include", "include", multiple=True,
+              help="A section (dashboard, provenance, metrics, events, environment); "
+                   "repeatable. Default: dashboard, provenance, metrics.")
+@click.option("--packages-offset", type=int, default=0, show_default=True,
+              help="With --include environment: the first package line to list.")
 @_json_option
 @click.pass_context
 @_edge
-def run_inspect(ctx: click.Context, run_id: str, as_json: bool) -> None:
+def run_inspect(ctx: click.Context, run_id: str, include: tuple[str, ...],
+                packages_offset: int, as_json: bool) -> None:
     """State, progress, metrics, outcome and provenance of one stage run.
 
     \b
     Example:
       quipu run inspect stage-1a2b3c4d5e6f --json | jq '.state'
+      quipu run inspect stage-1a2b3c4d5e6f --include environment --json
     """
     with _project(ctx) as q:
-        _show(q.inspect_run(run_id), as_json)
+        _show(q.inspect_run(run_id, include=list(include) or None,
+                            packages_offset=packages_offset), as_json)
 
 
 def _record_line(row: dict[str, Any]) -> str:

@@ -158,14 +158,17 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
     @mcp.tool(annotations=READ_ONLY)
     async def inspect_run(
         run_id: RunId,
-        include: Annotated[list[Literal["dashboard", "provenance", "metrics", "events"]] | None,
+        include: Annotated[list[Literal["dashboard", "provenance", "metrics", "events",
+                                        "environment"]] | None,
                            Field(description="Sections besides state and results (default: "
                                  "dashboard, provenance, metrics); provenance includes the "
-                                 "whole upstream closure.")] = None,
+                                 "whole upstream closure; environment lists packages.")] = None,
+        packages_offset: Annotated[int, Field(ge=0)] = 0,
     ) -> dict[str, Any]:
         """One stage run: state, progress, metrics, outcome, provenance (version, config,
         inputs, outputs). To follow a run, or see why one failed (then logs())."""
-        return guarded("inspect_run", lambda: engine.q.inspect_run(run_id, include=include))
+        return guarded("inspect_run", lambda: engine.q.inspect_run(
+            run_id, include=include, packages_offset=packages_offset))
 
     @mcp.tool(annotations=READ_ONLY)
     async def logs(

@@ -3,7 +3,8 @@
 One row per run holds what an agent asks about it: where it stands (``state``), how the machinery
 ended it (``infra_outcome``, derived only by ``core.runs.lifecycle.infra_outcome`` and kept after
 finalization), what the agent made of it (``ml_outcome``, ``results``, ``comparison``), and its
-provenance (version, config, inputs as requested and as launched, outputs). Beside it: the latest
+provenance (version, config, inputs as requested and as launched, outputs, the environment it
+ran with). Beside it: the latest
 metric summaries per run, run tags, pipeline runs, the inputs that link a run to the runs it
 read, and the unfinalized queue (the runs that hold their workspace's finalization gate, exactly
 as the workspace recorded it with ``FinalizationRequired`` / ``FinalizationCleared``).
@@ -40,6 +41,7 @@ import sqlite_utils
 
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import (
+    CheckpointSaved,
     MetricsRecorded,
     ResultsSpecSaved,
     RunAdopted,
@@ -78,11 +80,13 @@ RUN_COLUMNS = (
     "created_at", "created_by", "launched_at", "ended_at", "finalized_at", "last_seen_at",
     "heartbeat_message", "review", "worker", "host", "pid", "run_dir", "exit_code", "signal",
     "logs", "problems", "error", "created_position", "ended_position", "finalized_position",
-    "last_position", "non_finite", "retired", "closed_by",
+    "last_position", "non_finite", "retired", "closed_by", "environment",
+    "checkpoints",
 )
 JSON_COLUMNS = frozenset({
     "detail", "config", "depends_on", "inputs", "inputs_launched", "outputs_declared", "outputs",
     "results_spec", "results", "results_auto", "comparison", "logs", "problems", "non_finite",
+    "environment", "checkpoints",
 })
 
 Row = dict[str, Any]
@@ -335,7 +339,8 @@ def _claimed(page: _Page, row: Row, e: RunClaimed, f: Folded) -> None:
 
 def _launched(page: _Page, row: Row, e: RunLaunched, f: Folded) -> None:
     row.update(worker=e.worker, host=e.host, pid=e.pid, run_dir=e.run_dir,
-               inputs_launched=e.inputs, launched_at=f.at, last_seen_at=f.at)
+               inputs_launched=e.inputs, launched_at=f.at, last_seen_at=f.at,
+               environment=e.environment)
 
 
 def _heartbeat(page: _Page, row: Row, e: RunHeartbeat, f: Folded) -> None:
@@ -407,6 +412,15 @@ def _spec_saved(page: _Page, row: Row, e: ResultsSpecSaved, f: Folded) -> None:
         row["non_finite"] = _facts(primary)
 
 
+def _checkpoint(page: _Page, row: Row, e: CheckpointSaved, f: Folded) -> None:
+    # One entry per name (bounded however many steps a stage saves): its latest save.
+    saved = dict(row["checkpoints"] or {})
+    saves = saved.get(e.name, {}).get("saves", 0) + 1
+    saved[e.name] = {"saves": saves, "step": e.step, "sha256": e.sha256, "size": e.size,
+                     "manifest": e.manifest}
+    row["checkpoints"] = saved
+
+
 def _tagged(page: _Page, row: Row, e: RunTagged, f: Folded) -> None:
     page.tags.append((e.run_id, e.tag, e.workspace, f.at, f.position))
 
@@ -427,6 +441,7 @@ _RUN_FOLDS: dict[str, Fold] = {
     RunFinalized.TYPE: _finalized,
     ResultsSpecSaved.TYPE: _spec_saved,
     RunTagged.TYPE: _tagged,
+    CheckpointSaved.TYPE: _checkpoint,
 }
 """The bookkeeping of events about an existing run, besides its state (each also records the
 run's latest position). The state itself comes from ``lifecycle.state_after``; a test checks
@@ -453,14 +468,14 @@ def _changes_state_md(row: Row, e: Any, f: Folded) -> bool:
             row["last_seen_at"] is None or when(row["last_seen_at"]) != when(f.at))
     if isinstance(e, MetricsRecorded):
         return row["state"] not in _ACTIVE
-    return True
+    return not isinstance(e, CheckpointSaved)  # STATE.md does not show checkpoints
 
 
 class RunsView:
     """Folds run, pipeline-run and finalization-gate events."""
 
     name: ClassVar[str] = "runs"
-    version: ClassVar[int] = 5
+    version: ClassVar[int] = 6  # 6: runs.environment, runs.checkpoints
     types: ClassVar[frozenset[str]] = frozenset({
         PipelineRunStarted.TYPE, RunRequested.TYPE, FinalizationRequired.TYPE,
         FinalizationCleared.TYPE, WorkspaceDeleted.TYPE, *_RUN_FOLDS})

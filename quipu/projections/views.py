@@ -645,7 +645,9 @@ class Views:
 
     @_guarded
     def run_provenance(self, run_id: str) -> dict[str, Any] | None:
-        """Version, manifest, config, inputs (requested and launched), outputs, downstream."""
+        """Version, manifest, config, inputs (requested and launched), outputs, downstream, and
+        the environment it was launched with (``RunLaunched.environment``; None before), and
+        its checkpoints: ``{name: {saves, step, sha256, size, manifest}}`` (the latest save)."""
         row = run_queries.run_row(self.conn, run_id)
         if row is None:
             return None
@@ -659,6 +661,8 @@ class Views:
             "outputs_declared": row["outputs_declared"], "outputs": row["outputs"],
             "downstream": run_queries.downstream(self.conn, run_id),
             "pipeline_run_id": row["pipeline_run_id"],
+            "environment": row["environment"],
+            "checkpoints": row["checkpoints"] or {},
         }
 
     @_guarded

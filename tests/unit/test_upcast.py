@@ -128,3 +128,35 @@ def test_a_stored_v1_run_finalized_decodes_as_a_verdict_on_the_run_itself(
         None, "success", {"primary_metric": "val_acc", "value": 0.91})
     assert verify_log(store).ok
     store.close()
+
+
+V1_LAUNCHED = json.dumps(
+    {"actor": "test:1", "reason": "stage process 4242 started on box", "at": "2024-02-01T08:00:00Z",
+     "run_id": "stage-0123456789ab", "worker": "test:1", "host": "box", "pid": 4242,
+     "run_dir": "/tmp/runs/stage-0123456789ab",
+     "inputs": {"x": {"sha256": "ab" * 32, "size": 8, "kind": "file"}}},
+    separators=(",", ":"),
+).encode()
+
+
+def test_a_stored_run_launched_without_environment_decodes_with_none(tmp_path: Path) -> None:
+    """RunLaunched gained ``environment`` with a default: a launch written before it reads as
+    one whose environment is unknown, and its other facts are unchanged."""
+    from quipu.core.runs.events import RunLaunched
+
+    assert RunLaunched.SCHEMA_VERSION == 1
+    path = tmp_path / "events.db"
+    store = open_sqlite_store(path)
+    stream = uuid.uuid4()
+    state, _ = link_state("0" * 64, stream.hex, 1, "RunLaunched", 1, V1_LAUNCHED, position=1)
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+                    (stream.hex, 1, "RunLaunched", state))
+    raw.close()
+
+    event = decode(store.read()[0]).event
+    assert isinstance(event, RunLaunched)
+    assert (event.environment, event.pid, event.inputs["x"]["size"]) == (None, 4242, 8)
+    assert verify_log(store).ok
+    store.close()

@@ -31,6 +31,7 @@ from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound
 from quipu.core.ports import BlobStore
 from quipu.core.workspaces.versions import FileEntry, Manifest
 from quipu.rundir import (
+    CHECKPOINTS,
     CODE_DIR,
     INPUTS_DIR,
     OUTPUTS,
@@ -45,6 +46,7 @@ from quipu.rundir import (
 __all__ = [
     "CappedLog",
     "build_run_dir",
+    "collect_checkpoints",
     "collect_outputs",
     "read_json",
     "tree_changes",
@@ -305,6 +307,46 @@ def collect_outputs(run_dir: Path, declared: Mapping[str, Mapping[str, Any]],
         stored[name] = {"kind": "file", "sha256": digest, "size": size, "path": rel,
                         "type": spec.get("type"), "stats": stats}
     return stored, problems
+
+
+def collect_checkpoints(run_dir: Path, blobs: BlobStore,
+                        offset: int) -> tuple[list[dict[str, Any]], int]:
+    """Store the checkpoints recorded in ``checkpoints.jsonl`` after byte ``offset``; return
+    their records ``{name, step, sha256, size, manifest, files, path}`` and the new offset.
+
+    Only complete lines are read (the stage may be writing the next one). A line whose
+    directory is gone or no longer has the recorded hash (a later save of the same name and
+    step replaced it; its own line follows) is skipped, as is anything outside
+    ``.quipu/checkpoints/``.
+    """
+    try:
+        with (run_dir / SIDE_DIR / CHECKPOINTS).open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError:
+        return [], offset
+    complete = data[:data.rfind(b"\n") + 1]
+    root = (run_dir / SIDE_DIR / "checkpoints").resolve()
+    stored: list[dict[str, Any]] = []
+    for line in complete.splitlines():
+        try:
+            record = json.loads(line)
+            name, step, path = record["name"], record.get("step"), record["path"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(name, str) or not isinstance(path, str) or not (
+                step is None or (isinstance(step, int) and not isinstance(step, bool))):
+            continue
+        directory = (run_dir / path).resolve()
+        if not directory.is_relative_to(root) or not directory.is_dir():
+            continue
+        digest, size = tree_digest(directory)
+        if digest != record.get("sha256"):
+            continue
+        manifest, _, files = _store_dir(blobs, directory)
+        stored.append({"name": name, "step": step, "sha256": digest, "size": size,
+                       "manifest": manifest, "files": files, "path": path})
+    return stored, offset + len(complete)
 
 
 # --- the captured stdout/stderr -----------------------------------------------------------------

@@ -73,11 +73,13 @@ from quipu.rundir import (
     STOP_REQUESTED,
 )
 
+from ._environment import EnvironmentProbe
 from ._metrics import MetricSeries
 from ._position import load_position, save_position
 from ._rundir import (
     CappedLog,
     build_run_dir,
+    collect_checkpoints,
     collect_outputs,
     read_json,
     tree_changes,
@@ -110,6 +112,7 @@ class _Stage:
     last_metrics: float = 0.0
     signs: tuple[Any, ...] = ()
     kill_at: float | None = None  # set once canceled: when SIGTERM turns into SIGKILL
+    checkpoints_read: int = 0  # bytes of checkpoints.jsonl already recorded
 
     @property
     def quipu_dir(self) -> Path:
@@ -143,6 +146,7 @@ class LocalExecutor:
         self.kill_grace = kill_grace
         self.log_limit = log_limit
         self.host = socket.gethostname()
+        self.probe = EnvironmentProbe(blobs)  # the facts of what stages run with, cached
         self.book = RunBook(heartbeat_timeout)
         self.position = 0
         self.wakeups: Counter[str] = Counter()  # why the loop stepped: append, exit, timeout
@@ -398,10 +402,10 @@ class LocalExecutor:
             script = run_dir / "code" / request.entrypoint
             if not script.is_file():
                 raise FileNotFoundError(f"entrypoint {request.entrypoint} is not in the version")
+            env = self._environment(run.run_id, request.stage, run_dir)
             with (run_dir / ".quipu" / "stdout.log").open("ab") as out:
                 popen = subprocess.Popen(
-                    [sys.executable, "-m", WRAPPER, str(script)], cwd=run_dir,
-                    env=self._environment(run.run_id, request.stage, run_dir),
+                    [sys.executable, "-m", WRAPPER, str(script)], cwd=run_dir, env=env,
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True, close_fds=True)
             threading.Thread(target=self._wait_for_exit, args=(popen,), daemon=True,
@@ -410,13 +414,17 @@ class LocalExecutor:
             self.runs.record_launch_failure(run.run_id, worker=self.worker_id,
                                             error=f"{type(exc).__name__}: {exc}")
             return
+        # Probed once the stage is on its way, so that its start never waits for the facts
+        # (the first launch with an interpreter runs it once; later ones hit the cache).
+        environment = self.probe.facts(sys.executable, env)
         write_json(run_dir / ".quipu" / "launch.json",
                    {"pid": popen.pid, "run_id": run.run_id, "worker": self.worker_id,
-                    "host": self.host, "inputs": given})
+                    "host": self.host, "inputs": given, "environment": environment})
         stage = self._watch_new(run.run_id, run_dir, popen.pid, request.outputs, popen)
         try:
             self.runs.record_launch(run.run_id, worker=self.worker_id, host=self.host,
-                                    pid=popen.pid, run_dir=str(run_dir), inputs=given)
+                                    pid=popen.pid, run_dir=str(run_dir), inputs=given,
+                                    environment=environment)
         except Conflict:
             # Canceled between our claim and the launch: the process must not live on.
             self._kill(stage)
@@ -477,6 +485,7 @@ class LocalExecutor:
             self._alive(stage)
         if now - stage.last_metrics >= self.metrics_every:
             self._ingest_metrics(stage, complete=False)
+            self._ingest_checkpoints(stage)
 
     def _alive(self, stage: _Stage) -> None:
         beat = read_json(stage.quipu_dir / HEARTBEAT)
@@ -497,6 +506,13 @@ class LocalExecutor:
                                  points=stage.metrics.points,
                                  summaries=stage.metrics.summaries(), complete=complete)
 
+    def _ingest_checkpoints(self, stage: _Stage) -> None:
+        """Store and record the checkpoints the stage saved since the last look."""
+        saved, stage.checkpoints_read = collect_checkpoints(stage.run_dir, self.blobs,
+                                                            stage.checkpoints_read)
+        for point in saved:
+            self.runs.record_checkpoint(stage.run_id, actor=self.worker_id, **point)
+
     def _kill(self, stage: _Stage) -> None:
         if stage.kill_at is None:
             stage.kill_at = time.monotonic() + self.kill_grace
@@ -508,6 +524,7 @@ class LocalExecutor:
         if stage.popen is not None:  # leftovers of a finished stage (a pid we just reaped)
             _signal_group(stage.pid, signal.SIGKILL)
         self._ingest_metrics(stage, complete=True)
+        self._isolated(stage.run_id, self._ingest_checkpoints, stage)
         if not known:
             self.runs.record_lost(stage.run_id, actor=self.supervisor_id,
                                   why="the stage process is gone and left no exit status")
@@ -577,8 +594,11 @@ class LocalExecutor:
             return
         outputs = dict(run.check_exists().outputs)
         if state is State.LAUNCHING:
+            environment = launch.get("environment")
             self.runs.record_launch(run_id, worker=self.worker_id, host=self.host, pid=pid,
-                                    run_dir=str(run_dir), inputs=dict(launch.get("inputs", {})))
+                                    run_dir=str(run_dir), inputs=dict(launch.get("inputs", {})),
+                                    environment=environment if isinstance(environment, dict)
+                                    else None)
         if alive:
             if state is State.LOST:
                 self.runs.record_adopted(run_id, worker=self.worker_id, pid=pid)

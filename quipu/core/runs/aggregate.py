@@ -21,6 +21,7 @@ from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.messages import Event
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import (
+    CheckpointSaved,
     MetricsRecorded,
     ResultsSpecSaved,
     RunAdopted,
@@ -62,6 +63,7 @@ class Run(Aggregate):
         self.finalized: RunFinalized | None = None
         self.tags: set[str] = set()
         self.lost_why: str | None = None
+        self.checkpoints: dict[str, str] = {}  # "name/step" or "name/latest" -> sha256
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -117,12 +119,14 @@ class Run(Aggregate):
         return True
 
     def launched(self, meta: Meta, *, worker: str, host: str, pid: int, run_dir: str,
-                 inputs: dict[str, dict[str, Any]]) -> None:
-        """The process is running."""
+                 inputs: dict[str, dict[str, Any]],
+                 environment: dict[str, Any] | None = None) -> None:
+        """The process is running (``environment``: the facts of what it runs with)."""
         if self.current is State.RUNNING and self.pid == pid:
             return
         self._record(RunLaunched(**meta.fields(), run_id=self.name, worker=worker, host=host,
-                                 pid=pid, run_dir=run_dir, inputs=inputs))
+                                 pid=pid, run_dir=run_dir, inputs=inputs,
+                                 environment=environment))
 
     def heartbeat(self, meta: Meta, message: str | None = None) -> None:
         """The run is alive (only meaningful while it runs)."""
@@ -228,6 +232,16 @@ class Run(Aggregate):
         self.trigger(MetricsRecorded(**meta.fields(), run_id=self.name, series=series,
                                      points=points, summaries=summaries, complete=complete))
 
+    def record_checkpoint(self, meta: Meta, *, name: str, step: int | None, sha256: str,
+                          size: int, manifest: str, files: int, path: str) -> None:
+        """Record a checkpoint the stage saved (skipped when this save is already recorded)."""
+        self.check_exists()
+        if self.checkpoints.get(_checkpoint_key(name, step)) == sha256:
+            return
+        self.trigger(CheckpointSaved(**meta.fields(), run_id=self.name, name=name, step=step,
+                                     sha256=sha256, size=size, manifest=manifest, files=files,
+                                     path=path))
+
     def tag(self, meta: Meta, tag: str) -> None:
         """Tag the run."""
         request = self.check_exists()
@@ -246,7 +260,7 @@ class Run(Aggregate):
             "launched_inputs": self.launched_inputs, "exit": _event_dict(self.exit),
             "metrics": _event_dict(self.metrics), "results_spec": self.results_spec,
             "finalized": _event_dict(self.finalized), "tags": sorted(self.tags),
-            "lost_why": self.lost_why,
+            "lost_why": self.lost_why, "checkpoints": self.checkpoints,
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
@@ -263,6 +277,8 @@ class Run(Aggregate):
         self.finalized = _event_from(RunFinalized, data["finalized"])
         self.tags = set(data["tags"])
         self.lost_why = data["lost_why"]
+        # Snapshots taken before checkpoints were recorded hold none (none had been recorded).
+        self.checkpoints = dict(data.get("checkpoints", {}))
 
     def apply(self, event: Event) -> None:
         """Fold one event of the run's stream: the state from ``lifecycle.state_after``, the
@@ -291,8 +307,14 @@ class Run(Aggregate):
             self.results_spec = dict(event.spec)
         elif isinstance(event, RunTagged):
             self.tags.add(event.tag)
+        elif isinstance(event, CheckpointSaved):
+            self.checkpoints[_checkpoint_key(event.name, event.step)] = event.sha256
         # RunQueued, RunLaunchFailed, RunCanceled and RunHeartbeat only move the state or the
         # deadline clock.
+
+
+def _checkpoint_key(name: str, step: int | None) -> str:
+    return f"{name}/{'latest' if step is None else step}"
 
 
 E = TypeVar("E", bound=Event)

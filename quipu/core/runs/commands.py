@@ -9,10 +9,24 @@ from typing import Any
 from quipu.core.messages import Command
 from quipu.core.runs.lifecycle import State
 
-__all__ = ["CancelRun", "FinalizePipelineRun", "FinalizeRun", "RecordAdopted", "RecordClaim",
-           "RecordDeadline", "RecordExit", "RecordHeartbeat", "RecordLaunch",
-           "RecordLaunchFailure", "RecordLost", "RecordMetrics", "SaveResultsSpec", "StartRun",
-           "TagRun"]
+__all__ = [
+    "CancelRun",
+    "FinalizePipelineRun",
+    "FinalizeRun",
+    "RecordAdopted",
+    "RecordCheckpoint",
+    "RecordClaim",
+    "RecordDeadline",
+    "RecordExit",
+    "RecordHeartbeat",
+    "RecordLaunch",
+    "RecordLaunchFailure",
+    "RecordLost",
+    "RecordMetrics",
+    "SaveResultsSpec",
+    "StartRun",
+    "TagRun",
+]
 
 
 # --- the agent -----------------------------------------------------------------------------------
@@ -94,7 +108,8 @@ class RecordClaim(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class RecordLaunch(Command):
-    """The stage process started."""
+    """The stage process started (``environment``: the facts of what it runs with, see
+    ``RunLaunched``)."""
 
     run_id: str
     worker: str
@@ -102,6 +117,7 @@ class RecordLaunch(Command):
     pid: int
     run_dir: str
     inputs: dict[str, dict[str, Any]]
+    environment: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,6 +177,21 @@ class RecordDeadline(Command):
 
     run_id: str
     actor: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordCheckpoint(Command):
+    """A checkpoint the stage saved, stored in the blob store (see ``CheckpointSaved``)."""
+
+    run_id: str
+    actor: str
+    name: str
+    step: int | None
+    sha256: str
+    size: int
+    manifest: str
+    files: int
+    path: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,6 +7,7 @@ from typing import Any
 from quipu.core.messages import Event, register, upcaster
 
 __all__ = [
+    "CheckpointSaved",
     "MetricsRecorded",
     "ResultsSpecSaved",
     "RunAdopted",
@@ -82,7 +83,22 @@ class RunClaimed(Event):
 
 @register("RunLaunched")
 class RunLaunched(Event):
-    """The stage process started; ``inputs`` are the exact bytes it was given (sha256, size)."""
+    """The stage process started; ``inputs`` are the exact bytes it was given (sha256, size).
+
+    ``environment`` (added later with a default: older events have None) holds the facts of
+    what the stage ran with, each small; never a variable's value::
+
+        {"python": "3.11.9", "implementation": "cpython", "executable": "/usr/bin/python3",
+         "os": "Linux-6.8.0-x86_64-with-glibc2.36", "machine": "x86_64", "cpu_count": 8,
+         "gpu": [{"name": str, "driver": str, "memory": "40960 MiB"}] | None,
+         "env_names": ["HOME", "LANG", "PATH", ...],
+         "packages": {"count": 42, "sha256": "<blob: sorted 'name==version' lines>"}}
+
+    ``gpu`` is None without a working ``nvidia-smi``; ``env_names`` are the sorted names of the
+    relevant variables the stage process was given (see docs/executor.md). When the interpreter
+    could not be probed, ``python``, ``implementation``, ``os``, ``machine``, ``cpu_count`` and
+    ``packages`` are absent and ``error`` says why.
+    """
 
     run_id: str
     worker: str
@@ -90,6 +106,7 @@ class RunLaunched(Event):
     pid: int
     run_dir: str
     inputs: dict[str, dict[str, Any]]
+    environment: dict[str, Any] | None = None
 
 
 @register("RunHeartbeat")
@@ -168,6 +185,27 @@ class MetricsRecorded(Event):
     points: int
     summaries: dict[str, dict[str, Any]]
     complete: bool
+
+
+@register("CheckpointSaved")
+class CheckpointSaved(Event):
+    """The stage saved a checkpoint (``sdk.save_checkpoint``) and its directory is stored.
+
+    ``step`` is None for a ``latest`` checkpoint (each save replaces the last); ``sha256`` and
+    ``size`` are the SDK's directory hash and byte count (the same as in the run directory's
+    ``checkpoints.jsonl``); ``manifest`` is the blob of the directory's manifest, from which
+    the tree is restored; ``files`` counts its files; ``path`` is where it lay in the run
+    directory (``.quipu/checkpoints/<name>/step_<N>``).
+    """
+
+    run_id: str
+    name: str
+    step: int | None
+    sha256: str
+    size: int
+    manifest: str
+    files: int
+    path: str
 
 
 @register("RunFinalized", schema_version=2)

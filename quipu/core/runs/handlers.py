@@ -446,12 +446,14 @@ class RunService:
             raise
 
     def record_launch(self, run_id: str, *, worker: str, host: str, pid: int, run_dir: str,
-                      inputs: dict[str, dict[str, Any]]) -> None:
-        """The stage process started."""
+                      inputs: dict[str, dict[str, Any]],
+                      environment: dict[str, Any] | None = None) -> None:
+        """The stage process started (``environment``: see ``RunLaunched``)."""
         def command() -> None:
             run = self.load_run(run_id)
             run.launched(self.uow.stamp(worker, f"stage process {pid} started on {host}"),
-                         worker=worker, host=host, pid=pid, run_dir=run_dir, inputs=inputs)
+                         worker=worker, host=host, pid=pid, run_dir=run_dir, inputs=inputs,
+                         environment=environment)
             if run.pending:
                 self.uow.commit(run)
 
@@ -553,6 +555,21 @@ class RunService:
             run.record_metrics(self.uow.stamp(actor, f"{points} metric points ingested"),
                                series=series, points=points, summaries=summaries,
                                complete=complete)
+            if run.pending:
+                self.uow.commit(run)
+
+        self.uow.attempt(command)
+
+    def record_checkpoint(self, run_id: str, *, actor: str, name: str, step: int | None,
+                          sha256: str, size: int, manifest: str, files: int,
+                          path: str) -> None:
+        """A checkpoint the stage saved, now in the blob store."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            which = name if step is None else f"{name} at step {step}"
+            run.record_checkpoint(self.uow.stamp(actor, f"checkpoint {which} saved"),
+                                  name=name, step=step, sha256=sha256, size=size,
+                                  manifest=manifest, files=files, path=path)
             if run.pending:
                 self.uow.commit(run)
 

@@ -44,6 +44,7 @@ from typing import Any, Literal
 from quipu.core.errors import Conflict, InvalidInput
 from quipu.core.messages import Event
 from quipu.core.runs.events import (
+    CheckpointSaved,
     MetricsRecorded,
     ResultsSpecSaved,
     RunAdopted,
@@ -317,7 +318,7 @@ EVENT_TRIGGERS: tuple[EventTrigger, ...] = (
 """Which trigger each run event records: the only mapping from events to the table."""
 
 PASSIVE_EVENTS: tuple[str, ...] = (RunHeartbeat.TYPE, MetricsRecorded.TYPE,
-                                   ResultsSpecSaved.TYPE, RunTagged.TYPE)
+                                   ResultsSpecSaved.TYPE, RunTagged.TYPE, CheckpointSaved.TYPE)
 """Events on a run's stream that do not move it (they still restart its deadline clock)."""
 
 RUN_EVENTS: tuple[str, ...] = (
