@@ -183,11 +183,20 @@ class CompareQueries:
         """The environment the run recorded and its ``name==version`` package list, each None
         when not recorded.
 
-        The one place that knows where environment provenance lives: read from the run's
-        provenance (``environment``) when the views carry it. The package list blob is not
-        read yet (None), so packages compare by their hash until it is wired here."""
+        The one place that knows where environment provenance lives: the run's provenance
+        (``environment``, recorded at launch) and the package list blob its ``packages.sha256``
+        names. A blob that is missing or damaged leaves the list None (packages then compare by
+        their hash), never an error: the comparison of everything else still stands."""
         env = side.provenance.get("environment")
-        return (env if isinstance(env, dict) else None), None
+        if not isinstance(env, dict):
+            return None, None
+        digest = (env.get("packages") or {}).get("sha256")
+        if not isinstance(digest, str):
+            return env, None
+        try:
+            return env, self.blobs.get_bytes(digest).decode("utf-8").splitlines()
+        except (QuipuError, UnicodeDecodeError):
+            return env, None
 
     # --- reading versions --------------------------------------------------------------------
 

@@ -167,7 +167,7 @@ def _round(x: float) -> float:
 
 # --- environment --------------------------------------------------------------------------------
 
-ENV_FIELDS = ("python", "executable", "os", "machine", "cpu_count", "gpu")
+ENV_FIELDS = ("python", "implementation", "executable", "os", "machine", "cpu_count", "gpu")
 """The scalar facts of a recorded environment, compared one by one."""
 
 

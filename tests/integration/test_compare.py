@@ -125,9 +125,16 @@ class TestTwoRuns:
         assert back["config"]["changes"] == [
             {"key": "epochs", "change": "changed", "a": 5, "b": 3}]
 
-    def test_an_environment_not_recorded_is_said_so(self, answer):
-        assert answer["environment"] == {"recorded": {"a": False, "b": False}, "same": None,
-                                         "note": "environment not recorded for A and B"}
+    def test_the_environments_each_run_recorded_are_compared(self, answer, lab):
+        # Both runs' stages ran with this interpreter and its packages: nothing changed.
+        env = answer["environment"]
+        assert env["recorded"] == {"a": True, "b": True}
+        recorded = lab.q.inspect_run(lab.first["train"], include=["provenance"])
+        count = recorded["provenance"]["environment"]["packages"]["count"]
+        assert count > 10
+        assert env["changed"] == {} and env["packages"] == {"same": True,
+                                                             "count": [count, count]}
+        assert env["same"] is True
 
     def test_two_runs_of_one_version_have_no_code_change_and_their_own_configs(self, lab):
         same = lab.q.compare(lab.first["prep"], lab.first["train"])
