@@ -166,7 +166,7 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
         packages_offset: Annotated[int, Field(ge=0)] = 0,
     ) -> dict[str, Any]:
         """One stage run: state, progress, metrics, outcome, provenance (version, config,
-        inputs, outputs). To follow a run, or see why one failed (then logs())."""
+        inputs, outputs): to follow a run or see why it failed."""
         return guarded("inspect_run", lambda: engine.q.inspect_run(
             run_id, include=include, packages_offset=packages_offset))
 

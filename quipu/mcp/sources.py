@@ -89,14 +89,11 @@ def register_source_tools(mcp: FastMCP, engine: "Engine") -> None:
     async def manage_sources(
         action: Annotated[Literal["list", "get", "lineage", "verify", "update", "retire",
                                   "delete"], Field(
-            description="lineage: the runs that used it and, if promoted, what it came from; "
-            "update replaces the metadata (never the format); retire: no new run may use it; "
-            "delete: only a source no run consumed.")],
-        name: Annotated[str | None, Field(description="The source: for every action but "
-                        "list.")] = None,
+            description="lineage: its consumers and origin; update: new metadata (never a new "
+            "format); retire: no new run may use it; delete: only if no run consumed it.")],
+        name: Annotated[str | None, Field(description="The source (all but list).")] = None,
         status: Annotated[Literal["active", "retired", "deleted"] | None, Field(
-            description="list: only sources with this status (default: all but "
-            "deleted).")] = None,
+            description="list: only this status (default: all but deleted).")] = None,
         metadata: Annotated[dict[str, Any] | None, Field(description="update: the whole new "
                             "metadata document.")] = None,
         reason: Annotated[str | None, Field(description=f"Why (at least {n} characters): for "
