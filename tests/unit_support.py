@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from filetree import tree as _tree
+from filetree import write
 
 from quipu.adapters.blobs.local import LocalBlobStore
 from quipu.adapters.eventstore import open_memory_store
@@ -58,15 +59,7 @@ class Project:
         return self.slots.path(name)
 
     def write(self, slot: str, rel: str, content: str | bytes, mode: int | None = None) -> Path:
-        path = self.slot(slot) / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, str):
-            path.write_text(content)
-        else:
-            path.write_bytes(content)
-        if mode is not None:
-            path.chmod(mode)
-        return path
+        return write(self.slot(slot) / rel, content, mode)
 
     def tree(self, slot: str = "w1") -> Tree:
         return tree(self.slot(slot))

@@ -10,19 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sdk_calls import sdk_call as call
 from toy_pipeline import SPEC, write_toy_pipeline
 
 pytestmark = pytest.mark.timeout(300)
 
 WHY = "exercising compare end to end from the official MCP client"
 
-
-async def call(session: Any, tool: str, **arguments: Any) -> dict[str, Any]:
-    """Call a tool that must succeed; return its structured result."""
-    result = await session.call_tool(tool, arguments)
-    assert not result.isError, f"{tool} failed: {result.content[0].text}"
-    assert isinstance(result.structuredContent, dict)
-    return result.structuredContent
 
 
 async def run_train(session: Any) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from fastmcp import Client
 from mcp import ClientSession
+from sdk_calls import sdk_call
 from waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(300)
@@ -88,14 +89,6 @@ async def call(client: Client[Any], tool: str, **arguments: Any) -> dict[str, An
     assert isinstance(result.structured_content, dict)
     return result.structured_content
 
-
-async def sdk_call(session: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
-    """Call a tool that must succeed (the official mcp client); return its structured result."""
-    result = await session.call_tool(tool, arguments)
-    text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
-    assert not result.isError, f"{tool} failed: {text}"
-    assert isinstance(result.structuredContent, dict)
-    return result.structuredContent
 
 
 def test_a_running_stage_shows_its_heartbeat_message_runtime_log_and_metrics(

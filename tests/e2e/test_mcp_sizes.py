@@ -9,11 +9,11 @@ import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from big_project import WORKSPACES, build
 from mcp import ClientSession
+from sdk_calls import sdk_call as call
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -27,12 +27,6 @@ def project(tmp_path: Path) -> Path:
     build(root).close()
     return root
 
-
-async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await session.call_tool(tool, arguments)
-    assert not result.isError, result.content
-    assert isinstance(result.structuredContent, dict)
-    return result.structuredContent
 
 
 def test_status_and_dashboard_fit_a_context_window_over_stdio(

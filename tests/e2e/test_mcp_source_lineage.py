@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sdk_calls import sdk_call as call
 from toy_pipeline import SPEC, TRAIN
 
 pytestmark = pytest.mark.timeout(300)
@@ -59,13 +60,6 @@ def tensor(description: str, size: int, shape: list[int], name: str) -> dict[str
                                          "dtype": "float64",
                                          "feature_names": {"kind": "sequence"}}}}}
 
-
-async def call(session: Any, tool: str, **arguments: Any) -> dict[str, Any]:
-    """Call a tool that must succeed; return its structured result."""
-    result = await session.call_tool(tool, arguments)
-    assert not result.isError, f"{tool} failed: {result.content[0].text}"
-    assert isinstance(result.structuredContent, dict)
-    return result.structuredContent
 
 
 def test_which_runs_used_a_source_and_which_data_a_result_came_from(

@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import ClientSession
+from sdk_calls import sdk_call as call
 from toy_pipeline import SPEC, write_toy_pipeline
 
 pytestmark = pytest.mark.timeout(300)
@@ -18,14 +18,6 @@ pytestmark = pytest.mark.timeout(300)
 SdkConnect = Callable[..., AbstractAsyncContextManager[ClientSession]]
 WHY = "one verdict per experiment, end to end"
 
-
-async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
-    """Call a tool that must succeed; its structured result."""
-    result = await session.call_tool(tool, arguments)
-    text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
-    assert not result.isError, f"{tool} failed: {text}"
-    assert isinstance(result.structuredContent, dict)
-    return result.structuredContent
 
 
 def test_a_pipeline_run_is_finalized_with_one_call_and_a_drop_raises_an_alert(
