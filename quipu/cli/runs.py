@@ -81,10 +81,7 @@ def run_start(ctx: click.Context, workspace: str, reason: str, spec: str | None,
         _print_json(result)
         return
     if dry_run:
-        click.echo(f"valid: {result['valid']}; stages: {', '.join(result['stages_to_run'])}")
-        for problem in result.get("errors", []) + result.get("warnings", []):
-            click.echo(f"  [{problem['code']}] {problem['where']}: {problem['message']}"
-                       + (f" (hint: {problem['hint']})" if problem.get("hint") else ""))
+        _show_problems(result)
         return
     click.echo(f"{result['pipeline_run_id']} on {result['workspace']}@{result['version']}")
     for row in result.get("stage_runs") or result["queued"]:
@@ -94,26 +91,43 @@ def run_start(ctx: click.Context, workspace: str, reason: str, spec: str | None,
 
 @run_group.command("validate")
 @click.argument("workspace")
+@click.option("--stage", "stages", multiple=True, help="Only this stage (repeatable), as run.")
+@click.option("--config", "config", default=None,
+              help="Config override as JSON, as `quipu run start --config`.")
+@click.option("--inputs", "inputs", default=None,
+              help="Inputs override as JSON, as `quipu run start --inputs` (paths checked).")
 @_json_option
 @click.pass_context
 @_edge
-def run_validate(ctx: click.Context, workspace: str, as_json: bool) -> None:
-    """Check WORKSPACE's pipeline.yaml and configs; list every problem; record nothing.
+def run_validate(ctx: click.Context, workspace: str, stages: tuple[str, ...],
+                 config: str | None, inputs: str | None, as_json: bool) -> None:
+    """Check WORKSPACE's pipeline.yaml and configs, with the stages and overrides a run would
+    use; list every problem; record nothing. Exits 1 when there are errors.
 
     \b
     Example:
       quipu run validate w1
+      quipu run validate w1 --stage train --config '{"lr": 0.01}'
     """
     with _project(ctx) as q:
-        result = q.validate_config(workspace)
+        result = q.validate_config(
+            workspace, stages=list(stages) or None,
+            config_override=_json_arg(config, "--config") if config is not None else None,
+            inputs_override=_json_arg(inputs, "--inputs") if inputs is not None else None)
     if as_json:
         _print_json(result)
     else:
-        click.echo(f"valid: {result['valid']}; stages: {', '.join(result['stages_to_run'])}")
-        for problem in result.get("errors", []) + result.get("warnings", []):
-            click.echo(f"  [{problem['code']}] {problem['where']}: {problem['message']}")
+        _show_problems(result)
     if not result["valid"]:
         sys.exit(1)
+
+
+def _show_problems(result: dict[str, Any]) -> None:
+    """A dry run's or validation's verdict, then each problem with its hint."""
+    click.echo(f"valid: {result['valid']}; stages: {', '.join(result['stages_to_run'])}")
+    for problem in result.get("errors", []) + result.get("warnings", []):
+        click.echo(f"  [{problem['code']}] {problem['where']}: {problem['message']}"
+                   + (f" (hint: {problem['hint']})" if problem.get("hint") else ""))
 
 
 @run_group.command("finalize")

@@ -103,6 +103,25 @@ def test_dry_run_and_validate_report_problems_without_recording(project: Path,
     assert quipu("events", "--json", cwd=project).stdout == before
 
 
+def test_validate_takes_the_stages_and_overrides_a_run_would_use(project: Path) -> None:
+    """The command line's validate checks what `run start` with the same options would run,
+    as the MCP tool does: the stage chosen, a config override against the stage's schema, and
+    an inputs_override path that does not exist."""
+    before = quipu("events", "--json", cwd=project).stdout
+    only = json.loads(quipu("run", "validate", "w1", "--stage", "prep", "--json",
+                            cwd=project).stdout)
+    assert only["valid"] is True and only["stages_to_run"] == ["prep"]
+    bad = quipu("run", "validate", "w1", "--stage", "train", "--config", '{"epochs": 0}',
+                cwd=project, check=False)
+    assert bad.returncode == 1 and "[config_bad_value] override.train.epochs" in bad.stdout
+    missing = project / "nowhere.npy"
+    gone = quipu("run", "validate", "w1", "--stage", "train", "--inputs",
+                 json.dumps({"features": str(missing)}), cwd=project, check=False)
+    assert gone.returncode != 0
+    assert "input_path_missing" in gone.stdout + gone.stderr
+    assert quipu("events", "--json", cwd=project).stdout == before
+
+
 def test_a_queued_run_can_be_canceled_and_does_not_hold_the_gate(project: Path,
                                                                  tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"

@@ -10,7 +10,8 @@ The codes are found statically in ``quipu/`` (so a new refusal cannot slip past 
   problem lists (``problems_error(..., code="...")``);
 - ``"code": "..."`` in dicts (the warnings a committed command may carry);
 - the MCP edge's own lines (``_line("invalid_arguments", ...)``);
-- the first argument of helpers that take the code as a parameter (``_refuse(what, code)``).
+- the first argument of helpers that take the code as a parameter (``_refuse(what, code)``),
+  and of a config problem (``ConfigIssue("config_bad_value", ...)``).
 
 docs/mcp.md's "Error codes" section is the index: each code once, in backticks at the start of
 a row. Every code any tool's "Errors:" line names must be raisable as well.
@@ -33,7 +34,7 @@ ERROR_CLASSES = {cls.__name__: cls.default_code for cls in (
     errors.Unavailable, errors.IntegrityFailure)}
 CODE = re.compile(r"^[a-z][a-z0-9_]*$")
 # Functions whose positional argument at this index is an error code.
-CODE_ARGUMENT = {"error": 0, "_line": 0, "_refuse": 1}
+CODE_ARGUMENT = {"error": 0, "_line": 0, "_refuse": 1, "ConfigIssue": 0}
 
 
 def _subclasses(trees: list[ast.Module]) -> dict[str, str]:
