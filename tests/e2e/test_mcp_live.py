@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from fastmcp import Client
 from mcp import ClientSession
-from sdk_calls import sdk_call
+from mcp_calls import fastmcp_call as call
+from mcp_calls import sdk_call
 from waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(300)
@@ -80,14 +81,6 @@ def write_pipeline(slot: Path) -> None:
     for name, code in (("beat", BEAT), ("lines", LINES), ("boom", BOOM)):
         (slot / "modules" / f"{name}.py").write_text(code)
 
-
-async def call(client: Client[Any], tool: str, **arguments: Any) -> dict[str, Any]:
-    """Call a tool that must succeed (fastmcp's client); return its structured result."""
-    result = await client.call_tool(tool, arguments, raise_on_error=False)
-    text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
-    assert not result.is_error, f"{tool} failed: {text}"
-    assert isinstance(result.structured_content, dict)
-    return result.structured_content
 
 
 

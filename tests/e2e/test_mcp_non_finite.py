@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
+from mcp_calls import fastmcp_call as call
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -30,14 +31,6 @@ STAGES = {
     "recover": 'sdk.log_metric("acc", -math.inf, step=0)\nsdk.log_metric("acc", 0.9, step=1)\n',
 }
 
-
-async def call(client: Client[Any], tool: str, **arguments: Any) -> dict[str, Any]:
-    """Call a tool that must succeed; return its structured result."""
-    result = await client.call_tool(tool, arguments, raise_on_error=False)
-    text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
-    assert not result.is_error, f"{tool} failed: {text}"
-    assert isinstance(result.structured_content, dict)
-    return result.structured_content
 
 
 def test_non_finite_points_are_reported_and_never_suggested_as_a_success(

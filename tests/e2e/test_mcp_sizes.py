@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from big_project import WORKSPACES, build
 from mcp import ClientSession
-from sdk_calls import sdk_call as call
+from mcp_calls import sdk_call as call
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sdk_calls import sdk_call as call
+from mcp_calls import sdk_call as call
 from toy_pipeline import SPEC, TRAIN
 
 pytestmark = pytest.mark.timeout(300)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from fastmcp import Client
+from mcp_calls import fastmcp_call as call
+from mcp_calls import fastmcp_refuse as refuse
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,24 +39,6 @@ ACTOR = "agent:e2e-test"  # what the server_environ fixture sets as QUIPU_ACTOR
 WHY = "exercising the MCP server end to end from a real client"
 
 
-async def call(client: Client[Any], tool: str, **arguments: Any) -> dict[str, Any]:
-    """Call a tool that must succeed; return its structured result."""
-    result = await client.call_tool(tool, arguments, raise_on_error=False)
-    text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
-    assert not result.is_error, f"{tool} failed: {text}"
-    assert isinstance(result.structured_content, dict)
-    return result.structured_content
-
-
-async def refuse(client: Client[Any], tool: str, code: str, **arguments: Any) -> str:
-    """Call a tool that must fail with ``code``; return the error text."""
-    result = await client.call_tool(tool, arguments, raise_on_error=False)
-    assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
-    text: str = result.content[0].text  # type: ignore[union-attr]
-    assert text.startswith(f"[{code}] "), text
-    assert " Hint: " in text, text
-    assert "Traceback" not in text
-    return text
 
 
 def version_names(versions: list[dict[str, Any]]) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from mcp import ClientSession
-from sdk_calls import sdk_call as call
+from mcp_calls import sdk_call as call
 from toy_pipeline import SPEC, write_toy_pipeline
 
 pytestmark = pytest.mark.timeout(300)
