@@ -39,6 +39,13 @@ from typing import Any, ClassVar
 
 import sqlite_utils
 
+from quipu.core.reviews.events import (
+    FindingsRecorded,
+    OutcomeSuggested,
+    ReviewCompleted,
+    ReviewStarted,
+    StopRequested,
+)
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import (
     CheckpointSaved,
@@ -333,6 +340,18 @@ def _queued(page: _Page, row: Row, e: RunQueued, f: Folded) -> None:
     row["review"] = e.review
 
 
+def _review_started(page: _Page, row: Row, e: ReviewStarted, f: Folded) -> None:
+    row["review"] = "reviewing"
+
+
+def _review_completed(page: _Page, row: Row, e: ReviewCompleted, f: Folded) -> None:
+    row["review"] = e.decision
+
+
+def _no_bookkeeping(page: _Page, row: Row, e: Any, f: Folded) -> None:
+    """A passive event this view keeps nothing of (yet): the row only records its position."""
+
+
 def _claimed(page: _Page, row: Row, e: RunClaimed, f: Folded) -> None:
     row["worker"] = e.worker
 
@@ -442,6 +461,11 @@ _RUN_FOLDS: dict[str, Fold] = {
     ResultsSpecSaved.TYPE: _spec_saved,
     RunTagged.TYPE: _tagged,
     CheckpointSaved.TYPE: _checkpoint,
+    ReviewStarted.TYPE: _review_started,
+    ReviewCompleted.TYPE: _review_completed,
+    FindingsRecorded.TYPE: _no_bookkeeping,
+    StopRequested.TYPE: _no_bookkeeping,
+    OutcomeSuggested.TYPE: _no_bookkeeping,
 }
 """The bookkeeping of events about an existing run, besides its state (each also records the
 run's latest position). The state itself comes from ``lifecycle.state_after``; a test checks
@@ -475,7 +499,7 @@ class RunsView:
     """Folds run, pipeline-run and finalization-gate events."""
 
     name: ClassVar[str] = "runs"
-    version: ClassVar[int] = 6  # 6: runs.environment, runs.checkpoints
+    version: ClassVar[int] = 7  # 6: runs.environment, runs.checkpoints; 7: review events
     types: ClassVar[frozenset[str]] = frozenset({
         PipelineRunStarted.TYPE, RunRequested.TYPE, FinalizationRequired.TYPE,
         FinalizationCleared.TYPE, WorkspaceDeleted.TYPE, *_RUN_FOLDS})

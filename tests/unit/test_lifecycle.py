@@ -136,8 +136,21 @@ def test_a_deadline_always_names_a_trigger_that_is_an_edge_out_of_its_state():
 
 
 def test_review_fails_open_when_nobody_reviews_in_time():
-    assert next_state(State.REQUESTED, Trigger.DEADLINE) is State.QUEUED
-    assert next_state(State.REVIEWING, Trigger.DEADLINE) is State.QUEUED
+    assert next_state(State.REQUESTED, Trigger.REVIEW_TIMED_OUT) is State.QUEUED
+    assert next_state(State.REVIEWING, Trigger.REVIEW_TIMED_OUT) is State.QUEUED
+    assert STATES[State.REVIEWING].deadline_trigger is Trigger.REVIEW_TIMED_OUT
+    # The deadline is recorded as a RunQueued saying so, which folds to queued.
+    assert trigger_for("RunQueued", {"review": "timed out"}) is Trigger.REVIEW_TIMED_OUT
+    assert trigger_for("RunQueued", {"review": "skipped"}) is Trigger.REVIEW_SKIPPED
+
+
+def test_a_review_decision_moves_the_run_by_its_decision():
+    assert trigger_for("ReviewStarted", {}) is Trigger.REVIEW_STARTED
+    assert trigger_for("ReviewCompleted", {"decision": "block"}) is Trigger.REVIEW_BLOCKED
+    for decision in ("approve", "warn"):
+        assert trigger_for("ReviewCompleted", {"decision": decision}) is Trigger.REVIEW_APPROVED
+    for passive in ("FindingsRecorded", "StopRequested", "OutcomeSuggested"):
+        assert trigger_for(passive, {}) is None
 
 
 def test_a_silent_launch_or_run_is_lost_not_failed():
@@ -362,11 +375,9 @@ def test_every_trigger_an_event_records_has_a_single_target():
         assert len(targets) == 1, rule
 
 
-def test_every_edge_but_a_deadline_or_a_review_is_recorded_by_some_event():
+def test_every_edge_but_a_deadline_or_a_preemption_is_recorded_by_some_event():
     recorded = {r.trigger for r in EVENT_TRIGGERS}
-    assert set(Trigger) - recorded == {Trigger.DEADLINE, Trigger.REVIEW_STARTED,
-                                       Trigger.REVIEW_APPROVED, Trigger.REVIEW_BLOCKED,
-                                       Trigger.PREEMPTED}
+    assert set(Trigger) - recorded == {Trigger.DEADLINE, Trigger.PREEMPTED}
 
 
 def test_every_deadline_edge_lands_where_the_event_that_records_it_lands():

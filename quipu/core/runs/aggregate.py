@@ -109,6 +109,11 @@ class Run(Aggregate):
         self._record(RunQueued(**meta.fields(), run_id=self.name,
                                review="skipped" if request.skip_review else "no reviewer"))
 
+    def review_timed_out(self, meta: Meta) -> None:
+        """Nobody finished reviewing the run before its state's deadline: queue it (fail open;
+        the findings of reviewers that failed are recorded by them)."""
+        self._record(RunQueued(**meta.fields(), run_id=self.name, review="timed out"))
+
     def claim(self, meta: Meta, worker: str) -> bool:
         """Take a queued run for ``worker``; False if it is no longer claimable by it."""
         if self.current is State.LAUNCHING and self.worker == worker:

@@ -543,7 +543,9 @@ class RunService:
                 if held:
                     ws.clear_gate(meta, run.name, "no verdict before the deadline: unknown")
                 self.uow.commit(run, ws)
-            # queued-by-deadline (review fails open) needs a reviewer; none exists yet.
+            elif target is State.QUEUED:  # the review never finished: it fails open
+                run.review_timed_out(meta)
+                self.uow.commit(run)
 
         self.uow.attempt(command)
 

@@ -43,6 +43,13 @@ from typing import Any, Literal
 
 from quipu.core.errors import Conflict, InvalidInput
 from quipu.core.messages import Event
+from quipu.core.reviews.events import (
+    FindingsRecorded,
+    OutcomeSuggested,
+    ReviewCompleted,
+    ReviewStarted,
+    StopRequested,
+)
 from quipu.core.runs.events import (
     CheckpointSaved,
     MetricsRecorded,
@@ -127,6 +134,7 @@ class Trigger(StrEnum):
     REVIEW_APPROVED = "review_approved"
     REVIEW_BLOCKED = "review_blocked"
     REVIEW_SKIPPED = "review_skipped"
+    REVIEW_TIMED_OUT = "review_timed_out"
     CLAIMED = "claimed"
     LAUNCHED = "launched"
     LAUNCH_FAILED = "launch_failed"
@@ -202,9 +210,11 @@ STATES: Mapping[State, StateSpec] = {
     s.state: s
     for s in (
         StateSpec(S.REQUESTED, "the agent asked for the run; waiting for a reviewer to pick it up",
-                  in_flight=True, deadline_seconds=5 * _MINUTE, deadline_trigger=T.DEADLINE),
+                  in_flight=True, deadline_seconds=5 * _MINUTE,
+                  deadline_trigger=T.REVIEW_TIMED_OUT),
         StateSpec(S.REVIEWING, "a reviewer is checking the run before it may be queued",
-                  in_flight=True, deadline_seconds=15 * _MINUTE, deadline_trigger=T.DEADLINE),
+                  in_flight=True, deadline_seconds=15 * _MINUTE,
+                  deadline_trigger=T.REVIEW_TIMED_OUT),
         StateSpec(S.BLOCKED, "the reviewer refused the run; it never ran",
                   deadline_seconds=7 * _DAY, deadline_trigger=T.DEADLINE),
         StateSpec(S.QUEUED, "approved; waiting for an executor to claim it",
@@ -270,8 +280,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(S.RUNNING, T.STOP_REQUESTED_EXIT, S.STOPPED),
     Transition(S.LOST, T.ADOPTED, S.RUNNING),
     # silence: review fails open, an unclaimed run expires, a silent launch is lost
-    Transition(S.REQUESTED, T.DEADLINE, S.QUEUED),
-    Transition(S.REVIEWING, T.DEADLINE, S.QUEUED),
+    Transition(S.REQUESTED, T.REVIEW_TIMED_OUT, S.QUEUED),
+    Transition(S.REVIEWING, T.REVIEW_TIMED_OUT, S.QUEUED),
     Transition(S.BLOCKED, T.DEADLINE, S.CANCELED),
     Transition(S.QUEUED, T.DEADLINE, S.CANCELED),
     Transition(S.LAUNCHING, T.DEADLINE, S.LOST),
@@ -298,7 +308,12 @@ OPENING_EVENT = RunRequested.TYPE
 """The event that opens a run's stream; it puts the run in ``requested``."""
 
 EVENT_TRIGGERS: tuple[EventTrigger, ...] = (
-    # Review events do not exist yet: with no reviewer the engine queues a run at once.
+    # With no reviewer configured (or skip_review) the engine queues a run at once; a reviewer
+    # records its start and its decision; a review nobody finished in time queues it (open).
+    EventTrigger(ReviewStarted.TYPE, T.REVIEW_STARTED),
+    EventTrigger(ReviewCompleted.TYPE, T.REVIEW_BLOCKED, "decision", "block"),
+    EventTrigger(ReviewCompleted.TYPE, T.REVIEW_APPROVED),
+    EventTrigger(RunQueued.TYPE, T.REVIEW_TIMED_OUT, "review", "timed out"),
     EventTrigger(RunQueued.TYPE, T.REVIEW_SKIPPED),
     EventTrigger(RunClaimed.TYPE, T.CLAIMED),
     EventTrigger(RunLaunched.TYPE, T.LAUNCHED),
@@ -318,7 +333,9 @@ EVENT_TRIGGERS: tuple[EventTrigger, ...] = (
 """Which trigger each run event records: the only mapping from events to the table."""
 
 PASSIVE_EVENTS: tuple[str, ...] = (RunHeartbeat.TYPE, MetricsRecorded.TYPE,
-                                   ResultsSpecSaved.TYPE, RunTagged.TYPE, CheckpointSaved.TYPE)
+                                   ResultsSpecSaved.TYPE, RunTagged.TYPE, CheckpointSaved.TYPE,
+                                   FindingsRecorded.TYPE, StopRequested.TYPE,
+                                   OutcomeSuggested.TYPE)
 """Events on a run's stream that do not move it (they still restart its deadline clock)."""
 
 RUN_EVENTS: tuple[str, ...] = (

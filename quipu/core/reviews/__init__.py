@@ -1,0 +1,1 @@
+"""Reviews (SVS): findings about a run, from contracts, statistics, reviewers and the monitor."""
