@@ -6,25 +6,31 @@ small fakes of these ports, never mocks of Quipu's own code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from quipu.core.messages import Event
 
 __all__ = [
+    "BackendCapabilities",
     "BlobStore",
     "Clock",
     "EventStore",
     "Executor",
     "FileFacts",
+    "LaunchSpec",
     "NewEvent",
+    "Resources",
     "RunIndex",
     "SlotFiles",
     "SourceFiles",
+    "StageBackend",
+    "StageExit",
+    "StageHandle",
     "StoredRecord",
 ]
 
@@ -217,6 +223,222 @@ class Executor(Protocol):
 
     def stop(self) -> None:
         """Stop following the log and wait for the thread (stage processes keep running)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """A stage's resolved compute profile: where it runs and with what.
+
+    ``profile`` is the profile's name (``local``, ``cpu-small``, a project profile ...) and
+    ``backend`` the ``StageBackend.name`` that runs it. ``image`` names the container image
+    (None for the local-process backend); ``cpus`` (fractional), ``memory_mb`` and ``gpus``
+    are limits (None = unlimited; 0 GPUs = none); ``timeout`` is the most seconds the stage may
+    run before the executor cancels it; ``network`` whether the stage may reach the network.
+    What a backend cannot enforce (the local backend enforces no limit) it records unchanged.
+    """
+
+    profile: str = "local"
+    backend: str = "local"
+    image: str | None = None
+    cpus: float | None = None
+    memory_mb: int | None = None
+    gpus: int = 0
+    timeout: float | None = None
+    network: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as JSON-ready facts (recorded with the launch)."""
+        return {"profile": self.profile, "backend": self.backend, "image": self.image,
+                "cpus": self.cpus, "memory_mb": self.memory_mb, "gpus": self.gpus,
+                "timeout": self.timeout, "network": self.network}
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """What to launch: one run of one stage, in a run directory the executor built.
+
+    ``run_dir`` is the run directory on the engine's machine. ``entrypoint`` is the stage
+    script's path relative to it (``code/train.py``), started with ``args``; the backend picks
+    the interpreter and wraps the script so it leaves ``.quipu/exit.json``
+    (``quipu.adapters.executors._wrapper``). ``env`` holds the engine's variables whose values
+    do not depend on where the run directory is (``QUIPU_RUN_ID``, ``QUIPU_STAGE``,
+    ``PYTHONUNBUFFERED`` ...); ``paths`` the variables whose values are paths inside the run
+    directory, relative to it (``QUIPU_INPUTS_DIR: "inputs"``; ``"."`` is the directory
+    itself). A backend that mounts the run directory elsewhere (a container) passes that
+    location to ``environment``. ``resources`` is the resolved profile.
+    """
+
+    run_id: str
+    stage: str
+    run_dir: Path
+    entrypoint: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    paths: Mapping[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+
+    def environment(self, run_dir: str | None = None) -> dict[str, str]:
+        """The engine's variables for a stage that sees its run directory at ``run_dir``
+        (default: where it is on the engine's machine)."""
+        base = str(self.run_dir) if run_dir is None else run_dir
+        found = dict(self.env)
+        for name, rel in self.paths.items():
+            found[name] = base if rel in ("", ".") else f"{base.rstrip('/')}/{rel}"
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class StageHandle:
+    """A launched stage, as the backend that launched it knows it.
+
+    Written to ``.quipu/launch.json`` (``to_dict``) so that an engine that restarted finds its
+    stages again (``StageBackend.adopt``). ``ref`` is the backend's own reference (a process
+    id, a container id); ``identity`` what tells that very stage from another one that reuses
+    ``ref`` (a process's creation time, a container's creation timestamp; ``""`` when
+    unknown); ``pid`` the stage's main process id on the engine's machine when there is one
+    (0 otherwise), which ``RunLaunched`` records.
+    """
+
+    backend: str
+    run_id: str
+    ref: str
+    identity: str = ""
+    pid: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The handle as JSON-ready facts."""
+        return {"backend": self.backend, "run_id": self.run_id, "ref": self.ref,
+                "identity": self.identity, "pid": self.pid}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StageHandle:
+        """The handle ``to_dict`` wrote (``KeyError``/``ValueError`` on anything else)."""
+        return cls(backend=str(data["backend"]), run_id=str(data["run_id"]),
+                   ref=str(data["ref"]), identity=str(data.get("identity") or ""),
+                   pid=int(data.get("pid") or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class StageExit:
+    """How a stage ended, as its backend saw it.
+
+    ``known`` False: the stage is gone and nothing says how it ended (then the run is lost).
+    ``exit_code`` is None when it died of ``signal``; ``oom`` that the kernel or the container
+    runtime killed it for memory; ``error`` a one-line reason (the stage's exception line, or
+    the backend's own: "out of memory (limit 512 MiB)", "container vanished").
+    """
+
+    known: bool
+    exit_code: int | None = None
+    signal: int | None = None
+    oom: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendCapabilities:
+    """What a backend can give a stage (a profile asking for more is refused at validation)."""
+
+    gpu: bool = False
+    network: bool = True
+    preemptible: bool = False
+
+
+class StageBackend(Protocol):
+    """Where a stage process runs: a local process group, a container, a cloud machine.
+
+    The ``Executor`` loop (claims, queue, deadlines, recovery, metrics, checkpoints and
+    outputs) is the same for every backend; a backend only starts, watches, signals and finds
+    again the stage's processes. Contract (tests/contracts/test_stage_backend.py runs it against
+    every backend):
+
+    * the stage sees its run directory (mounted where the backend likes) with ``inputs/`` and
+      ``code/`` readable and ``outputs/`` and ``.quipu/`` writable, and ``spec.environment``
+      for that location;
+    * its combined stdout and stderr are appended to ``<run_dir>/.quipu/stdout.log`` (the
+      executor caps that file): written there directly, or copied there by ``collect_logs``;
+    * ``signal`` and ``kill`` reach every process the stage started (its whole tree), not only
+      the first one;
+    * a stage ends with the wrapper's ``.quipu/exit.json`` when it could write one; the
+      backend's own status (a return code, a container's state) fills in what that file lacks.
+
+    Every method but ``launch`` and ``prepare`` is safe to call for a stage that is gone.
+    """
+
+    name: str
+    """The backend's name in configuration and profiles (``local``, ``docker``)."""
+
+    def capabilities(self) -> BackendCapabilities:
+        """What this backend can offer stages."""
+        ...
+
+    def check(self) -> list[str]:
+        """What stops this backend from launching stages now, each saying how to fix it
+        (a daemon down, a missing image); empty when it is ready. Cheap: called by
+        ``quipu doctor`` and before a launch."""
+        ...
+
+    def prepare(self, spec: LaunchSpec) -> None:
+        """Make ready what the launch needs besides the run directory (an image, a log file).
+
+        Raises ``RuntimeError`` (or ``OSError``) with a reason when the stage cannot start;
+        the executor records that as the run's launch failure.
+        """
+        ...
+
+    def launch(self, spec: LaunchSpec) -> StageHandle:
+        """Start the stage and return at once with its handle (after ``prepare``)."""
+        ...
+
+    def alive(self, handle: StageHandle) -> bool:
+        """Whether the stage is still running (an exited-but-unreaped process is not)."""
+        ...
+
+    def poll(self, handle: StageHandle) -> StageExit | None:
+        """None while the stage runs; else how it ended."""
+        ...
+
+    def wait(self, handle: StageHandle, timeout: float) -> StageExit | None:
+        """Block until the stage ends or ``timeout`` seconds pass (then None)."""
+        ...
+
+    def signal(self, handle: StageHandle, signum: int) -> None:
+        """Deliver ``signum`` to every process of the stage (``SIGTERM``: please stop)."""
+        ...
+
+    def kill(self, handle: StageHandle, *, grace: float = 0.0) -> None:
+        """End the stage's whole process tree: ``SIGTERM`` first and, if anything of it is
+        still alive after ``grace`` seconds, ``SIGKILL``. With ``grace`` 0 it kills at once
+        and does not wait. (The executor's own loop does not block: it signals, and kills
+        with no grace when its ``kill_grace`` has passed.)"""
+        ...
+
+    def collect_logs(self, handle: StageHandle) -> None:
+        """Bring ``.quipu/stdout.log`` up to date with what the stage printed (a no-op for a
+        backend whose stage writes there itself)."""
+        ...
+
+    def adopt(self, run_id: str, run_dir: Path,
+              handle: StageHandle | None) -> StageHandle | None:
+        """Find a stage again after the engine restarted.
+
+        ``handle`` is what ``launch`` returned (read back from ``.quipu/launch.json``; None
+        when that file holds none). Returns the handle to watch (``poll`` then says whether it
+        still runs and how it ended), or None when the backend knows of no such stage. A
+        handle's ``ref`` reused by something else (a new process with the same pid) is not
+        the stage: ``alive`` and ``poll`` check ``identity``.
+        """
+        ...
+
+    def release(self, handle: StageHandle) -> None:
+        """The run's end is recorded: free what the backend still holds for it (leftover
+        processes of its tree, a stopped container)."""
+        ...
+
+    def facts(self, spec: LaunchSpec, handle: StageHandle) -> dict[str, Any]:
+        """Environment provenance of the launched stage, recorded with ``RunLaunched``
+        (interpreter, packages, GPUs; a container's image id and digest)."""
         ...
 
 
