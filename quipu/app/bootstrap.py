@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quipu.adapters.blobs import LocalBlobStore
+from quipu.adapters.docker import DockerImages
 from quipu.adapters.eventstore import SQLITE_TABLE, open_sqlite_store
 from quipu.adapters.seals import (
     AutoSealingStore,
@@ -282,7 +283,8 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
                  clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
                  snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
-                 source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))))
+                 source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))),
+                 images=DockerImages(root, config.name))
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",
