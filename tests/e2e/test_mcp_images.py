@@ -34,7 +34,7 @@ def test_an_agent_builds_lists_and_inspects_the_project_image(
             refused = await session.call_tool("manage_images", {"action": "inspect",
                                                                 "image": "nope:1"})
             assert refused.isError
-            assert refused.content[0].text.startswith("[image_not_found] ")  # type: ignore[union-attr]
+            assert refused.content[0].text.startswith("[image_not_found] ")
 
     try:
         asyncio.run(main())
