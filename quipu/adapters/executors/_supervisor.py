@@ -1,27 +1,24 @@
-"""The supervisor's knowledge: which runs exist and how long each has been silent, and whether
-a process is still the stage it was.
+"""The supervisor's knowledge: which runs exist and how long each has been silent.
 
 ``RunBook`` folds run events from the log into (state, time of the latest event) per run that
 is not finalized: the state with ``lifecycle.state_after``, as the ``Run`` aggregate does, and
 the same clock the aggregate's deadlines use. ``overdue`` names the
 runs whose state's deadline (``core.runs.lifecycle``; the running deadline is the executor's
-heartbeat timeout) has passed. ``process_is_stage`` tells a live stage from a dead one or from
-an unrelated process that reused its pid, by the ``QUIPU_RUN_ID`` in its environment.
+heartbeat timeout) has passed.
+(Whether a process is still the stage it was is the stage backend's business: ``process.py``.)
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from quipu.core.messages import Event
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import RunFinalized, RunRequested
 from quipu.core.runs.lifecycle import State
 
-__all__ = ["RUN_EVENT_TYPES", "BookEntry", "RunBook", "process_is_stage"]
+__all__ = ["RUN_EVENT_TYPES", "BookEntry", "RunBook"]
 
 RUN_EVENT_TYPES: tuple[str, ...] = lifecycle.RUN_EVENTS
 """Every event on a run's stream: each one restarts the run's deadline clock."""
@@ -102,44 +99,3 @@ class RunBook:
                 entry.tried_at = entry.at
                 found.append(run_id)
         return found
-
-
-def _proc_state(pid: int) -> str | None:
-    """The one-letter state from /proc/<pid>/stat, None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[0] if ")" in stat else None
-
-
-def process_is_stage(pid: int, run_id: str, run_dir: Path) -> bool:
-    """Whether ``pid`` is alive and still the stage process of ``run_id``.
-
-    A zombie counts as gone (it has exited; nobody reaped it yet). The process must carry
-    ``QUIPU_RUN_ID=<run_id>`` in its environment, or, where that is unreadable, name the run
-    directory on its command line: a pid reused by an unrelated process is not the stage.
-    """
-    if not Path("/proc").is_dir():  # no procfs: the best available answer is "the pid exists"
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    state = _proc_state(pid)
-    if state is None or state in ("Z", "X"):
-        return False
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-        return f"QUIPU_RUN_ID={run_id}".encode() in environ.split(b"\0")
-    except PermissionError:
-        pass
-    except OSError:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return str(run_dir).encode() in cmdline
