@@ -118,6 +118,8 @@ class DockerBackend:
 
         res = spec.resources
         profile = f"profile {res.profile!r}"
+        if not (spec.run_dir / spec.entrypoint).is_file():
+            raise FileNotFoundError(f"entrypoint {spec.entrypoint} is not in the run directory")
         try:
             client = self.client(what=profile)
             client.ping()
@@ -189,7 +191,7 @@ class DockerBackend:
                    f"{MOUNT_POINT}/{spec.entrypoint}", *spec.args]
         try:
             container = client.containers.create(
-                res.image or "", command, name=_container_name(spec.run_id), detach=True,
+                res.image or "", command, detach=True,
                 user=f"{uid}:{gid}", working_dir=MOUNT_POINT, environment=env, mounts=mounts,
                 network_mode="bridge" if res.network else "none", labels=labels,
                 pids_limit=self.pids_limit, read_only=True, tmpfs={"/tmp": "rw,size=1g"},
@@ -326,12 +328,15 @@ class DockerBackend:
 
     def adopt(self, run_id: str, run_dir: Path,
               handle: StageHandle | None) -> StageHandle | None:
-        """The run's container, by its handle or else by its ``quipu.run_id`` label."""
-        if handle is not None and handle.backend == self.name:
-            if self._container(handle) is not None:
-                return handle
-            return None
-        found = self.client().containers.list(all=True, filters={"label": f"quipu.run_id={run_id}"})
+        """The run's container, by its handle or else by its ``quipu.run_id`` label and the
+        run directory it mounts (a launch.json lost with the engine that wrote it)."""
+        if handle is not None:
+            if handle.backend != self.name or self._container(handle) is None:
+                return None
+            return handle
+        found = [c for c in self.client().containers.list(
+            all=True, filters={"label": f"quipu.run_id={run_id}"})
+            if _run_dir_of(c) == Path(run_dir).absolute()]
         if not found:
             return None
         container = found[0]
@@ -373,11 +378,6 @@ class DockerBackend:
         if "quipu.context_hash" in labels:
             found["image_context_hash"] = labels["quipu.context_hash"]
         return found
-
-
-def _container_name(run_id: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in run_id)
-    return f"quipu-{safe}"[:128]
 
 
 def _run_dir_of(container: Container) -> Path:
