@@ -261,7 +261,9 @@ class DockerBackend:
         code = int(state.get("ExitCode") or 0)
         if code > 128:  # docker-init reports a stage killed by a signal as 128 + signal
             return StageExit(known=True, exit_code=None, signal=code - 128)
-        return StageExit(known=True, exit_code=code)
+        # The wrapper never ran (no exit.json): what the container printed before the stage's
+        # log took over says why, e.g. an interpreter that is not in the image.
+        return StageExit(known=True, exit_code=code, error=_early_error(container) or None)
 
     def wait(self, handle: StageHandle, timeout: float) -> StageExit | None:
         """Block until the container stops or ``timeout`` seconds pass."""
@@ -385,6 +387,18 @@ def _run_dir_of(container: Container) -> Path:
         if mount.get("Destination") == MOUNT_POINT:
             return Path(mount["Source"])
     return Path("/nonexistent")
+
+
+def _early_error(container: Container) -> str:
+    """The last line the container itself printed (before stdout went to the run's log)."""
+    import docker
+
+    try:
+        text = container.logs(stdout=True, stderr=True, tail=5).decode("utf-8", "replace")
+    except docker.errors.APIError:
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
 
 
 def _read_exit(handle: StageHandle, container: Container) -> StageExit | None:
