@@ -36,14 +36,17 @@ from quipu.app.config import (
     find_project,
     load_config,
     read_config,
+    with_env_overrides,
     write_config,
 )
 from quipu.app.facade import Quipu
+from quipu.app.profiles import ProjectProfiles
 from quipu.app.quick_status import LocalStatusKey
 from quipu.core.audit import AuditReport, Seal, make_seal, verify_log
 from quipu.core.errors import Conflict, InvalidInput
-from quipu.core.ports import EventStore, Executor
+from quipu.core.ports import BlobStore, EventStore, Executor, StageBackend
 from quipu.core.project.commands import InitProject
+from quipu.core.runs.compute import requested_profile
 from quipu.core.runs.handlers import RunService
 from quipu.core.validation import check_name
 from quipu.projections import Views
@@ -79,7 +82,7 @@ class SystemClock:
 
 def audit_key(root: Path, config: Config) -> bytes | None:
     """The keyed chain's key from ``$QUIPU_AUDIT_KEY_FILE`` or ``audit.key_file``, or None."""
-    named = os.environ.get("QUIPU_AUDIT_KEY_FILE") or config.audit.key_file
+    named = with_env_overrides(config).audit.key_file
     if not named:
         return None
     path = Path(named).expanduser()
@@ -124,7 +127,33 @@ def _open_log(root: Path, config: Config, key: bytes | None) -> EventStore:
 
 
 def _log_url(config: Config) -> str:
-    return os.environ.get("QUIPU_EVENTSTORE_URL") or config.eventstore.url
+    return with_env_overrides(config).eventstore.url
+
+
+def _local_backend(blobs: BlobStore) -> StageBackend:
+    from quipu.adapters.executors.process import LocalProcessBackend
+
+    return LocalProcessBackend(blobs)
+
+
+def _docker_backend(blobs: BlobStore) -> StageBackend:
+    raise InvalidInput("executor.backend: docker is not available in this build",
+                       code="backend_unavailable",
+                       hint="use executor.backend: local, or install a Quipu with the Docker "
+                       "backend")
+
+
+STAGE_BACKENDS: dict[str, Callable[[BlobStore], StageBackend]] = {
+    "local": _local_backend,
+    "docker": _docker_backend,
+}
+"""``executor.backend`` / a profile's ``backend`` -> how to build that stage backend."""
+
+
+def stage_backends(config: Config, blobs: BlobStore) -> dict[str, StageBackend]:
+    """The stage backends ``config`` sets up: ``local`` always, and ``executor.backend``."""
+    names = dict.fromkeys(("local", config.executor.backend))
+    return {name: STAGE_BACKENDS[name](blobs) for name in names}
 
 
 def describe_log(root: Path, config: Config) -> str:
@@ -252,6 +281,7 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
     with it (and an SQLite log) the facade keeps STATE.md's key for ``quipu status``.
     """
     data = root / DATA_DIR
+    config = with_env_overrides(config)
     store = open_store(root, config)
     try:
         blobs = LocalBlobStore(data / "blobs")
@@ -262,10 +292,14 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
         raise
 
     def executor(runs: RunService, on_change: Callable[[], None]) -> Executor:
-        from quipu.adapters.executors.local import LocalExecutor
+        from quipu.adapters.executors.executor import StageExecutor
 
-        return LocalExecutor(data / "runs", store, blobs, runs,
+        profiles = ProjectProfiles(config)
+        return StageExecutor(data / "runs", store, blobs, runs,
                              worker_id=f"local:{os.uname().nodename}:{os.getpid()}",
+                             backends=stage_backends(config, blobs),
+                             profiles=lambda stage_config: profiles.resolve(
+                                 requested_profile(stage_config)),
                              max_parallel=config.executor.max_parallel,
                              heartbeat_timeout=config.executor.heartbeat_timeout,
                              on_change=on_change, position_file=data / "executor.json")

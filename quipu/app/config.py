@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -25,16 +27,22 @@ from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.validation import check_name
 
 __all__ = [
+    "BACKENDS",
     "CONFIG_FILE",
     "DATA_DIR",
+    "ENV_OVERRIDES",
     "AuditConfig",
     "AutoSealConfig",
     "Config",
     "DataConfig",
     "EventStoreConfig",
     "ExecutorConfig",
+    "ProfileConfig",
     "find_project",
     "load_config",
+    "parse_duration",
+    "parse_memory",
+    "with_env_overrides",
     "write_config",
 ]
 
@@ -52,13 +60,105 @@ class EventStoreConfig(BaseModel):
     table: str = "quipu_events"
 
 
+BACKENDS = ("local", "docker")
+"""The stage backends ``executor.backend`` and a profile's ``backend`` may name."""
+Backend = Literal["local", "docker"]
+
+
 class ExecutorConfig(BaseModel):
-    """How the embedded local executor runs stages."""
+    """How the embedded executor runs stages.
+
+    ``backend`` is where stages run unless their profile says otherwise (``local`` processes
+    are always available besides it); ``profile`` the compute profile of a stage whose config
+    names none (default: ``local`` with the local backend, ``cpu-small`` otherwise).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     max_parallel: int = Field(default=2, ge=1, le=64)
     heartbeat_timeout: float = Field(default=600.0, gt=0)
+    backend: Backend = "local"
+    profile: str | None = None
+
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_MEMORY_MIB = {"": 1.0, "k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0 * 1024}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_memory(value: int | float | str) -> int:
+    """MiB from ``512`` (MiB), ``"512m"``, ``"4g"``, ``"4GiB"``; ``ValueError`` otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("memory must be a size such as 512m or 4g")
+    if isinstance(value, int | float):
+        number, unit = float(value), ""
+    else:
+        found = _MEMORY.match(value)
+        if found is None:
+            raise ValueError(f"memory {value!r} is not a size such as 512m or 4g")
+        number, unit = float(found.group(1)), found.group(2).lower()
+    mib = int(number * _MEMORY_MIB[unit])
+    if mib < 4:
+        raise ValueError(f"memory {value!r} is below 4 MiB")
+    return mib
+
+
+def parse_duration(value: int | float | str) -> float:
+    """Seconds from ``90`` (seconds), ``"90s"``, ``"30m"``, ``"2h"``, ``"1d"``."""
+    if isinstance(value, bool):
+        raise ValueError("timeout must be a duration such as 90s, 30m or 2h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        found = _DURATION.match(value)
+        if found is None:
+            raise ValueError(f"timeout {value!r} is not a duration such as 90s, 30m or 2h")
+        seconds = float(found.group(1)) * _DURATION_S[(found.group(2) or "").lower()]
+    if seconds <= 0:
+        raise ValueError("timeout must be above 0")
+    return seconds
+
+
+class ProfileConfig(BaseModel):
+    """One compute profile (``profiles.NAME`` in quipu.yaml): where and with what a stage runs.
+
+    ``memory`` is a size (``512m``, ``4g``; a bare number is MiB), ``timeout`` a duration
+    (``90s``, ``30m``, ``2h``; a bare number is seconds), ``network`` None means the
+    backend's default (the local backend cannot take it away; a container has none).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Backend = "local"
+    image: str | None = None
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    memory: int | str | None = None
+    gpus: int = Field(default=0, ge=0, le=64)
+    timeout: float | str | None = None
+    network: bool | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_valid(cls, value: int | str | None) -> int | str | None:
+        if value is not None:
+            parse_memory(value)
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_valid(cls, value: float | str | None) -> float | str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    def memory_mb(self) -> int | None:
+        """The memory limit in MiB, None for none."""
+        return None if self.memory is None else parse_memory(self.memory)
+
+    def timeout_seconds(self) -> float | None:
+        """The timeout in seconds, None for none."""
+        return None if self.timeout is None else parse_duration(self.timeout)
 
 
 class AutoSealConfig(BaseModel):
@@ -108,6 +208,7 @@ class Config(BaseModel):
     executor: ExecutorConfig = ExecutorConfig()
     data: DataConfig = DataConfig()
     audit: AuditConfig = AuditConfig()
+    profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
 
     @field_validator("slots")
     @classmethod
@@ -118,6 +219,13 @@ class Config(BaseModel):
         else:
             for name in value:
                 check_name(name, what="slot")
+        return value
+
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names_valid(cls, value: dict[str, ProfileConfig]) -> dict[str, ProfileConfig]:
+        for name in value:
+            check_name(name, what="profile")
         return value
 
     def slot_names(self) -> tuple[str, ...]:
@@ -154,8 +262,53 @@ def read_config(root: Path) -> tuple[Config, str]:
     except (yaml.YAMLError, ValidationError, OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path} is not a valid Quipu config: {exc}", code="invalid_config",
                            hint="fix the file; keys: name, goal, slots, reason_min_length, "
-                           "eventstore{url, synchronous}, executor, "
-                           "data{roots, allow_any_path}, audit{key_file, auto_seal}") from exc
+                           "eventstore{url, synchronous}, "
+                           "executor{backend, profile, max_parallel, heartbeat_timeout}, "
+                           "profiles{NAME: {backend, image, cpus, memory, gpus, timeout, "
+                           "network}}, data{roots, allow_any_path}, audit{key_file, auto_seal} "
+                           "(docs/configuration.md)") from exc
+
+
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "QUIPU_EVENTSTORE_URL": ("eventstore", "url"),
+    "QUIPU_EXECUTOR_BACKEND": ("executor", "backend"),
+    "QUIPU_AUDIT_KEY_FILE": ("audit", "key_file"),
+}
+"""Environment variable -> the quipu.yaml key it overrides (docs/configuration.md lists them).
+A new adapter choice adds one line here."""
+
+
+def with_env_overrides(config: Config, environ: Mapping[str, str] | None = None) -> Config:
+    """``config`` with every ``ENV_OVERRIDES`` variable that is set (and not empty) in
+    ``environ`` (default: the process's) put in place of its key, validated again.
+
+    ``InvalidInput(invalid_config)`` names the variable when its value is not valid there.
+    """
+    env = os.environ if environ is None else environ
+    chosen = {name: env[name] for name in ENV_OVERRIDES if env.get(name)}
+    if not chosen:
+        return config
+    data: dict[str, Any] = config.model_dump()
+    for name, value in chosen.items():
+        *parents, leaf = ENV_OVERRIDES[name]
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        names = ", ".join(f"${n}={v!r}" for n, v in chosen.items())
+        raise InvalidInput(f"{names} is not a valid setting: {_first_error(exc)}",
+                           code="invalid_config",
+                           hint="fix or unset the variable; docs/configuration.md lists what "
+                           "each one accepts") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
 
 
 def config_bytes(config: Config) -> bytes:

@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - not POSIX: writes are still atomic, ju
 from quipu.app.compare import CompareQueries
 from quipu.app.images import ImageCommands
 from quipu.app.lineage_reads import LineageQueries
+from quipu.app.profiles import ProjectProfiles
 from quipu.app.quick_status import LocalStatusKey
 from quipu.app.run_reads import RunQueries
 from quipu.app.sources import SourceCommands
@@ -122,7 +123,7 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
                                                 allow_any=config.data.allow_any_path,
                                                 realpath=os.path.realpath,
                                                 exists=os.path.exists),
-                               sources=self.sources)
+                               sources=self.sources, profiles=ProjectProfiles(config))
         self.bus = CommandBus(self.service, self.runs, self.sources)
         self._executor_factory = executor
         self.workers: list[Executor] = []

@@ -19,6 +19,7 @@ __all__ = [
     "BackendCapabilities",
     "BlobStore",
     "Clock",
+    "ComputeProfiles",
     "EventStore",
     "Executor",
     "FileFacts",
@@ -440,6 +441,22 @@ class StageBackend(Protocol):
     def facts(self, spec: LaunchSpec, handle: StageHandle) -> dict[str, Any]:
         """Environment provenance of the launched stage, recorded with ``RunLaunched``
         (interpreter, packages, GPUs; a container's image id and digest)."""
+        ...
+
+
+class ComputeProfiles(Protocol):
+    """The compute profiles a project knows (built in and from ``quipu.yaml``)."""
+
+    def names(self) -> list[str]:
+        """Every profile's name, sorted."""
+        ...
+
+    def resolve(self, name: str | None) -> Resources:
+        """The resources of profile ``name`` (None: the project's default profile).
+
+        Raises ``InvalidInput`` with code ``unknown_profile`` (the hint lists the known ones)
+        or ``profile_backend_not_configured`` (its backend is not set up here).
+        """
         ...
 
 

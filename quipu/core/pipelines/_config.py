@@ -102,6 +102,10 @@ def layers_for(stage: Stage, where: str, file_values: Mapping[str, Any] | None,
     ]
 
 
+RESERVED_KEYS = frozenset({"compute"})
+"""Config keys that are not stage parameters: ``compute`` picks the compute profile."""
+
+
 def check_config(schema: Mapping[str, Param] | None, layers: list[Layer]) -> list[ConfigIssue]:
     """Every way the merged layers break ``schema``: unknown keys, missing, type, range, choice.
 
@@ -112,6 +116,8 @@ def check_config(schema: Mapping[str, Param] | None, layers: list[Layer]) -> lis
     merged = merge_layers(layers)
     issues = []
     for key, value in merged.items():
+        if key in RESERVED_KEYS:
+            continue  # the engine's, not the stage's (checked by core.runs.compute)
         layer = next(lay.label for lay in reversed(layers) if key in lay.values)
         param = schema.get(key)
         if param is None:

@@ -29,9 +29,10 @@ from quipu.core.pipelines import (
     stage_order,
     validate_pipeline,
 )
-from quipu.core.ports import RunIndex
+from quipu.core.ports import ComputeProfiles, RunIndex
 from quipu.core.runs import lifecycle
 from quipu.core.runs.aggregate import Run
+from quipu.core.runs.compute import profile_problems
 from quipu.core.runs.events import RunRequested
 from quipu.core.runs.lifecycle import State, Trigger
 from quipu.core.runs.results import (
@@ -124,8 +125,10 @@ class RunService:
     def __init__(self, service: Service, index: RunIndex,
                  new_id: Callable[[], str] | None = None,
                  paths: InputPaths | None = None,
-                 sources: SourceService | None = None) -> None:
+                 sources: SourceService | None = None,
+                 profiles: ComputeProfiles | None = None) -> None:
         self.svc = service
+        self.profiles = profiles
         self.sources = sources
         self.uow = service.uow
         self.index = index
@@ -324,6 +327,12 @@ class RunService:
                 n: self._resolve(ws.name, pipeline, stage, n, s, order,
                                  input_overrides.get(stage, {}))
                 for n, s in spec.inputs.items()}
+        if self.profiles is not None:
+            problems = [p.model_dump() for stage in order
+                        for p in profile_problems(stage, out["configs"][stage], self.profiles)]
+            if problems:
+                out["valid"] = False
+                out["report"]["errors"].extend(problems)
         return out
 
     def _resolve(self, workspace: str, pipeline: Pipeline, stage: str, name: str, signal: Signal,
