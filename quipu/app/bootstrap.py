@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quipu.adapters.blobs import LocalBlobStore
-from quipu.adapters.docker import DockerImages
+from quipu.adapters.docker import DockerBackend, DockerImages
 from quipu.adapters.eventstore import SQLITE_TABLE, open_sqlite_store
 from quipu.adapters.seals import (
     AutoSealingStore,
@@ -137,10 +137,7 @@ def _local_backend(blobs: BlobStore) -> StageBackend:
 
 
 def _docker_backend(blobs: BlobStore) -> StageBackend:
-    raise InvalidInput("executor.backend: docker is not available in this build",
-                       code="backend_unavailable",
-                       hint="use executor.backend: local, or install a Quipu with the Docker "
-                       "backend")
+    return DockerBackend()
 
 
 STAGE_BACKENDS: dict[str, Callable[[BlobStore], StageBackend]] = {
@@ -153,7 +150,11 @@ STAGE_BACKENDS: dict[str, Callable[[BlobStore], StageBackend]] = {
 def stage_backends(config: Config, blobs: BlobStore) -> dict[str, StageBackend]:
     """The stage backends ``config`` sets up: ``local`` always, and ``executor.backend``."""
     names = dict.fromkeys(("local", config.executor.backend))
-    return {name: STAGE_BACKENDS[name](blobs) for name in names}
+    backends: dict[str, StageBackend] = {name: STAGE_BACKENDS[name](blobs) for name in names}
+    docker = backends.get("docker")
+    if isinstance(docker, DockerBackend):
+        docker.project = config.name  # the label a project's containers carry
+    return backends
 
 
 def describe_log(root: Path, config: Config) -> str:

@@ -131,7 +131,8 @@ class DockerBackend:
                                f"{daemon_address()}: {exc}; {DAEMON_HINT}") from exc
         if not res.image:
             raise RuntimeError(f"{profile} runs on the docker backend but names no image: "
-                               "set its `image` in quipu.yaml")
+                               "set profiles.<name>.image in quipu.yaml (`quipu image build` "
+                               "makes one from the project's requirements.txt)")
         try:
             client.images.get(res.image)
         except docker.errors.ImageNotFound as exc:
