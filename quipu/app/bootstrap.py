@@ -55,6 +55,7 @@ from quipu.projections.replay import position_at, replay_views
 __all__ = [
     "CONFIG_FILE",
     "DATA_DIR",
+    "STAGE_BACKENDS",
     "Config",
     "LogHandle",
     "Quipu",
@@ -69,6 +70,7 @@ __all__ = [
     "open_project",
     "open_store",
     "seal_paths",
+    "stage_backends",
 ]
 
 
@@ -130,24 +132,25 @@ def _log_url(config: Config) -> str:
     return with_env_overrides(config).eventstore.url
 
 
-def _local_backend(blobs: BlobStore) -> StageBackend:
+def _local_backend(blobs: BlobStore | None) -> StageBackend:
     from quipu.adapters.executors.process import LocalProcessBackend
 
     return LocalProcessBackend(blobs)
 
 
-def _docker_backend(blobs: BlobStore) -> StageBackend:
+def _docker_backend(blobs: BlobStore | None) -> StageBackend:
     return DockerBackend()
 
 
-STAGE_BACKENDS: dict[str, Callable[[BlobStore], StageBackend]] = {
+STAGE_BACKENDS: dict[str, Callable[[BlobStore | None], StageBackend]] = {
     "local": _local_backend,
     "docker": _docker_backend,
 }
-"""``executor.backend`` / a profile's ``backend`` -> how to build that stage backend."""
+"""``executor.backend`` / a profile's ``backend`` -> how to build that stage backend (given
+the blob store for environment facts; None where none is open, as in ``quipu doctor``)."""
 
 
-def stage_backends(config: Config, blobs: BlobStore) -> dict[str, StageBackend]:
+def stage_backends(config: Config, blobs: BlobStore | None) -> dict[str, StageBackend]:
     """The stage backends ``config`` sets up: ``local`` always, and ``executor.backend``."""
     names = dict.fromkeys(("local", config.executor.backend))
     backends: dict[str, StageBackend] = {name: STAGE_BACKENDS[name](blobs) for name in names}

@@ -15,7 +15,7 @@ from quipu.app.bootstrap import Quipu, default_actor, describe_log, init_project
 from quipu.cli._root import _edge, _print_json, _project, main
 from quipu.core.errors import InvalidInput
 
-__all__ = ["demo", "events", "init", "rebuild", "serve", "status", "worker"]
+__all__ = ["demo", "doctor", "events", "init", "rebuild", "serve", "status", "worker"]
 
 
 @main.command()
@@ -228,6 +228,39 @@ def rebuild(ctx: click.Context, names: tuple[str, ...], all_: bool) -> None:
         q.refresh()
     click.echo(f"rebuilt {', '.join(names) if names else 'all views'}: {report['events']} events "
                f"in {report['seconds']:.2f} s ({report['events_per_second']:,.0f} events/s)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.pass_context
+@_edge
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check every part quipu.yaml configures (the log and its chain at the head, the blob
+    store, the stage backends, the compute profiles) and print what to fix. Exits 1 when
+    anything is wrong.
+
+    \b
+    Example:
+      quipu doctor
+      QUIPU_EXECUTOR_BACKEND=docker quipu doctor --json
+    """
+    from quipu.app.bootstrap import find_project
+    from quipu.app.doctor import diagnose
+
+    findings = diagnose(find_project(ctx.obj.get("project")))
+    bad = [f for f in findings if not f.ok]
+    if as_json:
+        _print_json({"ok": not bad, "findings": [f.to_dict() for f in findings]})
+    else:
+        for finding in findings:
+            mark = click.style("ok  ", fg="green") if finding.ok else click.style("FAIL",
+                                                                                  fg="red")
+            click.echo(f"{mark} {finding.part:<16} {finding.message}")
+            if finding.fix and not finding.ok:
+                click.echo(f"     {'':<16} fix: {finding.fix}")
+        click.echo(f"{len(bad)} problem(s)" if bad else "everything checked is fine")
+    if bad:
+        sys.exit(1)
 
 
 @main.command()
