@@ -109,6 +109,16 @@ class DockerBackend:
                     f"{DAEMON_HINT}"]
         return []
 
+    def has_image(self, ref: str) -> bool:
+        """Whether image ``ref`` is on the daemon (``DockerUnavailable`` when it is down)."""
+        import docker
+
+        try:
+            self.client().images.get(ref)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
     # --- launching -------------------------------------------------------------------------------
 
     def prepare(self, spec: LaunchSpec) -> None:
