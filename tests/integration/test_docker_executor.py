@@ -8,10 +8,15 @@ OOM kill is named, and the daemon, the image or the container failing.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from test_executor_helpers import (
     ONE_STAGE,
     drive,
@@ -26,12 +31,15 @@ from test_executor_helpers import (
 from waiting import wait_until
 
 from quipu.adapters.docker import DockerBackend
-from quipu.app.bootstrap import Quipu
+from quipu.app.bootstrap import Quipu, open_project
 from quipu.core.log import decode
 from quipu.core.ports import Resources
 from quipu.core.runs.lifecycle import State
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
+
+SERVE_WAIT = 120.0
+"""A bound for a broken build (a `quipu serve` start-up included), not a speed claim."""
 
 PROBE = """\
 import json, os, socket
@@ -63,6 +71,11 @@ def event_of(q: Quipu, kind: str, run_id: str) -> Any:
         if getattr(event, "run_id", None) == run_id:
             return event
     raise AssertionError(f"no {kind} for {run_id}")
+
+
+def events_of(q: Quipu, kind: str, run_id: str) -> list[Any]:
+    return [e for e in (decode(r).event for r in q.store.read(types=[kind], limit=10_000))
+            if getattr(e, "run_id", None) == run_id]
 
 
 def launch_error(q: Quipu, run_id: str) -> str:
@@ -179,3 +192,78 @@ def test_cancel_stops_then_kills_the_container(tmp_path: Path, python_image: str
         assert state(q, run_id) is State.CANCELED
         wait_until(lambda: not docker_client.containers.list(filters={
             "label": f"quipu.run_id={run_id}"}), what="the container stopped")
+
+
+WAIT_FOR_GO = """\
+    import os, time
+    from pathlib import Path
+    from quipu import sdk
+    sdk.log_metric("loss", 0.5, step=0)  # recorded by whichever engine watches the container
+    while not Path(os.environ["QUIPU_RUN_DIR"], ".quipu", "go").exists():
+        time.sleep(0.05)
+    sdk.save_output("result", {"done": True})
+    """
+
+
+def _serve(root: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "QUIPU_ACTOR": "agent:test"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "quipu.cli", "--project", str(root), "serve"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log.open("ab"), env=env)
+
+
+def _kill_engine(engine: subprocess.Popen[bytes]) -> None:
+    engine.send_signal(signal.SIGKILL)
+    engine.wait(timeout=10)
+    if engine.stdin is not None:
+        engine.stdin.close()
+
+
+def test_a_container_that_outlived_a_killed_engine_is_adopted_by_the_next(
+        tmp_path: Path, python_image: str, docker_client: Any) -> None:
+    make_project(tmp_path, ONE_STAGE, {"solo": WAIT_FOR_GO}).close()
+    root = tmp_path / "proj"
+    config = yaml.safe_load((root / "quipu.yaml").read_text())
+    config["executor"] = {"backend": "docker"}
+    config["profiles"] = {"box": {"backend": "docker", "image": python_image}}
+    (root / "quipu.yaml").write_text(yaml.safe_dump(config))
+    (root / "workspaces" / "w1" / "configs").mkdir()
+    (root / "workspaces" / "w1" / "configs" / "solo.yaml").write_text(
+        "compute:\n  profile: box\n")
+    with open_project(root, actor="test:docker") as q:
+        run_id = start(q)["solo"]
+        engine = _serve(root, tmp_path / "serve.log")
+        try:
+            wait_until(lambda: state(q, run_id) is State.RUNNING, timeout=SERVE_WAIT,
+                       what="the first engine launches the container")
+            _kill_engine(engine)
+            assert docker_client.containers.list(filters={"label": f"quipu.run_id={run_id}"})
+            engine = _serve(root, tmp_path / "serve.log")
+            second = f":{engine.pid}"
+            wait_until(lambda: any(
+                e.actor.endswith(second) for e in events_of(q, "MetricsRecorded", run_id)),
+                timeout=SERVE_WAIT, what="the restarted engine watches the live container")
+            (run_dir_of(q.runs.load_run(run_id)) / ".quipu" / "go").touch()
+            wait_until(ended(q, run_id), timeout=SERVE_WAIT, what="the exit is recorded")
+            run = q.runs.load_run(run_id)
+            assert run.current is State.SUCCEEDED, (run.current, run.exit)
+            assert exit_of(run).actor.endswith(second)
+        finally:
+            _kill_engine(engine)
+            for container in docker_client.containers.list(
+                    all=True, filters={"label": f"quipu.run_id={run_id}"}):
+                container.remove(force=True)
+
+
+def test_a_profile_asking_for_gpus_without_a_gpu_runtime_fails_naming_it(
+        tmp_path: Path, python_image: str, docker_client: Any) -> None:
+    if "nvidia" in (docker_client.info().get("Runtimes") or {}):
+        pytest.skip("this daemon has a GPU runtime")  # pragma: no cover - none here or in CI
+    q = make_project(tmp_path, ONE_STAGE, {"solo": "pass\n"})
+    with q:
+        ex = docker_executor(q, profile(python_image, gpus=1))
+        run_id = start(q)["solo"]
+        drive(ex, ended(q, run_id))
+        assert state(q, run_id) is State.FAILED
+        error = launch_error(q, run_id)
+        assert "profile 'box' asks for 1 GPU(s)" in error and "NVIDIA" in error
