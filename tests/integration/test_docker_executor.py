@@ -181,7 +181,7 @@ def test_cancel_stops_then_kills_the_container(tmp_path: Path, python_image: str
             time.sleep(1)
     """})
     with q:
-        ex = docker_executor(q, profile(python_image), stop_timeout=1)
+        ex = docker_executor(q, profile(python_image))
         ex.kill_grace = 0.5
         run_id = start(q)["solo"]
         drive(ex, lambda: state(q, run_id) is State.RUNNING)

@@ -61,11 +61,12 @@ class DockerBackend:
     name = "docker"
 
     def __init__(self, *, project: str = "", python: str = "python3", pids_limit: int = 4096,
-                 stop_timeout: float = 10.0, client: docker.DockerClient | None = None) -> None:
+                 client: docker.DockerClient | None = None) -> None:
+        """``python`` is the interpreter the image runs the stage with; ``client`` an SDK
+        client to use instead of connecting to ``$DOCKER_HOST`` on first use."""
         self.project = project
         self.python = python
         self.pids_limit = pids_limit
-        self.stop_timeout = stop_timeout
         self._client = client
         self._lock = threading.Lock()
         self._logged: set[str] = set()  # containers whose own log was appended already

@@ -32,6 +32,8 @@ __all__ = ["DEFAULT_BASE", "DockerImages"]
 
 DEFAULT_BASE = "python:3.11-slim"
 """The base image when neither the call nor a Dockerfile names one."""
+BUILD_TIMEOUT = 3600.0
+"""Seconds a build may stay silent before the client gives up on the daemon."""
 LOG_TAIL = 20
 """Lines of the build log a failed build's error carries."""
 _FROM = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE | re.MULTILINE)
@@ -42,6 +44,7 @@ class DockerImages:
 
     def __init__(self, root: Path, project: str,
                  client: docker.DockerClient | None = None) -> None:
+        """The images of the project at ``root`` named ``project`` (connects on first use)."""
         self.root = Path(root)
         self.project = project
         self.repository = "quipu-" + re.sub(r"[^a-z0-9_.-]", "-", project.lower()).strip(".-")
@@ -49,7 +52,9 @@ class DockerImages:
 
     def _docker(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = connect(what="managing images")
+            # A build step may print nothing for minutes (a large pip install): the socket's
+            # read timeout must outlast it.
+            self._client = connect(what="managing images", timeout=BUILD_TIMEOUT)
         return self._client
 
     def list_images(self) -> list[dict[str, Any]]:
