@@ -262,7 +262,7 @@ class StageExecutor:
         """Wake the loop when a stage this executor started ends (its own thread)."""
         while not self._stopping.is_set():
             try:
-                if backend.wait(handle, 1.0) is not None:
+                if backend.wait(handle, 5.0) is not None:
                     break
             except Exception:  # the loop's own tick still notices the exit
                 log.exception("executor: waiting for run %s failed", handle.run_id)
@@ -473,14 +473,14 @@ class StageExecutor:
 
     def _watch_new(self, run_id: str, run_dir: Path, handle: StageHandle,
                    backend: StageBackend, outputs: dict[str, Any],
-                   resources: Resources | None) -> _Stage:
+                   resources: Resources | None, ran: float = 0.0) -> _Stage:
         stage = _Stage(run_id=run_id, run_dir=run_dir, handle=handle, backend=backend,
                        outputs=dict(outputs),
                        metrics=MetricSeries(run_dir / SIDE_DIR / METRICS),
                        log=CappedLog(run_dir / ".quipu", self.log_limit))
         if resources is not None and resources.timeout is not None:
             stage.timeout = resources.timeout
-            stage.timeout_at = stage.started + resources.timeout
+            stage.timeout_at = stage.started + resources.timeout - ran
         stage.signs = self._signs(stage)
         self._stages[run_id] = stage
         return stage
@@ -657,7 +657,11 @@ class StageExecutor:
         if alive:
             if state is State.LOST:
                 self.runs.record_adopted(run_id, worker=self.worker_id, pid=handle.pid)
-            self._watch_new(run_id, run_dir, handle, backend, outputs, resources)
+            try:  # the profile's timeout counts from the launch, not from the adoption
+                ran = max(0.0, time.time() - (run_dir / ".quipu" / "launch.json").stat().st_mtime)
+            except OSError:
+                ran = 0.0
+            self._watch_new(run_id, run_dir, handle, backend, outputs, resources, ran)
             return
         if state is State.LOST:
             return  # it ended while lost; the log keeps what was known then

@@ -60,6 +60,7 @@ class LocalProcessBackend:
         self.python = python
         self.probe = EnvironmentProbe(blobs) if blobs is not None else None
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # run id -> a child we started
+        self._reaped: dict[str, threading.Event] = {}  # run id -> set once the child is reaped
         self._env: dict[str, dict[str, str]] = {}  # run id -> what its process was given
         self._dirs: dict[str, Path] = {}  # run id -> run dir (to recognise old handles)
         self._lock = threading.Lock()
@@ -108,10 +109,16 @@ class LocalProcessBackend:
             identity = process_identity(psutil.Process(popen.pid))
         except psutil.Error:  # it ended already; the child handle still knows how
             identity = ""
+        reaped = threading.Event()
         with self._lock:
             self._children[spec.run_id] = popen
+            self._reaped[spec.run_id] = reaped
             self._env[spec.run_id] = env
             self._dirs[spec.run_id] = spec.run_dir
+        # One thread blocks in waitpid for the child, so that wait() costs no polling (a
+        # Popen.wait with a timeout polls every 50 ms).
+        threading.Thread(target=_reap, args=(popen, reaped), daemon=True,
+                         name=f"reap {spec.run_id}").start()
         return StageHandle(backend=self.name, run_id=spec.run_id, ref=str(popen.pid),
                            identity=identity, pid=popen.pid)
 
@@ -188,11 +195,9 @@ class LocalProcessBackend:
 
     def wait(self, handle: StageHandle, timeout: float) -> StageExit | None:
         """Block until the stage ends or ``timeout`` passes (None)."""
-        child = self._children.get(handle.run_id)
-        if child is not None:
-            try:
-                child.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+        reaped = self._reaped.get(handle.run_id)
+        if reaped is not None:
+            if not reaped.wait(timeout):
                 return None
             return self.poll(handle)
         end = time.monotonic() + timeout
@@ -301,8 +306,14 @@ class LocalProcessBackend:
             self.signal(handle, signals.SIGKILL)
         with self._lock:
             self._children.pop(handle.run_id, None)
+            self._reaped.pop(handle.run_id, None)
             self._env.pop(handle.run_id, None)
             self._dirs.pop(handle.run_id, None)
+
+
+def _reap(popen: subprocess.Popen[bytes], reaped: threading.Event) -> None:
+    popen.wait()
+    reaped.set()
 
 
 def _pgid(proc: psutil.Process) -> int | None:
