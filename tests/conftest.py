@@ -2,7 +2,8 @@
 
 Real systems only: SQLite files under ``tmp_path`` and a real PostgreSQL server. The server comes
 from ``QUIPU_TEST_POSTGRES_URL``; when it is unreachable PostgreSQL tests are skipped, unless
-``QUIPU_REQUIRE_POSTGRES=1`` (CI), which turns the skip into a failure.
+``QUIPU_REQUIRE_POSTGRES=1`` (CI), which turns the skip into a failure. The same goes for the
+Docker daemon (``DOCKER_HOST`` or the default socket) and ``QUIPU_REQUIRE_DOCKER=1``.
 """
 
 from __future__ import annotations
@@ -75,3 +76,33 @@ def pg_store(postgres_url: str) -> Iterator[PgStoreFactory]:
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         for name in tables:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+# --- Docker ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    """A ``docker.DockerClient`` on the real daemon; skips (or fails, under
+    QUIPU_REQUIRE_DOCKER=1) when no daemon answers."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        message = f"no Docker daemon answers: {exc}"
+        if os.environ.get("QUIPU_REQUIRE_DOCKER") == "1":
+            pytest.fail(message + " (QUIPU_REQUIRE_DOCKER=1)")
+        pytest.skip(message)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def python_image(docker_client: object) -> str:
+    """The tag of a local image with this host's Python and numpy (see tests/docker_image.py),
+    imported once and reused while its content is unchanged."""
+    from docker_image import build_python_image
+
+    return build_python_image(docker_client)

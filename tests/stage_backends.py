@@ -39,8 +39,21 @@ def _local(tmp: Path) -> Case:
     return Case("local", LocalProcessBackend(LocalBlobStore(tmp / "blobs")), Resources())
 
 
+def _docker(tmp: Path) -> Case:
+    import docker
+    from docker_image import build_python_image
+
+    from quipu.adapters.docker import DockerBackend
+
+    image = build_python_image(docker.from_env())  # reused while the host's Python is unchanged
+    return Case("docker", DockerBackend(project="contract"),
+                Resources(profile="contract-docker", backend="docker", image=image,
+                          memory_mb=1024, cpus=1.0, network=False))
+
+
 CASES: dict[str, Callable[[Path], Case]] = {
     "local": _local,
+    "docker": _docker,
 }
 """Every StageBackend the contract suite runs against (one line per backend)."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quipu.adapters.blobs import LocalBlobStore
+from quipu.adapters.docker import DockerBackend, DockerImages
 from quipu.adapters.eventstore import SQLITE_TABLE, open_sqlite_store
 from quipu.adapters.seals import (
     AutoSealingStore,
@@ -138,10 +139,7 @@ def _local_backend(blobs: BlobStore | None) -> StageBackend:
 
 
 def _docker_backend(blobs: BlobStore | None) -> StageBackend:
-    raise InvalidInput("executor.backend: docker is not available in this build",
-                       code="backend_unavailable",
-                       hint="use executor.backend: local, or install a Quipu with the Docker "
-                       "backend")
+    return DockerBackend()
 
 
 STAGE_BACKENDS: dict[str, Callable[[BlobStore | None], StageBackend]] = {
@@ -155,7 +153,11 @@ the blob store for environment facts; None where none is open, as in ``quipu doc
 def stage_backends(config: Config, blobs: BlobStore | None) -> dict[str, StageBackend]:
     """The stage backends ``config`` sets up: ``local`` always, and ``executor.backend``."""
     names = dict.fromkeys(("local", config.executor.backend))
-    return {name: STAGE_BACKENDS[name](blobs) for name in names}
+    backends: dict[str, StageBackend] = {name: STAGE_BACKENDS[name](blobs) for name in names}
+    docker = backends.get("docker")
+    if isinstance(docker, DockerBackend):
+        docker.project = config.name  # the label a project's containers carry
+    return backends
 
 
 def describe_log(root: Path, config: Config) -> str:
@@ -319,7 +321,8 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
                  clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
                  snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
-                 source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))))
+                 source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))),
+                 images=DockerImages(root, config.name))
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",

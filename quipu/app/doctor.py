@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quipu.adapters.docker import DockerBackend
 from quipu.app.bootstrap import (
     DATA_DIR,
     STAGE_BACKENDS,
@@ -172,6 +173,42 @@ def _profiles(root: Path, config: Config) -> list[Finding]:
         findings.append(Finding("profiles", True, f"{len(profiles.names())} compute profiles "
                                 f"({', '.join(profiles.names())}); stages without one get "
                                 f"{profiles.default!r}"))
+    return findings
+
+
+@doctor_check("images")
+def _images(root: Path, config: Config) -> list[Finding]:
+    if config.executor.backend != "docker":
+        return []
+    profiles = ProjectProfiles(config)
+    wanted: dict[str, list[str]] = {}
+    findings = []
+    for name in profiles.names():
+        try:
+            resources = profiles.resolve(name)
+        except QuipuError:
+            continue  # the profiles check names it
+        if resources.backend != "docker":
+            continue
+        if not resources.image:
+            findings.append(Finding("images", False, f"profile {name!r} runs on docker but "
+                                    "names no image", f"set profiles.{name}.image in "
+                                    "quipu.yaml (`quipu image build` makes one)"))
+            continue
+        wanted.setdefault(resources.image, []).append(name)
+    backend = DockerBackend(project=config.name)
+    for image, users in wanted.items():
+        try:
+            present = backend.has_image(image)
+        except QuipuError as exc:
+            return [*findings, Finding("images", False, exc.message, exc.hint)]
+        if not present:
+            findings.append(Finding("images", False, f"image {image!r} of profile(s) "
+                                    f"{', '.join(users)} is not on the Docker daemon",
+                                    f"`quipu image build`, or `docker pull {image}`"))
+    if not findings:
+        findings.append(Finding("images", True, f"{len(wanted)} image(s) the docker profiles "
+                                "name are on the daemon"))
     return findings
 
 

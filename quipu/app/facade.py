@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - not POSIX: writes are still atomic, ju
     fcntl = None  # type: ignore[assignment]
 
 from quipu.app.compare import CompareQueries
+from quipu.app.images import ImageCommands
 from quipu.app.lineage_reads import LineageQueries
 from quipu.app.profiles import ProjectProfiles
 from quipu.app.quick_status import LocalStatusKey
@@ -41,6 +42,7 @@ from quipu.core.ports import (
     Clock,
     EventStore,
     Executor,
+    Images,
     SlotFiles,
     SnapshotStore,
     SourceFiles,
@@ -86,7 +88,7 @@ ExecutorFactory = Callable[[RunService, Callable[[], None]], Executor]
 """Builds the configured executor for a facade's run commands; the callable is ``on_change``."""
 
 
-class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
+class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCommands):
     """One open project: commands, then catch-up, then STATE.md; and the queries."""
 
     def __init__(self, root: Path, config: Config, *, store: EventStore, blobs: BlobStore,
@@ -95,8 +97,11 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
                  snapshots: SnapshotStore | None = None,
                  live_log: Callable[[Path], bytes] = lambda _run_dir: b"",
                  status_key: LocalStatusKey | None = None,
-                 source_files: SourceFiles | None = None) -> None:
+                 source_files: SourceFiles | None = None,
+                 images: Images | None = None) -> None:
         """Wire the facade to adapters built by ``quipu.app.bootstrap`` (never built here)."""
+        if images is not None:
+            self.images = images
         self.root = root
         self.config = config
         self.store = store

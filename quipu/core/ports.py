@@ -6,7 +6,7 @@ small fakes of these ports, never mocks of Quipu's own code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ __all__ = [
     "EventStore",
     "Executor",
     "FileFacts",
+    "Images",
     "LaunchSpec",
     "NewEvent",
     "Resources",
@@ -564,4 +565,22 @@ class SourceFiles(Protocol):
                       delimiter: str | None = None) -> FileFacts:
         """``describe`` of a blob in the blob store, read in place (a promoted artifact);
         ``NotFound(unknown_blob)`` when the store does not hold it."""
+        ...
+
+
+class Images(Protocol):
+    """The project's container images on the daemon the Docker backend uses."""
+
+    def list_images(self) -> list[dict[str, Any]]:
+        """The project's images, newest first."""
+        ...
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        """One image by tag or id (``NotFound(image_not_found)`` when there is none)."""
+        ...
+
+    def build(self, *, base: str | None = None,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Build the project image (or reuse the one with the same content hash); each line
+        of build output goes to ``progress`` as it arrives."""
         ...

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from fastmcp import FastMCP
 
 from quipu.mcp.compare import COMPARE_TOOL_NAMES, register_compare_tools
+from quipu.mcp.images import IMAGE_TOOL_NAMES, register_image_tools
 from quipu.mcp.lineage import LINEAGE_TOOL_NAMES, register_lineage_tools
 from quipu.mcp.runs import RUN_TOOL_NAMES, register_run_tools
 from quipu.mcp.sources import SOURCE_TOOL_NAMES, register_source_tools
@@ -55,7 +56,8 @@ DEFAULT_ACTOR = "agent:mcp"
 log = logging.getLogger("quipu.mcp")
 
 TOOL_NAMES = (*PROJECT_TOOL_NAMES, *WORKSPACE_TOOL_NAMES, *RUN_TOOL_NAMES, *SOURCE_TOOL_NAMES,
-              *LINEAGE_TOOL_NAMES, *COMPARE_TOOL_NAMES)
+              *LINEAGE_TOOL_NAMES, *COMPARE_TOOL_NAMES,
+              *IMAGE_TOOL_NAMES)
 
 INSTRUCTIONS = """\
 Quipu records your research: every change through these tools is an attributed event with a
@@ -86,6 +88,7 @@ def register_tools(mcp: FastMCP, engine: Engine) -> None:
     register_source_tools(mcp, engine)
     register_lineage_tools(mcp, engine)
     register_compare_tools(mcp, engine)
+    register_image_tools(mcp, engine)
 
 
 def build_server(target: "Quipu | Engine") -> FastMCP:

@@ -33,6 +33,8 @@ EVERY_TOOL = {
     "get_lineage",
     # the compare tool (tests/e2e/test_mcp_compare.py)
     "compare",
+    # the image tool (tests/integration/test_docker_images.py)
+    "manage_images",
 }
 Connect = Callable[..., AbstractAsyncContextManager[Client[Any]]]
 ACTOR = "agent:e2e-test"  # what the server_environ fixture sets as QUIPU_ACTOR
