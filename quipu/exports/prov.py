@@ -184,8 +184,10 @@ def prov_document(history: History, *, run: str | None = None,
     for src, kind, dst, name in sorted(history.edges):
         if not (wanted(src) and wanted(dst)):
             continue
-        if kind == "consumed" and kind_of(src) == "source":
-            # The edge has no input name (SourceConsumed does not say); the request does.
+        if kind == "consumed" and kind_of(src) == "source" and name:
+            relate("used", activity=_local(dst), entity=_local(src), role=f"quipu:{name}")
+        elif kind == "consumed" and kind_of(src) == "source":
+            # An older SourceConsumed does not name the input; the request does.
             source = src.partition(":")[2]
             inputs = history.runs[dst.partition(":")[2]].request.inputs
             for given_as in sorted(n for n, how in inputs.items() if how.get("source") == source):

@@ -28,7 +28,8 @@ Edges point the way data flows, from the upstream node to the downstream one:
 - ``consumed``: content -> the run it was given to (as input ``name``)
 - ``produced``: a run -> content it wrote (as output ``name``)
 - ``consumed`` also: a source -> each run requested with it as an input (``SourceConsumed``;
-  the run's launch adds the content -> run edge as for any input)
+  named by the input when the event says it; the run's launch adds the content -> run edge as
+  for any input)
 - ``content``: a registered source -> the content its file held when registered
 - ``promoted-from``: content a run wrote -> the source promoted from it (as output ``name``;
   a promoted source has no ``content`` edge: its content is upstream of it, not downstream)
@@ -322,7 +323,8 @@ def _source_changed(e: SourceMetadataUpdated | SourceRetired | SourceDeleted) ->
 
 
 def _source_consumed(e: SourceConsumed) -> Facts:
-    return Facts(edges=[Edge(source_node(e.source), "consumed", run_node(e.run_id))])
+    return Facts(edges=[Edge(source_node(e.source), "consumed", run_node(e.run_id),
+                             e.input or "")])
 
 
 FACTS: dict[str, Callable[[Any], Facts]] = {

@@ -60,7 +60,8 @@ class LineageView:
 
     name: ClassVar[str] = "lineage"
     # 2: source nodes, content / promoted-from edges; 3: checkpoint nodes, saved /
-    # resumed-from edges, a resumed run's resumed_from attr
+    # resumed-from edges, a resumed run's resumed_from attr, source -> run edges named by
+    # the input
     version: ClassVar[int] = 3
     types: ClassVar[frozenset[str]] = frozenset(FACTS)
     tables: ClassVar[tuple[str, ...]] = ("lineage_nodes", "lineage_edges")

@@ -17,6 +17,7 @@ from toy_pipeline import SPEC
 from quipu.app.bootstrap import Quipu, init_project
 from quipu.core.errors import QuipuError
 from quipu.core.log import decode
+from quipu.core.sources.events import SourceConsumed
 
 WHY = "train on the registered features source"
 
@@ -101,6 +102,9 @@ def test_a_run_reads_a_registered_source_and_the_source_cannot_then_be_deleted(
     text = str(provenance)
     assert "features" in text and q.manage_sources("get", name="features")["sha256"] in text
     assert q.manage_sources("list")["sources"][0]["runs"] == 1
+    [consumed] = [r.event for r in map(decode, q.store.read())
+                  if isinstance(r.event, SourceConsumed)]
+    assert (consumed.run_id, consumed.input) == (run_id, "features")
     head = q.store.head()
     with pytest.raises(QuipuError) as caught:
         q.manage_sources("delete", name="features", reason=WHY)
@@ -161,7 +165,9 @@ def source_lineage(q: Quipu, run_id: str) -> None:
     assert origin["promoted_from"] == f"{run_id}.model" and origin["used_by"] == []
     ids = {n["id"] for n in origin["came_from"]["nodes"]}
     assert {f"run:{run_id}", "source:features", "version:ws@v1"} <= ids
-    assert ["source:features", "consumed", f"run:{run_id}"] in origin["came_from"]["edges"]
+    # the edge names the input that read the source (SourceConsumed.input)
+    assert ["source:features", "consumed", f"run:{run_id}", "features"] in \
+        origin["came_from"]["edges"]
     head = q.store.head()
     with pytest.raises(QuipuError) as caught:
         q.manage_sources("lineage", name="featurse")

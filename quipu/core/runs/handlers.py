@@ -310,13 +310,14 @@ class RunService:
         sources: dict[str, Source] = {}
         for run in runs:
             assert run.request is not None
-            for how in run.request.inputs.values():
+            for given_as, how in sorted(run.request.inputs.items()):
                 name = how.get("source")
                 if name is None:
                     continue
                 if name not in sources:
                     sources[name] = self.uow.load(Source, name)
-                sources[name].consume(meta, run_id=run.name, workspace=workspace)
+                sources[name].consume(meta, run_id=run.name, workspace=workspace,
+                                      input=given_as)
         return list(sources.values())
 
     def _target(self, workspace: str) -> tuple[str | None, Workspace]:
