@@ -263,3 +263,40 @@ def test_a_damaged_checkpoint_blob_fails_the_launch_naming_it(tmp_path: Path) ->
         assert failure.startswith("IntegrityFailure") and digest[:12] in failure
     finally:
         q.close()
+
+
+
+STOPPABLE = """\
+    import time
+    from quipu import sdk
+
+    sdk.save_checkpoint("weights", b"early", step=0)
+    while not sdk.should_stop():
+        time.sleep(0.05)
+    """
+
+
+def test_resuming_from_a_run_in_flight_fixes_what_it_recorded_so_far_and_warns(
+        tmp_path: Path) -> None:
+    """A run still going may be resumed from: the request fixes the checkpoints recorded so
+    far, and the answer warns that more may come."""
+    q = make_project(tmp_path, TWO_STAGES, {"train": STOPPABLE, "other": OTHER})
+    try:
+        source = start(q, stages=["train"])["train"]
+        ex = executor(q)
+        drive(ex, lambda: any(isinstance(e, CheckpointSaved) and e.run_id == source
+                              for e in events(q)),
+              what="the running stage's checkpoint is recorded")
+        assert q.runs.load_run(source).current is State.RUNNING
+        head = q.store.head()
+        preview = q.run("ws", reason=REASON, results_spec=None, stages=["train"],
+                        resume_from=source, dry_run=True)
+        assert q.store.head() == head
+        [warning] = [w for w in preview["warnings"] if w["code"] == "resume_from_in_flight"]
+        assert source in warning["message"] and "1 checkpoint" in warning["message"]
+        assert [(c["name"], c["step"]) for c in preview["resume_from"]["checkpoints"]] == [
+            ("weights", 0)]
+        q.cancel(source, "the in-flight resume test is done with this run")
+        drive(ex, ended(q, source))
+    finally:
+        q.close()
