@@ -61,6 +61,7 @@ from quipu.core.runs.handlers import InputPaths, RunService
 from quipu.core.sources.files import SourcePaths
 from quipu.core.sources.handlers import SourceService
 from quipu.core.unit_of_work import UnitOfWork
+from quipu.core.validation import did_you_mean
 from quipu.core.workspaces.commands import (
     CreateWorkspace,
     DeleteWorkspace,
@@ -258,6 +259,13 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
             result["warning"] = warning
         return result
 
+    def _run_hint(self, run_id: str) -> str:
+        """``"did you mean 'stage-...'? "`` for a run id that names no run, else ``""``."""
+        try:
+            return did_you_mean(run_id, self.views.similar_run_ids(run_id))
+        except Exception:  # a suggestion is a courtesy: it never turns into another error
+            return ""
+
     @contextlib.contextmanager
     def _suggesting(self, *names: str | None) -> Iterator[None]:
         """Add did-you-mean to an ``unknown_workspace`` refusal raised inside (by the domain,
@@ -384,12 +392,18 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
             inputs_override: dict[str, Any] | None = None,
             experiment_group: str | None = None, wait: bool = False,
             skip_review: bool = False, dry_run: bool = False,
-            wait_timeout: float = 3600.0) -> dict[str, Any]:
+            wait_timeout: float = 3600.0, resume_from: str | None = None) -> dict[str, Any]:
         """See ``RunService.run``; ``wait`` blocks until every stage run ended."""
-        result = self._write(StartRun(
-            workspace=workspace, reason=reason, results_spec=results_spec, actor=self.actor,
-            stages=stages, config_override=config_override, inputs_override=inputs_override,
-            experiment_group=experiment_group, skip_review=skip_review, dry_run=dry_run))
+        try:
+            result = self._write(StartRun(
+                workspace=workspace, reason=reason, results_spec=results_spec,
+                actor=self.actor, stages=stages, config_override=config_override,
+                inputs_override=inputs_override, experiment_group=experiment_group,
+                skip_review=skip_review, dry_run=dry_run, resume_from=resume_from))
+        except NotFound as exc:
+            if exc.code == "unknown_run" and resume_from is not None:
+                exc.hint = self._run_hint(resume_from) + exc.hint
+            raise
         if wait and not dry_run:
             ids = [q["stage_run_id"] for q in result["queued"]]
             result["stage_runs"] = self.wait_for(ids, timeout=wait_timeout)

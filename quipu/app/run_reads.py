@@ -364,6 +364,9 @@ class RunQueries:
             "run_id", "pipeline_run_id", "workspace", "stage", "version", "state",
             "infra_outcome", "ml_outcome", "results_status", "reason", "hypothesis", "tags",
             "alerts")}
+        resumed = self.views.resumed_from(run_id)
+        if resumed is not None:
+            out["resumed_from"] = resumed
         out["results"] = {k: record[k] for k in ("results_spec", "results", "results_auto",
                                                  "comparison", "value", "value_source",
                                                  "counts_for_best")}

@@ -44,13 +44,16 @@ def run_group() -> None:
 @click.option("--timeout", default=3600.0, show_default=True,
               help="With --wait: give up waiting after this many seconds.")
 @click.option("--dry-run", is_flag=True, help="Validate and preview; record nothing.")
+@click.option("--resume-from", "resume_from", default=None, metavar="RUN_ID",
+              help="Give the stage of the same name this run's recorded checkpoints "
+              "(sdk.load_checkpoint falls back to them).")
 @_json_option
 @click.pass_context
 @_edge
 def run_start(ctx: click.Context, workspace: str, reason: str, spec: str | None,
               stages: tuple[str, ...], config: str | None, inputs: str | None,
               group: str | None, wait: bool, timeout: float, dry_run: bool,
-              as_json: bool) -> None:
+              resume_from: str | None, as_json: bool) -> None:
     """Start stages of WORKSPACE's pipeline (a workspace, or the slot it is mounted in).
 
     From a slot, unsaved edits are saved as a version first. Refused with
@@ -64,6 +67,8 @@ def run_start(ctx: click.Context, workspace: str, reason: str, spec: str | None,
                    "context": "digits val accuracy; the baseline reaches 0.85"}' \\
           --config '{"train": {"lr": 0.01}}' --wait
       quipu run start w1 --reason "check the new pipeline" --dry-run
+      quipu run start w1 --stage train --reason "continue training from step 40" \
+          --spec spec.json --resume-from stage-3f2a9c1d0e4b
     """
     with _project(ctx) as q:
         if wait and not dry_run:
@@ -76,10 +81,16 @@ def run_start(ctx: click.Context, workspace: str, reason: str, spec: str | None,
             stages=list(stages) or None,
             config_override=_json_arg(config, "--config") if config is not None else None,
             inputs_override=_json_arg(inputs, "--inputs") if inputs is not None else None,
-            experiment_group=group, wait=wait, dry_run=dry_run, wait_timeout=timeout)
+            experiment_group=group, wait=wait, dry_run=dry_run, wait_timeout=timeout,
+            resume_from=resume_from)
     if as_json:
         _print_json(result)
         return
+    resumed = result.get("resume_from")
+    if resumed:
+        click.echo(f"{resumed['stage']} resumes from {resumed['run_id']}: "
+                   f"{resumed['checkpoint_count']} checkpoint(s) restored to "
+                   f"{resumed['restored_to']}")
     if dry_run:
         _show_problems(result)
         return

@@ -1,5 +1,6 @@
 """The log folded in memory into what the exports describe: workspaces, versions, pipeline
-runs, runs (with every lifecycle transition), content and sources, plus the lineage edges.
+runs, runs (with every lifecycle transition), content, checkpoints and sources, plus the
+lineage edges.
 
 The edges come from ``projections.lineage_facts`` (the same facts the lineage view stores), so
 an export and ``get_lineage`` never disagree about what is connected to what.
@@ -67,6 +68,8 @@ class History:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     """name -> {format, size, sha256, status, uri, description, promoted_from}: the newest
     description of each source (registered or promoted)."""
+    checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """sha256 -> {run, name, step, size, files}: the first description of a checkpoint."""
     edges: dict[tuple[str, str, str, str], None] = field(default_factory=dict)
     """(src, kind, dst, name) lineage edges, upstream -> downstream."""
 
@@ -92,6 +95,10 @@ class History:
         for n in found.nodes:
             if kind_of(n.id) == "output":
                 known = self.content.setdefault(n.id.partition(":")[2], {})
+                for k, v in n.attrs.items():
+                    known.setdefault(k, v)
+            elif kind_of(n.id) == "checkpoint":
+                known = self.checkpoints.setdefault(n.id.partition(":")[2], {})
                 for k, v in n.attrs.items():
                     known.setdefault(k, v)
             elif kind_of(n.id) == "source":

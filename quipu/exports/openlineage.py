@@ -10,7 +10,9 @@ The job is ``WORKSPACE.STAGE`` in the namespace ``quipu://PROJECT``; the run id 
 derived from the stage run id (stable across exports); the pipeline run is the standard
 ``parent`` facet. Datasets are content by hash (``sha256:...`` in the same namespace): inputs
 once the run was given them, outputs once it wrote them; an input read from a registered
-source is the source instead (``source:NAME``, facet ``quipu_source``), from the request on.
+source is the source instead (``source:NAME``, facet ``quipu_source``), from the request on;
+so are the checkpoints a run started with ``resume_from`` was given (``checkpoint:SHA256``,
+facet ``quipu_checkpoint``: the run that saved it, the checkpoint's name, step and size).
 Custom facets: ``quipu_version`` (workspace, version, manifest digest, config hash, ids) on
 every event and ``quipu_results`` (ML outcome, results) once finalized.
 """
@@ -92,6 +94,17 @@ def _inputs(history: History, rec: RunRecord, launched: bool) -> list[dict[str, 
         out.append({"namespace": namespace, "name": f"source:{how['source']}",
                     "facets": {"quipu_source": _facet(
                         "quipu_source", **{k: v for k, v in fields.items() if v is not None})}})
+    resume = rec.request.resume_from or {}
+    named: set[str] = set()
+    for point in resume.get("checkpoints") or []:
+        if point["sha256"] in named:  # the same content saved at two steps: one dataset
+            continue
+        named.add(point["sha256"])
+        fields = {"run": resume.get("run_id"), "checkpoint": point.get("name"),
+                  "step": point.get("step"), "size": point.get("size")}
+        out.append({"namespace": namespace, "name": f"checkpoint:{point['sha256']}",
+                    "facets": {"quipu_checkpoint": _facet(
+                        "quipu_checkpoint", **{k: v for k, v in fields.items() if v is not None})}})
     given = (rec.launched.inputs if launched and rec.launched is not None else {})
     return out + _datasets(history, {n: v for n, v in given.items() if n not in read})
 

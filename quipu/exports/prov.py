@@ -1,21 +1,25 @@
 """W3C PROV-JSON of the log: what was derived from what, by which run, on whose behalf.
 
 - entities: versions (``quipu:version/WS/vN``), workspaces (``quipu:workspace/WS``), content
-  (``quipu:content/SHA256``: run outputs and data given to runs) and sources
+  (``quipu:content/SHA256``: run outputs and data given to runs), checkpoints
+  (``quipu:checkpoint/SHA256``: saved by a run, given to the runs resumed from it) and sources
   (``quipu:source/NAME``: registered datasets and promoted artifacts);
 - activities: stage runs (``quipu:run/RUN_ID``), started when launched, ended when they ended;
 - agents: actors (``quipu:agent/NAME``: the agent who asked for a run or saved a version, the
   worker that executed it);
-- ``used`` (a run used its version's files and each input, role = the input's name; and each
-  source it consumed, role = the input that named it),
-  ``wasGeneratedBy`` (content by the run that wrote it, role = the output's name),
-  ``wasDerivedFrom`` (an output from each input and the version of the run that wrote it; a
+- ``used`` (a run used its version's files and each input, role = the input's name; each
+  source it consumed, role = the input that named it; each checkpoint a resumed run was
+  given, role = ``NAME/step_N``),
+  ``wasGeneratedBy`` (content by the run that wrote it, role = the output's name; a checkpoint
+  by the run that saved it),
+  ``wasDerivedFrom`` (an output from each input, checkpoint and the version of the run that
+  wrote it; a
   version from its parent version; a forked workspace from the version it was forked from; a
   promoted source from the output it was promoted from),
   ``specializationOf`` (the content a registered source's file held, of the source),
   ``wasAssociatedWith`` (a run with the agent who requested it and the worker that ran it),
   ``wasAttributedTo`` (a version to the actor who saved it) and ``wasInformedBy`` (a run by
-  each run whose output it used).
+  each run whose output it used, and by the run it resumed from).
 
 Written by hand (no dependency at run time); a test reads it back with the ``prov`` package.
 """
@@ -27,6 +31,7 @@ from urllib.parse import quote
 
 from quipu.exports._history import History
 from quipu.projections.lineage_facts import (
+    checkpoint_node,
     kind_of,
     run_node,
     source_node,
@@ -67,7 +72,7 @@ def _selected(history: History, run: str | None, workspace: str | None) -> set[s
         nodes |= {run_node(r) for r, rec in history.runs.items()
                   if rec.request.workspace == workspace}
         # What its runs used and made, then the sources around that content.
-        for kinds in (("consumed", "produced"), ("content", "promoted-from")):
+        for kinds in (("consumed", "produced", "saved"), ("content", "promoted-from")):
             for src, kind, dst, _ in list(history.edges):
                 if kind in kinds and (src in nodes or dst in nodes):
                     nodes |= {src, dst}
@@ -130,6 +135,15 @@ def prov_document(history: History, *, run: str | None = None,
         entity[_local(node)] = {"prov:type": "quipu:Content", "quipu:sha256": sha,
                                 **{f"quipu:{k}": v for k, v in sorted(attrs.items())
                                    if k in ("size", "kind", "name", "path")}}
+    for sha, attrs in sorted(history.checkpoints.items()):
+        node = checkpoint_node(sha)
+        if not wanted(node):
+            continue
+        step = "latest" if attrs.get("step") is None else f"step_{attrs['step']}"
+        entity[_local(node)] = {"prov:type": "quipu:Checkpoint", "quipu:sha256": sha,
+                                "prov:label": f"{attrs.get('run')}/{attrs.get('name')}/{step}",
+                                **{f"quipu:{k}": v for k, v in sorted(attrs.items())
+                                   if k in ("name", "step", "size", "files") and v is not None}}
     for name, attrs in sorted(history.sources.items()):
         node = source_node(name)
         if not wanted(node):
@@ -170,8 +184,10 @@ def prov_document(history: History, *, run: str | None = None,
     for src, kind, dst, name in sorted(history.edges):
         if not (wanted(src) and wanted(dst)):
             continue
-        if kind == "consumed" and kind_of(src) == "source":
-            # The edge has no input name (SourceConsumed does not say); the request does.
+        if kind == "consumed" and kind_of(src) == "source" and name:
+            relate("used", activity=_local(dst), entity=_local(src), role=f"quipu:{name}")
+        elif kind == "consumed" and kind_of(src) == "source":
+            # An older SourceConsumed does not name the input; the request does.
             source = src.partition(":")[2]
             inputs = history.runs[dst.partition(":")[2]].request.inputs
             for given_as in sorted(n for n, how in inputs.items() if how.get("source") == source):
@@ -192,9 +208,14 @@ def prov_document(history: History, *, run: str | None = None,
             sources = {*given.get(src, ()),
                        version_node(rec.request.workspace, rec.request.version)}
             for used in sorted(sources):
-                if wanted(used) and kind_of(used) in ("output", "version"):
+                if wanted(used) and kind_of(used) in ("output", "version", "checkpoint"):
                     relate("wasDerivedFrom", generatedEntity=_local(dst),
                            usedEntity=_local(used), activity=_local(src))
+        elif kind == "saved":
+            relate("wasGeneratedBy", entity=_local(dst), activity=_local(src),
+                   role=f"quipu:{name}")
+        elif kind == "resumed-from":
+            relate("wasInformedBy", informed=_local(dst), informant=_local(src))
         elif kind == "promoted-from":
             relate("wasDerivedFrom", generatedEntity=_local(dst), usedEntity=_local(src))
         elif kind == "content":

@@ -117,6 +117,8 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
         skip_review: bool = False,
         dry_run: Annotated[bool, Field(description="Validate and preview only; records "
                            "nothing.")] = False,
+        resume_from: Annotated[str | None, Field(description="Run id whose checkpoints the "
+                               "same-named stage gets.")] = None,
     ) -> dict[str, Any]:
         detail: str | dict[str, Any] = (reason.model_dump(exclude_none=True)
                                         if isinstance(reason, RunReason) else reason)
@@ -124,7 +126,7 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
             workspace, reason=detail, results_spec=results_spec, stages=stages,
             config_override=config_override, inputs_override=inputs_override,
             experiment_group=experiment_group, wait=False, skip_review=skip_review,
-            dry_run=dry_run))
+            dry_run=dry_run, resume_from=resume_from))
         if wait and not dry_run:
             # Wait on the event loop, not in the facade: other tool calls (inspect_run, logs,
             # cancel) keep being answered while the stages run.

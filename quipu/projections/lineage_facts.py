@@ -16,6 +16,8 @@ an index range:
 - ``output:SHA256`` (content, by hash: a run's output, data given to a run from a path, or a
   registered source's file: one node per content, however it was reached)
 - ``source:NAME`` (a registered dataset or a promoted artifact: format, size, status, hash)
+- ``checkpoint:SHA256`` (a saved checkpoint directory, by its tree hash: name, step, size and
+  the run that saved it first)
 
 Edges point the way data flows, from the upstream node to the downstream one:
 
@@ -26,18 +28,22 @@ Edges point the way data flows, from the upstream node to the downstream one:
 - ``consumed``: content -> the run it was given to (as input ``name``)
 - ``produced``: a run -> content it wrote (as output ``name``)
 - ``consumed`` also: a source -> each run requested with it as an input (``SourceConsumed``;
-  the run's launch adds the content -> run edge as for any input)
+  named by the input when the event says it; the run's launch adds the content -> run edge as
+  for any input)
 - ``content``: a registered source -> the content its file held when registered
 - ``promoted-from``: content a run wrote -> the source promoted from it (as output ``name``;
   a promoted source has no ``content`` edge: its content is upstream of it, not downstream)
+- ``saved``: a run -> a checkpoint it saved (``CheckpointSaved``; name ``NAME/step_N`` or
+  ``NAME/latest``)
+- ``resumed-from``: a run -> the run started with ``resume_from`` it (``RunRequested``)
+- ``consumed`` also: a checkpoint -> the resumed run it was given (name as for ``saved``)
 
 A source's node is its name: a name deleted and registered again is the same node, its attrs
 those of the newest registration, its edges those of both.
 
 Extension point: a domain whose events add lineage registers a function in ``FACTS`` and,
 if it brings new kinds, adds them to ``NODE_KINDS`` / ``EDGE_KINDS`` (the projection's version
-goes up so it refolds). Reserved for the events the issue plans and the log does not hold yet:
-``resumed-from`` (a run -> the run that resumed from its checkpoint).
+goes up so it refolds).
 """
 
 from __future__ import annotations
@@ -48,7 +54,13 @@ from typing import Any
 
 from quipu.core.messages import Event
 from quipu.core.runs import lifecycle
-from quipu.core.runs.events import RunExited, RunFinalized, RunLaunched, RunRequested
+from quipu.core.runs.events import (
+    CheckpointSaved,
+    RunExited,
+    RunFinalized,
+    RunLaunched,
+    RunRequested,
+)
 from quipu.core.runs.lifecycle import State
 from quipu.core.sources.events import (
     ArtifactPromoted,
@@ -65,16 +77,22 @@ from quipu.core.workspaces.events import (
     WorkspaceDeleted,
 )
 
-__all__ = ["EDGE_KINDS", "FACTS", "NODE_KINDS", "Edge", "Facts", "Node", "facts", "kind_of",
-           "output_node", "pipeline_node", "run_node", "source_node", "version_node",
-           "workspace_node"]
+__all__ = ["EDGE_KINDS", "FACTS", "NODE_KINDS", "Edge", "Facts", "Node", "checkpoint_edge_name",
+           "checkpoint_node", "facts", "kind_of", "output_node", "pipeline_node", "run_node",
+           "source_node", "version_node", "workspace_node"]
 
-NODE_KINDS: tuple[str, ...] = ("workspace", "version", "pipeline_run", "run", "output", "source")
-"""Kinds of node the log records today (``checkpoint`` comes with its events)."""
+NODE_KINDS: tuple[str, ...] = ("workspace", "version", "pipeline_run", "run", "output", "source",
+                               "checkpoint")
+"""Kinds of node the log records."""
 
 EDGE_KINDS: tuple[str, ...] = ("forked-from", "version-of", "ran-on-version", "part-of",
-                               "consumed", "produced", "content", "promoted-from")
-"""Kinds of edge the log records today (``resumed-from`` comes later)."""
+                               "consumed", "produced", "content", "promoted-from", "saved",
+                               "resumed-from")
+"""Kinds of edge the log records."""
+
+RESUMED_LISTED = 20
+"""Most checkpoints a resumed run's node lists (the last by name and step; the count says how
+many it was given)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +154,16 @@ def source_node(name: str) -> str:
     return f"source:{name}"
 
 
+def checkpoint_node(sha256: str) -> str:
+    """The id of a checkpoint's node (by the hash of its directory)."""
+    return f"checkpoint:{sha256}"
+
+
+def checkpoint_edge_name(name: str, step: int | None) -> str:
+    """How a ``saved`` or ``consumed`` edge names a checkpoint: ``model/step_3``."""
+    return f"{name}/{'latest' if step is None else f'step_{step}'}"
+
+
 def kind_of(node: str) -> str:
     """The kind of a node id (its prefix)."""
     return node.partition(":")[0]
@@ -181,12 +209,40 @@ def _run_requested(e: RunRequested) -> Facts:
     inputs = {name: {k: how[k] for k in ("kind", "run_id", "signal", "path", "name", "source")
                      if how.get(k) is not None}
               for name, how in sorted(e.inputs.items())}
-    return Facts([Node(node, {"workspace": e.workspace, "stage": e.stage, "version": e.version,
-                              "manifest": e.manifest, "pipeline_run": e.pipeline_run_id,
-                              "config_hash": e.config_hash, "inputs": inputs,
-                              "state": State.REQUESTED.value})],
-                 [Edge(version_node(e.workspace, e.version), "ran-on-version", node),
-                  Edge(pipeline_node(e.pipeline_run_id), "part-of", node)])
+    attrs: dict[str, Any] = {"workspace": e.workspace, "stage": e.stage, "version": e.version,
+                             "manifest": e.manifest, "pipeline_run": e.pipeline_run_id,
+                             "config_hash": e.config_hash, "inputs": inputs,
+                             "state": State.REQUESTED.value}
+    out = Facts([Node(node, attrs)],
+                [Edge(version_node(e.workspace, e.version), "ran-on-version", node),
+                 Edge(pipeline_node(e.pipeline_run_id), "part-of", node)])
+    if e.resume_from is not None:
+        source = str(e.resume_from["run_id"])
+        points = e.resume_from.get("checkpoints") or []
+        attrs["resumed_from"] = {
+            "run_id": source, "stage": e.resume_from.get("stage"),
+            "checkpoint_count": len(points),
+            "checkpoints": [{"name": p["name"], "step": p.get("step"), "sha256": p["sha256"]}
+                            for p in points[-RESUMED_LISTED:]]}
+        out.edges.append(Edge(run_node(source), "resumed-from", node))
+        for point in points:
+            checkpoint = checkpoint_node(str(point["sha256"]))
+            out.nodes.append(Node(checkpoint, _checkpoint_attrs(source, point), first_wins=True))
+            out.edges.append(Edge(checkpoint, "consumed", node,
+                                  checkpoint_edge_name(point["name"], point.get("step"))))
+    return out
+
+
+def _checkpoint_attrs(run_id: str, point: dict[str, Any]) -> dict[str, Any]:
+    return {"run": run_id, "name": point["name"], "step": point.get("step"),
+            "size": point.get("size"), "files": point.get("files")}
+
+
+def _checkpoint_saved(e: CheckpointSaved) -> Facts:
+    node = checkpoint_node(e.sha256)
+    return Facts([Node(node, _checkpoint_attrs(e.run_id, e.__dict__), first_wins=True)],
+                 [Edge(run_node(e.run_id), "saved", node,
+                       checkpoint_edge_name(e.name, e.step))])
 
 
 def _content(given: dict[str, Any], **more: Any) -> dict[str, Any]:
@@ -267,7 +323,8 @@ def _source_changed(e: SourceMetadataUpdated | SourceRetired | SourceDeleted) ->
 
 
 def _source_consumed(e: SourceConsumed) -> Facts:
-    return Facts(edges=[Edge(source_node(e.source), "consumed", run_node(e.run_id))])
+    return Facts(edges=[Edge(source_node(e.source), "consumed", run_node(e.run_id),
+                             e.input or "")])
 
 
 FACTS: dict[str, Callable[[Any], Facts]] = {
@@ -284,6 +341,7 @@ FACTS: dict[str, Callable[[Any], Facts]] = {
     SourceRetired.TYPE: _source_changed,
     SourceDeleted.TYPE: _source_changed,
     SourceConsumed.TYPE: _source_consumed,
+    CheckpointSaved.TYPE: _checkpoint_saved,
     **{t.event: _state_change for t in lifecycle.EVENT_TRIGGERS
        if t.event not in (RunLaunched.TYPE, RunExited.TYPE)},
 }

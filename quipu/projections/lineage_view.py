@@ -59,7 +59,10 @@ class LineageView:
     """Folds the lineage facts of workspace, version, pipeline-run, run and source events."""
 
     name: ClassVar[str] = "lineage"
-    version: ClassVar[int] = 2  # 2: source nodes, content / promoted-from edges
+    # 2: source nodes, content / promoted-from edges; 3: checkpoint nodes, saved /
+    # resumed-from edges, a resumed run's resumed_from attr, source -> run edges named by
+    # the input
+    version: ClassVar[int] = 3
     types: ClassVar[frozenset[str]] = frozenset(FACTS)
     tables: ClassVar[tuple[str, ...]] = ("lineage_nodes", "lineage_edges")
     indexes: ClassVar[Indexes] = (("lineage_edges", ("dst", "src")),)
@@ -147,6 +150,10 @@ def label(node_id: str, attrs: dict[str, Any]) -> str:
                   else f" from {attrs['path']}" if attrs.get("path") else "")
         return (f"{attrs.get('name') or 'data'} sha256:{key[:12]} ({attrs.get('kind', 'file')}, "
                 f"{attrs.get('size')} bytes){origin}")
+    if kind == "checkpoint":
+        step = "latest" if attrs.get("step") is None else f"step {attrs['step']}"
+        return (f"checkpoint {attrs.get('run')}/{attrs.get('name')}/{step} sha256:{key[:12]} "
+                f"({attrs.get('size')} bytes)")
     if kind == "source":
         origin = (f", promoted from {attrs['promoted_from']}" if attrs.get("promoted_from")
                   else "")
@@ -213,10 +220,10 @@ def resolve(conn: sqlite3.Connection, ref: str) -> str:
     if sep and kind in NODE_KINDS:
         if _exists(conn, ref):
             return ref
-        if kind == "output" and _HEX.fullmatch(key.lower()):
-            found = _by_prefix(conn, output_node(key.lower()))
+        if kind in ("output", "checkpoint") and _HEX.fullmatch(key.lower()):
+            found = _by_prefix(conn, f"{kind}:{key.lower()}")
             if found:
-                return _one(ref, found, "output")
+                return _one(ref, found, kind)
         raise _unknown(conn, ref)
     if ref.lower().startswith("sha256:"):
         found = _by_prefix(conn, output_node(ref[7:].lower()))
@@ -247,8 +254,9 @@ def resolve(conn: sqlite3.Connection, ref: str) -> str:
         return _one(ref, named, "node (write workspace:NAME or source:NAME)")
     if _HEX.fullmatch(ref.lower()):
         found = _by_prefix(conn, output_node(ref.lower()))
+        found = found or _by_prefix(conn, f"checkpoint:{ref.lower()}")
         if found:
-            return _one(ref, found, "output")
+            return _one(ref, found, kind_of(found[0]))
     raise _unknown(conn, ref)
 
 
@@ -423,7 +431,8 @@ def provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
             run = dst.partition(":")[2]
             consumers.setdefault(src, []).append(f"{run}.{name}" if name else run)
     sections: dict[str, list[dict[str, Any]]] = {k: [] for k in (
-        "workspaces", "versions", "pipeline_runs", "runs", "inputs", "sources")}
+        "workspaces", "versions", "pipeline_runs", "runs", "inputs", "sources",
+        "checkpoints")}
     counts = dict.fromkeys(sections, 0)
     ids = sorted(seen, key=lambda n: (seen[n], n))
     attrs: dict[str, dict[str, Any]] = {}
@@ -446,7 +455,8 @@ def provenance(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
 
 
 _SECTIONS = {"workspace": "workspaces", "version": "versions", "pipeline_run": "pipeline_runs",
-             "run": "runs", "output": "inputs", "source": "sources"}
+             "run": "runs", "output": "inputs", "source": "sources",
+             "checkpoint": "checkpoints"}
 
 
 def _entry(node_id: str, a: dict[str, Any], given_to: list[str]) -> dict[str, Any]:
@@ -462,6 +472,9 @@ def _entry(node_id: str, a: dict[str, Any], given_to: list[str]) -> dict[str, An
         return {"run_id": key, "stage": a.get("stage"),
                 "version": f"{a.get('workspace')}@v{a.get('version')}",
                 "config_hash": a.get("config_hash"), "state": a.get("state")}
+    if kind == "checkpoint":
+        return {"sha256": key, "name": a.get("name"), "step": a.get("step"),
+                "size": a.get("size"), "saved_by": a.get("run"), "given_to": given_to}
     if kind == "source":
         return {"name": key, "sha256": a.get("sha256"), "format": a.get("format"),
                 "status": a.get("status"), "promoted_from": a.get("promoted_from"),

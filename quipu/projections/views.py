@@ -685,6 +685,27 @@ class Views:
         return lineage.provenance(self.conn, run_id)
 
     @_guarded
+    def similar_run_ids(self, run_id: str) -> list[str]:
+        """Run ids that share a prefix or the last characters with ``run_id`` (the candidates
+        of a did-you-mean; two indexed range lookups, not a scan of every run)."""
+        head, tail = run_id[:8], run_id[-4:]
+        rows = self.conn.execute(
+            "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 200",
+            (head, head + "\uffff")).fetchall()
+        if len(run_id) > 10:
+            rows += self.conn.execute(
+                "SELECT run_id FROM runs WHERE run_id LIKE ? LIMIT 200", (f"%{tail}",)).fetchall()
+        return sorted({str(r[0]) for r in rows})
+
+    @_guarded
+    def resumed_from(self, run_id: str) -> dict[str, Any] | None:
+        """What a run started with ``resume_from`` was given (``{run_id, stage, checkpoints}``
+        from its lineage node), or None."""
+        found = lineage.node(self.conn, f"run:{run_id}") or {}
+        resumed: dict[str, Any] | None = found.get("resumed_from")
+        return resumed
+
+    @_guarded
     def run_execution(self, run_id: str) -> dict[str, Any] | None:
         """Where and how the run executes: worker, host, pid, run_dir, logs, metric series."""
         row = run_queries.run_row(self.conn, run_id)

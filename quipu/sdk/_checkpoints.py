@@ -4,6 +4,12 @@ Each checkpoint is a directory, ``<name>/step_<N>/`` or ``<name>/latest/``, buil
 final place and renamed into it, so a stage killed mid-save leaves the previous one intact. A
 hidden ``.checkpoint.json`` inside says how to load it back; ``.quipu/checkpoints.jsonl`` tells
 the engine what was saved.
+
+A run started with ``resume_from=RUN_ID`` is also given that run's recorded checkpoints under
+``.quipu/resume/RUN_ID/`` (named in stage.json's ``resume_from``): ``load_checkpoint`` falls
+back to them when the run has no checkpoint of its own by that name, or reads them when asked
+with ``run_id=RUN_ID``. They are never the run's own (``list_checkpoints()`` and the engine's
+record leave them out).
 """
 
 from __future__ import annotations
@@ -31,15 +37,17 @@ from quipu.sdk._context import (
 )
 from quipu.sdk._io import hash_path
 
-__all__ = ["Checkpoint", "catalogue", "list_checkpoints", "load_checkpoint", "save_checkpoint"]
+__all__ = ["MARKER", "Checkpoint", "catalogue", "fill", "list_checkpoints", "load_checkpoint",
+           "resumed", "save_checkpoint"]
 
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][\w.\-]{0,127}", re.ASCII)
-_MARKER = ".checkpoint.json"
+MARKER = ".checkpoint.json"
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One saved checkpoint: ``path`` is relative to the run directory."""
+    """One saved checkpoint: ``path`` is relative to the run directory; ``run_id`` is set on
+    a checkpoint of the run this one resumed from (None for the run's own)."""
 
     name: str
     step: int | None
@@ -47,6 +55,7 @@ class Checkpoint:
     sha256: str
     size: int
     ts: float
+    run_id: str | None = None
 
 
 def _check_name(name: object) -> str:
@@ -69,7 +78,7 @@ def _dir_for(ctx: RunContext, name: str, step: int | None) -> Path:
     return ctx.quipu_dir / "checkpoints" / name / leaf
 
 
-def _fill(staging: Path, data: Any) -> dict[str, Any]:
+def fill(staging: Path, data: Any) -> dict[str, Any]:
     """Write ``data`` into the empty directory ``staging``; return how to read it back."""
     if isinstance(data, bytes | bytearray | memoryview):
         (staging / "data.bin").write_bytes(bytes(data))
@@ -119,8 +128,8 @@ def save_checkpoint(name: str, data: Any, step: int | None = None) -> Path:
     staging = final.parent / f".staging-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        marker = _fill(staging, data)
-        (staging / _MARKER).write_text(json.dumps(marker))
+        marker = fill(staging, data)
+        (staging / MARKER).write_text(json.dumps(marker))
         if final.exists():
             retired = final.parent / f".retired-{uuid.uuid4().hex}"
             os.replace(final, retired)
@@ -166,34 +175,77 @@ def catalogue(ctx: RunContext) -> list[Checkpoint]:
     return unrecorded + list(found.values())
 
 
-def list_checkpoints(name: str | None = None) -> list[Checkpoint]:
-    """Every checkpoint of the run (or of ``name``), oldest save first."""
+def resumed(ctx: RunContext) -> tuple[str | None, list[Checkpoint]]:
+    """(the run this one resumed from, the checkpoints it was given) from stage.json; (None,
+    []) for a run not started with ``resume_from``. Ordered by name, then step."""
+    info = ctx.stage_config().get("resume_from")
+    if not isinstance(info, dict) or not info.get("run_id"):
+        return None, []
+    source = str(info["run_id"])
+    points = [Checkpoint(name=str(c["name"]), step=c.get("step"), path=str(c["path"]),
+                         sha256=str(c["sha256"]), size=int(c["size"]), ts=0.0, run_id=source)
+              for c in info.get("checkpoints") or [] if isinstance(c, dict)]
+    return source, points
+
+
+def _scope(ctx: RunContext, run_id: str | None) -> tuple[list[Checkpoint], str]:
+    """The checkpoints ``run_id`` names, and how to say where they were looked for."""
+    source, given = resumed(ctx)
+    if run_id is None or run_id == ctx.run_id:
+        return catalogue(ctx), "this run"
+    if run_id == source:
+        return given, f"run {source} (resumed from)"
+    also = f" or {source!r} (the run it resumed from)" if source else ""
+    raise CheckpointNotFound(
+        f"run {run_id!r} is not this run ({ctx.run_id!r}){also}: its checkpoints were not "
+        "given to this run",
+        hint=f"start the run with resume_from={run_id!r} (run(..., resume_from=...) or "
+        "`quipu run start --resume-from`) to load that run's checkpoints")
+
+
+def list_checkpoints(name: str | None = None, run_id: str | None = None) -> list[Checkpoint]:
+    """Every checkpoint of the run (or of ``name``), oldest save first; with ``run_id`` set
+    to the run this one resumed from, the checkpoints it was given instead."""
     ctx = current()
     if name is not None:
         _check_name(name)
-    return [point for point in catalogue(ctx) if name is None or point.name == name]
+    points, _ = _scope(ctx, run_id)
+    return [point for point in points if name is None or point.name == name]
 
 
-def load_checkpoint(name: str, step: int | None = None) -> Any:
+def load_checkpoint(name: str, step: int | None = None, run_id: str | None = None) -> Any:
     """The checkpoint saved last under ``name`` (or at ``step``), as it was saved.
 
     bytes come back as bytes, arrays as arrays, dicts and lists as themselves; a saved file
     comes back as the Path of its copy and a saved directory as the checkpoint directory.
-    Raises :class:`CheckpointNotFound` when there is none, so a stage can start fresh.
+    In a run started with ``resume_from``, a name this run has not saved is read from the run
+    it resumed from (the highest step, unless ``step`` says which); ``run_id`` picks the run
+    explicitly (this run's id, or the resumed-from run's). Raises :class:`CheckpointNotFound`
+    when there is none, so a stage can start fresh.
     """
     ctx = current()
     _check_name(name)
     checked_step = _check_step(step)
-    candidates = [point for point in catalogue(ctx) if point.name == name
-                  and (checked_step is None or point.step == checked_step)]
+
+    def matching(points: list[Checkpoint]) -> list[Checkpoint]:
+        return [point for point in points if point.name == name
+                and (checked_step is None or point.step == checked_step)]
+
+    points, where = _scope(ctx, run_id)
+    candidates = matching(points)
+    source, given = resumed(ctx)
+    if not candidates and run_id is None and source is not None:
+        candidates, where = matching(given), f"this run or run {source} (resumed from)"
     if not candidates:
         which = f"{name!r}" if checked_step is None else f"{name!r} at step {checked_step}"
-        raise CheckpointNotFound(f"no checkpoint {which} in this run",
+        raise CheckpointNotFound(f"no checkpoint {which} in {where}",
                                  hint="catch CheckpointNotFound to start from scratch; "
-                                 "list_checkpoints() shows what exists")
+                                 "list_checkpoints() shows what exists"
+                                 + (f", list_checkpoints(run_id={source!r}) what was given"
+                                    if source else ""))
     directory = ctx.run_dir / candidates[-1].path
     try:
-        marker = json.loads((directory / _MARKER).read_text())
+        marker = json.loads((directory / MARKER).read_text())
     except FileNotFoundError:
         return directory
     entry = directory / marker["entry"]

@@ -14,6 +14,11 @@
 Inside the ``with`` block the ``QUIPU_*`` variables point at the directory, so the stage code
 runs exactly as under the executor (``run.env`` hands them to a subprocess). Leaving the block
 flushes the SDK's buffers and restores the environment; the directory and ``run`` stay readable.
+
+A stage that resumes is tested with the checkpoints it would be given::
+
+    with testing.stage(resume_from={"model": {40: weights}}, resume_run_id="stage-a") as run:
+        train.main()   # sdk.load_checkpoint("model") returns weights (step 40 of stage-a)
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import numpy as np
 from quipu import rundir
 from quipu.rundir import output_filename
 from quipu.sdk import _context
-from quipu.sdk._checkpoints import Checkpoint, catalogue
+from quipu.sdk._checkpoints import MARKER, Checkpoint, catalogue, fill
 
 __all__ = ["Input", "MetricPoint", "StageRun", "stage"]
 
@@ -270,6 +275,23 @@ def _output_spec(name: str, given: str | Mapping[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def _resumed(run_dir: Path, source: str,
+             given: Mapping[str, Mapping[int | None, Any]]) -> dict[str, Any]:
+    """Write checkpoints under ``.quipu/resume/<source>/`` as the executor restores them;
+    return stage.json's ``resume_from``."""
+    points: list[dict[str, Any]] = []
+    for name, steps in sorted(given.items()):
+        for step in sorted(steps, key=lambda s: -1 if s is None else s):
+            leaf = "latest" if step is None else f"step_{step}"
+            directory = run_dir / ".quipu" / "resume" / source / name / leaf
+            directory.mkdir(parents=True)
+            (directory / MARKER).write_text(json.dumps(fill(directory, steps[step])))
+            digest, size = rundir.hash_path(directory)
+            points.append({"name": name, "step": step, "sha256": digest, "size": size,
+                           "path": directory.relative_to(run_dir).as_posix()})
+    return {"run_id": source, "stage": None, "checkpoints": points}
+
+
 @contextmanager
 def stage(
     inputs: Mapping[str, Any] | None = None,
@@ -280,6 +302,8 @@ def stage(
     run_id: str = "test-run",
     stage_name: str = "test-stage",
     workspace: str = "test",
+    resume_from: Mapping[str, Mapping[int | None, Any]] | None = None,
+    resume_run_id: str = "resumed-run",
 ) -> Iterator[StageRun]:
     """Run the body inside a fresh run directory laid out as the executor lays it out.
 
@@ -288,7 +312,10 @@ def stage(
     :class:`Input`. ``outputs`` maps names to a type (``"npy"``) or a spec
     (``{"type": "npy", "schema": {"shape": [None, 10]}}``). The directory is made under
     ``tmp_path`` when given (pytest's fixture), otherwise in the system temp directory and
-    removed once the returned run object is garbage-collected.
+    removed once the returned run object is garbage-collected. ``resume_from`` gives the run
+    checkpoints of the run ``resume_run_id`` as the executor gives a run started with
+    ``resume_from``: ``{name: {step: data}}`` (step None for a ``latest`` checkpoint; data as
+    ``save_checkpoint`` takes it).
     """
     if tmp_path is None:
         run_dir = Path(tempfile.mkdtemp(prefix="quipu-run-"))
@@ -304,6 +331,8 @@ def stage(
     description = {"run_id": run_id, "stage": stage_name, "workspace": workspace,
                    "config": dict(config or {}), "inputs": declared_inputs,
                    "outputs": declared_outputs}
+    if resume_from is not None:
+        description["resume_from"] = _resumed(run_dir, resume_run_id, resume_from)
     (run_dir / ".quipu" / "stage.json").write_text(json.dumps(description, indent=2))
     env = {
         rundir.ENV_RUN_DIR: str(run_dir),

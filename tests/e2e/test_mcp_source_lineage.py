@@ -92,7 +92,7 @@ def test_which_runs_used_a_source_and_which_data_a_result_came_from(
                               depth=1, kinds=["run"])
             assert used["root"] == "source:raw"
             assert {n["id"] for n in used["nodes"]} == {"source:raw", f"run:{runs['prep']}"}
-            assert used["edges"] == [["source:raw", "consumed", f"run:{runs['prep']}"]]
+            assert used["edges"] == [["source:raw", "consumed", f"run:{runs['prep']}", "raw"]]
             sizes["used"] = len(json.dumps(used))
 
             # "Which data did this result come from?": one call, upstream from the train run,

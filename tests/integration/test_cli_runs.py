@@ -89,6 +89,17 @@ def test_run_start_refuses_bad_input_with_its_code_and_records_nothing(project: 
     assert quipu("events", "--json", cwd=project).stdout == before
 
 
+def test_run_start_resume_from_an_unknown_run_is_refused_and_records_nothing(
+        project: Path) -> None:
+    before = quipu("events", "--json", cwd=project).stdout
+    err = refused("unknown_run", "run", "start", "w1", "--reason", WHY, "--spec",
+                  json.dumps(SPEC), "--resume-from", "stage-000000000000", cwd=project)
+    assert "resume_from" in err
+    refused("unknown_run", "run", "start", "w1", "--reason", WHY, "--dry-run",
+            "--resume-from", "stage-000000000000", cwd=project)
+    assert quipu("events", "--json", cwd=project).stdout == before
+
+
 def test_dry_run_and_validate_report_problems_without_recording(project: Path,
                                                                  tmp_path: Path) -> None:
     before = quipu("events", "--json", cwd=project).stdout

@@ -6,6 +6,9 @@ refusal writes nothing."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 from toy_pipeline import SPEC
+from waiting import wait_until
 
+from quipu.adapters.sources.local import RACY_NS, LocalSourceFiles
 from quipu.app.bootstrap import Quipu, init_project
 from quipu.core.errors import QuipuError
 from quipu.core.log import decode
+from quipu.core.sources.events import SourceConsumed
 
 WHY = "train on the registered features source"
 
@@ -101,6 +107,9 @@ def test_a_run_reads_a_registered_source_and_the_source_cannot_then_be_deleted(
     text = str(provenance)
     assert "features" in text and q.manage_sources("get", name="features")["sha256"] in text
     assert q.manage_sources("list")["sources"][0]["runs"] == 1
+    [consumed] = [r.event for r in map(decode, q.store.read())
+                  if isinstance(r.event, SourceConsumed)]
+    assert (consumed.run_id, consumed.input) == (run_id, "features")
     head = q.store.head()
     with pytest.raises(QuipuError) as caught:
         q.manage_sources("delete", name="features", reason=WHY)
@@ -161,7 +170,9 @@ def source_lineage(q: Quipu, run_id: str) -> None:
     assert origin["promoted_from"] == f"{run_id}.model" and origin["used_by"] == []
     ids = {n["id"] for n in origin["came_from"]["nodes"]}
     assert {f"run:{run_id}", "source:features", "version:ws@v1"} <= ids
-    assert ["source:features", "consumed", f"run:{run_id}"] in origin["came_from"]["edges"]
+    # the edge names the input that read the source (SourceConsumed.input)
+    assert ["source:features", "consumed", f"run:{run_id}", "features"] in \
+        origin["came_from"]["edges"]
     head = q.store.head()
     with pytest.raises(QuipuError) as caught:
         q.manage_sources("lineage", name="featurse")
@@ -196,6 +207,39 @@ def test_a_changed_file_is_refused_naming_both_hashes(q: Quipu) -> None:
     np.save(q.root / "data" / "features.npy", np.ones((10, 4), dtype="float64"))
     err = refused(q, "source_changed")
     assert digest in err.message
+
+
+def test_an_unchanged_file_is_not_hashed_again_and_a_rewrite_that_keeps_size_and_mtime_is_refused(
+        q: Quipu) -> None:
+    """The stat cache spares hashing a source's file on every use, but any write changes its
+    ctime (os.utime restores mtime, never ctime), so a rewritten file is hashed again and
+    refused naming both hashes."""
+    pipeline(q, "features")
+    q.save_version("w1", "the pipeline that reads the features source")
+    path = q.root / "data" / "features.npy"
+    files = q.sources.files
+    assert isinstance(files, LocalSourceFiles)
+    # Only a file whose ctime is older than the racy window is cached: wait it out.
+    wait_until(lambda: time.time_ns() - path.stat().st_ctime_ns > RACY_NS + 10**8,
+               what="the source file is older than the racy window", timeout=30)
+    q.run("w1", reason=WHY, results_spec=None, dry_run=True)  # hashed once more, cached
+    hashed = files.hashed
+    for _ in range(3):
+        assert q.run("w1", reason=WHY, results_spec=None, dry_run=True)["valid"] is True
+    assert files.hashed == hashed  # used three times, read none
+
+    digest = q.manage_sources("get", name="features")["sha256"]
+    before = path.stat()
+    other = np.arange(40, dtype="float64").reshape(10, 4)[::-1].copy()
+    np.save(path, other)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size, before.st_mtime_ns, before.st_ino)
+    err = refused(q, "source_changed")
+    now = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest in err.message and now in err.message
+    assert files.hashed == hashed + 1
 
 
 def test_a_retired_source_cannot_be_consumed(q: Quipu) -> None:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.messages import Event
 from quipu.core.runs.events import (
+    CheckpointSaved,
     RunClaimed,
     RunExited,
     RunFinalized,
@@ -55,6 +56,7 @@ class History:
         self.runs: list[str] = []
         self.sources: dict[str, str | None] = {}  # name -> sha256 (None: a remote source)
         self.producers: dict[str, str] = {}  # output sha -> run id
+        self.checkpoints: dict[str, list[str]] = {}  # run id -> the checkpoints it saved
         self.n = 0
 
     def add(self, e: Event) -> None:
@@ -114,7 +116,10 @@ class History:
             self.add(SourceRetired(**META, source=name))
 
     def pipeline(self, pick: int, stages: int, inputs: list[int], launch: bool,
-                 sources: Sequence[int] = ()) -> None:
+                 sources: Sequence[int] = (), resume: int | None = None) -> None:
+        """Start stages on a version; each launched one consumes earlier outputs and sources,
+        writes an output and saves a checkpoint (some two with the same content, at two
+        steps); with ``resume``, the first stage resumes from an earlier run's checkpoints."""
         if not self.versions:
             return
         ws, number = self.versions[pick % len(self.versions)]
@@ -128,12 +133,21 @@ class History:
         for stage, run_id in run_ids.items():
             given = {f"in{j}": self.outputs[k % len(self.outputs)]
                      for j, k in enumerate(inputs) if self.outputs}
+            resumed = None
+            run = f"run:{run_id}"
+            if resume is not None and self.checkpoints and stage == "s0":
+                source = sorted(self.checkpoints)[resume % len(self.checkpoints)]
+                resumed = {"run_id": source, "stage": "s0", "checkpoints": [
+                    {"name": "ck", "step": step, "sha256": h, "size": 1, "manifest": sha(3),
+                     "files": 1} for step, h in enumerate(self.checkpoints[source])]}
+                self.edges.add((f"run:{source}", run))
+                self.edges |= {(f"checkpoint:{h}", run) for h in self.checkpoints[source]}
             self.add(RunRequested(**META, run_id=run_id, pipeline_run_id=prun, workspace=ws,
                                   stage=stage, version=number, manifest=sha(1), entrypoint="m",
                                   config={}, config_hash=sha(2), inputs={}, outputs={},
-                                  depends_on=[], results_spec={}, detail={}, siblings=run_ids))
+                                  depends_on=[], results_spec={}, detail={}, siblings=run_ids,
+                                  resume_from=resumed))
             self.runs.append(run_id)
-            run = f"run:{run_id}"
             self.edges |= {(version, run), (f"pipeline_run:{prun}", run)}
             names = sorted(self.sources)
             read = sorted({names[k % len(names)] for k in sources}) if names else []
@@ -158,6 +172,14 @@ class History:
             self.outputs.append(made)
             self.producers[made] = run_id
             self.edges.add((run, f"output:{made}"))
+            # every third run saves the content an earlier run saved: one node, two savers
+            saved = sha(700_000 + (self.n - 1 if self.n % 3 == 0 else self.n))
+            for step in (0, 1):
+                self.add(CheckpointSaved(**META, run_id=run_id, name="ck", step=step,
+                                         sha256=saved, size=1, manifest=sha(3), files=1,
+                                         path=f".quipu/checkpoints/ck/step_{step}"))
+            self.checkpoints[run_id] = [saved, saved]
+            self.edges.add((run, f"checkpoint:{saved}"))
             self.add(RunFinalized(**META, run_id=run_id, workspace=ws, stage=stage,
                                   ml_outcome="success", results=None, results_auto={},
                                   comparison=None))
@@ -181,7 +203,7 @@ steps = st.lists(st.one_of(
     st.tuples(st.just("version"), st.integers(0, 20)),
     st.tuples(st.just("pipeline"), st.integers(0, 20), st.integers(1, 3),
               st.lists(st.integers(0, 50), max_size=3), st.booleans(),
-              st.lists(st.integers(0, 50), max_size=2)),
+              st.lists(st.integers(0, 50), max_size=2), st.none() | st.integers(0, 50)),
     st.tuples(st.just("source"), st.booleans(), st.none() | st.integers(0, 50)),
     st.tuples(st.just("promote"), st.integers(0, 50), st.booleans()),
 ), min_size=1, max_size=30)

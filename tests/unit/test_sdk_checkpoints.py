@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -159,3 +160,72 @@ class TestLoadAndList:
             path = sdk.save_checkpoint("m", b"x", step=1)
             shutil.rmtree(path)
             assert sdk.list_checkpoints() == []
+
+
+class TestResumedCheckpoints:
+    """A run started with resume_from reads the checkpoints it was given (testing.stage lays
+    them out as the executor restores them)."""
+
+    GIVEN: dict[str, dict[int | None, Any]] = {"model": {2: np.arange(3), 5: np.arange(5)},
+                                               "opt": {None: {"lr": 0.01}}}
+
+    def test_a_name_the_run_has_not_saved_falls_back_to_the_resumed_run(
+            self, tmp_path: Path) -> None:
+        with testing.stage(tmp_path=tmp_path, resume_from=self.GIVEN,
+                           resume_run_id="stage-a") as run:
+            assert sdk.load_checkpoint("model").tolist() == [0, 1, 2, 3, 4]  # highest step
+            assert sdk.load_checkpoint("model", step=2).tolist() == [0, 1, 2]
+            assert sdk.load_checkpoint("opt") == {"lr": 0.01}
+            assert sdk.list_checkpoints() == []  # none of its own
+        assert run.checkpoints == []
+        stage_json = json.loads((run.quipu_dir / "stage.json").read_text())
+        assert stage_json["resume_from"]["run_id"] == "stage-a"
+        assert not (run.quipu_dir / "checkpoints.jsonl").exists()
+
+    def test_the_runs_own_checkpoint_wins_once_it_saved_one(self, tmp_path: Path) -> None:
+        with testing.stage(tmp_path=tmp_path, resume_from=self.GIVEN, resume_run_id="stage-a"):
+            sdk.save_checkpoint("model", b"mine", step=6)
+            assert sdk.load_checkpoint("model") == b"mine"
+            assert sdk.load_checkpoint("model", run_id="stage-a").tolist() == [0, 1, 2, 3, 4]
+            assert sdk.load_checkpoint("model", run_id="test-run") == b"mine"
+            with pytest.raises(sdk.CheckpointNotFound, match="this run"):
+                sdk.load_checkpoint("opt", run_id="test-run")
+
+    def test_list_with_the_resumed_run_id_lists_what_was_given(self, tmp_path: Path) -> None:
+        with testing.stage(tmp_path=tmp_path, resume_from=self.GIVEN, resume_run_id="stage-a"):
+            given = sdk.list_checkpoints(run_id="stage-a")
+            models = sdk.list_checkpoints("model", run_id="stage-a")
+        assert [(c.name, c.step, c.run_id) for c in given] == [
+            ("model", 2, "stage-a"), ("model", 5, "stage-a"), ("opt", None, "stage-a")]
+        assert [c.step for c in models] == [2, 5]
+        assert all(c.path.startswith(".quipu/resume/stage-a/") for c in given)
+
+    def test_another_run_id_is_refused_with_the_hint_to_resume_from_it(
+            self, tmp_path: Path) -> None:
+        with (testing.stage(tmp_path=tmp_path, resume_from=self.GIVEN, resume_run_id="stage-a"),
+              pytest.raises(sdk.CheckpointNotFound) as caught):
+            sdk.load_checkpoint("model", run_id="stage-b")
+        assert "stage-a" in caught.value.message
+        assert "resume_from='stage-b'" in caught.value.hint
+
+    def test_without_resume_from_another_run_id_is_refused_too(self, tmp_path: Path) -> None:
+        with testing.stage(tmp_path=tmp_path):
+            with pytest.raises(sdk.CheckpointNotFound, match="resume_from='stage-b'"):
+                sdk.load_checkpoint("model", run_id="stage-b")
+            with pytest.raises(sdk.CheckpointNotFound, match="in this run"):
+                sdk.load_checkpoint("model")
+
+    def test_a_missing_step_of_the_resumed_run_says_where_it_looked(
+            self, tmp_path: Path) -> None:
+        with (testing.stage(tmp_path=tmp_path, resume_from=self.GIVEN, resume_run_id="stage-a"),
+              pytest.raises(sdk.CheckpointNotFound) as caught):
+            sdk.load_checkpoint("model", step=3)
+        assert "stage-a" in caught.value.message
+        assert "list_checkpoints(run_id='stage-a')" in caught.value.hint
+
+    def test_the_hashes_given_are_those_of_the_directories(self, tmp_path: Path) -> None:
+        with testing.stage(tmp_path=tmp_path, resume_from=self.GIVEN,
+                           resume_run_id="stage-a") as run:
+            given = sdk.list_checkpoints(run_id="stage-a")
+        for point in given:
+            assert _io.hash_path(run.run_dir / point.path) == (point.sha256, point.size)

@@ -160,3 +160,61 @@ def test_a_stored_run_launched_without_environment_decodes_with_none(tmp_path: P
     assert (event.environment, event.pid, event.inputs["x"]["size"]) == (None, 4242, 8)
     assert verify_log(store).ok
     store.close()
+
+
+V2_REQUESTED = json.dumps(
+    {"actor": "agent:1", "reason": "train the baseline once more", "at": "2024-02-01T08:00:00Z",
+     "run_id": "stage-0123456789ab", "pipeline_run_id": "prun-0123456789ab", "workspace": "w",
+     "stage": "train", "version": 3, "manifest": "cd" * 32, "entrypoint": "modules/train.py",
+     "config": {"lr": 0.1}, "config_hash": "ef" * 32, "inputs": {}, "outputs": {},
+     "depends_on": [], "results_spec": {}, "detail": {"description": "train"},
+     "siblings": {"train": "stage-0123456789ab"}},
+    separators=(",", ":"),
+).encode()
+
+
+def test_a_stored_run_requested_without_resume_from_decodes_with_none(tmp_path: Path) -> None:
+    """RunRequested gained ``resume_from`` with a default (no new schema version): a request
+    written before it reads as a run that resumed from nothing, its other facts unchanged."""
+    from quipu.core.runs.events import RunRequested
+
+    assert RunRequested.SCHEMA_VERSION == 2
+    path = tmp_path / "events.db"
+    store = open_sqlite_store(path)
+    stream = uuid.uuid4()
+    state, _ = link_state("0" * 64, stream.hex, 1, "RunRequested", 2, V2_REQUESTED, position=1)
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+                    (stream.hex, 1, "RunRequested", state))
+    raw.close()
+
+    event = decode(store.read()[0]).event
+    assert isinstance(event, RunRequested)
+    assert (event.resume_from, event.version, event.config) == (None, 3, {"lr": 0.1})
+    assert verify_log(store).ok
+    store.close()
+
+
+def test_a_stored_source_consumed_without_input_decodes_with_none(tmp_path: Path) -> None:
+    """SourceConsumed gained ``input`` with a default: an older event reads as one that does
+    not say which input read the source."""
+    from quipu.core.sources.events import SourceConsumed
+
+    data = json.dumps({"actor": "agent:1", "reason": "run the baseline on the raw data",
+                       "at": "2024-02-01T08:00:00Z", "source": "raw",
+                       "run_id": "stage-0123456789ab", "workspace": "w", "sha256": "ab" * 32},
+                      separators=(",", ":")).encode()
+    store = open_sqlite_store(tmp_path / "events.db")
+    stream = uuid.uuid4()
+    state, _ = link_state("0" * 64, stream.hex, 1, "SourceConsumed", 1, data, position=1)
+    raw = sqlite3.connect(tmp_path / "events.db")
+    with raw:
+        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+                    (stream.hex, 1, "SourceConsumed", state))
+    raw.close()
+    event = decode(store.read()[0]).event
+    assert isinstance(event, SourceConsumed)
+    assert (event.input, event.source, event.run_id) == (None, "raw", "stage-0123456789ab")
+    assert verify_log(store).ok
+    store.close()

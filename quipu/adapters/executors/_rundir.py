@@ -7,6 +7,7 @@ Layout (names from :mod:`quipu.rundir`, the contract shared with the SDK; see ``
       inputs/      one read-only file or tree per declared input
       outputs/     where the stage writes
       .quipu/      stage.json (ours), the SDK's side files, and the executor's own:
+                   resume/<run_id>/<name>/<step_N|latest>/ (a resumed run's given checkpoints),
                    launch.json (pid, inputs), tree.json (the tree before the stage ran),
                    stdout.log (+ stdout.head, stdout.tail, stdout.cap.json while capping),
                    exit.json (written by the wrapper)
@@ -49,6 +50,7 @@ __all__ = [
     "collect_checkpoints",
     "collect_outputs",
     "read_json",
+    "restore_checkpoints",
     "tree_changes",
     "tree_snapshot",
     "write_json",
@@ -91,6 +93,49 @@ def restore_manifest(blobs: BlobStore, manifest: Manifest, dest: Path) -> None:
             continue
         blobs.copy_to(entry.sha256, target)
         os.chmod(target, entry.mode & 0o777)
+
+
+RESUME_DIR = "resume"
+"""Under ``.quipu/``: the checkpoints a resumed run was given, one tree per source run."""
+
+
+def restore_checkpoints(blobs: BlobStore, resume: Mapping[str, Any],
+                        run_dir: Path) -> dict[str, Any]:
+    """Restore a resumed run's checkpoints; return stage.json's ``resume_from``.
+
+    Each checkpoint ``{name, step, sha256, size, manifest}`` of run ``resume["run_id"]`` goes
+    to ``.quipu/resume/<run_id>/<name>/<step_N|latest>/``, every file verified while it is
+    copied, and the tree is then hashed as the SDK hashed it when it was saved: a missing or
+    damaged blob, or a tree that hashes otherwise, raises naming the checkpoint, so the launch
+    fails rather than start a stage on other state than the one recorded. They lie outside
+    ``.quipu/checkpoints/`` and ``checkpoints.jsonl``, so they are never recorded again as the
+    new run's own.
+    """
+    source = str(resume["run_id"])
+    base = run_dir / SIDE_DIR / RESUME_DIR / source
+    given: list[dict[str, Any]] = []
+    for point in resume["checkpoints"]:
+        name, step = str(point["name"]), point.get("step")
+        leaf = "latest" if step is None else f"step_{int(step)}"
+        which = f"checkpoint {name!r} {leaf} of run {source}"
+        dest = base / name / leaf
+        try:
+            manifest = Manifest.from_bytes(blobs.get_bytes(str(point["manifest"])))
+            restore_manifest(blobs, manifest, dest)
+        except (NotFound, IntegrityFailure) as exc:
+            raise type(exc)(f"{which} cannot be restored: {exc.message}", code=exc.code,
+                            hint="the blob store lost or damaged it; resume from another run "
+                            "or checkpoint") from exc
+        digest, size = tree_digest(dest)
+        if digest != point["sha256"]:
+            raise IntegrityFailure(
+                f"{which} restored as sha256 {digest}, recorded as {point['sha256']}",
+                code="checkpoint_corrupt",
+                hint="the blob store holds other content than was saved; resume from another "
+                "run or checkpoint")
+        given.append({"name": name, "step": step, "sha256": digest, "size": size,
+                      "path": dest.relative_to(run_dir).as_posix()})
+    return {"run_id": source, "stage": resume.get("stage"), "checkpoints": given}
 
 
 def _make_read_only(path: Path) -> None:
@@ -153,19 +198,22 @@ def build_run_dir(run_dir: Path, *, blobs: BlobStore, run_id: str, stage: str, w
                   manifest_digest: str, config: Mapping[str, Any],
                   inputs: Mapping[str, Mapping[str, Any]],
                   outputs: Mapping[str, Mapping[str, Any]],
-                  producer: Callable[[str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
+                  producer: Callable[[str], dict[str, dict[str, Any]]],
+                  resume: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Create the run directory from scratch; return the inputs given {name: {sha256, ...}}.
 
     Every file restored from the blob store is checked against its hash while it is copied. If
     anything fails (``blob_corrupt``, a missing input, a full disk), the half-built directory
     is removed and the error raised: a stage never starts on damaged code or inputs.
+    ``resume`` is the request's ``resume_from``: its checkpoints are restored under
+    ``.quipu/resume/`` (see :func:`restore_checkpoints`) and named in stage.json.
     """
     _remove_tree(run_dir)
     try:
         with storage_errors(run_dir, "building the run directory"):
-                return _build(run_dir, blobs=blobs, run_id=run_id, stage=stage,
+            return _build(run_dir, blobs=blobs, run_id=run_id, stage=stage,
                           workspace=workspace, manifest_digest=manifest_digest, config=config,
-                          inputs=inputs, outputs=outputs, producer=producer)
+                          inputs=inputs, outputs=outputs, producer=producer, resume=resume)
     except BaseException:
         _remove_tree(run_dir)
         raise
@@ -180,7 +228,8 @@ def _remove_tree(run_dir: Path) -> None:
 def _build(run_dir: Path, *, blobs: BlobStore, run_id: str, stage: str, workspace: str,
            manifest_digest: str, config: Mapping[str, Any],
            inputs: Mapping[str, Mapping[str, Any]], outputs: Mapping[str, Mapping[str, Any]],
-           producer: Callable[[str], dict[str, dict[str, Any]]]) -> dict[str, Any]:
+           producer: Callable[[str], dict[str, dict[str, Any]]],
+           resume: Mapping[str, Any] | None) -> dict[str, Any]:
     for sub in (CODE_DIR, INPUTS_DIR, OUTPUTS_DIR, SIDE_DIR):
         (run_dir / sub).mkdir(parents=True)
     restore_manifest(blobs, Manifest.from_bytes(blobs.get_bytes(manifest_digest)),
@@ -201,6 +250,8 @@ def _build(run_dir: Path, *, blobs: BlobStore, run_id: str, stage: str, workspac
         "outputs": {n: {"type": o.get("type"), "format": o.get("format"),
                         "schema": o.get("schema")} for n, o in sorted(outputs.items())},
     }
+    if resume is not None:
+        stage_json["resume_from"] = restore_checkpoints(blobs, resume, run_dir)
     (run_dir / SIDE_DIR / STAGE_JSON).write_text(json.dumps(stage_json, indent=2))
     write_json(run_dir / SIDE_DIR / "tree.json", tree_snapshot(run_dir))
     return given

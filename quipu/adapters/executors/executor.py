@@ -438,7 +438,7 @@ class StageExecutor:
                 run_dir, blobs=self.blobs, run_id=run.run_id, stage=request.stage,
                 workspace=request.workspace, manifest_digest=request.manifest,
                 config=request.config, inputs=request.inputs, outputs=request.outputs,
-                producer=self._producer_outputs)
+                producer=self._producer_outputs, resume=request.resume_from)
             if not (run_dir / "code" / request.entrypoint).is_file():
                 raise FileNotFoundError(f"entrypoint {request.entrypoint} is not in the version")
             spec = self._spec(run, run_dir, resources)

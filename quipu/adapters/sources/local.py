@@ -7,6 +7,14 @@ member stream (a compressed member is inflated only as far as its header). A csv
 once through the ``csv`` module with the declared delimiter: its header, its data row count and
 the first row whose field count differs. numpy is imported only here, when a tensor is
 described, so commands that never touch sources do not pay for it.
+
+A stat cache spares re-hashing a file that did not change between two uses (a source used by
+every run of a sweep is hashed once): its (device, inode, size, mtime_ns, ctime_ns) before and
+after hashing must be equal, and equal again when the cached hash is used. Any write changes
+ctime, even one that restores size and mtime (``os.utime`` cannot set ctime), so a changed file
+is always hashed again and refused by the caller naming both hashes. A file whose ctime is
+within ``racy_ns`` of the hashing is not cached: a write in the same clock tick as the hash
+could leave the stat unchanged (git's "racily clean" entries).
 """
 
 from __future__ import annotations
@@ -15,7 +23,10 @@ import csv
 import hashlib
 import os
 import stat
+import threading
+import time
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -27,6 +38,12 @@ __all__ = ["LocalSourceFiles"]
 
 _CHUNK = 1 << 20
 _CSV_FIELD_LIMIT = 1 << 24
+STAT_CACHE_ENTRIES = 4096
+"""Most files the stat cache remembers (the least recently used are forgotten)."""
+RACY_NS = 2_000_000_000
+"""A file changed this recently (ctime) before it was hashed is not cached."""
+
+_StatKey = tuple[int, int, int, int, int]
 
 
 class LocalSourceFiles:
@@ -37,8 +54,14 @@ class LocalSourceFiles:
     cannot be described.
     """
 
-    def __init__(self, blob_path: Callable[[str], str] | None = None) -> None:
+    def __init__(self, blob_path: Callable[[str], str] | None = None, *,
+                 racy_ns: int = RACY_NS) -> None:
         self.blob_path = blob_path
+        self.racy_ns = racy_ns
+        self.hashed = 0
+        """How many times a file was read whole to hash it (the cache's misses)."""
+        self._cache: OrderedDict[str, tuple[_StatKey, tuple[str, int]]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def describe_blob(self, digest: str, *, fmt: str,
                       delimiter: str | None = None) -> FileFacts:
@@ -76,7 +99,27 @@ class LocalSourceFiles:
         return FileFacts(path, size, digest)
 
     def digest(self, path: str) -> tuple[str, int]:
-        """(sha256, size) of the file now."""
+        """(sha256, size) of the file now: from the stat cache when the file's stat is the one
+        it had when it was last hashed (see the module's docstring), else hashed."""
+        before = _stat_key(path)
+        with self._lock:
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == before:
+                self._cache.move_to_end(path)
+                return cached[1]
+        started = time.time_ns()
+        found = self._hash(path)
+        after = _stat_key(path)
+        if after == before and before[4] < started - self.racy_ns:
+            with self._lock:
+                self._cache[path] = (before, found)
+                self._cache.move_to_end(path)
+                while len(self._cache) > STAT_CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
+        return found
+
+    def _hash(self, path: str) -> tuple[str, int]:
+        self.hashed += 1
         h = hashlib.sha256()
         size = 0
         try:
@@ -102,6 +145,20 @@ class LocalSourceFiles:
         if not stat.S_ISREG(st.st_mode):
             kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
             raise _not_a_file(path, kind)
+
+
+def _stat_key(path: str) -> _StatKey:
+    """What identifies a file's content without reading it: (device, inode, size, mtime_ns,
+    ctime_ns)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    except OSError as exc:
+        raise storage_error(exc, path, "reading") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise _not_a_file(path, "a directory")
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _missing(path: str) -> NotFound:

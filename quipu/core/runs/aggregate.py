@@ -46,7 +46,7 @@ class Run(Aggregate):
     """One stage execution."""
 
     KIND = "run"
-    SNAPSHOT_SCHEMA = 1
+    SNAPSHOT_SCHEMA = 2  # 2: checkpoints hold each save's record, not only its hash
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -63,7 +63,8 @@ class Run(Aggregate):
         self.finalized: RunFinalized | None = None
         self.tags: set[str] = set()
         self.lost_why: str | None = None
-        self.checkpoints: dict[str, str] = {}  # "name/step" or "name/latest" -> sha256
+        # "name/step" or "name/latest" -> {name, step, sha256, size, manifest, files}
+        self.checkpoints: dict[str, dict[str, Any]] = {}
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -241,11 +242,17 @@ class Run(Aggregate):
                           size: int, manifest: str, files: int, path: str) -> None:
         """Record a checkpoint the stage saved (skipped when this save is already recorded)."""
         self.check_exists()
-        if self.checkpoints.get(_checkpoint_key(name, step)) == sha256:
+        if self.checkpoints.get(_checkpoint_key(name, step), {}).get("sha256") == sha256:
             return
         self.trigger(CheckpointSaved(**meta.fields(), run_id=self.name, name=name, step=step,
                                      sha256=sha256, size=size, manifest=manifest, files=files,
                                      path=path))
+
+    def resumable_checkpoints(self) -> list[dict[str, Any]]:
+        """The latest recorded save of each (name, step), sorted by name then step (``latest``
+        first): what a run started with ``resume_from`` this run is given."""
+        return sorted((dict(record) for record in self.checkpoints.values()),
+                      key=lambda r: (r["name"], -1 if r["step"] is None else r["step"]))
 
     def tag(self, meta: Meta, tag: str) -> None:
         """Tag the run."""
@@ -282,8 +289,7 @@ class Run(Aggregate):
         self.finalized = _event_from(RunFinalized, data["finalized"])
         self.tags = set(data["tags"])
         self.lost_why = data["lost_why"]
-        # Snapshots taken before checkpoints were recorded hold none (none had been recorded).
-        self.checkpoints = dict(data.get("checkpoints", {}))
+        self.checkpoints = {k: dict(v) for k, v in data["checkpoints"].items()}
 
     def apply(self, event: Event) -> None:
         """Fold one event of the run's stream: the state from ``lifecycle.state_after``, the
@@ -313,7 +319,9 @@ class Run(Aggregate):
         elif isinstance(event, RunTagged):
             self.tags.add(event.tag)
         elif isinstance(event, CheckpointSaved):
-            self.checkpoints[_checkpoint_key(event.name, event.step)] = event.sha256
+            self.checkpoints[_checkpoint_key(event.name, event.step)] = {
+                "name": event.name, "step": event.step, "sha256": event.sha256,
+                "size": event.size, "manifest": event.manifest, "files": event.files}
         # RunQueued, RunLaunchFailed, RunCanceled and RunHeartbeat only move the state or the
         # deadline clock.
 

@@ -46,6 +46,7 @@ class StartRun(Command):
     experiment_group: str | None = None
     skip_review: bool = False
     dry_run: bool = False
+    resume_from: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

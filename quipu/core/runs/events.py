@@ -38,6 +38,16 @@ class RunRequested(Event):
     ``via`` says which rule chose it. ``siblings`` maps every stage of the same pipeline run to
     its run id, so a run that does not succeed finds what waits on it without reading its
     workspace's whole stream (v2; a v1 event has none and falls back to that stream).
+
+    ``resume_from`` (added later with a default: older events have None) is set on the stage
+    run started with ``run(..., resume_from=RUN_ID)``: the source run and the checkpoints it
+    had recorded when this run was requested, fixed here so the resumed run is reproducible
+    and its lineage names exact content::
+
+        {"run_id": "stage-...", "stage": "train",
+         "checkpoints": [{"name", "step", "sha256", "size", "manifest", "files"}, ...]}
+
+    ``checkpoints`` holds the latest save of each (name, step), sorted by name then step.
     """
 
     run_id: str
@@ -57,6 +67,7 @@ class RunRequested(Event):
     experiment_group: str | None = None
     skip_review: bool = False
     siblings: dict[str, str] = {}
+    resume_from: dict[str, Any] | None = None
 
 
 @upcaster("RunRequested", from_version=1)

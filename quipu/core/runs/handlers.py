@@ -54,6 +54,8 @@ from quipu.core.workspaces.versions import Manifest
 
 __all__ = ["InputPaths", "RunService", "parse_detail"]
 
+RESUME_PREVIEW = 20
+"""Most checkpoints a run answer lists for ``resume_from`` (the count says how many)."""
 DETAIL_KEYS = ("description", "hypothesis", "approach", "min_result", "goal")
 
 
@@ -165,8 +167,12 @@ class RunService:
             stages: list[str] | None = None, config_override: Mapping[str, Any] | None = None,
             inputs_override: Mapping[str, Any] | None = None,
             experiment_group: str | None = None, skip_review: bool = False,
-            dry_run: bool = False) -> dict[str, Any]:
-        """Start (or, with ``dry_run``, preview) stages of a workspace's pipeline."""
+            dry_run: bool = False, resume_from: str | None = None) -> dict[str, Any]:
+        """Start (or, with ``dry_run``, preview) stages of a workspace's pipeline.
+
+        ``resume_from`` names an earlier run whose recorded checkpoints the stage of the same
+        name is given (restored into its run directory before it starts; see
+        :meth:`_resume`)."""
         minimum = self.uow.min_reason_length
         detail = parse_detail(reason, minimum)
         spec = None
@@ -204,10 +210,16 @@ class RunService:
                 if number is None or ws.versions[number].manifest != digest:
                     number = None  # preview of unsaved edits: read the slot itself
             plan = self._plan(ws, number, slot, stages, config_override, inputs_override)
+            resume = (None if resume_from is None else
+                      self._resume(resume_from, plan["order"] if plan["valid"] else None,
+                                   plan["report"]["warnings"]))
             if dry_run:
-                return {"valid": plan["valid"], "dry_run": True, **plan["report"],
-                        "stages_to_run": plan["order"], "inputs": plan["inputs"],
-                        "configs": plan["configs"]}
+                preview = {"valid": plan["valid"], "dry_run": True, **plan["report"],
+                           "stages_to_run": plan["order"], "inputs": plan["inputs"],
+                           "configs": plan["configs"]}
+                if resume is not None:
+                    preview["resume_from"] = _resume_preview(resume)
+                return preview
             if not plan["valid"]:
                 raise pipeline_refusal([Problem.model_validate(p)
                                         for p in plan["report"]["errors"]])
@@ -238,16 +250,62 @@ class RunService:
                     outputs=plan["outputs"][stage], depends_on=sorted(set(depends_on)),
                     results_spec=spec.model_dump(mode="json"), detail=detail,
                     experiment_group=experiment_group, skip_review=skip_review,
-                    siblings=run_ids))
+                    siblings=run_ids,
+                    resume_from=resume if resume and resume["stage"] == stage else None))
                 runs.append(run)
             consumed = self._consume(meta, name, runs)
             positions = self.uow.commit(ws, *runs, *consumed)
-            return {"pipeline_run_id": prun, "workspace": name, "version": f"v{number}",
-                    "stages_queued": plan["order"],
-                    "queued": [{"stage": s, "stage_run_id": run_ids[s]} for s in plan["order"]],
-                    "warnings": plan["report"]["warnings"], "position": positions[-1]}
+            out = {"pipeline_run_id": prun, "workspace": name, "version": f"v{number}",
+                   "stages_queued": plan["order"],
+                   "queued": [{"stage": s, "stage_run_id": run_ids[s]} for s in plan["order"]],
+                   "warnings": plan["report"]["warnings"], "position": positions[-1]}
+            if resume is not None:
+                out["resume_from"] = {**_resume_preview(resume),
+                                      "stage_run_id": run_ids[resume["stage"]]}
+            return out
 
         return self.uow.attempt(command)
+
+    def _resume(self, run_id: str, order: list[str] | None,
+                warnings: list[dict[str, Any]]) -> dict[str, Any]:
+        """What ``resume_from=run_id`` gives the new run: ``{run_id, stage, checkpoints}``.
+
+        The source run's checkpoints are read from its own stream (never a view) and fixed in
+        the request. Refused, writing nothing: an unknown run (``unknown_run``), a run that
+        recorded no checkpoint (``resume_without_checkpoints``), a run whose stage is not among
+        the stages to run (``resume_stage_mismatch``; skipped when the plan is invalid, so a
+        dry run still reports the pipeline's own problems). A source run that has not ended
+        is allowed (what it recorded so far is fixed) with a ``resume_from_in_flight``
+        warning appended to ``warnings``.
+        """
+        source = self.uow.load(Run, run_id)
+        if source.request is None:
+            raise NotFound(f"resume_from: there is no run {run_id!r}", code="unknown_run",
+                           hint="resume_from takes a stage run id (stage-...); "
+                           "list_history(workspace) lists runs")
+        stage = source.request.stage
+        checkpoints = source.resumable_checkpoints()
+        if not checkpoints:
+            raise InvalidInput(
+                f"resume_from: run {run_id} ({stage}) recorded no checkpoint, so there is "
+                "nothing to resume from", code="resume_without_checkpoints",
+                hint="resume from a run whose stage called sdk.save_checkpoint(...); "
+                "inspect_run(run_id) lists a run's checkpoints under provenance.checkpoints")
+        if order is not None and stage not in order:
+            raise InvalidInput(
+                f"resume_from: run {run_id} is a run of stage {stage!r}, and this run starts "
+                f"{order}: resume_from applies to the stage of the same name",
+                code="resume_stage_mismatch",
+                hint=f"include {stage!r} in stages=[...], or resume from a run of one of "
+                f"{order}")
+        if not lifecycle.settled(source.current):
+            warnings.append({
+                "code": "resume_from_in_flight", "where": "resume_from", "file": None,
+                "line": None,
+                "message": f"run {run_id} is still {source.current.value}: the new run gets "
+                f"the {len(checkpoints)} checkpoint(s) it recorded so far",
+                "hint": "wait for the run to end to resume from its last checkpoint"})
+        return {"run_id": run_id, "stage": stage, "checkpoints": checkpoints}
 
     def _consume(self, meta: Meta, workspace: str, runs: list[Run]) -> list[Source]:
         """The sources the new runs read, each with a ``SourceConsumed`` per run (pending):
@@ -255,13 +313,14 @@ class RunService:
         sources: dict[str, Source] = {}
         for run in runs:
             assert run.request is not None
-            for how in run.request.inputs.values():
+            for given_as, how in sorted(run.request.inputs.items()):
                 name = how.get("source")
                 if name is None:
                     continue
                 if name not in sources:
                     sources[name] = self.uow.load(Source, name)
-                sources[name].consume(meta, run_id=run.name, workspace=workspace)
+                sources[name].consume(meta, run_id=run.name, workspace=workspace,
+                                      input=given_as)
         return list(sources.values())
 
     def _target(self, workspace: str) -> tuple[str | None, Workspace]:
@@ -797,6 +856,17 @@ class RunService:
                     "version_tag_moved_from": moved}
 
         return self.uow.attempt(command)
+
+
+def _resume_preview(resume: Mapping[str, Any]) -> dict[str, Any]:
+    """What a resumed run is given, as an answer shows it: no blob digests, and at most the
+    last ``RESUME_PREVIEW`` checkpoints (a run that saved every step may hold thousands)."""
+    shown = resume["checkpoints"][-RESUME_PREVIEW:]
+    return {"run_id": resume["run_id"], "stage": resume["stage"],
+            "restored_to": f".quipu/resume/{resume['run_id']}/",
+            "checkpoint_count": len(resume["checkpoints"]),
+            "checkpoints": [{k: c[k] for k in ("name", "step", "sha256", "size")}
+                            for c in shown]}
 
 
 def _signal_doc(signal: Signal) -> dict[str, Any]:

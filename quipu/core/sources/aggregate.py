@@ -120,11 +120,13 @@ class Source(Aggregate):
                                            description=str(metadata["description"]),
                                            metadata=metadata))
 
-    def consume(self, meta: Meta, *, run_id: str, workspace: str) -> None:
-        """Record that ``run_id`` reads this source (refused when retired or deleted)."""
+    def consume(self, meta: Meta, *, run_id: str, workspace: str,
+                input: str | None = None) -> None:
+        """Record that ``run_id`` reads this source as its input ``input`` (refused when
+        retired or deleted)."""
         self.check_active()
         self.trigger(SourceConsumed(**meta.fields(), source=self.name, run_id=run_id,
-                                    workspace=workspace, sha256=self.sha256))
+                                    workspace=workspace, sha256=self.sha256, input=input))
 
     def retire(self, meta: Meta) -> None:
         """Retire the source (a second retire changes nothing)."""

@@ -58,12 +58,17 @@ class SourceDeleted(Event):
 @register("SourceConsumed")
 class SourceConsumed(Event):
     """A run was requested with this source as an input (appended in the same transaction as
-    the run's ``RunRequested``): the lineage edge that keeps the source from being deleted."""
+    the run's ``RunRequested``): the lineage edge that keeps the source from being deleted.
+
+    ``input`` is the run's input that named the source (added later with a default: older
+    events have None; the run's ``RunRequested.inputs`` still say it).
+    """
 
     source: str
     run_id: str
     workspace: str
     sha256: str | None
+    input: str | None = None
 
 
 @register("ArtifactPromoted")
