@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.messages import Event
+from quipu.core.reviews.events import FindingsRecorded, OutcomeSuggested, StopRequested
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import (
     CheckpointSaved,
@@ -64,6 +65,8 @@ class Run(Aggregate):
         self.tags: set[str] = set()
         self.lost_why: str | None = None
         self.checkpoints: dict[str, str] = {}  # "name/step" or "name/latest" -> sha256
+        self.stop: StopRequested | None = None  # the first request to stop, if any
+        self.suggestion: OutcomeSuggested | None = None  # the post-run review's, if any
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -247,6 +250,49 @@ class Run(Aggregate):
                                      sha256=sha256, size=size, manifest=manifest, files=files,
                                      path=path))
 
+    def check_stoppable(self) -> None:
+        """Only a launching or running run can be asked to stop (``Conflict`` otherwise)."""
+        state = self.current
+        if state in (State.LAUNCHING, State.RUNNING):
+            return
+        if lifecycle.settled(state):
+            raise Conflict(f"run {self.name} already ended ({state})", code="run_ended",
+                           hint="nothing to stop; finalize_run() it if it awaits a verdict")
+        raise Conflict(f"run {self.name} is {state}: it has not started", code="run_not_running",
+                       hint="cancel() a run that has not started; request_stop asks a running "
+                       "stage to stop cleanly")
+
+    def request_stop(self, meta: Meta, *, requested_by: str,
+                     finding: dict[str, Any] | None = None) -> bool:
+        """Ask the running stage to stop; False (nothing recorded) when a stop was already
+        requested (the stage is already being asked)."""
+        self.check_stoppable()
+        if self.stop is not None:
+            return False
+        self.trigger(StopRequested(**meta.fields(), run_id=self.name,
+                                   requested_by=requested_by,
+                                   finding=finding))
+        return True
+
+    def record_findings(self, meta: Meta, *, phase: str, source: str,
+                        findings: list[dict[str, Any]], omitted: int = 0) -> None:
+        """Record findings made outside the pre-run review (nothing when there are none)."""
+        self.check_exists()
+        if findings:
+            self.trigger(FindingsRecorded(**meta.fields(), run_id=self.name,
+                                          phase=phase,
+                                          source=source, findings=findings, omitted=omitted))
+
+    def suggest_outcome(self, meta: Meta, *, outcome: str, evidence: list[str],
+                        reviewers: list[str]) -> bool:
+        """Record the post-run review's suggestion once (False: one is already recorded)."""
+        self.check_exists()
+        if self.suggestion is not None:
+            return False
+        self.trigger(OutcomeSuggested(**meta.fields(), run_id=self.name, outcome=outcome,
+                                      evidence=evidence, reviewers=reviewers))
+        return True
+
     def tag(self, meta: Meta, tag: str) -> None:
         """Tag the run."""
         request = self.check_exists()
@@ -266,6 +312,7 @@ class Run(Aggregate):
             "metrics": _event_dict(self.metrics), "results_spec": self.results_spec,
             "finalized": _event_dict(self.finalized), "tags": sorted(self.tags),
             "lost_why": self.lost_why, "checkpoints": self.checkpoints,
+            "stop": _event_dict(self.stop), "suggestion": _event_dict(self.suggestion),
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
@@ -284,6 +331,9 @@ class Run(Aggregate):
         self.lost_why = data["lost_why"]
         # Snapshots taken before checkpoints were recorded hold none (none had been recorded).
         self.checkpoints = dict(data.get("checkpoints", {}))
+        # Likewise stop requests and suggestions (absent from older snapshots: none then).
+        self.stop = _event_from(StopRequested, data.get("stop"))
+        self.suggestion = _event_from(OutcomeSuggested, data.get("suggestion"))
 
     def apply(self, event: Event) -> None:
         """Fold one event of the run's stream: the state from ``lifecycle.state_after``, the
@@ -314,6 +364,10 @@ class Run(Aggregate):
             self.tags.add(event.tag)
         elif isinstance(event, CheckpointSaved):
             self.checkpoints[_checkpoint_key(event.name, event.step)] = event.sha256
+        elif isinstance(event, StopRequested):
+            self.stop = self.stop or event
+        elif isinstance(event, OutcomeSuggested):
+            self.suggestion = self.suggestion or event
         # RunQueued, RunLaunchFailed, RunCanceled and RunHeartbeat only move the state or the
         # deadline clock.
 

@@ -490,6 +490,8 @@ class RunService:
             why = f"the stage process ended: {state.value}, exit code {exit_code}"
             if problems:
                 why += f" ({'; '.join(problems)})"
+            if state is State.STOPPED and run.stop is not None:  # say why it was stopped
+                why += f"; stop requested by {run.stop.requested_by}: {run.stop.reason}"
             meta = self.uow.stamp(worker, why[:1000])
             holds = run.exited(meta, state=state, exit_code=exit_code, signal=signal,
                                outputs=outputs, logs=logs, problems=problems, error=error)
@@ -591,6 +593,54 @@ class RunService:
                     "state": run.current.value, "position": positions[-1]}
 
         return self.uow.attempt(command)
+
+    def request_stop(self, run_id: str, reason: str, *, actor: str,
+                     requested_by: str = "agent",
+                     finding: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Ask a launching or running stage to stop cleanly (``StopRequested``): its executor
+        writes the stop file, the stage sees ``should_stop()``, and an exit 0 after that ends
+        it ``stopped``. A stage that ignores the request keeps running (``cancel`` ends it).
+        A second request while the first stands records nothing (``already_requested``)."""
+        meta = self.uow.meta(actor, reason)
+
+        def command() -> dict[str, Any]:
+            run = self.load_run(run_id)
+            recorded = run.request_stop(meta, requested_by=requested_by, finding=finding)
+            positions = self.uow.commit(run) if recorded else []
+            out: dict[str, Any] = {"run_id": run_id, "state": run.current.value,
+                                   "stop_requested": True, "already_requested": not recorded}
+            if positions:
+                out["position"] = positions[-1]
+            return out
+
+        return self.uow.attempt(command)
+
+    def record_findings(self, run_id: str, *, actor: str, phase: str, source: str,
+                        findings: list[dict[str, Any]], omitted: int = 0) -> None:
+        """Findings a checker made about a run outside the pre-run review (the monitor's
+        ``during_run`` ones, for instance)."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            run.record_findings(self.uow.stamp(actor, f"{source}: {len(findings) + omitted} "
+                                               f"{phase} finding(s)"),
+                                phase=phase, source=source, findings=findings, omitted=omitted)
+            if run.pending:
+                self.uow.commit(run)
+
+        self.uow.attempt(command)
+
+    def record_suggestion(self, run_id: str, *, actor: str, outcome: str, evidence: list[str],
+                          reviewers: list[str]) -> None:
+        """The post-run review's suggested ML outcome (recorded once per run; the agent's
+        ``finalize_run`` decides)."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            run.suggest_outcome(self.uow.stamp(actor, f"post-run review suggests {outcome}"),
+                                outcome=outcome, evidence=evidence, reviewers=reviewers)
+            if run.pending:
+                self.uow.commit(run)
+
+        self.uow.attempt(command)
 
     def finalize(self, run_id: str, results: Mapping[str, Any] | None, *,
                  actor: str) -> dict[str, Any]:
