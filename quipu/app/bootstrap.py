@@ -55,6 +55,7 @@ __all__ = [
     "LogHandle",
     "Quipu",
     "SystemClock",
+    "Workers",
     "audit_key",
     "build",
     "default_actor",
@@ -263,11 +264,12 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
     def executor(runs: RunService, on_change: Callable[[], None]) -> Executor:
         from quipu.adapters.executors.local import LocalExecutor
 
-        return LocalExecutor(data / "runs", store, blobs, runs,
-                             worker_id=f"local:{os.uname().nodename}:{os.getpid()}",
-                             max_parallel=config.executor.max_parallel,
-                             heartbeat_timeout=config.executor.heartbeat_timeout,
-                             on_change=on_change, position_file=data / "executor.json")
+        local = LocalExecutor(data / "runs", store, blobs, runs,
+                              worker_id=f"local:{os.uname().nodename}:{os.getpid()}",
+                              max_parallel=config.executor.max_parallel,
+                              heartbeat_timeout=config.executor.heartbeat_timeout,
+                              on_change=on_change, position_file=data / "executor.json")
+        return Workers(local, *svs_followers(store, runs, config))
 
     def live_log(run_dir: Path) -> bytes:
         from quipu.adapters.executors.local import read_log
@@ -283,6 +285,55 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
                  clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
                  snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
                  source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))))
+
+
+class Workers:
+    """The executor and the SVS followers beside it, started and stopped as one worker.
+
+    Each is stopped even when another fails to (a monitor in trouble never keeps the executor
+    running, nor the other way round); the first failure is raised afterwards.
+    """
+
+    def __init__(self, *workers: Executor) -> None:
+        self.workers = workers
+
+    def start(self) -> None:
+        """Start every worker, the executor first."""
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self) -> None:
+        """Stop every worker, the last started first."""
+        failure: BaseException | None = None
+        for worker in reversed(self.workers):
+            try:
+                worker.stop()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+
+def svs_followers(store: EventStore, runs: RunService, config: Config) -> list[Executor]:
+    """The during-run monitor and the post-run review ``config.svs`` turns on."""
+    from quipu.adapters.monitor import PostRunReviewer, RunMonitor
+    from quipu.core.reviews.monitoring import MonitorRules
+
+    found: list[Executor] = []
+    m = config.svs.monitor
+    if m.enabled:
+        rules = MonitorRules(
+            auto_stop=m.auto_stop, loss_metrics=tuple(m.loss_metrics),
+            loss_spike_factor=m.loss_spike_factor, stall_seconds=m.stall_minutes * 60,
+            grad_norm_metrics=tuple(m.grad_norm_metrics), grad_norm_factor=m.grad_norm_factor,
+            throughput_metrics=tuple(m.throughput_metrics), throughput_drop=m.throughput_drop,
+            min_points=m.min_points)
+        # No window reviewer is wired yet (the llm reviewer is another slice): the hook stays
+        # empty until there is one to call.
+        found.append(RunMonitor(store, runs, rules, tick=m.tick_seconds))
+    if config.svs.post_run:
+        found.append(PostRunReviewer(store, runs, tick=m.tick_seconds))
+    return found
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",

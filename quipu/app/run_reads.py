@@ -320,6 +320,10 @@ class RunQueries:
         runs = self.views.unfinalized_runs(name)
         groups: dict[str, dict[str, Any]] = {}
         for r in runs:
+            # The post-run review's suggestion, when there is one: the agent's call decides.
+            found = self.views.outcome_suggestion(r["run_id"])
+            if found is not None:
+                r["suggested"] = {"outcome": found["outcome"], "evidence": found["evidence"]}
             prun = str(r["pipeline_run_id"])
             if prun not in groups:
                 verdict = self.views.pipeline_verdict(prun)

@@ -660,7 +660,8 @@ class RunService:
             return {"run_id": run_id, "stage": request.stage, "workspace": request.workspace,
                     "infra_outcome": lifecycle.infra_outcome(state),
                     "ml_outcome": final["ml_outcome"], "results_auto": auto,
-                    "comparison": comparison, "position": positions[-1]}
+                    "comparison": comparison, **_suggested(run, final["ml_outcome"]),
+                    "position": positions[-1]}
 
         return self.uow.attempt(command)
 
@@ -719,7 +720,7 @@ class RunService:
                     "stage": deciding.check_exists().stage, "workspace": request.workspace,
                     "infra_outcome": lifecycle.infra_outcome(state),
                     "ml_outcome": final["ml_outcome"], "results_auto": auto,
-                    "comparison": comparison,
+                    "comparison": comparison, **_suggested(deciding, final["ml_outcome"]),
                     "closed": [{"run_id": r.name, "stage": stages[r.name][0],
                                 "infra_outcome": ended[r.name]} for r in closed],
                     "still_open": still_open, "position": positions[-1]}
@@ -838,6 +839,16 @@ class RunService:
                     "version_tag_moved_from": moved}
 
         return self.uow.attempt(command)
+
+
+def _suggested(run: Run, outcome: str) -> dict[str, Any]:
+    """``{"suggested": {outcome, evidence, agrees}}`` when the post-run review suggested an
+    outcome for ``run`` (shown beside the verdict, never applied), else nothing."""
+    if run.suggestion is None:
+        return {}
+    return {"suggested": {"outcome": run.suggestion.outcome,
+                          "evidence": run.suggestion.evidence,
+                          "agrees": run.suggestion.outcome == outcome}}
 
 
 def _signal_doc(signal: Signal) -> dict[str, Any]:
