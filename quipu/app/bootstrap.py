@@ -269,7 +269,7 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
                               max_parallel=config.executor.max_parallel,
                               heartbeat_timeout=config.executor.heartbeat_timeout,
                               on_change=on_change, position_file=data / "executor.json")
-        return Workers(local, *svs_followers(store, runs, config))
+        return Workers(local, *svs_followers(store, runs, config, data))
 
     def live_log(run_dir: Path) -> bytes:
         from quipu.adapters.executors.local import read_log
@@ -314,8 +314,10 @@ class Workers:
             raise failure
 
 
-def svs_followers(store: EventStore, runs: RunService, config: Config) -> list[Executor]:
-    """The during-run monitor and the post-run review ``config.svs`` turns on."""
+def svs_followers(store: EventStore, runs: RunService, config: Config,
+                  data: Path | None = None) -> list[Executor]:
+    """The during-run monitor and the post-run review ``config.svs`` turns on (their positions
+    saved in ``data``, ``.quipu/``, when given)."""
     from quipu.adapters.monitor import PostRunReviewer, RunMonitor
     from quipu.core.reviews.monitoring import MonitorRules
 
@@ -330,9 +332,11 @@ def svs_followers(store: EventStore, runs: RunService, config: Config) -> list[E
             min_points=m.min_points)
         # No window reviewer is wired yet (the llm reviewer is another slice): the hook stays
         # empty until there is one to call.
-        found.append(RunMonitor(store, runs, rules, tick=m.tick_seconds))
+        found.append(RunMonitor(store, runs, rules, tick=m.tick_seconds,
+                                position_file=data and data / "monitor.json"))
     if config.svs.post_run:
-        found.append(PostRunReviewer(store, runs, tick=m.tick_seconds))
+        found.append(PostRunReviewer(store, runs, tick=m.tick_seconds,
+                                     position_file=data and data / "post_run.json"))
     return found
 
 

@@ -166,6 +166,32 @@ class TestRules:
         drive(ex, ended(q, run_id))
 
 
+    def test_a_monitor_continues_from_its_saved_position_and_a_bad_file_means_from_0(
+            self, tmp_path: Path) -> None:
+        q = make_project(tmp_path, ONE_STAGE, {"solo": GOES_NAN})
+        saved = tmp_path / "monitor.json"
+        run_id = start(q)["solo"]
+        ex = executor(q)
+        mon = RunMonitor(q.store, q.runs, MonitorRules(), tick=0.05, position_file=saved)
+        wait_until(lambda: findings(q, run_id), what="the NaN is flagged",
+                   step=both(ex, mon), timeout=120)
+        mon.save(force=True)
+        again = RunMonitor(q.store, q.runs, MonitorRules(), tick=0.05, position_file=saved)
+        again._restore()
+        assert again.position == mon.position > 0  # it continues, not from 0
+        assert set(again.watches) == {run_id}
+        assert ("nan_metric", "loss") in again.watches[run_id].flagged
+        again._restored = True
+        again.poll_once()
+        saved.write_text("{not json")
+        fresh = RunMonitor(q.store, q.runs, MonitorRules(), tick=0.05, position_file=saved)
+        fresh.poll_once()
+        assert fresh.position == q.store.head() and fresh.errors == 0
+        assert len(findings(q, run_id)) == 1  # neither recorded it again
+        q.request_stop(run_id, "end the test stage after the restart checks")
+        drive(ex, ended(q, run_id))
+
+
 class TestFaults:
     def test_a_bad_event_is_skipped_and_neither_the_monitor_nor_the_engine_stops(
             self, tmp_path: Path) -> None:

@@ -20,9 +20,11 @@ counted and it is switched off after ``WINDOW_FAILURES`` in a row.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 from quipu.core.errors import QuipuError
 from quipu.core.messages import Event
@@ -70,8 +72,9 @@ class RunMonitor(LogFollower):
     def __init__(self, store: EventStore, runs: RunService, rules: MonitorRules, *,
                  now: Callable[[], datetime] | None = None, tick: float = 5.0,
                  window_review: WindowReview | None = None,
-                 window_every: float | None = None) -> None:
-        super().__init__(store, tick=tick)
+                 window_every: float | None = None,
+                 position_file: Path | None = None) -> None:
+        super().__init__(store, tick=tick, position_file=position_file)
         self.runs = runs
         self.rules = rules
         self.now = now or runs.svc.clock.now
@@ -113,6 +116,31 @@ class RunMonitor(LogFollower):
             elif isinstance(event, StopRequested):
                 watch.stop_asked = True
             # A heartbeat only says the stage lives; the stall rule counts metric progress.
+
+    def state_dict(self) -> dict[str, Any]:
+        """The watches, stage names and reported findings (saved with the position)."""
+        return {
+            "stages": self._stages,
+            "reported": {r: sorted(keys) for r, keys in self._reported.items()},
+            "watches": {r: {"stage": w.stage, "progress_at": w.progress_at.isoformat(),
+                            "points": w.points, "stop_asked": w.stop_asked,
+                            "flagged": sorted(w.flagged),
+                            "seen": {m: list(v) for m, v in w.seen.items()}}
+                        for r, w in self.watches.items()},
+        }
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Take a saved fold."""
+        self._stages = dict(data.get("stages", {}))
+        self._reported = {r: {(s, m) for s, m in keys}
+                          for r, keys in data.get("reported", {}).items()}
+        self.watches = {}
+        for run_id, w in data.get("watches", {}).items():
+            self.watches[run_id] = RunWatch(
+                run_id=run_id, stage=w["stage"],
+                progress_at=datetime.fromisoformat(w["progress_at"]), points=int(w["points"]),
+                stop_asked=bool(w["stop_asked"]), flagged={(s, m) for s, m in w["flagged"]},
+                seen={m: deque(v, maxlen=20) for m, v in w["seen"].items()})
 
     # --- acting ----------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ and ``list_unfinalized_runs`` show it; only the agent's verdict decides.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 from quipu.core.messages import Event
 from quipu.core.ports import EventStore
@@ -35,8 +36,9 @@ class PostRunReviewer(LogFollower):
     TYPES: ClassVar[tuple[str, ...]] = (RunExited.TYPE, RunLost.TYPE, RunLaunchFailed.TYPE,
                                         RunFinalized.TYPE, OutcomeSuggested.TYPE)
 
-    def __init__(self, store: EventStore, runs: RunService, *, tick: float = 5.0) -> None:
-        super().__init__(store, tick=tick)
+    def __init__(self, store: EventStore, runs: RunService, *, tick: float = 5.0,
+                 position_file: Path | None = None) -> None:
+        super().__init__(store, tick=tick, position_file=position_file)
         self.runs = runs
         self.due: dict[str, None] = {}  # ended runs without a suggestion yet, in log order
 
@@ -47,6 +49,14 @@ class PostRunReviewer(LogFollower):
             self.due[run_id] = None
         else:
             self.due.pop(run_id, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The runs still due (saved with the position)."""
+        return {"due": list(self.due)}
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Take a saved fold."""
+        self.due = dict.fromkeys(data.get("due", []))
 
     def caught_up(self) -> None:
         """Review every due run (one failing run never holds up the others)."""
