@@ -63,9 +63,6 @@ from quipu.projections import (
     state_md,
 )
 from quipu.projections import (
-    suggestions_view as suggestions,
-)
-from quipu.projections import (
     thoughts_view as thoughts,
 )
 from quipu.projections import (
@@ -97,7 +94,7 @@ than half of it is missing."""
 PROJECTIONS: tuple[type[Projection], ...] = (
     project.ProjectView, workspaces.WorkspacesView, thoughts.ThoughtsView, audit.AuditView,
     runs.RunsView, dashboard.CursorsView, state_md.StateMdMarkView, sources.SourcesView,
-    lineage.LineageView, suggestions.SuggestionsView,
+    lineage.LineageView,
 )
 """Every projection, in the order they fold a page. Adding one is adding it here."""
 
@@ -718,11 +715,6 @@ class Views:
     def unfinalized_runs(self, workspace: str) -> list[dict[str, Any]]:
         """The runs holding the workspace's gate, oldest first, each with its finalize call."""
         return run_queries.unfinalized(self.conn, workspace)
-
-    @_guarded
-    def outcome_suggestion(self, run_id: str) -> dict[str, Any] | None:
-        """The post-run review's suggestion for the run (``suggestions_view``), or None."""
-        return suggestions.suggestion(self.conn, run_id)
 
     @_guarded
     def experiment_context(self, workspace: str) -> dict[str, Any]:

@@ -1,23 +1,18 @@
-"""The monitor's rules, the post-run review and the suggestions fold (pure parts)."""
+"""The monitor's rules and the post-run review (pure parts)."""
 
 from __future__ import annotations
 
 import math
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlite_utils
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quipu.core.reviews.events import OutcomeSuggested
 from quipu.core.reviews.findings import Finding
 from quipu.core.reviews.monitoring import MonitorRules, RunWatch
 from quipu.core.reviews.post_run import MAX_EVIDENCE, review_run
 from quipu.core.runs.lifecycle import State
-from quipu.projections._base import Folded
-from quipu.projections.suggestions_view import SuggestionsView, suggestion
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RULES = MonitorRules()
@@ -156,28 +151,3 @@ class TestPostRunReview:
             summaries={"acc": summary(last, 0.0, 1.0, 3)}, outputs=outputs)
         assert outcome in ("success", "partial", "miss", "unknown")
         assert len(evidence) <= MAX_EVIDENCE and all(len(line) <= 200 for line in evidence)
-
-
-class TestSuggestionsFold:
-    @settings(max_examples=50, deadline=None)
-    @given(st.lists(st.tuples(st.sampled_from(["r1", "r2", "r3"]),
-                              st.sampled_from(["success", "partial", "miss", "unknown"])),
-                    max_size=12), st.integers(1, 5))
-    def test_the_first_suggestion_per_run_wins_in_any_page_split(
-            self, recorded: list[tuple[str, str]], page: int) -> None:
-        conn = sqlite3.connect(":memory:")
-        view = SuggestionsView()
-        view.create(sqlite_utils.Database(conn))
-        folded = [Folded(i + 1, OutcomeSuggested(
-            actor="post_run", reason="test", at=T0, run_id=run_id, outcome=outcome,
-            evidence=[f"line {i}"], reviewers=["post_run"]), T0.isoformat())
-            for i, (run_id, outcome) in enumerate(recorded)]
-        for start in range(0, len(folded), page):
-            with conn:
-                view.apply(conn, folded[start:start + page])
-        first: dict[str, str] = {}
-        for run_id, outcome in recorded:
-            first.setdefault(run_id, outcome)
-        for run_id in ("r1", "r2", "r3"):
-            found = suggestion(conn, run_id)
-            assert (found and found["outcome"]) == first.get(run_id)
