@@ -37,7 +37,9 @@ __all__ = [
     "DataConfig",
     "EventStoreConfig",
     "ExecutorConfig",
+    "MonitorConfig",
     "ProfileConfig",
+    "SvsConfig",
     "find_project",
     "load_config",
     "parse_duration",
@@ -195,6 +197,43 @@ class DataConfig(BaseModel):
     allow_any_path: bool = False
 
 
+class MonitorConfig(BaseModel):
+    """``svs.monitor``: the during-run monitor's rules and thresholds (docs/svs.md).
+
+    Metric names are matched case-insensitively against the glob patterns. ``stall_minutes``
+    without a new metric point is a warning; a NaN/Inf metric and a loss above
+    ``loss_spike_factor`` x its running minimum are errors, which ``auto_stop`` turns into a
+    stop request. ``window_review_minutes`` is the hook for a periodic reviewer of a run's
+    window (none is wired yet).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    auto_stop: bool = False
+    loss_metrics: list[str] = Field(default_factory=lambda: ["*loss*"])
+    loss_spike_factor: float = Field(default=5.0, gt=1)
+    stall_minutes: float = Field(default=30.0, gt=0)
+    grad_norm_metrics: list[str] = Field(default_factory=lambda: ["*grad*norm*"])
+    grad_norm_factor: float = Field(default=10.0, gt=1)
+    throughput_metrics: list[str] = Field(default_factory=lambda: [
+        "*throughput*", "*per_sec*", "*per_second*", "*samples_s", "*tokens_s"])
+    throughput_drop: float = Field(default=0.1, gt=0, lt=1)
+    min_points: int = Field(default=3, ge=1)
+    tick_seconds: float = Field(default=5.0, gt=0, le=300)
+    window_review_minutes: float | None = Field(default=None, gt=0)
+
+
+class SvsConfig(BaseModel):
+    """``svs``: the reviewers and monitors around runs (docs/svs.md). ``post_run``: suggest an
+    ML outcome for every run that ends (deterministic; the agent's verdict decides)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    monitor: MonitorConfig = MonitorConfig()
+    post_run: bool = True
+
+
 class Config(BaseModel):
     """The contents of ``quipu.yaml``."""
 
@@ -209,6 +248,7 @@ class Config(BaseModel):
     data: DataConfig = DataConfig()
     audit: AuditConfig = AuditConfig()
     profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
+    svs: SvsConfig = SvsConfig()
 
     @field_validator("slots")
     @classmethod
@@ -265,8 +305,8 @@ def read_config(root: Path) -> tuple[Config, str]:
                            "eventstore{url, synchronous}, "
                            "executor{backend, profile, max_parallel, heartbeat_timeout}, "
                            "profiles{NAME: {backend, image, cpus, memory, gpus, timeout, "
-                           "network}}, data{roots, allow_any_path}, audit{key_file, auto_seal} "
-                           "(docs/configuration.md)") from exc
+                           "network}}, data{roots, allow_any_path}, audit{key_file, auto_seal}, "
+                           "svs{monitor, post_run} (docs/configuration.md)") from exc
 
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {

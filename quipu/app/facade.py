@@ -53,6 +53,7 @@ from quipu.core.runs.commands import (
     CancelRun,
     FinalizePipelineRun,
     FinalizeRun,
+    RequestStop,
     SaveResultsSpec,
     StartRun,
     TagRun,
@@ -484,6 +485,26 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
     def cancel(self, run_id: str, reason: str) -> dict[str, Any]:
         """See ``RunService.cancel``."""
         return self._write(CancelRun(run_id=run_id, reason=reason, actor=self.actor))
+
+    def request_stop(self, run_id: str, reason: str) -> dict[str, Any]:
+        """See ``RunService.request_stop`` (an unknown run id gets a did-you-mean)."""
+        try:
+            return self._write(RequestStop(run_id=run_id, reason=reason, actor=self.actor))
+        except NotFound as exc:
+            if exc.code == "unknown_run":
+                exc.hint = self._active_run_hint(run_id) + exc.hint
+            raise
+
+    def _active_run_hint(self, run_id: str) -> str:
+        """``"did you mean 'x'? "`` among the runs in flight, else ``""``."""
+        import difflib
+
+        try:  # a suggestion is a courtesy: it never turns into another error
+            runs = self.views.dashboard(section="active", limit=200)["rows"]
+            close = difflib.get_close_matches(run_id, [r["run_id"] for r in runs], n=1)
+        except Exception:
+            return ""
+        return f"did you mean {close[0]!r}? " if close else ""
 
     def save_results_spec(self, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         """See ``RunService.save_results_spec``."""

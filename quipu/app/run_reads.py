@@ -320,6 +320,12 @@ class RunQueries:
         runs = self.views.unfinalized_runs(name)
         groups: dict[str, dict[str, Any]] = {}
         for r in runs:
+            # The post-run review's suggestion, when there is one: the agent's call decides.
+            # Read from the run itself: the gate holds a handful of runs, and a view of its own
+            # would cost every project a table for what only this answer shows.
+            found = self.runs.load_run(r["run_id"]).suggestion
+            if found is not None:
+                r["suggested"] = {"outcome": found.outcome, "evidence": found.evidence}
             prun = str(r["pipeline_run_id"])
             if prun not in groups:
                 verdict = self.views.pipeline_verdict(prun)

@@ -192,6 +192,25 @@ def run_cancel(ctx: click.Context, run_id: str, reason: str, as_json: bool) -> N
         _show(q.cancel(run_id, reason), as_json)
 
 
+@run_group.command("stop")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why (>= 15 characters).")
+@_json_option
+@click.pass_context
+@_edge
+def run_stop(ctx: click.Context, run_id: str, reason: str, as_json: bool) -> None:
+    """Ask a running stage to stop cleanly: it sees should_stop() and, exiting 0, ends stopped.
+
+    A stage that never checks should_stop() keeps running; `quipu run cancel` ends it.
+
+    \b
+    Example:
+      quipu run stop stage-1a2b3c4d5e6f --reason "loss has plateaued for an hour"
+    """
+    with _project(ctx) as q:
+        _show(q.request_stop(run_id, reason), as_json)
+
+
 @run_group.command("logs")
 @click.argument("run_id")
 @click.option("--tail", default=200, show_default=True, type=click.IntRange(1, 10000),

@@ -27,7 +27,8 @@ __all__ = ["RUN_TOOL_NAMES", "RunReason", "register_run_tools", "run_description
 WAIT_POLL_SECONDS = 0.2
 
 RUN_TOOL_NAMES = (
-    "run", "validate_config", "inspect_run", "logs", "cancel", "finalize_run", "list_history",
+    "run", "validate_config", "inspect_run", "logs", "cancel", "request_stop", "finalize_run",
+    "list_history",
     "inspect_record", "tag_record", "list_unfinalized_runs", "get_experiment_context",
     "get_metric_history", "save_results_spec", "dashboard", "mark_seen",
 )
@@ -209,6 +210,12 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
         Returns {run_id, previous_state, state, position}.
         """
         return guarded("cancel", lambda: engine.q.cancel(run_id, reason))
+
+    @mcp.tool(annotations=WRITE)
+    async def request_stop(run_id: RunId, reason: Reason) -> dict[str, Any]:
+        """Ask a running stage to stop cleanly (it sees should_stop(); exit 0 -> stopped).
+        A stage that ignores it keeps running: cancel() ends it."""
+        return guarded("request_stop", lambda: engine.q.request_stop(run_id, reason))
 
     # --- interpret -----------------------------------------------------------------------------
 

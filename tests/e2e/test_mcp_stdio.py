@@ -24,7 +24,8 @@ EVERY_TOOL = {
     "manage_versions", "delete_workspace", "inspect_workspace", "log_thought",
     "get_workspace_thoughts", "get_audit_log", "status",
     # the run tools (tests/e2e/test_mcp_runs.py)
-    "run", "validate_config", "inspect_run", "logs", "cancel", "finalize_run", "list_history",
+    "run", "validate_config", "inspect_run", "logs", "cancel", "request_stop", "finalize_run",
+    "list_history",
     "inspect_record", "tag_record", "list_unfinalized_runs", "get_experiment_context",
     "get_metric_history", "save_results_spec", "dashboard", "mark_seen",
     # the source tools (tests/e2e/test_mcp_sources.py)

@@ -151,6 +151,20 @@ def test_a_queued_run_can_be_canceled_and_does_not_hold_the_gate(project: Path,
     assert isinstance(again, dict) and again["stages_queued"] == ["prep", "train"]
 
 
+def test_run_stop_refuses_a_run_that_has_not_started_and_writes_nothing(
+        project: Path) -> None:
+    started = as_json("run", "start", "w1", "--reason", WHY, "--spec", json.dumps(SPEC),
+                      cwd=project)
+    prep = started["queued"][0]["stage_run_id"]
+    before = quipu("events", "--json", cwd=project).stdout
+    stderr = refused("run_not_running", "run", "stop", prep, "--reason",
+                     "no worker runs it, so it cannot stop", cwd=project)
+    assert "cancel" in stderr
+    refused("unknown_run", "run", "stop", "stage-000000000000", "--reason",
+            "there is no such run to stop", cwd=project)
+    assert quipu("events", "--json", cwd=project).stdout == before
+
+
 # --- a whole experiment, executed by a running server -------------------------------------------
 
 

@@ -96,7 +96,7 @@ def step(lab: Lab, op: str) -> None:
         lab.service.save_version("w1", f"save number {lab.saves} of the notes", actor=ACTOR)
     elif op == "tag" and lab.saves:
         lab.service.tag_version("busy", "v1", "first", REASON, actor=ACTOR)
-    elif op in ("run_ok", "run_fail"):
+    elif op in ("run_ok", "run_fail", "run_stop"):
         started = lab.runs.run("w1", reason="does the pipeline still work after the edit",
                                results_spec=SPEC, actor=ACTOR)
         ids = [q["stage_run_id"] for q in started["queued"]]
@@ -106,8 +106,18 @@ def step(lab: Lab, op: str) -> None:
         lab.runs.record_launch(prep, worker="worker-1", host="h", pid=7, run_dir="/r", inputs={})
         lab.runs.record_heartbeat(prep, worker="worker-1", message="alive")
         state = State.SUCCEEDED if op == "run_ok" else State.FAILED
+        if op == "run_stop":  # the SVS facts: findings, a stop (asked twice), a suggestion
+            lab.runs.record_findings(prep, actor="monitor", phase="during_run", source="monitor",
+                                     findings=[{"signal": "nan_metric", "severity": "error"}])
+            for _ in range(2):
+                lab.runs.request_stop(prep, "the loss went nan, stop it", actor="monitor",
+                                      requested_by="monitor")
+            state = State.STOPPED
         lab.runs.record_exit(prep, worker="worker-1", state=state,
-                             exit_code=0 if op == "run_ok" else 1)
+                             exit_code=1 if op == "run_fail" else 0)
+        for outcome in ("miss", "partial"):  # the first suggestion is the one kept
+            lab.runs.record_suggestion(prep, actor="post_run", outcome=outcome,
+                                       evidence=["a line"], reviewers=["post_run"])
         for run_id in ids:
             run = lab.full().load(Run, run_id)
             if run.current is State.QUEUED:
@@ -133,7 +143,7 @@ def assert_snapshots_agree(lab: Lab) -> None:
         assert via_snapshot.version == replayed.version
 
 
-OPS = st.lists(st.sampled_from(["save", "tag", "run_ok", "run_fail", "remount"]),
+OPS = st.lists(st.sampled_from(["save", "tag", "run_ok", "run_fail", "run_stop", "remount"]),
                min_size=1, max_size=12)
 
 

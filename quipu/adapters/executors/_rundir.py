@@ -39,6 +39,7 @@ from quipu.rundir import (
     OUTPUTS_DIR,
     SIDE_DIR,
     STAGE_JSON,
+    STOP_REQUESTED,
     file_digest,
     output_filename,
     tree_digest,
@@ -54,6 +55,7 @@ __all__ = [
     "tree_changes",
     "tree_snapshot",
     "write_json",
+    "write_stop_request",
 ]
 
 _IGNORED_TOP = {OUTPUTS_DIR, SIDE_DIR}
@@ -73,6 +75,17 @@ def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
     os.replace(tmp, path)
+
+
+def write_stop_request(run_dir: Path, reason: str, requested_by: str) -> bool:
+    """Ask the stage in ``run_dir`` to stop: write ``.quipu/stop_requested`` (the SDK's
+    ``should_stop()`` looks for it; the stage may read why from it). False when this machine
+    has no such run directory (another host runs the stage, or it was never built)."""
+    side = Path(run_dir) / SIDE_DIR
+    if not side.is_dir():
+        return False
+    write_json(side / STOP_REQUESTED, {"reason": reason, "requested_by": requested_by})
+    return True
 
 
 def _files(root: Path) -> list[Path]:

@@ -58,6 +58,7 @@ from quipu.core.ports import (
     StageExit,
     StageHandle,
 )
+from quipu.core.reviews.events import StopRequested
 from quipu.core.runs import lifecycle
 from quipu.core.runs.aggregate import Run
 from quipu.core.runs.events import RunCanceled, RunQueued
@@ -93,6 +94,7 @@ from ._rundir import (
     tree_changes,
     tree_snapshot,
     write_json,
+    write_stop_request,
 )
 from ._supervisor import RUN_EVENT_TYPES, RunBook
 
@@ -357,6 +359,9 @@ class StageExecutor:
             stage = self._stages.get(event.run_id)
             if stage is not None:
                 self._kill(stage)
+        elif isinstance(event, StopRequested):  # the stage sees it through should_stop()
+            self._isolated(event.run_id, write_stop_request, self.runs_dir / event.run_id,
+                           event.reason, event.requested_by)
 
     # --- launching -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.messages import Event
+from quipu.core.reviews.events import FindingsRecorded, OutcomeSuggested, StopRequested
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import (
     CheckpointSaved,
@@ -65,6 +66,8 @@ class Run(Aggregate):
         self.lost_why: str | None = None
         # "name/step" or "name/latest" -> {name, step, sha256, size, manifest, files}
         self.checkpoints: dict[str, dict[str, Any]] = {}
+        self.stop: StopRequested | None = None  # the first request to stop, if any
+        self.suggestion: OutcomeSuggested | None = None  # the post-run review's, if any
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -254,6 +257,49 @@ class Run(Aggregate):
         return sorted((dict(record) for record in self.checkpoints.values()),
                       key=lambda r: (r["name"], -1 if r["step"] is None else r["step"]))
 
+    def check_stoppable(self) -> None:
+        """Only a launching or running run can be asked to stop (``Conflict`` otherwise)."""
+        state = self.current
+        if state in (State.LAUNCHING, State.RUNNING):
+            return
+        if lifecycle.settled(state):
+            raise Conflict(f"run {self.name} already ended ({state})", code="run_ended",
+                           hint="nothing to stop; finalize_run() it if it awaits a verdict")
+        raise Conflict(f"run {self.name} is {state}: it has not started", code="run_not_running",
+                       hint="cancel() a run that has not started; request_stop asks a running "
+                       "stage to stop cleanly")
+
+    def request_stop(self, meta: Meta, *, requested_by: str,
+                     finding: dict[str, Any] | None = None) -> bool:
+        """Ask the running stage to stop; False (nothing recorded) when a stop was already
+        requested (the stage is already being asked)."""
+        self.check_stoppable()
+        if self.stop is not None:
+            return False
+        self.trigger(StopRequested(**meta.fields(), run_id=self.name,
+                                   requested_by=requested_by,
+                                   finding=finding))
+        return True
+
+    def record_findings(self, meta: Meta, *, phase: str, source: str,
+                        findings: list[dict[str, Any]], omitted: int = 0) -> None:
+        """Record findings made outside the pre-run review (nothing when there are none)."""
+        self.check_exists()
+        if findings:
+            self.trigger(FindingsRecorded(**meta.fields(), run_id=self.name,
+                                          phase=phase,
+                                          source=source, findings=findings, omitted=omitted))
+
+    def suggest_outcome(self, meta: Meta, *, outcome: str, evidence: list[str],
+                        reviewers: list[str]) -> bool:
+        """Record the post-run review's suggestion once (False: one is already recorded)."""
+        self.check_exists()
+        if self.suggestion is not None:
+            return False
+        self.trigger(OutcomeSuggested(**meta.fields(), run_id=self.name, outcome=outcome,
+                                      evidence=evidence, reviewers=reviewers))
+        return True
+
     def tag(self, meta: Meta, tag: str) -> None:
         """Tag the run."""
         request = self.check_exists()
@@ -273,6 +319,7 @@ class Run(Aggregate):
             "metrics": _event_dict(self.metrics), "results_spec": self.results_spec,
             "finalized": _event_dict(self.finalized), "tags": sorted(self.tags),
             "lost_why": self.lost_why, "checkpoints": self.checkpoints,
+            "stop": _event_dict(self.stop), "suggestion": _event_dict(self.suggestion),
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
@@ -290,6 +337,9 @@ class Run(Aggregate):
         self.tags = set(data["tags"])
         self.lost_why = data["lost_why"]
         self.checkpoints = {k: dict(v) for k, v in data["checkpoints"].items()}
+        # Stop requests and suggestions are absent from older snapshots (none then).
+        self.stop = _event_from(StopRequested, data.get("stop"))
+        self.suggestion = _event_from(OutcomeSuggested, data.get("suggestion"))
 
     def apply(self, event: Event) -> None:
         """Fold one event of the run's stream: the state from ``lifecycle.state_after``, the
@@ -322,6 +372,10 @@ class Run(Aggregate):
             self.checkpoints[_checkpoint_key(event.name, event.step)] = {
                 "name": event.name, "step": event.step, "sha256": event.sha256,
                 "size": event.size, "manifest": event.manifest, "files": event.files}
+        elif isinstance(event, StopRequested):
+            self.stop = self.stop or event
+        elif isinstance(event, OutcomeSuggested):
+            self.suggestion = self.suggestion or event
         # RunQueued, RunLaunchFailed, RunCanceled and RunHeartbeat only move the state or the
         # deadline clock.
 

@@ -23,6 +23,7 @@ __all__ = [
     "RecordLaunchFailure",
     "RecordLost",
     "RecordMetrics",
+    "RequestStop",
     "SaveResultsSpec",
     "StartRun",
     "TagRun",
@@ -56,6 +57,17 @@ class CancelRun(Command):
     run_id: str
     reason: str
     actor: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestStop(Command):
+    """Ask a running stage to stop cleanly (it sees ``should_stop()``)."""
+
+    run_id: str
+    reason: str
+    actor: str
+    requested_by: str = "agent"
+    finding: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

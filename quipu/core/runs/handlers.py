@@ -558,6 +558,8 @@ class RunService:
             why = f"the stage process ended: {state.value}, exit code {exit_code}"
             if problems:
                 why += f" ({'; '.join(problems)})"
+            if state is State.STOPPED and run.stop is not None:  # say why it was stopped
+                why += f"; stop requested by {run.stop.requested_by}: {run.stop.reason}"
             meta = self.uow.stamp(worker, why[:1000])
             holds = run.exited(meta, state=state, exit_code=exit_code, signal=signal,
                                outputs=outputs, logs=logs, problems=problems, error=error)
@@ -660,6 +662,54 @@ class RunService:
 
         return self.uow.attempt(command)
 
+    def request_stop(self, run_id: str, reason: str, *, actor: str,
+                     requested_by: str = "agent",
+                     finding: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Ask a launching or running stage to stop cleanly (``StopRequested``): its executor
+        writes the stop file, the stage sees ``should_stop()``, and an exit 0 after that ends
+        it ``stopped``. A stage that ignores the request keeps running (``cancel`` ends it).
+        A second request while the first stands records nothing (``already_requested``)."""
+        meta = self.uow.meta(actor, reason)
+
+        def command() -> dict[str, Any]:
+            run = self.load_run(run_id)
+            recorded = run.request_stop(meta, requested_by=requested_by, finding=finding)
+            positions = self.uow.commit(run) if recorded else []
+            out: dict[str, Any] = {"run_id": run_id, "state": run.current.value,
+                                   "stop_requested": True, "already_requested": not recorded}
+            if positions:
+                out["position"] = positions[-1]
+            return out
+
+        return self.uow.attempt(command)
+
+    def record_findings(self, run_id: str, *, actor: str, phase: str, source: str,
+                        findings: list[dict[str, Any]], omitted: int = 0) -> None:
+        """Findings a checker made about a run outside the pre-run review (the monitor's
+        ``during_run`` ones, for instance)."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            run.record_findings(self.uow.stamp(actor, f"{source}: {len(findings) + omitted} "
+                                               f"{phase} finding(s)"),
+                                phase=phase, source=source, findings=findings, omitted=omitted)
+            if run.pending:
+                self.uow.commit(run)
+
+        self.uow.attempt(command)
+
+    def record_suggestion(self, run_id: str, *, actor: str, outcome: str, evidence: list[str],
+                          reviewers: list[str]) -> None:
+        """The post-run review's suggested ML outcome (recorded once per run; the agent's
+        ``finalize_run`` decides)."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            run.suggest_outcome(self.uow.stamp(actor, f"post-run review suggests {outcome}"),
+                                outcome=outcome, evidence=evidence, reviewers=reviewers)
+            if run.pending:
+                self.uow.commit(run)
+
+        self.uow.attempt(command)
+
     def finalize(self, run_id: str, results: Mapping[str, Any] | None, *,
                  actor: str) -> dict[str, Any]:
         """Record what the run means; releases the workspace's gate."""
@@ -678,7 +728,8 @@ class RunService:
             return {"run_id": run_id, "stage": request.stage, "workspace": request.workspace,
                     "infra_outcome": lifecycle.infra_outcome(state),
                     "ml_outcome": final["ml_outcome"], "results_auto": auto,
-                    "comparison": comparison, "position": positions[-1]}
+                    "comparison": comparison, **_suggested(run, final["ml_outcome"]),
+                    "position": positions[-1]}
 
         return self.uow.attempt(command)
 
@@ -737,7 +788,7 @@ class RunService:
                     "stage": deciding.check_exists().stage, "workspace": request.workspace,
                     "infra_outcome": lifecycle.infra_outcome(state),
                     "ml_outcome": final["ml_outcome"], "results_auto": auto,
-                    "comparison": comparison,
+                    "comparison": comparison, **_suggested(deciding, final["ml_outcome"]),
                     "closed": [{"run_id": r.name, "stage": stages[r.name][0],
                                 "infra_outcome": ended[r.name]} for r in closed],
                     "still_open": still_open, "position": positions[-1]}
@@ -867,6 +918,14 @@ def _resume_preview(resume: Mapping[str, Any]) -> dict[str, Any]:
             "checkpoint_count": len(resume["checkpoints"]),
             "checkpoints": [{k: c[k] for k in ("name", "step", "sha256", "size")}
                             for c in shown]}
+def _suggested(run: Run, outcome: str) -> dict[str, Any]:
+    """``{"suggested": {outcome, evidence, agrees}}`` when the post-run review suggested an
+    outcome for ``run`` (shown beside the verdict, never applied), else nothing."""
+    if run.suggestion is None:
+        return {}
+    return {"suggested": {"outcome": run.suggestion.outcome,
+                          "evidence": run.suggestion.evidence,
+                          "agrees": run.suggestion.outcome == outcome}}
 
 
 def _signal_doc(signal: Signal) -> dict[str, Any]:
