@@ -21,6 +21,7 @@ from test_executor_helpers import (
 )
 from waiting import wait_until
 
+from quipu.adapters.executors.executor import StageExecutor
 from quipu.adapters.executors.local import LocalExecutor
 from quipu.adapters.monitor import PostRunReviewer, RunMonitor
 from quipu.app.bootstrap import Quipu, Workers, open_project
@@ -99,7 +100,7 @@ class TestAutoStop:
             q.start_workers()
             [group] = q.workers
             assert isinstance(group, Workers)
-            assert {type(w) for w in group.workers} == {LocalExecutor, RunMonitor,
+            assert {type(w) for w in group.workers} == {StageExecutor, RunMonitor,
                                                        PostRunReviewer}
             run_id = start(q)["solo"]
             wait_until(ended(q, run_id), what="the monitor stops the run", timeout=120)
