@@ -31,6 +31,7 @@ from quipu.app.config import (
     CONFIG_FILE,
     DATA_DIR,
     Config,
+    blobs_url,
     config_bytes,
     find_project,
     load_config,
@@ -41,7 +42,7 @@ from quipu.app.facade import Quipu
 from quipu.app.quick_status import LocalStatusKey
 from quipu.core.audit import AuditReport, Seal, make_seal, verify_log
 from quipu.core.errors import Conflict, InvalidInput
-from quipu.core.ports import EventStore, Executor
+from quipu.core.ports import BlobStore, EventStore, Executor
 from quipu.core.project.commands import InitProject
 from quipu.core.runs.handlers import RunService
 from quipu.core.validation import check_name
@@ -120,6 +121,23 @@ def _open_log(root: Path, config: Config, key: bytes | None) -> EventStore:
     raise InvalidInput(f"unknown event store {url!r}", code="invalid_eventstore_url",
                        hint="use 'sqlite' (default), sqlite:///path/events.db or "
                        "postgresql://user:pass@host/db")
+
+
+def open_blobs(root: Path, config: Config) -> tuple[BlobStore, Callable[[str], str]]:
+    """The blob store ``$QUIPU_BLOBS_URL`` or ``blobs.url`` chooses, and where a blob's bytes
+    can be read as a local file (for describing sources). Opening a GCS store sends nothing."""
+    url = blobs_url(config.blobs)
+    data = root / DATA_DIR
+    if url == "local":
+        local = LocalBlobStore(data / "blobs")
+        return local, lambda digest: str(local.path(digest))
+    from quipu.adapters.blobs.gcs import GCSBlobStore
+
+    remote = GCSBlobStore(url, data / "blobcache",
+                          cache_bytes=int(config.blobs.cache_gb * (1 << 30)),
+                          endpoint=config.blobs.endpoint,
+                          retry_seconds=config.blobs.retry_seconds)
+    return remote, lambda digest: str(remote.local_path(digest))
 
 
 def _log_url(config: Config) -> str:
@@ -253,7 +271,7 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
     data = root / DATA_DIR
     store = open_store(root, config)
     try:
-        blobs = LocalBlobStore(data / "blobs")
+        blobs, blob_path = open_blobs(root, config)
         slots = LocalSlotFiles(root / "workspaces", blobs, data / "slotcache")
         views = Views(data / "views.db", store, reopen=lambda: open_store(root, config))
     except BaseException:
@@ -282,7 +300,7 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
                  clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
                  snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
-                 source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))))
+                 source_files=LocalSourceFiles(blob_path=blob_path))
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",

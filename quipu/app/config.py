@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -25,14 +26,18 @@ from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.validation import check_name
 
 __all__ = [
+    "BLOBS_URL_ENV",
     "CONFIG_FILE",
     "DATA_DIR",
     "AuditConfig",
     "AutoSealConfig",
+    "BlobsConfig",
     "Config",
     "DataConfig",
     "EventStoreConfig",
     "ExecutorConfig",
+    "blobs_url",
+    "check_blobs_url",
     "find_project",
     "load_config",
     "write_config",
@@ -50,6 +55,45 @@ class EventStoreConfig(BaseModel):
     url: str = "sqlite"
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
     table: str = "quipu_events"
+
+
+BLOBS_URL_ENV = "QUIPU_BLOBS_URL"
+_GS_URL = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9](/[^\s]*)?")
+
+
+def check_blobs_url(url: str) -> str:
+    """``url`` if it names a blob store (``local`` or ``gs://bucket[/prefix]``), else
+    ``InvalidInput(code="invalid_blobs_url")``."""
+    if url == "local" or _GS_URL.fullmatch(url):
+        return url
+    raise InvalidInput(f"blobs.url {url!r} names no blob store", code="invalid_blobs_url",
+                       hint="use 'local' (.quipu/blobs, the default) or gs://BUCKET/PREFIX "
+                       "(a bucket name is 3-63 characters of a-z, 0-9, '.', '_' and '-')")
+
+
+class BlobsConfig(BaseModel):
+    """Where blobs live: ``local`` (``.quipu/blobs``) or a GCS bucket, ``gs://bucket/prefix``,
+    read through a bounded cache under ``.quipu/blobcache`` (see docs/blobs.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = "local"
+    cache_gb: float = Field(default=20.0, gt=0)
+    endpoint: str | None = None
+    retry_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_valid(cls, value: str) -> str:
+        try:
+            return check_blobs_url(value)
+        except InvalidInput as exc:
+            raise ValueError(f"{exc.message} ({exc.hint})") from None
+
+
+def blobs_url(config: BlobsConfig) -> str:
+    """The blob store chosen by ``$QUIPU_BLOBS_URL``, else ``blobs.url`` (checked)."""
+    return check_blobs_url(os.environ.get(BLOBS_URL_ENV) or config.url)
 
 
 class ExecutorConfig(BaseModel):
@@ -105,6 +149,7 @@ class Config(BaseModel):
     slots: int | list[str] = 3
     reason_min_length: int = Field(default=15, ge=1)
     eventstore: EventStoreConfig = EventStoreConfig()
+    blobs: BlobsConfig = BlobsConfig()
     executor: ExecutorConfig = ExecutorConfig()
     data: DataConfig = DataConfig()
     audit: AuditConfig = AuditConfig()
@@ -154,7 +199,8 @@ def read_config(root: Path) -> tuple[Config, str]:
     except (yaml.YAMLError, ValidationError, OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path} is not a valid Quipu config: {exc}", code="invalid_config",
                            hint="fix the file; keys: name, goal, slots, reason_min_length, "
-                           "eventstore{url, synchronous}, executor, "
+                           "eventstore{url, synchronous}, "
+                           "blobs{url, cache_gb, endpoint, retry_seconds}, executor, "
                            "data{roots, allow_any_path}, audit{key_file, auto_seal}") from exc
 
 

@@ -441,6 +441,11 @@ class GCSBlobStore:
         self._touch(self.cache.path(digest))
         return cached
 
+    def local_path(self, digest: str) -> Path:
+        """The cached, verified local file holding the blob (fetched if absent): for readers
+        that must read it in place. Do not write to it."""
+        return self._fetch(digest)
+
     def verify(self, digest: str) -> None:
         """Check the copy this store serves (cached, else fetched) against ``digest``."""
         self._read_cached(digest, self.cache.verify)

@@ -270,6 +270,8 @@ class LocalBlobStore:
         (sha256, size). On another file system than the store, copy it in (``put_file``)
         and leave ``path`` alone. If anything fails the file is put back where it was."""
         path = Path(path)
+        if path.is_symlink():  # its target is not ours to move: store a copy of the bytes
+            return self.put_file(path)
         tmp = self.root / temporary_name(TEMP_PREFIX)
         try:
             os.rename(path, tmp)
@@ -290,6 +292,9 @@ class LocalBlobStore:
             if tmp.exists():
                 os.rename(tmp, path)
             raise
+        # Adopting a link to the stored file itself (a retried collection) renames the file
+        # onto itself, which leaves the temporary name in place.
+        tmp.unlink(missing_ok=True)
         with storage_errors(path, "linking the stored blob to"):
             if not link_or_copy(self._path(digest), path):
                 self.copy_to(digest, path)
