@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from gcs_emulator import Emulator
+from gcs_emulator import Emulator, FaultProxy
 from test_executor_helpers import (
     THREE_STAGES,
     drive,
@@ -37,6 +37,16 @@ MAKE = """\
 
     sdk.save_output("numbers", np.arange(300_000, dtype=np.int64))
     """
+
+WAITING_MAKE = """\
+    import os, time
+    from pathlib import Path
+
+    go = Path(os.environ["QUIPU_RUN_DIR"]) / ".quipu" / "go"
+    deadline = time.monotonic() + 120
+    while not go.exists() and time.monotonic() < deadline:  # the test says when to end
+        time.sleep(0.05)
+    """ + MAKE
 
 DOUBLE = """\
     from quipu import sdk
@@ -61,15 +71,16 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     running.stop()
 
 
-def gcs_project(tmp_path: Path, emulator: Emulator) -> tuple[Quipu, str]:
+def gcs_project(tmp_path: Path, emulator: Emulator,
+                endpoint: str | None = None) -> tuple[Quipu, str]:
     """A project created with local blobs, then switched to a fresh bucket before any blob."""
     bucket = f"q-{uuid.uuid4().hex[:10]}"
     emulator.create_bucket(bucket)
     init_project(tmp_path / "proj", name="proj", goal="run with blobs in GCS").close()
     config = tmp_path / "proj" / "quipu.yaml"
     data = yaml.safe_load(config.read_text())
-    data["blobs"] = {"url": f"gs://{bucket}/proj", "endpoint": emulator.url,
-                     "retry_seconds": 5}
+    data["blobs"] = {"url": f"gs://{bucket}/proj", "endpoint": endpoint or emulator.url,
+                     "retry_seconds": 1}
     config.write_text(yaml.safe_dump(data))
     return open_project(tmp_path / "proj"), bucket
 
@@ -99,6 +110,44 @@ def test_a_pipeline_runs_with_its_blobs_in_a_bucket(tmp_path: Path, emulator: Em
     assert os.path.samestat(cached.stat(), produced.stat())
     assert os.path.samestat(cached.stat(), consumed.stat())
     q.close()
+
+
+def test_an_exit_is_recorded_only_once_the_bucket_took_the_outputs(tmp_path: Path) -> None:
+    """While every upload fails (503s), the finished stage stays running in the log with no
+    exit; once the bucket answers again, the executor stores the outputs and records the exit."""
+    emulator = Emulator(tmp_path / "gcs")
+    proxy = FaultProxy(lambda: emulator.url).start()
+    emulator.external_url = proxy.url
+    emulator.start()
+    try:
+        q, bucket = gcs_project(tmp_path, emulator, endpoint=proxy.url)
+        q.create_workspace("ws", "exercise the executor", "a workspace for the GCS blob tests")
+        q.mount("ws", "w1", "edit the pipeline for the GCS blob tests")
+        write_slot(q, THREE_STAGES, {"make": WAITING_MAKE, "double": DOUBLE, "report": REPORT})
+        ids = start(q, stages=["make"])
+        ex = executor(q)
+        drive(ex, lambda: q.runs.load_run(ids["make"]).current == State.RUNNING)
+        before = objects(emulator, bucket)
+        proxy.rules.append(lambda method, path: 503 if method in ("POST", "PUT") else None)
+        quipu_dir = run_dir_of(q.runs.load_run(ids["make"])) / ".quipu"
+        (quipu_dir / "go").touch()
+        drive(ex, lambda: (quipu_dir / "exit.json").exists(), what="the stage process exits")
+        for _ in range(3):
+            ex.poll_once()  # each pass tries to store the outputs and fails
+
+        assert q.runs.load_run(ids["make"]).current == State.RUNNING
+        assert q.runs.load_run(ids["make"]).exit is None
+        assert objects(emulator, bucket) == before, "no object for what was not stored"
+
+        proxy.rules.clear()
+        drive(ex, ended(q, ids["make"]))
+        made = exit_of(q.runs.load_run(ids["make"])).outputs["numbers"]
+        assert q.runs.load_run(ids["make"]).current == State.SUCCEEDED
+        assert f"proj/sha256/{made['sha256']}" in objects(emulator, bucket)
+        q.close()
+    finally:
+        proxy.stop()
+        emulator.stop()
 
 
 def test_a_second_checkout_with_an_empty_cache_reads_the_bucket(tmp_path: Path,

@@ -31,11 +31,12 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TypeVar
 
 import google_crc32c
 from google.api_core import exceptions as api_exceptions
@@ -56,6 +57,22 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 20 << 30
 _CHUNK = 1 << 20
 _RETRYABLE = (ConnectionError, TimeoutError)
+
+
+_T = TypeVar("_T")
+
+
+def _copy_verified(source: Path, dest: Path) -> None:
+    """Copy a file that was just verified to ``dest`` atomically (no second hash)."""
+    tmp = dest.parent / temporary_name(".quipu-tmp-")
+    try:
+        with storage_errors(dest, "writing"):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def parse_gs_url(url: str) -> tuple[str, str]:
@@ -378,8 +395,9 @@ class GCSBlobStore:
             hint="the object was overwritten in the bucket: store the original content again "
             "(it replaces the damaged object)")
 
-    def _fetch(self, digest: str) -> Path:
-        """A cached, verified local copy of the blob (downloaded if absent)."""
+    def _fetch(self, digest: str) -> tuple[Path, bool]:
+        """A cached, verified local copy of the blob, and whether it was just downloaded (and
+        so hashed on the way in)."""
         path = self.cache.path(digest)
         try:
             stat = path.stat()
@@ -388,11 +406,11 @@ class GCSBlobStore:
         if stat is not None:
             if is_sealed(stat):
                 self._touch(path)
-                return path
+                return path, False
             try:
                 self.cache.verify(digest)
                 self._touch(path)
-                return path
+                return path, True
             except IntegrityFailure as exc:
                 log.warning("dropping a damaged cached blob and fetching it again: %s", exc)
                 path.unlink(missing_ok=True)
@@ -409,50 +427,61 @@ class GCSBlobStore:
             raise
         self._known.add(digest)
         self._cache_in(digest, size)
-        return path
+        return path, True
 
-    def _read_cached(self, digest: str, read: Any) -> Any:
-        """``read(digest)`` on the cache; a damaged cached file is dropped and fetched again."""
-        self._fetch(digest)
+    def _read_cached(self, digest: str, read: Callable[[str], _T],
+                     fresh: Callable[[Path], _T] | None = None) -> _T:
+        """``read(digest)`` on the cache (``fresh(path)`` instead right after a verified
+        download: no second hash); a damaged cached file is dropped and fetched again."""
+        path, downloaded = self._fetch(digest)
+        if downloaded and fresh is not None:
+            return fresh(path)
         try:
             return read(digest)
         except IntegrityFailure as exc:
             log.warning("dropping a damaged cached blob and fetching it again: %s", exc)
             self.cache.path(digest).unlink(missing_ok=True)
-            self._fetch(digest)
-            return read(digest)
+            path, _ = self._fetch(digest)
+            return fresh(path) if fresh is not None else read(digest)
 
     # --- reads ---------------------------------------------------------------------------------
 
     def get_bytes(self, digest: str) -> bytes:
         """The blob's bytes, from the cache or the bucket, verified (``blob_corrupt``)."""
         self._object(digest)
-        if not self.cache.exists(digest):
-            buffer = io.BytesIO()
-            actual = self._download(digest, buffer)
-            if actual != digest:
-                raise self._corrupt(digest, actual)
-            data = buffer.getvalue()
-            self._known.add(digest)
-            with contextlib.suppress(Unavailable):  # a full cache disk must not fail a read
-                self._cache_in(self.cache.put_bytes(data), len(data))
+        try:
+            data = self.cache.get_bytes(digest)
+        except NotFound:
+            pass
+        except IntegrityFailure as exc:
+            log.warning("dropping a damaged cached blob and fetching it again: %s", exc)
+            self.cache.path(digest).unlink(missing_ok=True)
+        else:
+            self._touch(self.cache.path(digest))
             return data
-        cached: bytes = self._read_cached(digest, self.cache.get_bytes)
-        self._touch(self.cache.path(digest))
-        return cached
+        buffer = io.BytesIO()
+        actual = self._download(digest, buffer)
+        if actual != digest:
+            raise self._corrupt(digest, actual)
+        data = buffer.getvalue()
+        self._known.add(digest)
+        with contextlib.suppress(Unavailable):  # a full cache disk must not fail a read
+            self._cache_in(self.cache.put_bytes(data), len(data))
+        return data
 
     def local_path(self, digest: str) -> Path:
         """The cached, verified local file holding the blob (fetched if absent): for readers
         that must read it in place. Do not write to it."""
-        return self._fetch(digest)
+        return self._fetch(digest)[0]
 
     def verify(self, digest: str) -> None:
         """Check the copy this store serves (cached, else fetched) against ``digest``."""
-        self._read_cached(digest, self.cache.verify)
+        self._read_cached(digest, self.cache.verify, lambda path: None)
 
     def copy_to(self, digest: str, dest: Path) -> None:
         """Write the blob to ``dest`` atomically, verified on the way (``blob_corrupt``)."""
-        self._read_cached(digest, lambda d: self.cache.copy_to(d, dest))
+        self._read_cached(digest, lambda d: self.cache.copy_to(d, dest),
+                          lambda path: _copy_verified(path, Path(dest)))
 
     def link_to(self, digest: str, dest: Path) -> None:
         """Hard-link the cached copy (fetched and verified if absent) read-only at ``dest``."""
