@@ -95,6 +95,9 @@ class TestLocalBlobStore(BlobStoreContract):
         assert isinstance(store, LocalBlobStore)
         (store.root / digest[:2] / digest[2:]).write_bytes(data)
 
+    def test_check_writes_and_reads_back_a_blob(self, blobs):
+        assert blobs.check() == f"{blobs.root} is writable and readable"
+
     def test_blobs_are_laid_out_by_the_first_two_hex_digits(self, blobs):
         digest = blobs.put_bytes(b"hello")
 

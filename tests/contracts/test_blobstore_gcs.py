@@ -147,6 +147,9 @@ class TestGCSBlobStore(BlobStoreContract):
         assert blobs.get_bytes(digest) == data
         assert cached.read_bytes() == data
 
+    def test_check_writes_and_reads_back_a_blob(self, blobs, bucket):
+        assert blobs.check() == f"gs://{bucket}/project/blobs/ is writable and readable"
+
     # --- faults --------------------------------------------------------------------------------
 
     def test_a_bucket_that_does_not_exist_is_named_with_a_hint(self, proxy, tmp_path):

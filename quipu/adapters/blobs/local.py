@@ -235,6 +235,13 @@ class LocalBlobStore:
         """Whether the blob is stored (its content is not read: see ``verify``)."""
         return self._path(digest).exists()
 
+    def check(self) -> str:
+        """Prove the store is usable (a blob is written and read back); return a one-line
+        summary (for ``quipu doctor``). Raises the typed error of what failed."""
+        digest = self.put_bytes(b"quipu blob store check\n")
+        self.verify(digest)
+        return f"{self.root} is writable and readable"
+
     def size(self, digest: str) -> int:
         """The stored blob's size in bytes; ``NotFound`` if absent."""
         path = self._path(digest)
