@@ -290,6 +290,10 @@ class GCSBlobStore:
                         f"sent {crc})", code="blob_upload_corrupt",
                         hint="retry; if it repeats, the network or the store corrupts data")
                 break
+            else:
+                raise Unavailable(f"{self._where(digest)} kept changing while it was stored",
+                                  code="gcs_error",
+                                  hint="another writer replaces the object; retry")
         self._known.add(digest)
 
     def put_bytes(self, data: bytes) -> str:
