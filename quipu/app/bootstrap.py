@@ -32,6 +32,7 @@ from quipu.app.config import (
     CONFIG_FILE,
     DATA_DIR,
     Config,
+    blobs_url,
     config_bytes,
     find_project,
     load_config,
@@ -127,6 +128,23 @@ def _open_log(root: Path, config: Config, key: bytes | None) -> EventStore:
     raise InvalidInput(f"unknown event store {url!r}", code="invalid_eventstore_url",
                        hint="use 'sqlite' (default), sqlite:///path/events.db or "
                        "postgresql://user:pass@host/db")
+
+
+def open_blobs(root: Path, config: Config) -> tuple[BlobStore, Callable[[str], str]]:
+    """The blob store ``$QUIPU_BLOBS_URL`` or ``blobs.url`` chooses, and where a blob's bytes
+    can be read as a local file (for describing sources). Opening a GCS store sends nothing."""
+    url = blobs_url(config.blobs)
+    data = root / DATA_DIR
+    if url == "local":
+        local = LocalBlobStore(data / "blobs")
+        return local, lambda digest: str(local.path(digest))
+    from quipu.adapters.blobs.gcs import GCSBlobStore
+
+    remote = GCSBlobStore(url, data / "blobcache",
+                          cache_bytes=int(config.blobs.cache_gb * (1 << 30)),
+                          endpoint=config.blobs.endpoint,
+                          retry_seconds=config.blobs.retry_seconds)
+    return remote, lambda digest: str(remote.local_path(digest))
 
 
 def _log_url(config: Config) -> str:
@@ -289,7 +307,7 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
     config = with_env_overrides(config)
     store = open_store(root, config)
     try:
-        blobs = LocalBlobStore(data / "blobs")
+        blobs, blob_path = open_blobs(root, config)
         slots = LocalSlotFiles(root / "workspaces", blobs, data / "slotcache")
         views = Views(data / "views.db", store, reopen=lambda: open_store(root, config))
     except BaseException:
@@ -323,7 +341,7 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
                  clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
                  snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
-                 source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))),
+                 source_files=LocalSourceFiles(blob_path=blob_path),
                  images=DockerImages(root, config.name))
 
 

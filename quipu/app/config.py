@@ -28,11 +28,13 @@ from quipu.core.validation import check_name
 
 __all__ = [
     "BACKENDS",
+    "BLOBS_URL_ENV",
     "CONFIG_FILE",
     "DATA_DIR",
     "ENV_OVERRIDES",
     "AuditConfig",
     "AutoSealConfig",
+    "BlobsConfig",
     "Config",
     "DataConfig",
     "EventStoreConfig",
@@ -40,6 +42,8 @@ __all__ = [
     "MonitorConfig",
     "ProfileConfig",
     "SvsConfig",
+    "blobs_url",
+    "check_blobs_url",
     "find_project",
     "load_config",
     "parse_duration",
@@ -65,6 +69,43 @@ class EventStoreConfig(BaseModel):
 BACKENDS = ("local", "docker")
 """The stage backends ``executor.backend`` and a profile's ``backend`` may name."""
 Backend = Literal["local", "docker"]
+BLOBS_URL_ENV = "QUIPU_BLOBS_URL"
+_GS_URL = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9](/[^\s]*)?")
+
+
+def check_blobs_url(url: str) -> str:
+    """``url`` if it names a blob store (``local`` or ``gs://bucket[/prefix]``), else
+    ``InvalidInput(code="invalid_blobs_url")``."""
+    if url == "local" or _GS_URL.fullmatch(url):
+        return url
+    raise InvalidInput(f"blobs.url {url!r} names no blob store", code="invalid_blobs_url",
+                       hint="use 'local' (.quipu/blobs, the default) or gs://BUCKET/PREFIX "
+                       "(a bucket name is 3-63 characters of a-z, 0-9, '.', '_' and '-')")
+
+
+class BlobsConfig(BaseModel):
+    """Where blobs live: ``local`` (``.quipu/blobs``) or a GCS bucket, ``gs://bucket/prefix``,
+    read through a bounded cache under ``.quipu/blobcache`` (see docs/blobs.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = "local"
+    cache_gb: float = Field(default=20.0, gt=0)
+    endpoint: str | None = None
+    retry_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url_valid(cls, value: str) -> str:
+        try:
+            return check_blobs_url(value)
+        except InvalidInput as exc:
+            raise ValueError(f"{exc.message} ({exc.hint})") from None
+
+
+def blobs_url(config: BlobsConfig) -> str:
+    """The blob store chosen by ``$QUIPU_BLOBS_URL``, else ``blobs.url`` (checked)."""
+    return check_blobs_url(os.environ.get(BLOBS_URL_ENV) or config.url)
 
 
 class ExecutorConfig(BaseModel):
@@ -244,6 +285,7 @@ class Config(BaseModel):
     slots: int | list[str] = 3
     reason_min_length: int = Field(default=15, ge=1)
     eventstore: EventStoreConfig = EventStoreConfig()
+    blobs: BlobsConfig = BlobsConfig()
     executor: ExecutorConfig = ExecutorConfig()
     data: DataConfig = DataConfig()
     audit: AuditConfig = AuditConfig()
@@ -305,7 +347,8 @@ def read_config(root: Path) -> tuple[Config, str]:
                            "eventstore{url, synchronous}, "
                            "executor{backend, profile, max_parallel, heartbeat_timeout}, "
                            "profiles{NAME: {backend, image, cpus, memory, gpus, timeout, "
-                           "network}}, data{roots, allow_any_path}, audit{key_file, auto_seal}, "
+                           "network}}, blobs{url, cache_gb, endpoint, retry_seconds}, "
+                           "data{roots, allow_any_path}, audit{key_file, auto_seal}, "
                            "svs{monitor, post_run} (docs/configuration.md)") from exc
 
 

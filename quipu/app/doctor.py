@@ -10,7 +10,6 @@ checking is itself a finding, with the fix.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from quipu.app.bootstrap import (
     STAGE_BACKENDS,
     audit_key,
     describe_log,
+    open_blobs,
     open_store,
     stage_backends,
 )
@@ -124,16 +124,19 @@ _AUDIT_FIX = ("run `quipu audit verify` to find every damaged position, then res
 
 @doctor_check("blobs")
 def _blobs(root: Path, config: Config) -> list[Finding]:
-    directory = root / DATA_DIR / "blobs"
+    """The configured blob store (local or GCS) stores a blob and reads it back."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".doctor-"):
-            pass
+        blobs, _ = open_blobs(root, config)
+        summary = blobs.check()
+    except QuipuError as exc:
+        return [Finding("blobs", False, f"the blob store ({config.blobs.url}) is not usable: "
+                        f"{exc.message}", exc.hint)]
     except OSError as exc:
+        directory = root / DATA_DIR / "blobs"
         return [Finding("blobs", False, f"the blob store {directory} is not writable: "
                         f"{exc.strerror or exc}",
                         f"make {directory} writable by {_user()} (and check free space)")]
-    return [Finding("blobs", True, f"the blob store {directory} is writable")]
+    return [Finding("blobs", True, f"the blob store: {summary}")]
 
 
 @doctor_check("executor")

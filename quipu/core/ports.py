@@ -129,6 +129,11 @@ class EventStore(Protocol):
 class BlobStore(Protocol):
     """Content-addressed storage for everything too big for the log (sha256 hex digests)."""
 
+    def check(self) -> str:
+        """Prove the store usable (a blob written and read back); a one-line summary for
+        ``quipu doctor``, or the typed error of what failed."""
+        ...
+
     def put_bytes(self, data: bytes) -> str:
         """Store bytes; return their digest. Storing the same bytes twice is a no-op."""
         ...
@@ -158,7 +163,30 @@ class BlobStore(Protocol):
         ...
 
     def exists(self, digest: str) -> bool:
-        """Whether ``digest`` is stored (its content is not read)."""
+        """Whether ``digest`` is stored (its content is not read; one lookup, never a listing)."""
+        ...
+
+    def size(self, digest: str) -> int:
+        """The stored size of ``digest`` in bytes (content not read); ``NotFound`` if absent."""
+        ...
+
+    def link_to(self, digest: str, dest: Path) -> None:
+        """Make ``dest`` a read-only view of the blob: a hard link to the one local copy where
+        the file system allows it, else a verified copy (``copy_to``).
+
+        The local copy is checked before it is handed out (``blob_corrupt`` if it was changed;
+        ``dest`` is then not created). The view shares its bytes with the store: it is made
+        read-only (mode 0444), and any later read through the store verifies them again.
+        """
+        ...
+
+    def adopt_file(self, path: Path) -> tuple[str, int]:
+        """Store a file by moving it into the store (no copy where the file system allows it);
+        leave a read-only view of the stored copy at ``path``; return (digest, size).
+
+        For files nothing will write again (a finished stage's outputs). Across file systems
+        it falls back to ``put_file`` and leaves ``path`` as it was.
+        """
         ...
 
 

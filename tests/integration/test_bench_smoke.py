@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
     ("bench.lineage", ["--quick"]),
     ("bench.compare", ["--quick"]),
     pytest.param("bench.docker_launch", ["--quick"], marks=pytest.mark.docker),
+    ("bench.artifacts", ["--quick"]),
+    ("bench.gcs", ["--quick"]),
 ])
 def test_each_benchmark_runs_and_reports_every_figure_beside_a_baseline(
         module: str, args: list[str], tmp_path: Path) -> None:

@@ -92,8 +92,13 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def restore_manifest(blobs: BlobStore, manifest: Manifest, dest: Path) -> None:
-    """Write a manifest's tree under ``dest`` (files with their modes, symlinks as links)."""
+def restore_manifest(blobs: BlobStore, manifest: Manifest, dest: Path, *,
+                     link: bool = False) -> None:
+    """Write a manifest's tree under ``dest`` (files with their modes, symlinks as links).
+
+    With ``link`` the files are read-only views of the stored blobs (``BlobStore.link_to``:
+    hard links, no copy) and keep mode 0444: for inputs, which no stage may change.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     for rel, entry in sorted(manifest.files.items()):
         target = dest / rel
@@ -103,6 +108,9 @@ def restore_manifest(blobs: BlobStore, manifest: Manifest, dest: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if entry.kind == "symlink":
             os.symlink(entry.target or "", target)
+            continue
+        if link:
+            blobs.link_to(entry.sha256, target)
             continue
         blobs.copy_to(entry.sha256, target)
         os.chmod(target, entry.mode & 0o777)
@@ -176,9 +184,10 @@ def _stage_input(blobs: BlobStore, how: Mapping[str, Any], dest: Path,
         out = outputs[signal]
         if out.get("kind") == "directory":
             manifest = Manifest.from_bytes(blobs.get_bytes(str(out["manifest"])))
-            restore_manifest(blobs, manifest, dest)
+            restore_manifest(blobs, manifest, dest, link=True)
         else:
-            blobs.copy_to(str(out["sha256"]), dest)
+            # A read-only hard link to the stored output: a large artifact is not copied.
+            blobs.link_to(str(out["sha256"]), dest)
         return {"sha256": out["sha256"], "size": out["size"], "kind": out.get("kind", "file"),
                 "producer": run_id, "signal": signal}
     if kind == "path":
@@ -324,13 +333,18 @@ def _last_records(run_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _store_dir(blobs: BlobStore, root: Path) -> tuple[str, int, int]:
-    """Store every file of a tree and its manifest; return (manifest digest, size, files)."""
+def _store_dir(blobs: BlobStore, root: Path, *,
+               adopt: bool = False) -> tuple[str, int, int]:
+    """Store every file of a tree and its manifest; return (manifest digest, size, files).
+
+    With ``adopt`` the files move into the store and stay as read-only links (``adopt_file``).
+    """
     entries: dict[str, FileEntry] = {}
     for file in _files(root):
-        digest, size = blobs.put_file(file)
+        mode = file.stat().st_mode & 0o777
+        digest, size = blobs.adopt_file(file) if adopt else blobs.put_file(file)
         entries[file.relative_to(root).as_posix()] = FileEntry(
-            sha256=digest, size=size, mode=file.stat().st_mode & 0o777)
+            sha256=digest, size=size, mode=mode)
     manifest = Manifest(files=entries)
     return blobs.put_bytes(manifest.to_bytes()), manifest.total_bytes, len(entries)
 
@@ -359,7 +373,7 @@ def collect_outputs(run_dir: Path, declared: Mapping[str, Mapping[str, Any]],
             if size == 0:
                 problems.append(f"declared output {name!r} is an empty directory ({rel})")
                 continue
-            manifest, _, count = _store_dir(blobs, path)
+            manifest, _, count = _store_dir(blobs, path, adopt=True)
             stored[name] = {"kind": "directory", "sha256": digest, "size": size,
                             "manifest": manifest, "files": count, "path": rel,
                             "type": spec.get("type"), "stats": stats}
@@ -367,7 +381,8 @@ def collect_outputs(run_dir: Path, declared: Mapping[str, Mapping[str, Any]],
         if path.stat().st_size == 0:
             problems.append(f"declared output {name!r} is empty ({rel})")
             continue
-        digest, size = blobs.put_file(path)
+        # Moved into the store, a read-only link left in outputs/: stored once, never copied.
+        digest, size = blobs.adopt_file(path)
         stored[name] = {"kind": "file", "sha256": digest, "size": size, "path": rel,
                         "type": spec.get("type"), "stats": stats}
     return stored, problems
