@@ -129,8 +129,10 @@ def _blobs(root: Path, config: Config) -> list[Finding]:
         blobs, _ = open_blobs(root, config)
         summary = blobs.check()
     except QuipuError as exc:
-        return [Finding("blobs", False, f"the blob store ({config.blobs.url}) is not usable: "
-                        f"{exc.message}", exc.hint)]
+        where = config.blobs.url if config.blobs.url != "local" else root / DATA_DIR / "blobs"
+        return [Finding("blobs", False, f"the blob store {where} is not writable and readable: "
+                        f"{exc.message}", exc.hint if config.blobs.url != "local" else
+                        f"make {where} a directory writable by {_user()} (and check free space)")]
     except OSError as exc:
         directory = root / DATA_DIR / "blobs"
         return [Finding("blobs", False, f"the blob store {directory} is not writable: "
