@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,6 +34,7 @@ __all__ = [
     "DataConfig",
     "EventStoreConfig",
     "ExecutorConfig",
+    "SvsConfig",
     "find_project",
     "load_config",
     "write_config",
@@ -95,6 +97,39 @@ class DataConfig(BaseModel):
     allow_any_path: bool = False
 
 
+class SvsConfig(BaseModel):
+    """``svs``: the pre-run review (see docs/svs.md, "Pre-run review").
+
+    ``reviewer`` turns it on: ``static`` (deterministic checks), ``llm`` or ``command`` (each
+    after ``static``); ``none`` queues runs at once. ``fail_open``: a reviewer that is down,
+    slow or wrong lets the run go on with a finding (else it blocks the run). ``timeout``:
+    seconds one run's review may take in all. The ``llm_*`` settings fall back to
+    ``$QUIPU_LLM_ENDPOINT``, ``$QUIPU_LLM_MODEL`` and ``$QUIPU_LLM_API_KEY``; the key is never
+    logged or recorded. ``command`` is the argv of a program that reads the review context
+    as JSON on stdin and writes its verdict as JSON on stdout, within ``timeout`` seconds and
+    ``max_output_bytes``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer: Literal["none", "static", "llm", "command"] = "none"
+    fail_open: bool = True
+    timeout: float = Field(default=120.0, gt=0, le=3600)
+    llm_api: Literal["openai", "anthropic"] = "openai"
+    llm_endpoint: str | None = None
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_retries: int = Field(default=2, ge=0, le=10)
+    command: list[str] | None = None
+    max_output_bytes: int = Field(default=1_000_000, ge=1024)
+
+    @model_validator(mode="after")
+    def _command_named(self) -> SvsConfig:
+        if self.reviewer == "command" and not self.command:
+            raise ValueError("svs.reviewer 'command' needs svs.command: the program's argv")
+        return self
+
+
 class Config(BaseModel):
     """The contents of ``quipu.yaml``."""
 
@@ -108,6 +143,7 @@ class Config(BaseModel):
     executor: ExecutorConfig = ExecutorConfig()
     data: DataConfig = DataConfig()
     audit: AuditConfig = AuditConfig()
+    svs: SvsConfig = SvsConfig()
 
     @field_validator("slots")
     @classmethod
@@ -155,7 +191,8 @@ def read_config(root: Path) -> tuple[Config, str]:
         raise InvalidInput(f"{path} is not a valid Quipu config: {exc}", code="invalid_config",
                            hint="fix the file; keys: name, goal, slots, reason_min_length, "
                            "eventstore{url, synchronous}, executor, "
-                           "data{roots, allow_any_path}, audit{key_file, auto_seal}") from exc
+                           "data{roots, allow_any_path}, audit{key_file, auto_seal}, "
+                           "svs{reviewer, fail_open, timeout, llm_*, command}") from exc
 
 
 def config_bytes(config: Config) -> bytes:

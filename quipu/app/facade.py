@@ -91,6 +91,7 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
     def __init__(self, root: Path, config: Config, *, store: EventStore, blobs: BlobStore,
                  slots: SlotFiles, views: Views, clock: Clock, actor: str,
                  executor: ExecutorFactory | None = None,
+                 reviewer: ExecutorFactory | None = None,
                  snapshots: SnapshotStore | None = None,
                  live_log: Callable[[Path], bytes] = lambda _run_dir: b"",
                  status_key: LocalStatusKey | None = None,
@@ -117,9 +118,12 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
                                                 allow_any=config.data.allow_any_path,
                                                 realpath=os.path.realpath,
                                                 exists=os.path.exists),
-                               sources=self.sources)
+                               sources=self.sources,
+                               reviewed=config.svs.reviewer != "none",
+                               fail_open=config.svs.fail_open)
         self.bus = CommandBus(self.service, self.runs, self.sources)
         self._executor_factory = executor
+        self._reviewer_factory = reviewer  # the pre-run review adapter, when svs.reviewer is set
         self.workers: list[Executor] = []
         self._refreshing = threading.Lock()
         self._shown: tuple[tuple[Any, ...], tuple[int, int, int] | None, str] | None = None
@@ -358,6 +362,8 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
                            hint="open it with quipu.app.bootstrap.open_project(), which builds "
                            "the executor quipu.yaml chooses")
         self.workers = [self._executor_factory(self.runs, self._stages_changed)]
+        if self._reviewer_factory is not None:
+            self.workers.append(self._reviewer_factory(self.runs, self._stages_changed))
         for worker in self.workers:
             worker.start()
 

@@ -14,6 +14,7 @@ from typing import Protocol
 from uuid import UUID
 
 from quipu.core.messages import Event
+from quipu.core.reviews.review import ReviewContext, ReviewVerdict
 
 __all__ = [
     "BlobStore",
@@ -22,6 +23,7 @@ __all__ = [
     "Executor",
     "FileFacts",
     "NewEvent",
+    "Reviewer",
     "RunIndex",
     "SlotFiles",
     "SourceFiles",
@@ -217,6 +219,23 @@ class Executor(Protocol):
 
     def stop(self) -> None:
         """Stop following the log and wait for the thread (stage processes keep running)."""
+        ...
+
+
+class Reviewer(Protocol):
+    """Looks at a run before it is queued (the pre-run review; see ``core.reviews.review``).
+
+    Built by ``quipu.app.bootstrap`` from ``svs:`` in ``quipu.yaml`` (``static``, ``llm``,
+    ``command``) and called by the review adapter in a worker thread, bounded by a deadline.
+    A reviewer that cannot answer (unreachable, too slow, a reply that is not the JSON asked
+    for) returns ``core.reviews.review.failed(...)``; it should not raise, and what it raises
+    anyway is recorded the same way.
+    """
+
+    name: str
+
+    def review(self, context: ReviewContext) -> ReviewVerdict:
+        """The reviewer's verdict on the run described by ``context``."""
         ...
 
 

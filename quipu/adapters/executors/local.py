@@ -49,6 +49,7 @@ from quipu.core.errors import Conflict
 from quipu.core.log import decode
 from quipu.core.messages import Event
 from quipu.core.ports import BlobStore, EventStore
+from quipu.core.reviews.events import ReviewCompleted
 from quipu.core.runs import lifecycle
 from quipu.core.runs.aggregate import Run
 from quipu.core.runs.events import RunCanceled, RunQueued
@@ -318,8 +319,9 @@ class LocalExecutor:
 
     def _on_event(self, event: Event) -> None:
         self.book.apply(event)
-        if isinstance(event, RunQueued):
-            self._pending[event.run_id] = None
+        if isinstance(event, RunQueued) or (
+                isinstance(event, ReviewCompleted) and event.decision != "block"):
+            self._pending[event.run_id] = None  # (a review that approves or warns queues it)
         elif isinstance(event, RunCanceled):
             self._pending.pop(event.run_id, None)
             stage = self._stages.get(event.run_id)

@@ -30,6 +30,7 @@ from quipu.core.pipelines import (
     validate_pipeline,
 )
 from quipu.core.ports import RunIndex
+from quipu.core.reviews.review import Outcome
 from quipu.core.runs import lifecycle
 from quipu.core.runs.aggregate import Run
 from quipu.core.runs.events import RunRequested
@@ -124,8 +125,13 @@ class RunService:
     def __init__(self, service: Service, index: RunIndex,
                  new_id: Callable[[], str] | None = None,
                  paths: InputPaths | None = None,
-                 sources: SourceService | None = None) -> None:
+                 sources: SourceService | None = None, *, reviewed: bool = False,
+                 fail_open: bool = True) -> None:
         self.svc = service
+        # A pre-run reviewer is configured (``svs.reviewer``): new runs wait for its decision
+        # instead of being queued at once; ``fail_open`` is what a review nobody finished does.
+        self.reviewed = reviewed
+        self.fail_open = fail_open
         self.sources = sources
         self.uow = service.uow
         self.index = index
@@ -235,7 +241,7 @@ class RunService:
                     outputs=plan["outputs"][stage], depends_on=sorted(set(depends_on)),
                     results_spec=spec.model_dump(mode="json"), detail=detail,
                     experiment_group=experiment_group, skip_review=skip_review,
-                    siblings=run_ids))
+                    siblings=run_ids), reviewed=self.reviewed)
                 runs.append(run)
             consumed = self._consume(meta, name, runs)
             positions = self.uow.commit(ws, *runs, *consumed)
@@ -445,6 +451,46 @@ class RunService:
                 return False
             raise
 
+    def record_review_started(self, run_id: str, *, actor: str, reviewers: list[str]) -> bool:
+        """A reviewer takes a requested run; False when another took it first or the run no
+        longer waits for review (exactly one reviewer wins, like a claim)."""
+        def command() -> bool:
+            run = self.load_run(run_id)
+            meta = self.uow.stamp(actor, f"pre-run review by {', '.join(reviewers) or 'nobody'}")
+            ok = run.review_started(meta, reviewers)
+            if ok:
+                self.uow.commit(run)
+            return ok
+
+        try:
+            return self.uow.attempt(command)
+        except Conflict as exc:
+            if exc.code == "concurrency_conflict":
+                return False
+            raise
+
+    def record_review(self, run_id: str, *, actor: str, decision: str, reviewers: list[str],
+                      findings: list[dict[str, Any]], fix: str | None = None,
+                      omitted: int = 0) -> bool:
+        """The pre-run review's decision: ``approve``/``warn`` queue the run, ``block`` ends it
+        ``blocked``. False (nothing recorded) when the run is no longer in review."""
+        if decision not in ("approve", "warn", "block"):
+            raise InvalidInput(f"review decision {decision!r} is not approve, warn or block",
+                               code="invalid_review_decision",
+                               hint="a reviewer decides approve, warn or block")
+        outcome = Outcome(decision=decision, reviewers=list(reviewers),  # type: ignore[arg-type]
+                          findings=list(findings), fix=fix, omitted=omitted)
+
+        def command() -> bool:
+            run = self.load_run(run_id)
+            meta = self.uow.stamp(actor, f"pre-run review decided {decision}")
+            ok = run.review_completed(meta, outcome)
+            if ok:
+                self.uow.commit(run)
+            return ok
+
+        return self.uow.attempt(command)
+
     def record_launch(self, run_id: str, *, worker: str, host: str, pid: int, run_dir: str,
                       inputs: dict[str, dict[str, Any]],
                       environment: dict[str, Any] | None = None) -> None:
@@ -543,8 +589,8 @@ class RunService:
                 if held:
                     ws.clear_gate(meta, run.name, "no verdict before the deadline: unknown")
                 self.uow.commit(run, ws)
-            elif target is State.QUEUED:  # the review never finished: it fails open
-                run.review_timed_out(meta)
+            elif target is State.QUEUED:  # the review never finished: open or closed
+                run.review_timed_out(meta, fail_open=self.fail_open)
                 self.uow.commit(run)
 
         self.uow.attempt(command)
