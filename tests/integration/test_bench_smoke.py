@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ("bench.growth", ["--quick"]),
     ("bench.lineage", ["--quick"]),
     ("bench.compare", ["--quick"]),
+    ("bench.static_review", ["--quick"]),
 ])
 def test_each_benchmark_runs_and_reports_every_figure_beside_a_baseline(
         module: str, args: list[str], tmp_path: Path) -> None:

@@ -24,15 +24,15 @@ from __future__ import annotations
 import ast
 import posixpath
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from pyflakes import checker as pyflakes_checker
 from pyflakes import messages as pyflakes_messages
 
-from quipu.core.errors import QuipuError
-from quipu.core.pipelines import Pipeline, Stage, parse_pipeline
+from quipu.core.pipelines import Pipeline, Stage
 from quipu.core.reviews.findings import Finding, Severity
 from quipu.core.reviews.review import ReviewContext, ReviewVerdict, decision_for
 
@@ -44,6 +44,7 @@ _READS = {"load_input", "get_input_path"}
 _WRITES = {"save_output", "get_output_path", "log_artifact"}
 _METRICS = {"log_metric", "log_metrics"}
 _TRAIN = re.compile(r"(^|_)(train|training|fit)(_|$)")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _EVAL = re.compile(r"(^|_)(test|eval|evaluation|val|valid|validation|holdout|dev)(_|$)")
 
 
@@ -60,9 +61,17 @@ class _Calls:
 
 
 class StaticReviewer:
-    """Deterministic pre-run checks (see the module docstring)."""
+    """Deterministic pre-run checks (see the module docstring).
+
+    Parsed pipelines and modules are kept by their text (a few dozen at most): the stage runs
+    of one pipeline run share their pipeline and most of their modules.
+    """
 
     name = "static"
+
+    def __init__(self) -> None:
+        self._pipelines: dict[str, Pipeline | None] = {}
+        self._modules: dict[str, _Parsed] = {}
 
     def review(self, context: ReviewContext) -> ReviewVerdict:
         """Check the stage's modules against its pipeline; block on an error finding."""
@@ -73,26 +82,42 @@ class StaticReviewer:
                              fix="; ".join(dict.fromkeys(fixes[:3])) or None)
 
     def _findings(self, ctx: ReviewContext) -> Iterator[Finding]:
-        pipeline = _pipeline(ctx)
+        pipeline = self._pipeline(ctx.pipeline)
         stage = _stage(pipeline, ctx.stage)
-        trees: dict[str, ast.Module] = {}
-        for path in _stage_modules(ctx.files, ctx.entrypoint):
-            tree, problem = _compile(path, ctx.files[path])
-            if tree is None:
-                assert problem is not None
-                yield _finding(ctx, "syntax_error", "error", problem[0], path, problem[1],
-                               "fix the syntax error before running")
+        calls: dict[str, _Calls] = {}
+        for path in _stage_modules(ctx.files, ctx.entrypoint, self._parse):
+            parsed = self._parse(path, ctx.files[path])
+            if parsed.problem is not None:
+                yield _finding(ctx, "syntax_error", "error", parsed.problem[0], path,
+                               parsed.problem[1], "fix the syntax error before running")
                 continue
-            trees[path] = tree
-            yield from _undefined(ctx, path, tree)
-        calls = {path: _calls(tree) for path, tree in trees.items()}
+            calls[path] = parsed.calls
+            for line, name, text in parsed.undefined:
+                yield _finding(ctx, "undefined_name", "error", f"{path}:{line}: {text}",
+                               path, line, f"define or import {name} in {path}")
         if stage is not None:
             yield from _signals(ctx, stage, calls)
             yield from _config_keys(ctx, stage, calls)
             yield from _unread_inputs(ctx, stage, calls)
             yield from _leakage(ctx, stage)
         if pipeline is not None:
-            yield from _primary_metric(ctx, pipeline)
+            yield from _primary_metric(ctx, pipeline, self._parse)
+
+    def _pipeline(self, text: str | None) -> Pipeline | None:
+        if text is None:
+            return None
+        if text not in self._pipelines:
+            _bounded(self._pipelines)
+            self._pipelines[text] = _load_pipeline(text)
+        return self._pipelines[text]
+
+    def _parse(self, path: str, text: str) -> _Parsed:
+        key = f"{path}\0{text}"
+        found = self._modules.get(key)
+        if found is None:
+            _bounded(self._modules)
+            found = self._modules[key] = _parse_module(path, text)
+        return found
 
     def __repr__(self) -> str:
         return "StaticReviewer()"
@@ -101,13 +126,43 @@ class StaticReviewer:
 # --- what to look at ----------------------------------------------------------------------------
 
 
-def _pipeline(ctx: ReviewContext) -> Pipeline | None:
-    if ctx.pipeline is None:
-        return None
+def _load_pipeline(text: str) -> Pipeline | None:
+    """The pipeline model. run() validated the file with line numbers already, so the fast C
+    YAML loader and the model suffice here; a file that no longer parses is not ours to judge
+    (None)."""
     try:
-        return parse_pipeline(ctx.pipeline)
-    except QuipuError:
-        return None  # run() validated it; a pipeline that no longer parses is not ours to judge
+        data = yaml.load(text, Loader=_LOADER)
+        return Pipeline.model_validate(data)
+    except (yaml.YAMLError, ValueError):
+        return None
+
+
+def _bounded(cache: dict[str, Any], size: int = 64) -> None:
+    if len(cache) >= size:
+        cache.clear()
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """One module, checked once: why it does not compile, or its undefined names and calls."""
+
+    problem: tuple[str, int | None] | None
+    undefined: tuple[tuple[int, str, str], ...] = ()
+    calls: _Calls = field(default_factory=lambda: _Calls())
+    imports: tuple[str, ...] = ()
+
+
+def _parse_module(path: str, text: str) -> _Parsed:
+    tree, problem = _compile(path, text)
+    if tree is None:
+        return _Parsed(problem=problem)
+    found = pyflakes_checker.Checker(tree, filename=path)
+    undefined = tuple(
+        (m.lineno, str(m.message_args[0]), m.message % m.message_args)
+        for m in sorted(found.messages, key=lambda m: (m.lineno, m.col))
+        if isinstance(m, _UNDEFINED))
+    return _Parsed(problem=None, undefined=undefined, calls=_calls(tree),
+                   imports=tuple(_imported(tree)))
 
 
 def _stage(pipeline: Pipeline | None, name: str) -> Stage | None:
@@ -116,7 +171,8 @@ def _stage(pipeline: Pipeline | None, name: str) -> Stage | None:
     return next((s for s in pipeline.stages if s.name == name), None)
 
 
-def _stage_modules(files: Mapping[str, str], entrypoint: str) -> list[str]:
+def _stage_modules(files: Mapping[str, str], entrypoint: str,
+                   parse: Callable[[str, str], _Parsed]) -> list[str]:
     """The entrypoint and every workspace module it imports, transitively (in that order)."""
     seen: list[str] = []
     todo = [entrypoint] if entrypoint in files else []
@@ -125,11 +181,7 @@ def _stage_modules(files: Mapping[str, str], entrypoint: str) -> list[str]:
         if path in seen:
             continue
         seen.append(path)
-        try:
-            tree = ast.parse(files[path])
-        except (SyntaxError, ValueError):
-            continue
-        for module in _imported(tree):
+        for module in parse(path, files[path]).imports:
             for candidate in _module_files(module, path):
                 if candidate in files and candidate not in seen:
                     todo.append(candidate)
@@ -176,16 +228,6 @@ def _finding(ctx: ReviewContext, signal: str, severity: Severity, message: str,
     return Finding(signal=signal, severity=severity, message=message, phase="pre_run",
                    source="static", stage=ctx.stage, file=file,
                    line=line if line and line > 0 else None, fix=fix, evidence=evidence)
-
-
-def _undefined(ctx: ReviewContext, path: str, tree: ast.Module) -> Iterator[Finding]:
-    found = pyflakes_checker.Checker(tree, filename=path)
-    for message in sorted(found.messages, key=lambda m: (m.lineno, m.col)):
-        if isinstance(message, _UNDEFINED):
-            text = message.message % message.message_args
-            yield _finding(ctx, "undefined_name", "error", f"{path}:{message.lineno}: {text}",
-                           path, message.lineno, f"define or import {message.message_args[0]}"
-                           f" in {path}")
 
 
 def _is_sdk_call(node: ast.Call, names: set[str]) -> str | None:
@@ -337,20 +379,18 @@ def _leakage(ctx: ReviewContext, stage: Stage) -> Iterator[Finding]:
                 f"point {evaluate[0]!r} at the held-out split", inputs=sorted(names))
 
 
-def _primary_metric(ctx: ReviewContext, pipeline: Pipeline) -> Iterator[Finding]:
+def _primary_metric(ctx: ReviewContext, pipeline: Pipeline,
+                    parse: Callable[[str, str], _Parsed]) -> Iterator[Finding]:
     metric = ctx.results_spec.get("primary_metric")
     if not isinstance(metric, str) or not metric:
         return
     logged: set[str] = set()
     for stage in pipeline.stages:
-        for path in _stage_modules(ctx.files, stage.module_path):
-            try:
-                found = _calls(ast.parse(ctx.files[path]))
-            except (SyntaxError, ValueError):
-                return  # reported as syntax_error where it matters; cannot tell here
-            if found.dynamic_metrics:
-                return
-            logged |= found.metrics
+        for path in _stage_modules(ctx.files, stage.module_path, parse):
+            parsed = parse(path, ctx.files[path])
+            if parsed.problem is not None or parsed.calls.dynamic_metrics:
+                return  # a module that does not compile or computes its metric names
+            logged |= parsed.calls.metrics
     if metric not in logged:
         shown = ", ".join(sorted(logged)[:10]) or "none"
         yield _finding(ctx, "primary_metric_not_logged", "warning",
