@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - not POSIX: writes are still atomic, ju
 from quipu.app.compare import CompareQueries
 from quipu.app.lineage_reads import LineageQueries
 from quipu.app.quick_status import LocalStatusKey
-from quipu.app.run_reads import RunQueries
+from quipu.app.run_reads import RunQueries, review_summary
 from quipu.app.sources import SourceCommands
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.handlers import CommandBus
@@ -414,10 +414,14 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
     def run_states(self, run_ids: list[str]) -> tuple[bool, list[dict[str, Any]]]:
         """Whether every run has ended (or was blocked), and each run's state now."""
 
-        states = {r: self.runs.load_run(r).current for r in run_ids}
-        done = all(lifecycle.settled(s) for s in states.values())
-        return done, [{"stage_run_id": r, "state": s.value,
-                       "infra_outcome": lifecycle.infra_outcome(s)} for r, s in states.items()]
+        runs = {r: self.runs.load_run(r) for r in run_ids}
+        done = all(lifecycle.settled(run.current) for run in runs.values())
+        return done, [{"stage_run_id": r, "state": run.current.value,
+                       "infra_outcome": lifecycle.infra_outcome(run.current),
+                       # a blocked run says why, so the agent need not ask
+                       **({"review": review_summary(run.review)}
+                          if run.current is lifecycle.State.BLOCKED and run.review else {})}
+                      for r, run in runs.items()]
 
     def wait_for(self, run_ids: list[str], *, timeout: float = 3600.0,
                  poll: float = 1.0) -> list[dict[str, Any]]:

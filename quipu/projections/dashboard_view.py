@@ -316,7 +316,10 @@ def state_md_runs(conn: sqlite3.Connection, *, limit: int, outcomes: int,
     for o in recent:
         o.update(_goal(o.pop("results_spec")))
     bests = best_results(conn, limit=best)
-    return {"active": active, "awaiting": shown, "awaiting_total": total,
+    # Blocked runs hold no gate and are in no other list; the state index finds them.
+    blocked = _rows(conn, "SELECT run_id, workspace, stage FROM runs WHERE state = 'blocked' "
+                    "ORDER BY created_position DESC LIMIT ?", (limit,))
+    return {"active": active, "blocked": blocked, "awaiting": shown, "awaiting_total": total,
             "verdicts": {p: v for p, v in verdicts.items() if v is not None},
             "outcomes": recent, "best": bests["rows"], "best_total": bests["total"],
             "best_by_metric": bests["by_metric"]}

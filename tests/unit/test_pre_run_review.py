@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from unit_support import FakeIndex, Project
+from unit_support import AT, FakeIndex, Project
 from waiting import wait_until
 
 from quipu.adapters.reviewers import ReviewWorker
@@ -352,3 +352,57 @@ def test_events_carry_the_run_id_field(project: Project) -> None:
     runs.record_review_started(run_id, actor="reviewer:a", reviewers=["static"])
     last = decode(project.store.read(after=project.store.head() - 1)[0]).event
     assert isinstance(last, ReviewStarted) and last.run_id == run_id
+
+
+TWO_STAGES = """
+stages:
+  - name: prep
+    outputs:
+      features: {type: npy, schema: null}
+  - name: train
+    inputs:
+      features: {type: npy, from_stage: prep, schema: null}
+    outputs:
+      model: {type: file, schema: null}
+"""
+
+
+@pytest.mark.parametrize("downstream", [State.REQUESTED, State.REVIEWING])
+def test_a_blocked_run_cancels_the_stages_that_wait_on_it(project: Project,
+                                                          downstream: State) -> None:
+    runs = make_runs(project)
+    project.write("w1", "pipeline.yaml", TWO_STAGES)
+    project.write("w1", "modules/prep.py", "print('prep')\n")
+    result = runs.run("w1", actor=ACTOR, reason="check a block cancels downstream",
+                      results_spec=SPEC)
+    prep, train = (q["stage_run_id"] for q in result["queued"])
+    runs.record_review_started(prep, actor="reviewer:a", reviewers=["static"])
+    if downstream is State.REVIEWING:
+        runs.record_review_started(train, actor="reviewer:a", reviewers=["static"])
+    runs.record_review(prep, actor="reviewer:a", decision="block", reviewers=["static"],
+                       findings=[finding("error").as_dict()], fix="fix prep")
+    assert runs.load_run(prep).current is State.BLOCKED
+    assert runs.load_run(train).current is State.CANCELED
+    # the reviewer's late answer for the canceled stage changes nothing
+    assert not runs.record_review(train, actor="reviewer:a", decision="approve",
+                                  reviewers=["static"], findings=[])
+
+
+def test_the_review_inspect_run_shows_stays_small_at_its_worst() -> None:
+    """The most a ReviewCompleted can hold (50 findings of the longest text) shows in under
+    10,000 characters of JSON: five findings and a count."""
+    import json
+
+    from quipu.app.run_reads import review_summary
+    from quipu.core.reviews.findings import MAX_TEXT
+
+    long = "x" * (MAX_TEXT * 2)
+    biggest = Finding(signal="llm_finding", severity="error", message=long, phase="pre_run",
+                      source="llm", stage="s" * 64, file="f" * 500, line=10**6, fix=long)
+    review = ReviewCompleted(actor="reviewer:a", reason="r", at=AT, run_id="stage-1",
+                             decision="block", reviewers=["static", "llm"],
+                             findings=[biggest.as_dict()] * MAX_FINDINGS, fix=long[:MAX_TEXT],
+                             omitted=12)
+    shown = review_summary(review)
+    assert len(shown["findings"]) == 5 and shown["omitted"] == 12 + MAX_FINDINGS - 5
+    assert len(json.dumps(shown)) < 10_000

@@ -419,7 +419,7 @@ class RunService:
             up = ended.pop()
             for run in waiting:
                 if (run.request is not None and up.name in run.request.depends_on
-                        and run.state in (State.REQUESTED, State.QUEUED)):
+                        and run.state in (State.REQUESTED, State.REVIEWING, State.QUEUED)):
                     run.cancel(Meta(meta.actor, f"upstream {up.name} ended "
                                     f"{up.current.value}; nothing to run on", meta.at))
                     canceled.append(run)
@@ -485,8 +485,9 @@ class RunService:
             run = self.load_run(run_id)
             meta = self.uow.stamp(actor, f"pre-run review decided {decision}")
             ok = run.review_completed(meta, outcome)
-            if ok:
-                self.uow.commit(run)
+            if ok:  # a blocked run never runs: what waits on it is canceled with it
+                others = self._cascade(run, meta) if run.current is State.BLOCKED else []
+                self.uow.commit(run, *others)
             return ok
 
         return self.uow.attempt(command)
@@ -591,7 +592,8 @@ class RunService:
                 self.uow.commit(run, ws)
             elif target is State.QUEUED:  # the review never finished: open or closed
                 run.review_timed_out(meta, fail_open=self.fail_open)
-                self.uow.commit(run)
+                others = self._cascade(run, meta) if run.current is State.BLOCKED else []
+                self.uow.commit(run, *others)
 
         self.uow.attempt(command)
 
