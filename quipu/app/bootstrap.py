@@ -277,7 +277,7 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
         return ReviewWorker(store, blobs, runs, build_reviewers(config.svs),
                             worker_id=f"{os.uname().nodename}:{os.getpid()}",
                             fail_open=config.svs.fail_open, timeout=config.svs.timeout,
-                            on_change=on_change)
+                            on_change=on_change, position_file=data / "reviewer.json")
 
     def live_log(run_dir: Path) -> bytes:
         from quipu.adapters.executors.local import read_log

@@ -406,3 +406,37 @@ def test_the_review_inspect_run_shows_stays_small_at_its_worst() -> None:
     shown = review_summary(review)
     assert len(shown["findings"]) == 5 and shown["omitted"] == 12 + MAX_FINDINGS - 5
     assert len(json.dumps(shown)) < 10_000
+
+
+class TestSavedPosition:
+    def test_a_restarted_worker_reads_only_what_came_after(self, project: Project,
+                                                          tmp_path: Any) -> None:
+        runs = make_runs(project)
+        saved = tmp_path / "reviewer.json"
+        first = start(runs)
+        one = ReviewWorker(project.store, project.blobs, runs, [Approves()], worker_id="a",
+                           position_file=saved)
+        one.poll_once()
+        wait_until(lambda: review_of(project, first), what="the first review is recorded")
+        one.poll_once()  # folds its own ReviewCompleted, saves
+        one.stop()
+        second = start(runs)
+        two = ReviewWorker(project.store, project.blobs, runs, [Approves()], worker_id="b",
+                           position_file=saved)
+        assert two.poll_once() == [second]
+        assert two.read_events <= 3  # RunRequested of the second run (+ its own events)
+        wait_until(lambda: review_of(project, second), what="the second review is recorded")
+        two.stop()
+
+    def test_a_position_file_of_another_log_is_ignored(self, project: Project,
+                                                      tmp_path: Any) -> None:
+        runs = make_runs(project)
+        saved = tmp_path / "reviewer.json"
+        saved.write_text('{"format": 1, "position": 3, "hash": "not this log", '
+                         '"pending": [], "manifests": {}, "last_ok": []}')
+        run_id = start(runs)
+        worker = ReviewWorker(project.store, project.blobs, runs, [Approves()],
+                              worker_id="a", position_file=saved)
+        assert worker.poll_once() == [run_id]  # read from 0: the request was found
+        wait_until(lambda: review_of(project, run_id), what="the review is recorded")
+        worker.stop()

@@ -20,11 +20,14 @@ decision is recorded, and if even that fails the lifecycle's review deadline que
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from quipu.core.log import decode
@@ -45,6 +48,9 @@ FOLLOWED: tuple[str, ...] = (RunRequested.TYPE, ReviewStarted.TYPE, ReviewComple
                              RunQueued.TYPE, RunCanceled.TYPE, RunExited.TYPE)
 """The run events the review adapter folds (the others never concern it)."""
 
+_FORMAT = 1
+"""The shape of the position file; another number is ignored (the worker reads from 0)."""
+
 PatternSource = Callable[[str, str], Sequence[Mapping[str, Any]]]
 """(workspace, stage) -> the approved failure patterns the reviewers are shown."""
 
@@ -61,7 +67,8 @@ class ReviewWorker:
                  reviewers: Sequence[Reviewer], *, worker_id: str, fail_open: bool = True,
                  timeout: float = 120.0, max_parallel: int = 2,
                  patterns: PatternSource = no_patterns, idle_interval: float = 0.25,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 position_file: Path | None = None) -> None:
         self.store = store
         self.blobs = blobs
         self.runs = runs
@@ -73,8 +80,10 @@ class ReviewWorker:
         self.idle_interval = idle_interval
         self.on_change = on_change
         self.position = 0
+        self.position_file = position_file
         self.reviewed = 0  # reviews this worker recorded (for tests and status)
-        self._pending: dict[str, RunRequested] = {}  # requested runs awaiting a reviewer
+        self.read_events = 0  # events folded since this worker started (for tests)
+        self._pending: dict[str, None] = {}  # requested runs awaiting a reviewer, in log order
         self._manifests: dict[str, tuple[str, str, str]] = {}  # run -> (workspace, stage, manifest)
         self._last_ok: dict[tuple[str, str], str] = {}  # (workspace, stage) -> manifest
         self._pool = ThreadPoolExecutor(max_workers=max_parallel,
@@ -101,6 +110,7 @@ class ReviewWorker:
             self._thread.join(timeout=30)
         self._thread = None
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.save_position()
 
     def _loop(self) -> None:
         seen = 0
@@ -117,27 +127,76 @@ class ReviewWorker:
 
     def poll_once(self) -> list[str]:
         """Read new events and take every run waiting for review; return the runs taken."""
+        if self.position == 0:
+            self._restore()
         head = self.store.head()
+        start = self.position
         while self.position < head:
             records = self.store.read(after=self.position, limit=1000, until=head,
                                       types=FOLLOWED)
             for record in records:
                 self.position = record.position
+                self.read_events += 1
                 self._on_event(decode(record).event)
             if len(records) < 1000:
                 self.position = head
         taken = []
         for run_id in list(self._pending):
-            request = self._pending.pop(run_id)
-            if self._take(request):
+            self._pending.pop(run_id)
+            if self._take(run_id):
                 taken.append(run_id)
+        if self.position != start:
+            self.save_position()
         return taken
+
+    # --- the saved position --------------------------------------------------------------------
+
+    def save_position(self) -> None:
+        """Save the position and the fold (``position_file``), anchored to the log's chain hash
+        there, so a restarted worker reads only what came after. A cache: never required."""
+        if self.position_file is None or self.position <= 0:
+            return
+        try:
+            body = {"format": _FORMAT, "position": self.position,
+                    "hash": self.store.hash_at(self.position), "pending": list(self._pending),
+                    "manifests": self._manifests,
+                    "last_ok": [[w, s, m] for (w, s), m in self._last_ok.items()]}
+            tmp = self.position_file.with_name(
+                f".{self.position_file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            self.position_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(body, separators=(",", ":")))
+            os.replace(tmp, self.position_file)
+        except Exception:
+            log.exception("reviewer: could not save its position (it reads from 0 next time)")
+
+    def _restore(self) -> None:
+        if self.position_file is None:
+            return
+        try:
+            body = json.loads(self.position_file.read_text())
+            position = int(body["position"])
+            if body.get("format") != _FORMAT or not 0 < position <= self.store.head() or \
+                    self.store.hash_at(position) != body["hash"]:
+                log.warning("reviewer: %s does not match the log; reading it from 0",
+                            self.position_file)
+                return
+            pending = {str(r): None for r in body["pending"]}
+            manifests = {str(r): (str(w), str(s), str(m))
+                         for r, (w, s, m) in body["manifests"].items()}
+            last_ok = {(str(w), str(s)): str(m) for w, s, m in body["last_ok"]}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("reviewer: ignoring unreadable %s (%s)", self.position_file, exc)
+            return
+        self.position, self._pending = position, pending
+        self._manifests, self._last_ok = manifests, last_ok
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RunRequested):
             self._manifests[event.run_id] = (event.workspace, event.stage, event.manifest)
             if not event.skip_review:
-                self._pending[event.run_id] = event
+                self._pending[event.run_id] = None
             return
         run_id = getattr(event, "run_id", "")
         self._pending.pop(run_id, None)  # it moved on: queued, taken by a reviewer, canceled
@@ -151,14 +210,15 @@ class ReviewWorker:
 
     # --- reviewing -----------------------------------------------------------------------------
 
-    def _take(self, request: RunRequested) -> bool:
+    def _take(self, run_id: str) -> bool:
         names = [r.name for r in self.reviewers]
         try:
-            if not self.runs.record_review_started(request.run_id, actor=self.worker_id,
+            if not self.runs.record_review_started(run_id, actor=self.worker_id,
                                                    reviewers=names):
                 return False
+            request = self.runs.load_run(run_id).check_exists()
         except Exception:
-            log.exception("reviewer: taking run %s failed", request.run_id)
+            log.exception("reviewer: taking run %s failed", run_id)
             return False
         previous = self._last_ok.get((request.workspace, request.stage))
         self._pool.submit(self._review, request, previous)
