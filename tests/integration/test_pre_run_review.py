@@ -189,3 +189,29 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.parametrize("svs", [{"reviewer": "command"}, {"reviewer": "lmm"},
+                                 {"reviewer": "static", "timeout": 0},
+                                 {"reviewer": "static", "fail_closed": True}])
+def test_a_bad_svs_section_is_refused_by_name(tmp_path: Path, svs: dict[str, Any]) -> None:
+    from quipu.core.errors import InvalidInput
+
+    root = tmp_path / "proj"
+    init_project(root, name="proj", goal="refuse a bad review config").close()
+    config = yaml.safe_load((root / "quipu.yaml").read_text())
+    config["svs"] = svs
+    (root / "quipu.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(InvalidInput) as err:
+        open_project(root)
+    assert err.value.code == "invalid_config" and "svs" in err.value.message
+
+
+def test_the_llm_key_from_quipu_yaml_is_never_shown(tmp_path: Path) -> None:
+    from quipu.app.bootstrap import build_reviewers
+    from quipu.app.config import SvsConfig
+
+    svs = SvsConfig.model_validate({"reviewer": "llm", "llm_endpoint": "http://x/v1",
+                                    "llm_model": "m", "llm_api_key": KEY})
+    assert KEY not in repr(svs) and KEY not in str(svs.model_dump())
+    assert KEY not in repr(build_reviewers(svs))
