@@ -32,6 +32,7 @@ from quipu.app.config import (
     CONFIG_FILE,
     DATA_DIR,
     Config,
+    SvsConfig,
     blobs_url,
     config_bytes,
     find_project,
@@ -45,7 +46,7 @@ from quipu.app.profiles import ProjectProfiles
 from quipu.app.quick_status import LocalStatusKey
 from quipu.core.audit import AuditReport, Seal, make_seal, verify_log
 from quipu.core.errors import Conflict, InvalidInput
-from quipu.core.ports import BlobStore, EventStore, Executor, StageBackend
+from quipu.core.ports import BlobStore, EventStore, Executor, Reviewer, StageBackend
 from quipu.core.project.commands import InitProject
 from quipu.core.runs.compute import requested_profile
 from quipu.core.runs.handlers import RunService
@@ -64,6 +65,7 @@ __all__ = [
     "Workers",
     "audit_key",
     "build",
+    "build_reviewers",
     "default_actor",
     "describe_log",
     "find_project",
@@ -328,6 +330,14 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
                                  on_change=on_change, position_file=data / "executor.json")
         return Workers(executor, *svs_followers(store, runs, config, data))
 
+    def reviewer(runs: RunService, on_change: Callable[[], None]) -> Executor:
+        from quipu.adapters.reviewers import ReviewWorker
+
+        return ReviewWorker(store, blobs, runs, build_reviewers(config.svs),
+                            worker_id=f"{os.uname().nodename}:{os.getpid()}",
+                            fail_open=config.svs.fail_open, timeout=config.svs.timeout,
+                            on_change=on_change, position_file=data / "reviewer.json")
+
     def live_log(run_dir: Path) -> bytes:
         from quipu.adapters.executors.local import read_log
 
@@ -340,6 +350,7 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
         config_sha256=config_sha256, eventstore_env=os.environ.get("QUIPU_EVENTSTORE_URL"))
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
                  clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
+                 reviewer=None if config.svs.reviewer == "none" else reviewer,
                  snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
                  source_files=LocalSourceFiles(blob_path=blob_path),
                  images=DockerImages(root, config.name))
@@ -396,6 +407,38 @@ def svs_followers(store: EventStore, runs: RunService, config: Config,
         found.append(PostRunReviewer(store, runs, tick=m.tick_seconds,
                                      position_file=data and data / "post_run.json"))
     return found
+
+
+def build_reviewers(svs: SvsConfig) -> list[Reviewer]:
+    """The pre-run reviewers ``svs`` chooses, ``static`` first (none when ``reviewer: none``).
+
+    The llm reviewer's endpoint, model and key come from ``svs.llm_*`` or, when unset, from
+    ``$QUIPU_LLM_ENDPOINT``, ``$QUIPU_LLM_MODEL`` and ``$QUIPU_LLM_API_KEY``.
+    """
+    from quipu.adapters.reviewers import StaticReviewer
+
+    if svs.reviewer == "none":
+        return []
+    chosen: list[Reviewer] = [StaticReviewer()]
+    if svs.reviewer == "llm":
+        from quipu.adapters.reviewers.llm import LlmReviewer
+
+        key = svs.llm_api_key.get_secret_value() if svs.llm_api_key else None
+        chosen.append(LlmReviewer(
+            api=svs.llm_api,
+            endpoint=svs.llm_endpoint or os.environ.get("QUIPU_LLM_ENDPOINT", ""),
+            model=svs.llm_model or os.environ.get("QUIPU_LLM_MODEL", ""),
+            api_key=key or os.environ.get("QUIPU_LLM_API_KEY"),
+            # 90% of the review's time: the reviewer reports its own timeout before the
+            # review adapter's deadline abandons it.
+            timeout=svs.timeout * 0.9, retries=svs.llm_retries))
+    elif svs.reviewer == "command":
+        from quipu.adapters.reviewers.command import CommandReviewer
+
+        assert svs.command
+        chosen.append(CommandReviewer(svs.command, timeout=svs.timeout * 0.9,
+                                      max_output_bytes=svs.max_output_bytes))
+    return chosen
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",

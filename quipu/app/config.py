@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -266,13 +267,39 @@ class MonitorConfig(BaseModel):
 
 
 class SvsConfig(BaseModel):
-    """``svs``: the reviewers and monitors around runs (docs/svs.md). ``post_run``: suggest an
-    ML outcome for every run that ends (deterministic; the agent's verdict decides)."""
+    """``svs``: the reviewers and monitors around runs (docs/svs.md).
+
+    ``reviewer`` turns the pre-run review on: ``static`` (deterministic checks), ``llm`` or
+    ``command`` (each after ``static``); ``none`` queues runs at once. ``fail_open``: a reviewer
+    that is down, slow or wrong lets the run go on with a finding (else it blocks the run).
+    ``timeout``: seconds one run's review may take in all. The ``llm_*`` settings fall back to
+    ``$QUIPU_LLM_ENDPOINT``, ``$QUIPU_LLM_MODEL`` and ``$QUIPU_LLM_API_KEY``; the key is never
+    logged or recorded. ``command`` is the argv of a program that reads the review context as
+    JSON on stdin and writes its verdict as JSON on stdout, within ``timeout`` seconds and
+    ``max_output_bytes``. ``monitor`` is the during-run monitor; ``post_run`` suggests an ML
+    outcome for every run that ends (deterministic; the agent's verdict decides).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     monitor: MonitorConfig = MonitorConfig()
     post_run: bool = True
+    reviewer: Literal["none", "static", "llm", "command"] = "none"
+    fail_open: bool = True
+    timeout: float = Field(default=120.0, gt=0, le=3600)
+    llm_api: Literal["openai", "anthropic"] = "openai"
+    llm_endpoint: str | None = None
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_retries: int = Field(default=2, ge=0, le=10)
+    command: list[str] | None = None
+    max_output_bytes: int = Field(default=1_000_000, ge=1024)
+
+    @model_validator(mode="after")
+    def _command_named(self) -> SvsConfig:
+        if self.reviewer == "command" and not self.command:
+            raise ValueError("svs.reviewer 'command' needs svs.command: the program's argv")
+        return self
 
 
 class Config(BaseModel):
@@ -349,7 +376,8 @@ def read_config(root: Path) -> tuple[Config, str]:
                            "profiles{NAME: {backend, image, cpus, memory, gpus, timeout, "
                            "network}}, blobs{url, cache_gb, endpoint, retry_seconds}, "
                            "data{roots, allow_any_path}, audit{key_file, auto_seal}, "
-                           "svs{monitor, post_run} (docs/configuration.md)") from exc
+                           "svs{reviewer, fail_open, timeout, llm_*, command, monitor, post_run} "
+                           "(docs/configuration.md)") from exc
 
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {

@@ -32,7 +32,7 @@ from quipu.app.images import ImageCommands
 from quipu.app.lineage_reads import LineageQueries
 from quipu.app.profiles import ProjectProfiles
 from quipu.app.quick_status import LocalStatusKey
-from quipu.app.run_reads import RunQueries
+from quipu.app.run_reads import RunQueries, review_summary
 from quipu.app.sources import SourceCommands
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.handlers import CommandBus
@@ -96,6 +96,7 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
     def __init__(self, root: Path, config: Config, *, store: EventStore, blobs: BlobStore,
                  slots: SlotFiles, views: Views, clock: Clock, actor: str,
                  executor: ExecutorFactory | None = None,
+                 reviewer: ExecutorFactory | None = None,
                  snapshots: SnapshotStore | None = None,
                  live_log: Callable[[Path], bytes] = lambda _run_dir: b"",
                  status_key: LocalStatusKey | None = None,
@@ -125,9 +126,12 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
                                                 allow_any=config.data.allow_any_path,
                                                 realpath=os.path.realpath,
                                                 exists=os.path.exists),
-                               sources=self.sources, profiles=ProjectProfiles(config))
+                               sources=self.sources, profiles=ProjectProfiles(config),
+                               reviewed=config.svs.reviewer != "none",
+                               fail_open=config.svs.fail_open)
         self.bus = CommandBus(self.service, self.runs, self.sources)
         self._executor_factory = executor
+        self._reviewer_factory = reviewer  # the pre-run review adapter, when svs.reviewer is set
         self.workers: list[Executor] = []
         self._refreshing = threading.Lock()
         self._shown: tuple[tuple[Any, ...], tuple[int, int, int] | None, str] | None = None
@@ -373,6 +377,8 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
                            hint="open it with quipu.app.bootstrap.open_project(), which builds "
                            "the executor quipu.yaml chooses")
         self.workers = [self._executor_factory(self.runs, self._stages_changed)]
+        if self._reviewer_factory is not None:
+            self.workers.append(self._reviewer_factory(self.runs, self._stages_changed))
         for worker in self.workers:
             worker.start()
 
@@ -429,10 +435,14 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
     def run_states(self, run_ids: list[str]) -> tuple[bool, list[dict[str, Any]]]:
         """Whether every run has ended (or was blocked), and each run's state now."""
 
-        states = {r: self.runs.load_run(r).current for r in run_ids}
-        done = all(lifecycle.settled(s) for s in states.values())
-        return done, [{"stage_run_id": r, "state": s.value,
-                       "infra_outcome": lifecycle.infra_outcome(s)} for r, s in states.items()]
+        runs = {r: self.runs.load_run(r) for r in run_ids}
+        done = all(lifecycle.settled(run.current) for run in runs.values())
+        return done, [{"stage_run_id": r, "state": run.current.value,
+                       "infra_outcome": lifecycle.infra_outcome(run.current),
+                       # a blocked run says why, so the agent need not ask
+                       **({"review": review_summary(run.review)}
+                          if run.current is lifecycle.State.BLOCKED and run.review else {})}
+                      for r, run in runs.items()]
 
     def wait_for(self, run_ids: list[str], *, timeout: float = 3600.0,
                  poll: float = 1.0) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from quipu import rundir
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.log import decode, stream_id
+from quipu.core.reviews.events import ReviewCompleted
 from quipu.core.runs import lifecycle
 from quipu.core.runs.results import non_finite_kind
 from quipu.core.validation import check_name, did_you_mean
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from quipu.projections import Views
 
 __all__ = ["INCLUDES", "MIN_POINTS", "PACKAGES_PAGE", "PACKAGES_PAGE_MAX", "RAW_PAGE",
-           "RunQueries", "downsample"]
+           "RunQueries", "downsample", "review_summary"]
 
 INCLUDES = ("dashboard", "provenance", "metrics", "events", "environment")
 """The sections ``inspect_run`` can include."""
@@ -42,6 +43,18 @@ MIN_POINTS = 5
 """The fewest points a thinned curve may keep: first, last, lowest, highest, first non-finite."""
 RAW_PAGE = 200
 """Raw points per page of ``get_metric_history`` when no ``limit`` is given."""
+
+
+REVIEW_FINDINGS_SHOWN = 5
+"""Findings of the pre-run review ``inspect_run`` lists (the rest are counted)."""
+
+
+def review_summary(review: ReviewCompleted) -> dict[str, Any]:
+    """A run's pre-run review as answers show it: decision, reviewers, fix and the first
+    findings (``omitted`` counts the others)."""
+    return {"decision": review.decision, "reviewers": review.reviewers, "fix": review.fix,
+            "findings": review.findings[:REVIEW_FINDINGS_SHOWN],
+            "omitted": review.omitted + max(0, len(review.findings) - REVIEW_FINDINGS_SHOWN)}
 
 
 def downsample(values: Sequence[float | None], max_points: int) -> list[int]:
@@ -376,6 +389,9 @@ class RunQueries:
         out["results"] = {k: record[k] for k in ("results_spec", "results", "results_auto",
                                                  "comparison", "value", "value_source",
                                                  "counts_for_best")}
+        review = self.runs.load_run(run_id).review
+        if review is not None:  # the pre-run review's decision (a blocked run's why and fix)
+            out["review"] = review_summary(review)
         if "dashboard" in sections:
             live_dir = (Path(execution["run_dir"])
                         if execution["ended_at"] is None and execution["run_dir"] else None)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from quipu.core.messages import Event
+from quipu.core.reviews.review import ReviewContext, ReviewVerdict
 
 __all__ = [
     "BackendCapabilities",
@@ -27,6 +28,7 @@ __all__ = [
     "LaunchSpec",
     "NewEvent",
     "Resources",
+    "Reviewer",
     "RunIndex",
     "SlotFiles",
     "SourceFiles",
@@ -485,6 +487,20 @@ class ComputeProfiles(Protocol):
         Raises ``InvalidInput`` with code ``unknown_profile`` (the hint lists the known ones)
         or ``profile_backend_not_configured`` (its backend is not set up here).
         """
+class Reviewer(Protocol):
+    """Looks at a run before it is queued (the pre-run review; see ``core.reviews.review``).
+
+    Built by ``quipu.app.bootstrap`` from ``svs:`` in ``quipu.yaml`` (``static``, ``llm``,
+    ``command``) and called by the review adapter in a worker thread, bounded by a deadline.
+    A reviewer that cannot answer (unreachable, too slow, a reply that is not the JSON asked
+    for) returns ``core.reviews.review.failed(...)``; it should not raise, and what it raises
+    anyway is recorded the same way.
+    """
+
+    name: str
+
+    def review(self, context: ReviewContext) -> ReviewVerdict:
+        """The reviewer's verdict on the run described by ``context``."""
         ...
 
 

@@ -316,7 +316,14 @@ def state_md_runs(conn: sqlite3.Connection, *, limit: int, outcomes: int,
     for o in recent:
         o.update(_goal(o.pop("results_spec")))
     bests = best_results(conn, limit=best)
-    return {"active": active, "awaiting": shown, "awaiting_total": total,
+    # Blocked runs hold no gate and are in no other list; the state index finds them. They are
+    # few (the supervisor cancels a blocked run after 7 days), so they are sorted here: an
+    # ORDER BY in SQL would sort in a temp B-tree, and rowid order is not creation order.
+    found = _rows(conn, "SELECT run_id, workspace, stage, created_position FROM runs "
+                  "WHERE state = 'blocked'", ())
+    found.sort(key=lambda r: -int(r["created_position"] or 0))
+    blocked = [{k: r[k] for k in ("run_id", "workspace", "stage")} for r in found[:limit]]
+    return {"active": active, "blocked": blocked, "awaiting": shown, "awaiting_total": total,
             "verdicts": {p: v for p, v in verdicts.items() if v is not None},
             "outcomes": recent, "best": bests["rows"], "best_total": bests["total"],
             "best_by_metric": bests["by_metric"]}

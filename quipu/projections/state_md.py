@@ -127,6 +127,10 @@ def _run_sections(runs: dict[str, Any]) -> list[str]:
                    f"{when(r['created_at'])}{since} — {one_line(r['hypothesis'] or r['reason'])}")
     if not runs["active"]:
         out.append("- (none)")
+    if runs.get("blocked"):  # only when there are any: a project without review is unchanged
+        out += ["", "## Blocked by the pre-run review"]
+        out += [f"- {r['run_id']} {r['workspace']}/{r['stage']}: `inspect_run(\"{r['run_id']}\")`"
+                " shows the findings and the fix" for r in runs["blocked"]]
 
     out += ["", "## Awaiting finalization"]
     verdicts = runs.get("verdicts", {})

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
     pytest.param("bench.docker_launch", ["--quick"], marks=pytest.mark.docker),
     ("bench.artifacts", ["--quick"]),
     ("bench.gcs", ["--quick"]),
+    ("bench.static_review", ["--quick"]),
 ])
 def test_each_benchmark_runs_and_reports_every_figure_beside_a_baseline(
         module: str, args: list[str], tmp_path: Path) -> None:

@@ -61,6 +61,9 @@ class Lab:
         self.service = Service(self.uow, blobs, self.files, Settings(slots=("w1", "w2")))
         counter = iter(range(1, 100_000))
         self.runs = RunService(self.service, FakeIndex(), new_id=lambda: f"{next(counter):05d}")
+        # The same project with the pre-run review on (runs wait for a review's decision).
+        self.reviewed = RunService(self.service, FakeIndex(), reviewed=True,
+                                   new_id=lambda: f"{next(counter):05d}")
         self.run_ids: list[str] = []
         self.saves = 0
 
@@ -126,6 +129,21 @@ def step(lab: Lab, op: str) -> None:
                 lab.runs.finalize(run_id, {"ml_outcome": "unknown",
                                            "notes": "a run of the snapshot property test"},
                                   actor=ACTOR)
+    elif op == "run_blocked":
+        started = lab.reviewed.run("w1", reason="does the review let this pipeline run",
+                                   results_spec=SPEC, actor=ACTOR)
+        ids = [q["stage_run_id"] for q in started["queued"]]
+        lab.run_ids += ids
+        assert lab.reviewed.record_review_started(ids[0], actor="reviewer:t",
+                                                  reviewers=["static"])
+        lab.reviewed.record_review(ids[0], actor="reviewer:t", decision="block",
+                                   reviewers=["static"], fix="define the missing name",
+                                   findings=[{"signal": "undefined_name", "severity": "error",
+                                              "message": "x is undefined", "phase": "pre_run",
+                                              "source": "static"}])
+        lab.runs.finalize(ids[0], {"ml_outcome": "unknown",
+                                   "notes": "blocked by the review in the snapshot test"},
+                          actor=ACTOR)
     elif op == "remount":
         lab.service.hibernate("w1", REASON, actor=ACTOR)
         lab.service.mount("busy", "w1", REASON, actor=ACTOR)
@@ -143,7 +161,8 @@ def assert_snapshots_agree(lab: Lab) -> None:
         assert via_snapshot.version == replayed.version
 
 
-OPS = st.lists(st.sampled_from(["save", "tag", "run_ok", "run_fail", "run_stop", "remount"]),
+OPS = st.lists(st.sampled_from(["save", "tag", "run_ok", "run_fail", "run_stop", "run_blocked",
+                                 "remount"]),
                min_size=1, max_size=12)
 
 

@@ -58,7 +58,7 @@ from quipu.core.ports import (
     StageExit,
     StageHandle,
 )
-from quipu.core.reviews.events import StopRequested
+from quipu.core.reviews.events import ReviewCompleted, StopRequested
 from quipu.core.runs import lifecycle
 from quipu.core.runs.aggregate import Run
 from quipu.core.runs.events import RunCanceled, RunQueued
@@ -352,8 +352,9 @@ class StageExecutor:
 
     def _on_event(self, event: Event) -> None:
         self.book.apply(event)
-        if isinstance(event, RunQueued):
-            self._pending[event.run_id] = None
+        if isinstance(event, RunQueued) or (
+                isinstance(event, ReviewCompleted) and event.decision != "block"):
+            self._pending[event.run_id] = None  # (a review that approves or warns queues it)
         elif isinstance(event, RunCanceled):
             self._pending.pop(event.run_id, None)
             stage = self._stages.get(event.run_id)

@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.messages import Event
-from quipu.core.reviews.events import FindingsRecorded, OutcomeSuggested, StopRequested
+from quipu.core.reviews.events import (
+    FindingsRecorded,
+    OutcomeSuggested,
+    ReviewCompleted,
+    ReviewStarted,
+    StopRequested,
+)
+from quipu.core.reviews.findings import Finding
+from quipu.core.reviews.review import REVIEWER_FAILED, Outcome
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import (
     CheckpointSaved,
@@ -68,6 +76,7 @@ class Run(Aggregate):
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.stop: StopRequested | None = None  # the first request to stop, if any
         self.suggestion: OutcomeSuggested | None = None  # the post-run review's, if any
+        self.review: ReviewCompleted | None = None
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -104,19 +113,59 @@ class Run(Aggregate):
 
     # --- decisions -----------------------------------------------------------------------------
 
-    def requested(self, meta: Meta, request: RunRequested) -> None:
-        """Record the request (and, with no reviewer in the loop, queue it at once)."""
+    def requested(self, meta: Meta, request: RunRequested, *, reviewed: bool = False) -> None:
+        """Record the request; queue it at once unless a reviewer must look first
+        (``reviewed``: the project configured one; ``skip_review`` bypasses it, recorded)."""
         if self.request is not None:
             raise Conflict(f"run {self.name} already exists", code="run_exists",
                            hint="run ids are unique; this is a bug in the caller")
         self.trigger(request)
+        if reviewed and not request.skip_review:
+            return  # stays requested: the review adapter answers with ReviewStarted
         self._record(RunQueued(**meta.fields(), run_id=self.name,
                                review="skipped" if request.skip_review else "no reviewer"))
 
-    def review_timed_out(self, meta: Meta) -> None:
-        """Nobody finished reviewing the run before its state's deadline: queue it (fail open;
-        the findings of reviewers that failed are recorded by them)."""
-        self._record(RunQueued(**meta.fields(), run_id=self.name, review="timed out"))
+    def review_started(self, meta: Meta, reviewers: list[str]) -> bool:
+        """A reviewer takes the run; False when it is no longer waiting for one (another
+        reviewer took it, it was canceled, or its deadline queued it)."""
+        if self.current is not State.REQUESTED:
+            return False
+        self._record(ReviewStarted(**meta.fields(), run_id=self.name, reviewers=reviewers))
+        return True
+
+    def review_completed(self, meta: Meta, outcome: Outcome) -> bool:
+        """Record the review's decision; False when the run is no longer being reviewed (a
+        late answer after the deadline or a cancel changes nothing)."""
+        if self.current is not State.REVIEWING:
+            return False
+        self._record(ReviewCompleted(**meta.fields(), run_id=self.name,
+                                     decision=outcome.decision, reviewers=outcome.reviewers,
+                                     findings=outcome.findings, fix=outcome.fix,
+                                     omitted=outcome.omitted))
+        return True
+
+    def review_timed_out(self, meta: Meta, *, fail_open: bool = True) -> None:
+        """Nobody finished reviewing the run before its state's deadline.
+
+        Failing open queues it (the findings of reviewers that failed are recorded by them).
+        Failing closed blocks it with a ``reviewer_failed`` finding; a run no reviewer even
+        picked up is first recorded as taken by nobody (``ReviewStarted`` with no reviewers),
+        because only a review in progress can end blocked.
+        """
+        if fail_open:
+            self._record(RunQueued(**meta.fields(), run_id=self.name, review="timed out"))
+            return
+        if self.current is State.REQUESTED:
+            self._record(ReviewStarted(**meta.fields(), run_id=self.name, reviewers=[]))
+        stage = self.check_exists().stage
+        finding = Finding(signal=REVIEWER_FAILED, severity="error", phase="pre_run",
+                          source="supervisor", stage=stage,
+                          message="no reviewer finished the review before its deadline",
+                          fix="check that the review adapter runs (quipu serve) and that the "
+                          "configured reviewer answers; or run again with skip_review=True")
+        self._record(ReviewCompleted(**meta.fields(), run_id=self.name, decision="block",
+                                     reviewers=[], findings=[finding.as_dict()],
+                                     fix=finding.fix))
 
     def claim(self, meta: Meta, worker: str) -> bool:
         """Take a queued run for ``worker``; False if it is no longer claimable by it."""
@@ -320,6 +369,7 @@ class Run(Aggregate):
             "finalized": _event_dict(self.finalized), "tags": sorted(self.tags),
             "lost_why": self.lost_why, "checkpoints": self.checkpoints,
             "stop": _event_dict(self.stop), "suggestion": _event_dict(self.suggestion),
+            "review": _event_dict(self.review),
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
@@ -340,6 +390,8 @@ class Run(Aggregate):
         # Stop requests and suggestions are absent from older snapshots (none then).
         self.stop = _event_from(StopRequested, data.get("stop"))
         self.suggestion = _event_from(OutcomeSuggested, data.get("suggestion"))
+        # Snapshots taken before reviews were recorded hold none (none had been recorded).
+        self.review = _event_from(ReviewCompleted, data.get("review"))
 
     def apply(self, event: Event) -> None:
         """Fold one event of the run's stream: the state from ``lifecycle.state_after``, the
@@ -376,6 +428,8 @@ class Run(Aggregate):
             self.stop = self.stop or event
         elif isinstance(event, OutcomeSuggested):
             self.suggestion = self.suggestion or event
+        elif isinstance(event, ReviewCompleted):
+            self.review = event
         # RunQueued, RunLaunchFailed, RunCanceled and RunHeartbeat only move the state or the
         # deadline clock.
 

@@ -23,6 +23,8 @@ __all__ = [
     "RecordLaunchFailure",
     "RecordLost",
     "RecordMetrics",
+    "RecordReview",
+    "RecordReviewStarted",
     "RequestStop",
     "SaveResultsSpec",
     "StartRun",
@@ -217,3 +219,25 @@ class RecordMetrics(Command):
     points: int
     summaries: dict[str, dict[str, Any]]
     complete: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordReviewStarted(Command):
+    """A pre-run reviewer takes a requested run (exactly one reviewer wins)."""
+
+    run_id: str
+    actor: str
+    reviewers: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordReview(Command):
+    """The pre-run review's decision (see ``ReviewCompleted``)."""
+
+    run_id: str
+    actor: str
+    decision: str
+    reviewers: list[str]
+    findings: list[dict[str, Any]]
+    fix: str | None = None
+    omitted: int = 0

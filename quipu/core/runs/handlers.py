@@ -30,6 +30,7 @@ from quipu.core.pipelines import (
     validate_pipeline,
 )
 from quipu.core.ports import ComputeProfiles, RunIndex
+from quipu.core.reviews.review import Outcome
 from quipu.core.runs import lifecycle
 from quipu.core.runs.aggregate import Run
 from quipu.core.runs.compute import profile_problems
@@ -128,9 +129,14 @@ class RunService:
                  new_id: Callable[[], str] | None = None,
                  paths: InputPaths | None = None,
                  sources: SourceService | None = None,
-                 profiles: ComputeProfiles | None = None) -> None:
+                 profiles: ComputeProfiles | None = None, *, reviewed: bool = False,
+                 fail_open: bool = True) -> None:
         self.svc = service
         self.profiles = profiles
+        # A pre-run reviewer is configured (``svs.reviewer``): new runs wait for its decision
+        # instead of being queued at once; ``fail_open`` is what a review nobody finished does.
+        self.reviewed = reviewed
+        self.fail_open = fail_open
         self.sources = sources
         self.uow = service.uow
         self.index = index
@@ -251,7 +257,8 @@ class RunService:
                     results_spec=spec.model_dump(mode="json"), detail=detail,
                     experiment_group=experiment_group, skip_review=skip_review,
                     siblings=run_ids,
-                    resume_from=resume if resume and resume["stage"] == stage else None))
+                    resume_from=resume if resume and resume["stage"] == stage else None),
+                    reviewed=self.reviewed)
                 runs.append(run)
             consumed = self._consume(meta, name, runs)
             positions = self.uow.commit(ws, *runs, *consumed)
@@ -481,7 +488,7 @@ class RunService:
             up = ended.pop()
             for run in waiting:
                 if (run.request is not None and up.name in run.request.depends_on
-                        and run.state in (State.REQUESTED, State.QUEUED)):
+                        and run.state in (State.REQUESTED, State.REVIEWING, State.QUEUED)):
                     run.cancel(Meta(meta.actor, f"upstream {up.name} ended "
                                     f"{up.current.value}; nothing to run on", meta.at))
                     canceled.append(run)
@@ -512,6 +519,47 @@ class RunService:
             if exc.code == "concurrency_conflict":
                 return False
             raise
+
+    def record_review_started(self, run_id: str, *, actor: str, reviewers: list[str]) -> bool:
+        """A reviewer takes a requested run; False when another took it first or the run no
+        longer waits for review (exactly one reviewer wins, like a claim)."""
+        def command() -> bool:
+            run = self.load_run(run_id)
+            meta = self.uow.stamp(actor, f"pre-run review by {', '.join(reviewers) or 'nobody'}")
+            ok = run.review_started(meta, reviewers)
+            if ok:
+                self.uow.commit(run)
+            return ok
+
+        try:
+            return self.uow.attempt(command)
+        except Conflict as exc:
+            if exc.code == "concurrency_conflict":
+                return False
+            raise
+
+    def record_review(self, run_id: str, *, actor: str, decision: str, reviewers: list[str],
+                      findings: list[dict[str, Any]], fix: str | None = None,
+                      omitted: int = 0) -> bool:
+        """The pre-run review's decision: ``approve``/``warn`` queue the run, ``block`` ends it
+        ``blocked``. False (nothing recorded) when the run is no longer in review."""
+        if decision not in ("approve", "warn", "block"):
+            raise InvalidInput(f"review decision {decision!r} is not approve, warn or block",
+                               code="invalid_review_decision",
+                               hint="a reviewer decides approve, warn or block")
+        outcome = Outcome(decision=decision, reviewers=list(reviewers),  # type: ignore[arg-type]
+                          findings=list(findings), fix=fix, omitted=omitted)
+
+        def command() -> bool:
+            run = self.load_run(run_id)
+            meta = self.uow.stamp(actor, f"pre-run review decided {decision}")
+            ok = run.review_completed(meta, outcome)
+            if ok:  # a blocked run never runs: what waits on it is canceled with it
+                others = self._cascade(run, meta) if run.current is State.BLOCKED else []
+                self.uow.commit(run, *others)
+            return ok
+
+        return self.uow.attempt(command)
 
     def record_launch(self, run_id: str, *, worker: str, host: str, pid: int, run_dir: str,
                       inputs: dict[str, dict[str, Any]],
@@ -613,9 +661,10 @@ class RunService:
                 if held:
                     ws.clear_gate(meta, run.name, "no verdict before the deadline: unknown")
                 self.uow.commit(run, ws)
-            elif target is State.QUEUED:  # the review never finished: it fails open
-                run.review_timed_out(meta)
-                self.uow.commit(run)
+            elif target is State.QUEUED:  # the review never finished: open or closed
+                run.review_timed_out(meta, fail_open=self.fail_open)
+                others = self._cascade(run, meta) if run.current is State.BLOCKED else []
+                self.uow.commit(run, *others)
 
         self.uow.attempt(command)
 
