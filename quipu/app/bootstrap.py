@@ -41,6 +41,7 @@ from quipu.app.facade import Quipu
 from quipu.app.quick_status import LocalStatusKey
 from quipu.core.audit import AuditReport, Seal, make_seal, verify_log
 from quipu.core.errors import Conflict, InvalidInput
+from quipu.core.handlers import CommandBus
 from quipu.core.ports import EventStore, Executor
 from quipu.core.project.commands import InitProject
 from quipu.core.runs.handlers import RunService
@@ -269,6 +270,13 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
                              heartbeat_timeout=config.executor.heartbeat_timeout,
                              on_change=on_change, position_file=data / "executor.json")
 
+    def patterns(bus: CommandBus, on_change: Callable[[], None]) -> Executor:
+        from quipu.adapters.patterns import PatternFollower
+
+        return PatternFollower(store, bus.handle,
+                               actor=f"patterns:{os.uname().nodename}:{os.getpid()}",
+                               position_file=data / "patterns.json", on_change=on_change)
+
     def live_log(run_dir: Path) -> bytes:
         from quipu.adapters.executors.local import read_log
 
@@ -282,7 +290,8 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
     return Quipu(root, config, store=store, blobs=blobs, slots=slots, views=views,
                  clock=SystemClock(), actor=actor, executor=executor, live_log=live_log,
                  snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
-                 source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))))
+                 source_files=LocalSourceFiles(blob_path=lambda d: str(blobs.path(d))),
+                 followers=(patterns,))
 
 
 def init_project(root: Path, *, name: str | None = None, goal: str = "",

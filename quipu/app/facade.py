@@ -29,12 +29,14 @@ except ImportError:  # pragma: no cover - not POSIX: writes are still atomic, ju
 
 from quipu.app.compare import CompareQueries
 from quipu.app.lineage_reads import LineageQueries
+from quipu.app.patterns import PatternCommands
 from quipu.app.quick_status import LocalStatusKey
 from quipu.app.run_reads import RunQueries
 from quipu.app.sources import SourceCommands
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.handlers import CommandBus
 from quipu.core.messages import Command
+from quipu.core.patterns.handlers import PatternService
 from quipu.core.ports import (
     BlobStore,
     Clock,
@@ -75,7 +77,7 @@ if TYPE_CHECKING:
     from quipu.app.config import Config
     from quipu.projections import Views
 
-__all__ = ["ExecutorFactory", "Quipu"]
+__all__ = ["ExecutorFactory", "FollowerFactory", "Quipu"]
 
 log = logging.getLogger("quipu.app")
 
@@ -84,8 +86,12 @@ Dirty = Callable[[str, str | None], bool]
 ExecutorFactory = Callable[[RunService, Callable[[], None]], Executor]
 """Builds the configured executor for a facade's run commands; the callable is ``on_change``."""
 
+FollowerFactory = Callable[[CommandBus, Callable[[], None]], Executor]
+"""Builds another log follower started beside the executor (the failure-pattern follower):
+it answers through the command bus; the callable is ``on_change``."""
 
-class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
+
+class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, PatternCommands):
     """One open project: commands, then catch-up, then STATE.md; and the queries."""
 
     def __init__(self, root: Path, config: Config, *, store: EventStore, blobs: BlobStore,
@@ -94,7 +100,8 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
                  snapshots: SnapshotStore | None = None,
                  live_log: Callable[[Path], bytes] = lambda _run_dir: b"",
                  status_key: LocalStatusKey | None = None,
-                 source_files: SourceFiles | None = None) -> None:
+                 source_files: SourceFiles | None = None,
+                 followers: tuple[FollowerFactory, ...] = ()) -> None:
         """Wire the facade to adapters built by ``quipu.app.bootstrap`` (never built here)."""
         self.root = root
         self.config = config
@@ -118,8 +125,10 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
                                                 realpath=os.path.realpath,
                                                 exists=os.path.exists),
                                sources=self.sources)
-        self.bus = CommandBus(self.service, self.runs, self.sources)
+        self.bus = CommandBus(self.service, self.runs, self.sources,
+                              PatternService(self.uow))
         self._executor_factory = executor
+        self._followers = followers
         self.workers: list[Executor] = []
         self._refreshing = threading.Lock()
         self._shown: tuple[tuple[Any, ...], tuple[int, int, int] | None, str] | None = None
@@ -357,7 +366,8 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
                            code="no_executor",
                            hint="open it with quipu.app.bootstrap.open_project(), which builds "
                            "the executor quipu.yaml chooses")
-        self.workers = [self._executor_factory(self.runs, self._stages_changed)]
+        self.workers = [self._executor_factory(self.runs, self._stages_changed),
+                        *(f(self.bus, self._stages_changed) for f in self._followers)]
         for worker in self.workers:
             worker.start()
 

@@ -3,14 +3,25 @@
 ``_root`` holds the group and what every command shares (the error edge, opening the project,
 JSON output); ``project`` the project-wide commands; ``audit`` the tamper-evidence commands;
 ``workspace``, ``runs`` and ``sources`` their groups; ``lineage`` the provenance graph;
-``compare`` what changed between two runs or versions; ``export`` PROV and OpenLineage.
+``compare`` what changed between two runs or versions; ``export`` PROV and OpenLineage;
+``patterns`` the failure patterns.
 Importing this package registers them all.
 """
 
 from __future__ import annotations
 
-from quipu.cli import audit, compare, export, lineage, project, runs, sources, workspace
+from quipu.cli import (
+    audit,
+    compare,
+    export,
+    lineage,
+    patterns,
+    project,
+    runs,
+    sources,
+    workspace,
+)
 from quipu.cli._root import main
 
-__all__ = ["audit", "compare", "export", "lineage", "main", "project", "runs", "sources",
-           "workspace"]
+__all__ = ["audit", "compare", "export", "lineage", "main", "patterns", "project", "runs",
+           "sources", "workspace"]

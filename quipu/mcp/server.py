@@ -30,6 +30,7 @@ from fastmcp import FastMCP
 
 from quipu.mcp.compare import COMPARE_TOOL_NAMES, register_compare_tools
 from quipu.mcp.lineage import LINEAGE_TOOL_NAMES, register_lineage_tools
+from quipu.mcp.patterns import PATTERN_TOOL_NAMES, register_pattern_tools
 from quipu.mcp.runs import RUN_TOOL_NAMES, register_run_tools
 from quipu.mcp.sources import SOURCE_TOOL_NAMES, register_source_tools
 from quipu.mcp.workspaces import (
@@ -55,7 +56,7 @@ DEFAULT_ACTOR = "agent:mcp"
 log = logging.getLogger("quipu.mcp")
 
 TOOL_NAMES = (*PROJECT_TOOL_NAMES, *WORKSPACE_TOOL_NAMES, *RUN_TOOL_NAMES, *SOURCE_TOOL_NAMES,
-              *LINEAGE_TOOL_NAMES, *COMPARE_TOOL_NAMES)
+              *LINEAGE_TOOL_NAMES, *COMPARE_TOOL_NAMES, *PATTERN_TOOL_NAMES)
 
 INSTRUCTIONS = """\
 Quipu records your research: every change through these tools is an attributed event with a
@@ -86,6 +87,7 @@ def register_tools(mcp: FastMCP, engine: Engine) -> None:
     register_source_tools(mcp, engine)
     register_lineage_tools(mcp, engine)
     register_compare_tools(mcp, engine)
+    register_pattern_tools(mcp, engine)
 
 
 def build_server(target: "Quipu | Engine") -> FastMCP:

@@ -33,6 +33,8 @@ EVERY_TOOL = {
     "get_lineage",
     # the compare tool (tests/e2e/test_mcp_compare.py)
     "compare",
+    # the failure-pattern tool (tests/e2e/test_mcp_patterns.py)
+    "manage_patterns",
 }
 Connect = Callable[..., AbstractAsyncContextManager[Client[Any]]]
 ACTOR = "agent:e2e-test"  # what the server_environ fixture sets as QUIPU_ACTOR

@@ -54,9 +54,11 @@ def test_a_run_gives_distinct_occurrences_most_severe_first_without_info_or_patt
         finding("just context", severity="info"),
         finding("matched", pattern_id="pat-000000000000")],
         error="ValueError: bad shape (3, 4)", problems=["output y is empty"])
-    assert [o.signal for o in found] == ["zero_variance", "stage_error", "exit_problem",
-                                         "constant_column"]
+    assert [o.signal for o in found] == ["zero_variance", "stage_error", "constant_column"]
     assert {o.stage for o in found} == {"train"}
+    # Without an exception, the exit problems are the failure.
+    assert [o.signal for o in occurrences(stage="train", findings=[],
+                                          problems=["output y is empty"])] == ["exit_problem"]
 
 
 # --- the service and the aggregate -----------------------------------------------------------

@@ -96,13 +96,16 @@ def _of(finding: Mapping[str, Any], stage: str | None) -> Occurrence | None:
 def occurrences(*, stage: str | None, findings: Iterable[Mapping[str, Any]],
                 error: str | None = None, problems: Iterable[str] = ()) -> list[Occurrence]:
     """The distinct occurrences of one run: its findings (warning and error), the exception
-    that ended it, and each exit problem, most severe first, at most ``MAX_PER_RUN``."""
+    that ended it, and each exit problem, most severe first, at most ``MAX_PER_RUN``.
+
+    Exit problems count only when the stage did not raise: a stage that raised did not write
+    its outputs because it raised, and that is one failure, not two."""
     found: dict[str, Occurrence] = {}
     extra: list[dict[str, Any]] = []
     if error:
         extra.append({"signal": "stage_error", "source": "executor", "severity": "error",
                       "message": error[:500], "stage": stage})
-    for problem in problems:
+    for problem in () if error else problems:
         extra.append({"signal": "exit_problem", "source": "executor", "severity": "error",
                       "message": str(problem)[:500], "stage": stage})
     for raw in [*findings, *extra]:
