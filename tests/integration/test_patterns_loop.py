@@ -35,6 +35,7 @@ def run_once(q: Quipu, *, findings: list[dict[str, Any]] | None = None) -> str:
     run_id = q.run("ws", reason=REASON, results_spec=SPEC)["queued"][0]["stage_run_id"]
     while findings:  # the executor appends to the run's stream too: retry a lost race
         run = q.runs.load_run(run_id)
+        assert run.request is not None
         try:
             q.store.append([NewEvent(stream_id("run", run_id), run.version + 1,
                                      FindingsRecorded(
