@@ -193,7 +193,8 @@ def _cut(text: str | None, limit: int = _TEXT) -> str:
 
 def alerts(conn: sqlite3.Connection, cursor: int) -> dict[str, Any] | None:
     """Findings and candidate patterns that appeared after ``cursor`` (exact counts, the
-    newest ``ALERT_ROWS`` of each), or None when there are none."""
+    newest ``ALERT_ROWS`` of each, at most about 1,400 characters of JSON), or None when
+    there are none."""
     last = conn.execute("SELECT total FROM finding_marks ORDER BY position DESC LIMIT 1"
                         ).fetchone()
     upto = conn.execute("SELECT total FROM finding_marks WHERE position <= ? "
@@ -205,16 +206,19 @@ def alerts(conn: sqlite3.Connection, cursor: int) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {}
     if findings:
-        out["findings"] = {"count": findings, "latest": rows_as_dicts(conn.execute(
+        latest = rows_as_dicts(conn.execute(
             "SELECT run_id, origin, count, worst FROM finding_marks WHERE position > ? "
-            "ORDER BY position DESC LIMIT ?", (cursor, ALERT_ROWS)))}
+            "ORDER BY position DESC LIMIT ?", (cursor, ALERT_ROWS)))
+        for r in latest:
+            r["origin"] = _cut(r["origin"], 40)
+        out["findings"] = {"count": findings, "latest": latest}
     if candidates:
         rows = rows_as_dicts(conn.execute(
             "SELECT pattern_id, status, stage, severity, symptom, count FROM patterns "
             "WHERE proposed_position > ? ORDER BY proposed_position DESC LIMIT ?",
             (cursor, ALERT_ROWS)))
         for r in rows:
-            r["symptom"] = _cut(r["symptom"])
+            r["symptom"] = _cut(r["symptom"], 80)
         out["candidate_patterns"] = {"count": candidates, "latest": rows,
                                      "review": "manage_patterns(action='list', "
                                                "status='candidate')"}

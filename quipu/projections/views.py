@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import multiprocessing
 import os
@@ -733,9 +734,13 @@ class Views:
         if section is not None:
             return dashboard.section_page(self.conn, consumer, section, offset=offset,
                                           limit=limit)
-        out = dashboard.dashboard(self.conn, consumer, head=self.position())
+        # Findings and candidate patterns new to this consumer: an alert, never cut, so the
+        # lists make room for it within the same budget.
         alert = patterns.alerts(self.conn, dashboard.cursor(self.conn, consumer))
-        if alert is not None:  # findings and candidate patterns new to this consumer
+        room = 0 if alert is None else len(json.dumps(alert)) + len('"svs_alerts": , ')
+        out = dashboard.dashboard(self.conn, consumer, head=self.position(),
+                                  budget=dashboard.BUDGET - room)
+        if alert is not None:
             out["svs_alerts"] = alert
         return out
 

@@ -4,6 +4,7 @@ answers (STATE.md's section, the dashboard's alert) is the same too."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -98,3 +99,33 @@ def test_incremental_equals_small_pages_equals_rebuilt(plan: list[tuple[Any, ...
     finally:
         project.store.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_the_dashboard_alert_is_small_at_its_largest_and_the_overview_keeps_its_budget(
+        tmp_path: Path) -> None:
+    from quipu.projections.dashboard_view import BUDGET
+
+    project = make_project(tmp_path)
+    patterns = PatternService(project.service.uow)
+    stage = "s" * 64
+    try:
+        for i in range(40):
+            run_id = f"stage-{i:012d}"
+            long = {"signal": "x" * 60, "severity": "error", "phase": "post_run",
+                    "source": "y" * 60, "stage": stage,
+                    "message": f"{chr(97 + i % 26)}{chr(97 + i // 26)} {'w' * 400}"}
+            project.store.append([NewEvent(stream_id("run", run_id), 1, FindingsRecorded(
+                actor="c", reason="r", at=AT, run_id=run_id, phase="post_run", source="z" * 60,
+                findings=[long] * 50, omitted=10_000))])
+            patterns.record_occurrences(run_id, stage, "failed", [long], i + 1,
+                                        actor="follower")
+        with Views(tmp_path / "v.db", project.store) as views:
+            views.catch_up()
+            alert = alerts(views.conn, 0)
+            assert alert is not None and alert["candidate_patterns"]["count"] == 40
+            assert alert["findings"]["count"] == 40 * 10_050
+            assert len(json.dumps(alert)) <= 1400, len(json.dumps(alert))
+            board = views.dashboard("agent")
+            assert board["svs_alerts"] == alert and len(json.dumps(board)) <= BUDGET
+    finally:
+        project.store.close()
