@@ -140,9 +140,11 @@ def _decoded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def get(conn: sqlite3.Connection, pattern_id: str) -> dict[str, Any] | None:
-    """One pattern in full, or None."""
+    """One pattern in full (the decision's reason cut at 1,000 characters), or None."""
     rows = _decoded(rows_as_dicts(conn.execute(
         f"SELECT {_COLUMNS} FROM patterns WHERE pattern_id = ?", (pattern_id,))))
+    if rows and rows[0]["decision_reason"]:  # a reason has no cap; the log keeps it whole
+        rows[0]["decision_reason"] = _cut(rows[0]["decision_reason"], 1000)
     return rows[0] if rows else None
 
 
@@ -159,11 +161,11 @@ def listing(conn: sqlite3.Connection, *, status: str | None = None, stage: str |
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     total = int(conn.execute(f"SELECT COUNT(*) FROM patterns{clause}", params).fetchone()[0])
     rows = rows_as_dicts(conn.execute(
-        "SELECT pattern_id, status, stage, severity, signal, symptom, count, last_run, "
+        "SELECT pattern_id, status, stage, severity, signal, symptom, count, "
         f"detection IS NOT NULL AS checkable FROM patterns{clause} "
         "ORDER BY seen_position DESC LIMIT ? OFFSET ?", (*params, limit, offset)))
     for r in rows:
-        r["symptom"] = _cut(r["symptom"])
+        r["symptom"] = _cut(r["symptom"], 80)
         r["checkable"] = bool(r["checkable"])
     return rows, total
 

@@ -145,3 +145,33 @@ def test_a_follower_reading_the_log_again_records_nothing_twice(q: Quipu) -> Non
         assert again.poll_once() == 0
         assert again.position == head
     assert q.store.head() == head
+
+
+def test_manage_patterns_answers_stay_small_at_their_largest(tmp_path: Path) -> None:
+    """A full page of 50 patterns with the longest names and symptoms, and one pattern with
+    every text at its cap: the sizes an agent's context pays."""
+    import json
+
+    from quipu.core.patterns.commands import RecordPatternOccurrences
+
+    q = make_project(tmp_path, ONE_STAGE, {"solo": FAILING})
+    try:
+        stage = "s" * 64
+        for i in range(60):
+            q.bus.handle(RecordPatternOccurrences(
+                run=f"stage-{i:012x}", stage=stage, outcome="failed", position=i + 1,
+                actor="patterns:test", findings=[{
+                    "signal": "x" * 64, "severity": "error", "source": "y" * 64,
+                    "stage": stage, "message": chr(97 + i % 26) + chr(97 + i // 26) + "m" * 500,
+                    "fix": "f" * 500}]))
+        page = q.manage_patterns("list", limit=50)
+        assert len(page["patterns"]) == 50 and page["next_offset"] == 50
+        assert len(json.dumps(page)) <= 20_000, len(json.dumps(page))
+        pid = page["patterns"][0]["pattern_id"]
+        q.manage_patterns("approve", pattern_id=pid, reason="r" * 5000, root_cause="c" * 1000,
+                          prevention="p" * 1000,
+                          detection={"kind": "code", "regex": "a" * 500, "files": "*" * 200})
+        got = q.manage_patterns("get", pattern_id=pid)
+        assert len(json.dumps(got)) <= 6_000, len(json.dumps(got))
+    finally:
+        q.close()
