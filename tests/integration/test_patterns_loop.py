@@ -5,6 +5,7 @@ alerts each consumer once."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +140,14 @@ def test_a_follower_reading_the_log_again_records_nothing_twice(q: Quipu) -> Non
     wait_until(lambda: len(candidates(q)) == 2, what="two candidates")
     q.stop_workers()
     head = q.store.head()
-    for saved in (q.root / DATA_DIR / "patterns.json", None):  # continue; and from 0
+    saved = q.root / DATA_DIR / "patterns.json"
+    assert json.loads(saved.read_text())["position"] > 0
+    garbled = q.root / DATA_DIR / "garbled.json"
+    garbled.write_text('{"format": 1, "position": 999999, "hash": "x", "wrong": []}')
+    # Continue from the saved position; read from 0; ignore a file that does not match the log.
+    for position_file in (saved, None, garbled):
         again = PatternFollower(q.store, q.bus.handle, actor="patterns:again",
-                                position_file=saved)
+                                position_file=position_file)
         assert again.poll_once() == 0
         assert again.position == head
     assert q.store.head() == head
@@ -150,8 +156,6 @@ def test_a_follower_reading_the_log_again_records_nothing_twice(q: Quipu) -> Non
 def test_manage_patterns_answers_stay_small_at_their_largest(tmp_path: Path) -> None:
     """A full page of 50 patterns with the longest names and symptoms, and one pattern with
     every text at its cap: the sizes an agent's context pays."""
-    import json
-
     from quipu.core.patterns.commands import RecordPatternOccurrences
 
     q = make_project(tmp_path, ONE_STAGE, {"solo": FAILING})
