@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,8 @@ from quipu.app.profiles import ProjectProfiles
 from quipu.app.quick_status import LocalStatusKey
 from quipu.core.audit import AuditReport, Seal, make_seal, verify_log
 from quipu.core.errors import Conflict, InvalidInput
+from quipu.core.handlers import CommandBus
+from quipu.core.patterns.detection import ApprovedPattern
 from quipu.core.ports import BlobStore, EventStore, Executor, Reviewer, StageBackend
 from quipu.core.project.commands import InitProject
 from quipu.core.runs.compute import requested_profile
@@ -328,7 +330,11 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
                                  max_parallel=config.executor.max_parallel,
                                  heartbeat_timeout=config.executor.heartbeat_timeout,
                                  on_change=on_change, position_file=data / "executor.json")
-        return Workers(executor, *svs_followers(store, runs, config, data))
+        return Workers(executor, *svs_followers(store, runs, config, data, approved))
+
+    def approved(stage: str) -> list[ApprovedPattern]:
+        """The approved failure patterns of ``stage`` (the monitor and the reviewers use them)."""
+        return [ApprovedPattern.from_row(r) for r in views.approved_patterns(stage=stage)]
 
     def reviewer(runs: RunService, on_change: Callable[[], None]) -> Executor:
         from quipu.adapters.reviewers import ReviewWorker
@@ -336,7 +342,15 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
         return ReviewWorker(store, blobs, runs, build_reviewers(config.svs),
                             worker_id=f"{os.uname().nodename}:{os.getpid()}",
                             fail_open=config.svs.fail_open, timeout=config.svs.timeout,
+                            patterns=lambda _ws, stage: [p.context() for p in approved(stage)],
                             on_change=on_change, position_file=data / "reviewer.json")
+
+    def patterns(bus: CommandBus, on_change: Callable[[], None]) -> Executor:
+        from quipu.adapters.patterns import PatternFollower
+
+        return PatternFollower(store, bus.handle,
+                               actor=f"patterns:{os.uname().nodename}:{os.getpid()}",
+                               position_file=data / "patterns.json", on_change=on_change)
 
     def live_log(run_dir: Path) -> bytes:
         from quipu.adapters.executors.local import read_log
@@ -353,7 +367,7 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
                  reviewer=None if config.svs.reviewer == "none" else reviewer,
                  snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
                  source_files=LocalSourceFiles(blob_path=blob_path),
-                 images=DockerImages(root, config.name))
+                 images=DockerImages(root, config.name), followers=(patterns,))
 
 
 class Workers:
@@ -384,7 +398,9 @@ class Workers:
 
 
 def svs_followers(store: EventStore, runs: RunService, config: Config,
-                  data: Path | None = None) -> list[Executor]:
+                  data: Path | None = None,
+                  patterns: Callable[[str], Sequence[ApprovedPattern]] | None = None,
+                  ) -> list[Executor]:
     """The during-run monitor and the post-run review ``config.svs`` turns on (their positions
     saved in ``data``, ``.quipu/``, when given)."""
     from quipu.adapters.monitor import PostRunReviewer, RunMonitor
@@ -401,7 +417,7 @@ def svs_followers(store: EventStore, runs: RunService, config: Config,
             min_points=m.min_points)
         # No window reviewer is wired yet (the llm reviewer is another slice): the hook stays
         # empty until there is one to call.
-        found.append(RunMonitor(store, runs, rules, tick=m.tick_seconds,
+        found.append(RunMonitor(store, runs, rules, tick=m.tick_seconds, patterns=patterns,
                                 position_file=data and data / "monitor.json"))
     if config.svs.post_run:
         found.append(PostRunReviewer(store, runs, tick=m.tick_seconds,

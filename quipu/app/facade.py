@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - not POSIX: writes are still atomic, ju
 from quipu.app.compare import CompareQueries
 from quipu.app.images import ImageCommands
 from quipu.app.lineage_reads import LineageQueries
+from quipu.app.patterns import PatternCommands
 from quipu.app.profiles import ProjectProfiles
 from quipu.app.quick_status import LocalStatusKey
 from quipu.app.run_reads import RunQueries, review_summary
@@ -37,6 +38,7 @@ from quipu.app.sources import SourceCommands
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.handlers import CommandBus
 from quipu.core.messages import Command
+from quipu.core.patterns.handlers import PatternService
 from quipu.core.ports import (
     BlobStore,
     Clock,
@@ -80,7 +82,7 @@ if TYPE_CHECKING:
     from quipu.app.config import Config
     from quipu.projections import Views
 
-__all__ = ["ExecutorFactory", "Quipu"]
+__all__ = ["ExecutorFactory", "FollowerFactory", "Quipu"]
 
 log = logging.getLogger("quipu.app")
 
@@ -89,8 +91,12 @@ Dirty = Callable[[str, str | None], bool]
 ExecutorFactory = Callable[[RunService, Callable[[], None]], Executor]
 """Builds the configured executor for a facade's run commands; the callable is ``on_change``."""
 
+FollowerFactory = Callable[[CommandBus, Callable[[], None]], Executor]
+"""Builds another log follower started beside the executor (the failure-pattern follower):
+it answers through the command bus; the callable is ``on_change``."""
 
-class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCommands):
+class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCommands,
+            PatternCommands):
     """One open project: commands, then catch-up, then STATE.md; and the queries."""
 
     def __init__(self, root: Path, config: Config, *, store: EventStore, blobs: BlobStore,
@@ -101,7 +107,8 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
                  live_log: Callable[[Path], bytes] = lambda _run_dir: b"",
                  status_key: LocalStatusKey | None = None,
                  source_files: SourceFiles | None = None,
-                 images: Images | None = None) -> None:
+                 images: Images | None = None,
+                 followers: tuple[FollowerFactory, ...] = ()) -> None:
         """Wire the facade to adapters built by ``quipu.app.bootstrap`` (never built here)."""
         if images is not None:
             self.images = images
@@ -129,9 +136,11 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
                                sources=self.sources, profiles=ProjectProfiles(config),
                                reviewed=config.svs.reviewer != "none",
                                fail_open=config.svs.fail_open)
-        self.bus = CommandBus(self.service, self.runs, self.sources)
+        self.bus = CommandBus(self.service, self.runs, self.sources,
+                              PatternService(self.uow))
         self._executor_factory = executor
         self._reviewer_factory = reviewer  # the pre-run review adapter, when svs.reviewer is set
+        self._followers = followers
         self.workers: list[Executor] = []
         self._refreshing = threading.Lock()
         self._shown: tuple[tuple[Any, ...], tuple[int, int, int] | None, str] | None = None
@@ -376,7 +385,8 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
                            code="no_executor",
                            hint="open it with quipu.app.bootstrap.open_project(), which builds "
                            "the executor quipu.yaml chooses")
-        self.workers = [self._executor_factory(self.runs, self._stages_changed)]
+        self.workers = [self._executor_factory(self.runs, self._stages_changed),
+                        *(f(self.bus, self._stages_changed) for f in self._followers)]
         if self._reviewer_factory is not None:
             self.workers.append(self._reviewer_factory(self.runs, self._stages_changed))
         for worker in self.workers:

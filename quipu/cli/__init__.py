@@ -5,6 +5,7 @@ JSON output); ``project`` the project-wide commands; ``audit`` the tamper-eviden
 ``workspace``, ``runs`` and ``sources`` their groups; ``lineage`` the provenance graph;
 ``compare`` what changed between two runs or versions; ``export`` PROV and OpenLineage;
 ``images`` the container images of the Docker backend.
+``patterns`` the failure patterns.
 Importing this package registers them all.
 """
 
@@ -16,6 +17,7 @@ from quipu.cli import (
     export,
     images,
     lineage,
+    patterns,
     project,
     runs,
     sources,
@@ -23,5 +25,5 @@ from quipu.cli import (
 )
 from quipu.cli._root import main
 
-__all__ = ["audit", "compare", "export", "images", "lineage", "main", "project", "runs",
+__all__ = ["audit", "compare", "export", "images", "lineage", "main", "patterns", "project", "runs",
            "sources", "workspace"]

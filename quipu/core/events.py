@@ -7,10 +7,11 @@ this catalog so that any stored type can be decoded. Adding a domain with events
 
 from __future__ import annotations
 
+from quipu.core.patterns import events as patterns
 from quipu.core.project import events as project
 from quipu.core.reviews import events as reviews
 from quipu.core.runs import events as runs
 from quipu.core.sources import events as sources
 from quipu.core.workspaces import events as workspaces
 
-__all__ = ["project", "reviews", "runs", "sources", "workspaces"]
+__all__ = ["patterns", "project", "reviews", "runs", "sources", "workspaces"]

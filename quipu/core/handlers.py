@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from quipu.core.messages import Command
+from quipu.core.patterns.commands import ApprovePattern, RecordPatternOccurrences, RejectPattern
+from quipu.core.patterns.handlers import PatternService
 from quipu.core.project.commands import InitProject, LogThought, MarkSeen
 from quipu.core.runs.commands import (
     CancelRun,
@@ -61,10 +63,11 @@ __all__ = ["CommandBus", "registry"]
 Handler = Callable[..., Any]
 
 
-def registry(ws: Service, runs: RunService,
-             sources: SourceService | None = None) -> Mapping[type[Command], Handler]:
+def registry(ws: Service, runs: RunService, sources: SourceService | None = None,
+             patterns: PatternService | None = None) -> Mapping[type[Command], Handler]:
     """Every command type and the handler that carries it out."""
     src = sources or SourceService(ws.uow)
+    pat = patterns or PatternService(ws.uow)
     return {
         # the project
         InitProject: ws.init_project,
@@ -107,6 +110,10 @@ def registry(ws: Service, runs: RunService,
         RetireSource: src.retire,
         DeleteSource: src.delete,
         PromoteArtifact: src.promote,
+        # failure patterns
+        RecordPatternOccurrences: pat.record_occurrences,
+        ApprovePattern: pat.approve,
+        RejectPattern: pat.reject,
     }
 
 
@@ -114,8 +121,9 @@ class CommandBus:
     """Hands each command to its handler."""
 
     def __init__(self, ws: Service, runs: RunService,
-                 sources: SourceService | None = None) -> None:
-        self.handlers = registry(ws, runs, sources)
+                 sources: SourceService | None = None,
+                 patterns: PatternService | None = None) -> None:
+        self.handlers = registry(ws, runs, sources, patterns)
 
     def handle(self, command: Command) -> Any:
         """Carry out ``command``; its handler's result, or its typed error."""

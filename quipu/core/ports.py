@@ -27,6 +27,7 @@ __all__ = [
     "Images",
     "LaunchSpec",
     "NewEvent",
+    "PatternIndex",
     "Resources",
     "Reviewer",
     "RunIndex",
@@ -525,6 +526,16 @@ class RunIndex(Protocol):
         """(run_id, value) of the stage's reference result: the newest finalized run tagged
         ``best*``, else the best finalized value so far by ``direction`` (``maximize`` or
         ``minimize``). Values of runs that did not run to their end never count."""
+        ...
+
+
+class PatternIndex(Protocol):
+    """The approved failure patterns, asked by the reviewers and the monitor (the views
+    implement it). Rows as ``patterns_view.approved`` returns them; build matchers' input with
+    ``core.patterns.detection.ApprovedPattern.from_row``."""
+
+    def approved_patterns(self, *, stage: str | None = None) -> list[dict[str, Any]]:
+        """Approved patterns that apply to ``stage`` (every approved one when None)."""
         ...
 
 

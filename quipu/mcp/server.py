@@ -31,6 +31,7 @@ from fastmcp import FastMCP
 from quipu.mcp.compare import COMPARE_TOOL_NAMES, register_compare_tools
 from quipu.mcp.images import IMAGE_TOOL_NAMES, register_image_tools
 from quipu.mcp.lineage import LINEAGE_TOOL_NAMES, register_lineage_tools
+from quipu.mcp.patterns import PATTERN_TOOL_NAMES, register_pattern_tools
 from quipu.mcp.runs import RUN_TOOL_NAMES, register_run_tools
 from quipu.mcp.sources import SOURCE_TOOL_NAMES, register_source_tools
 from quipu.mcp.workspaces import (
@@ -57,7 +58,7 @@ log = logging.getLogger("quipu.mcp")
 
 TOOL_NAMES = (*PROJECT_TOOL_NAMES, *WORKSPACE_TOOL_NAMES, *RUN_TOOL_NAMES, *SOURCE_TOOL_NAMES,
               *LINEAGE_TOOL_NAMES, *COMPARE_TOOL_NAMES,
-              *IMAGE_TOOL_NAMES)
+              *IMAGE_TOOL_NAMES, *PATTERN_TOOL_NAMES)
 
 INSTRUCTIONS = """\
 Quipu records your research: every change through these tools is an attributed event with a
@@ -89,6 +90,7 @@ def register_tools(mcp: FastMCP, engine: Engine) -> None:
     register_lineage_tools(mcp, engine)
     register_compare_tools(mcp, engine)
     register_image_tools(mcp, engine)
+    register_pattern_tools(mcp, engine)
 
 
 def build_server(target: "Quipu | Engine") -> FastMCP:

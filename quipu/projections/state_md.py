@@ -23,14 +23,16 @@ from typing import Any, ClassVar
 
 import sqlite_utils
 
+from quipu.core.patterns.events import PatternApproved, PatternProposed, PatternRejected
 from quipu.projections._base import Folded, Indexes
 from quipu.projections.audit_view import AuditView
 from quipu.projections.project_view import ProjectView
 from quipu.projections.thoughts_view import ThoughtsView
 from quipu.projections.workspaces_view import WorkspacesView
 
-__all__ = ["MAX_ACTIONS", "MAX_BEST", "MAX_OUTCOMES", "MAX_RUNS", "MAX_THOUGHTS", "MAX_VERSIONS",
-           "MAX_WORKSPACES", "StateInput", "StateMdMarkView", "mark", "render"]
+__all__ = ["MAX_ACTIONS", "MAX_BEST", "MAX_OUTCOMES", "MAX_PATTERNS", "MAX_RUNS",
+           "MAX_THOUGHTS", "MAX_VERSIONS", "MAX_WORKSPACES", "StateInput", "StateMdMarkView",
+           "mark", "render"]
 
 # The caps keep STATE.md (and status(), which carries it) under about 8,000 characters of JSON
 # at 50 workspaces and hundreds of runs: every list says how many more there are and where.
@@ -45,6 +47,8 @@ MAX_BEST = 10
 """Workspaces listed with a best result (best value first within each primary metric, after
 the project-wide best per metric)."""
 MAX_OUTCOMES = 5
+MAX_PATTERNS = 5
+"""Approved failure patterns listed (the most recently approved)."""
 _TEXT = 160  # longest message / thought / reason shown on one line
 
 
@@ -60,6 +64,7 @@ class StateInput:
     thoughts: list[dict[str, Any]] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
     runs: dict[str, Any] | None = None  # dashboard.state_md_runs; None: no run yet, no sections
+    patterns: dict[str, Any] | None = None  # patterns_view.state_md_patterns; None: no section
 
 
 def when(at: str) -> str:
@@ -183,6 +188,24 @@ def _run_sections(runs: dict[str, Any]) -> list[str]:
     return out
 
 
+def _pattern_lines(patterns: dict[str, Any]) -> list[str]:
+    out = ["", "## Failure patterns (approved)"]
+    for p in patterns["approved"]:
+        checks = f", checks {p['checks']}" if p.get("checks") else ""
+        fix = f" → {one_line(p['prevention'], 80)}" if p.get("prevention") else ""
+        out.append(f"- {p['pattern_id']} [{p['stage'] or 'any stage'}, {p['severity']}{checks}]"
+                   f" {one_line(p['symptom'], 100)}{fix}")
+    hidden = patterns["approved_total"] - len(patterns["approved"])
+    if hidden > 0:
+        out.append(f"- …and {hidden} more: manage_patterns(action='list', status='approved')")
+    if not patterns["approved"]:
+        out.append("- (none approved yet)")
+    if patterns["candidates"]:
+        out.append(f"- {patterns['candidates']} candidate(s) to review: "
+                   "manage_patterns(action='list', status='candidate')")
+    return out
+
+
 def render(state: StateInput) -> str:
     """The STATE.md text for ``state``."""
     name = state.project.get("name") or "(uninitialised project)"
@@ -206,6 +229,9 @@ def render(state: StateInput) -> str:
 
     if state.runs is not None:
         out += _run_sections(state.runs)
+
+    if state.patterns is not None:
+        out += _pattern_lines(state.patterns)
 
     out += ["", "## Recent thoughts"]
     if not state.thoughts:
@@ -231,9 +257,11 @@ class StateMdMarkView:
     the latest (the runs view keeps its own, finer, mark in ``runs_shown``)."""
 
     name: ClassVar[str] = "state_md_mark"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: failure patterns (proposed, approved, rejected) are shown
     types: ClassVar[frozenset[str]] = (ProjectView.types | WorkspacesView.types
-                                       | ThoughtsView.types | AuditView.types)
+                                       | ThoughtsView.types | AuditView.types
+                                       | {PatternProposed.TYPE, PatternApproved.TYPE,
+                                          PatternRejected.TYPE})
     tables: ClassVar[tuple[str, ...]] = ("state_md_mark",)
     indexes: ClassVar[Indexes] = ()
 

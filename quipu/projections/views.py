@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import multiprocessing
 import os
@@ -46,6 +47,9 @@ from quipu.projections import (
 )
 from quipu.projections import (
     lineage_view as lineage,
+)
+from quipu.projections import (
+    patterns_view as patterns,
 )
 from quipu.projections import (
     project_view as project,
@@ -94,7 +98,7 @@ than half of it is missing."""
 PROJECTIONS: tuple[type[Projection], ...] = (
     project.ProjectView, workspaces.WorkspacesView, thoughts.ThoughtsView, audit.AuditView,
     runs.RunsView, dashboard.CursorsView, state_md.StateMdMarkView, sources.SourcesView,
-    lineage.LineageView,
+    lineage.LineageView, patterns.PatternsView,
 )
 """Every projection, in the order they fold a page. Adding one is adding it here."""
 
@@ -751,7 +755,41 @@ class Views:
         if section is not None:
             return dashboard.section_page(self.conn, consumer, section, offset=offset,
                                           limit=limit)
-        return dashboard.dashboard(self.conn, consumer, head=self.position())
+        # Findings and candidate patterns new to this consumer: an alert, never cut, so the
+        # lists make room for it within the same budget.
+        alert = patterns.alerts(self.conn, dashboard.cursor(self.conn, consumer))
+        room = 0 if alert is None else len(json.dumps(alert)) + len('"svs_alerts": , ')
+        out = dashboard.dashboard(self.conn, consumer, head=self.position(),
+                                  budget=dashboard.BUDGET - room)
+        if alert is not None:
+            out["svs_alerts"] = alert
+        return out
+
+    # --- failure patterns ----------------------------------------------------------------------
+
+    @_guarded
+    def patterns(self, *, status: str | None = None, stage: str | None = None,
+                 limit: int = 20, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """A page of failure patterns (most recently seen first) and how many match."""
+        return patterns.listing(self.conn, status=status, stage=stage, limit=limit,
+                                offset=offset)
+
+    @_guarded
+    def pattern(self, pattern_id: str) -> dict[str, Any] | None:
+        """One failure pattern in full, or None."""
+        return patterns.get(self.conn, pattern_id)
+
+    @_guarded
+    def pattern_ids(self) -> list[str]:
+        """Known pattern ids, most recently seen first (for did-you-mean)."""
+        return patterns.ids(self.conn)
+
+    @_guarded
+    def approved_patterns(self, *, stage: str | None = None) -> list[dict[str, Any]]:
+        """The approved patterns that apply to ``stage`` (all when None), caught up first:
+        the ``PatternIndex`` port the reviewers and the monitor ask."""
+        self.catch_up()
+        return patterns.approved(self.conn, stage=stage)
 
     @_guarded
     def cursor(self, consumer: str) -> int:
@@ -798,4 +836,5 @@ class Views:
             actions=audit.audit_log(self.conn, limit=state_md.MAX_ACTIONS),
             runs=dashboard.state_md_runs(self.conn, limit=state_md.MAX_RUNS,
                                          outcomes=state_md.MAX_OUTCOMES,
-                                         best=state_md.MAX_BEST)))
+                                         best=state_md.MAX_BEST),
+            patterns=patterns.state_md_patterns(self.conn, limit=state_md.MAX_PATTERNS)))

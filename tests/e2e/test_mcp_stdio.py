@@ -36,6 +36,8 @@ EVERY_TOOL = {
     "compare",
     # the image tool (tests/integration/test_docker_images.py)
     "manage_images",
+    # the failure-pattern tool (tests/e2e/test_mcp_patterns.py)
+    "manage_patterns",
 }
 Connect = Callable[..., AbstractAsyncContextManager[Client[Any]]]
 ACTOR = "agent:e2e-test"  # what the server_environ fixture sets as QUIPU_ACTOR

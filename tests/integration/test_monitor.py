@@ -27,6 +27,7 @@ from quipu.adapters.monitor import PostRunReviewer, RunMonitor
 from quipu.app.bootstrap import Quipu, Workers, open_project
 from quipu.core.log import decode
 from quipu.core.messages import Event
+from quipu.core.patterns.detection import ApprovedPattern
 from quipu.core.reviews.events import FindingsRecorded, StopRequested
 from quipu.core.reviews.monitoring import MonitorRules
 from quipu.core.runs.events import RunExited
@@ -98,8 +99,7 @@ class TestAutoStop:
         q = open_project(root)
         try:
             q.start_workers()
-            [group] = q.workers
-            assert isinstance(group, Workers)
+            [group] = [w for w in q.workers if isinstance(w, Workers)]
             assert {type(w) for w in group.workers} == {StageExecutor, RunMonitor,
                                                        PostRunReviewer}
             run_id = start(q)["solo"]
@@ -137,6 +137,35 @@ class TestRules:
         q.request_stop(run_id, "end the test stage after the spike was seen")
         drive(ex, ended(q, run_id))
         assert [f["signal"] for f in findings(q, run_id)] == ["loss_spike"]
+
+    def test_an_approved_metric_pattern_is_a_finding_naming_the_pattern(
+            self, tmp_path: Path) -> None:
+        """The failure-pattern loop's metric rules run in the monitor (as bootstrap wires
+        them): a match is recorded once, with the pattern's id, severity and prevention."""
+        q = make_project(tmp_path, ONE_STAGE, {"solo": SPIKES})
+        run_id = start(q)["solo"]
+        pattern = ApprovedPattern(
+            pattern_id="pat-0123456789ab", stage="solo", severity="warning",
+            signal="loss_spike", symptom="the loss jumps above 3 late in training",
+            prevention="lower the learning rate after warm-up",
+            detection={"kind": "metric", "metric": "loss", "op": ">", "threshold": 3})
+        elsewhere = ApprovedPattern(
+            pattern_id="pat-ba9876543210", stage="other", severity="error",
+            signal="loss_spike", symptom="another stage's rule",
+            detection={"kind": "metric", "metric": "loss", "op": ">", "threshold": 0})
+        ex = executor(q)
+        mon = RunMonitor(q.store, q.runs, MonitorRules(loss_spike_factor=1000.0), tick=0.05,
+                         patterns=lambda stage: [pattern, elsewhere])
+        step = both(ex, mon)
+        wait_until(lambda: [f for f in findings(q, run_id) if f.get("pattern_id")],
+                   what="the pattern matches", step=step, timeout=120)
+        for _ in range(5):
+            step()
+        [found] = [f for f in findings(q, run_id) if f.get("pattern_id")]
+        assert found["pattern_id"] == "pat-0123456789ab" and found["severity"] == "warning"
+        assert found["fix"] == "lower the learning rate after warm-up"
+        q.request_stop(run_id, "end the test stage after the pattern was seen")
+        drive(ex, ended(q, run_id))
 
     def test_no_metric_progress_past_the_threshold_is_a_warning(self, tmp_path: Path) -> None:
         q = make_project(tmp_path, ONE_STAGE, {"solo": ONE_POINT})

@@ -12,6 +12,7 @@ from unit_support import FakeIndex
 
 from quipu.core.handlers import CommandBus, registry
 from quipu.core.messages import Command
+from quipu.core.patterns import commands as pattern_commands
 from quipu.core.project import commands as project_commands
 from quipu.core.runs import commands as run_commands
 from quipu.core.runs.handlers import RunService
@@ -27,7 +28,8 @@ REASON = "exercise the command bus in a unit test"
 
 def every_command() -> set[type[Command]]:
     found = set()
-    for module in (project_commands, workspace_commands, run_commands, source_commands):
+    for module in (project_commands, workspace_commands, run_commands, source_commands,
+                   pattern_commands):
         for name in module.__all__:
             obj = getattr(module, name)
             if isinstance(obj, type) and issubclass(obj, Command):
@@ -43,7 +45,7 @@ def bus(project: Any) -> CommandBus:
 
 def test_every_command_has_a_handler_and_nothing_else_is_registered(bus: CommandBus) -> None:
     assert set(bus.handlers) == every_command()
-    assert len(every_command()) == 36
+    assert len(every_command()) == 39
 
 
 def test_each_commands_fields_are_exactly_its_handlers_arguments(project: Any) -> None:

@@ -171,3 +171,20 @@ def test_distinct_train_and_test_data_is_not_leakage() -> None:
         inputs={"train_x": {"kind": "upstream", "stage": "prep", "signal": "features"},
                 "test_x": {"kind": "upstream", "stage": "prep", "signal": "held_out"}}))
     assert "leakage_same_input" not in found
+
+
+def test_an_approved_code_pattern_is_matched_in_the_stage_code() -> None:
+    """The failure-pattern loop's code-regex detections run in the static review (wired by the
+    review context's ``patterns``, as bootstrap passes them)."""
+    pattern = {"pattern_id": "pat-0123456789ab", "stage": "train", "severity": "error",
+               "symptom": "the model is loaded without map_location",
+               "prevention": "pass map_location to torch.load",
+               "detection": {"kind": "code", "regex": r"sdk\.save_output\(\"model\""}}
+    other_stage = {**pattern, "pattern_id": "pat-ba9876543210", "stage": "prep"}
+    ctx = context({})
+    ctx = ReviewContext(**{**ctx.__dict__, "patterns": (pattern, other_stage)})
+    verdict = StaticReviewer().review(ctx)
+    [found] = [f for f in verdict.findings if f.signal == "failure_pattern"]
+    assert found.pattern_id == "pat-0123456789ab" and found.file == "modules/train.py"
+    assert found.line == 6 and found.fix == "pass map_location to torch.load"
+    assert verdict.decision == "block"  # the pattern's severity is error

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from quipu.core.errors import QuipuError
 from quipu.core.messages import Event
+from quipu.core.patterns.detection import ApprovedPattern, match_metrics
 from quipu.core.ports import EventStore
 from quipu.core.reviews.events import FindingsRecorded, StopRequested
 from quipu.core.reviews.findings import MAX_FINDINGS, Finding
@@ -73,6 +74,7 @@ class RunMonitor(LogFollower):
                  now: Callable[[], datetime] | None = None, tick: float = 5.0,
                  window_review: WindowReview | None = None,
                  window_every: float | None = None,
+                 patterns: Callable[[str], Sequence[ApprovedPattern]] | None = None,
                  position_file: Path | None = None) -> None:
         super().__init__(store, tick=tick, position_file=position_file)
         self.runs = runs
@@ -82,6 +84,7 @@ class RunMonitor(LogFollower):
         self.window_review = window_review
         self.window_every = window_every
         self.window_failures = 0
+        self.patterns = patterns  # stage -> the approved failure patterns (metric rules run)
         self._stages: dict[str, str] = {}
         self._pending: dict[str, list[Finding]] = {}
         self._reported: dict[str, set[tuple[str, str]]] = {}
@@ -108,14 +111,25 @@ class RunMonitor(LogFollower):
             if isinstance(event, MetricsRecorded):
                 self._pending.setdefault(run_id, []).extend(watch.metrics(
                     self.rules, points=event.points, at=event.at, summaries=event.summaries))
+                self._pending[run_id].extend(self._pattern_findings(watch, event.summaries))
             elif isinstance(event, FindingsRecorded) and event.source == SOURCE:
-                keys = {(f.get("signal", ""), (f.get("evidence") or {}).get("metric", ""))
-                        for f in event.findings}
+                keys = {_stored_key(f) for f in event.findings}
                 watch.flagged |= keys
                 self._reported.setdefault(run_id, set()).update(keys)
             elif isinstance(event, StopRequested):
                 watch.stop_asked = True
             # A heartbeat only says the stage lives; the stall rule counts metric progress.
+
+    def _pattern_findings(self, watch: RunWatch, summaries: dict[str, Any]) -> list[Finding]:
+        """Findings of the approved failure patterns whose detection is a metric rule."""
+        if self.patterns is None:
+            return []
+        try:
+            return match_metrics(self.patterns(watch.stage), watch.stage or None, summaries)
+        except Exception:  # the pattern store in trouble never stops the monitor
+            self.errors += 1
+            log.exception("monitor: matching failure patterns for run %s failed", watch.run_id)
+            return []
 
     def state_dict(self) -> dict[str, Any]:
         """The watches, stage names and reported findings (saved with the position)."""
@@ -151,7 +165,7 @@ class RunMonitor(LogFollower):
             found = self._pending.pop(run_id, []) + watch.tick(self.rules, now)
             found += self._window(watch, now)
             reported = self._reported.get(run_id, set())
-            fresh = [f for f in found if (f.signal, f.evidence.get("metric", "")) not in reported]
+            fresh = [f for f in found if _key(f) not in reported]
             if fresh:
                 try:
                     self._record(watch, fresh)
@@ -164,8 +178,7 @@ class RunMonitor(LogFollower):
         self.runs.record_findings(watch.run_id, actor=SOURCE, phase="during_run",
                                   source=SOURCE, findings=[f.as_dict() for f in shown],
                                   omitted=len(found) - len(shown))
-        self._reported.setdefault(watch.run_id, set()).update(
-            (f.signal, f.evidence.get("metric", "")) for f in found)
+        self._reported.setdefault(watch.run_id, set()).update(_key(f) for f in found)
         errors = [f for f in found if f.severity == "error"]
         if not (self.rules.auto_stop and errors) or watch.stop_asked:
             return
@@ -198,3 +211,16 @@ class RunMonitor(LogFollower):
             return []
         self.window_failures = 0
         return found
+
+
+def _key(finding: Finding) -> tuple[str, str]:
+    """What makes a monitor finding the same as one already recorded for the run: its signal
+    and its metric, or the failure pattern that made it."""
+    return (finding.signal, finding.pattern_id or str(finding.evidence.get("metric", "")))
+
+
+def _stored_key(finding: dict[str, Any]) -> tuple[str, str]:
+    """:func:`_key` of a finding as an event stores it."""
+    evidence = finding.get("evidence") or {}
+    return (str(finding.get("signal", "")),
+            str(finding.get("pattern_id") or evidence.get("metric", "")))

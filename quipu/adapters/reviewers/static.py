@@ -32,6 +32,7 @@ import yaml
 from pyflakes import checker as pyflakes_checker
 from pyflakes import messages as pyflakes_messages
 
+from quipu.core.patterns.detection import ApprovedPattern, match_code
 from quipu.core.pipelines import Pipeline, Stage
 from quipu.core.reviews.findings import Finding, Severity
 from quipu.core.reviews.review import ReviewContext, ReviewVerdict, decision_for
@@ -102,6 +103,11 @@ class StaticReviewer:
             yield from _leakage(ctx, stage)
         if pipeline is not None:
             yield from _primary_metric(ctx, pipeline, self._parse)
+        if ctx.patterns:  # approved failure patterns whose detection is a code regex
+            approved = [ApprovedPattern.from_context(p) for p in ctx.patterns]
+            yield from match_code(approved, ctx.stage,
+                                  {path: text for path, text in ctx.files.items()
+                                   if path.endswith(".py")})
 
     def _pipeline(self, text: str | None) -> Pipeline | None:
         if text is None:
