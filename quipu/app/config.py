@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from quipu.core.errors import InvalidInput, NotFound
+from quipu.core.reviews.statistics import ContractMode, StatChecks
 from quipu.core.validation import check_name
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "DataConfig",
     "EventStoreConfig",
     "ExecutorConfig",
+    "SvsConfig",
     "find_project",
     "load_config",
     "write_config",
@@ -95,6 +97,18 @@ class DataConfig(BaseModel):
     allow_any_path: bool = False
 
 
+class SvsConfig(BaseModel):
+    """``svs``: how outputs are checked. ``contracts`` enforces the declared output schemas
+    (``blocking`` fails the stage, ``warning`` records a finding, ``silent`` skips them; a
+    stage's ``contracts:`` in pipeline.yaml wins); ``statistics`` are the project's thresholds
+    of the statistic checks (an output's ``schema.checks`` wins). See docs/svs.md."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contracts: ContractMode = "warning"
+    statistics: StatChecks = StatChecks()
+
+
 class Config(BaseModel):
     """The contents of ``quipu.yaml``."""
 
@@ -108,6 +122,7 @@ class Config(BaseModel):
     executor: ExecutorConfig = ExecutorConfig()
     data: DataConfig = DataConfig()
     audit: AuditConfig = AuditConfig()
+    svs: SvsConfig = SvsConfig()
 
     @field_validator("slots")
     @classmethod

@@ -117,7 +117,8 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries):
                                                 allow_any=config.data.allow_any_path,
                                                 realpath=os.path.realpath,
                                                 exists=os.path.exists),
-                               sources=self.sources)
+                               sources=self.sources, svs_contracts=config.svs.contracts,
+                               svs_statistics=config.svs.statistics)
         self.bus = CommandBus(self.service, self.runs, self.sources)
         self._executor_factory = executor
         self.workers: list[Executor] = []

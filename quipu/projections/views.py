@@ -45,6 +45,9 @@ from quipu.projections import (
     dashboard_view as dashboard,
 )
 from quipu.projections import (
+    findings_view as findings,
+)
+from quipu.projections import (
     lineage_view as lineage,
 )
 from quipu.projections import (
@@ -94,7 +97,7 @@ than half of it is missing."""
 PROJECTIONS: tuple[type[Projection], ...] = (
     project.ProjectView, workspaces.WorkspacesView, thoughts.ThoughtsView, audit.AuditView,
     runs.RunsView, dashboard.CursorsView, state_md.StateMdMarkView, sources.SourcesView,
-    lineage.LineageView,
+    lineage.LineageView, findings.FindingsView,
 )
 """Every projection, in the order they fold a page. Adding one is adding it here."""
 
@@ -683,6 +686,17 @@ class Views:
     def lineage_provenance(self, run_id: str) -> dict[str, Any]:
         """A run's whole upstream closure (see ``lineage_view.provenance``)."""
         return lineage.provenance(self.conn, run_id)
+
+    @_guarded
+    def run_findings(self, run_id: str, *, limit: int = 50,
+                     offset: int = 0) -> list[dict[str, Any]]:
+        """One run's findings in log order (see ``findings_view``)."""
+        return findings.run_findings(self.conn, run_id, limit=limit, offset=offset)
+
+    @_guarded
+    def finding_counts(self, run_id: str) -> dict[str, int]:
+        """How many findings a run has per severity, and in all."""
+        return findings.finding_counts(self.conn, run_id)
 
     @_guarded
     def run_execution(self, run_id: str) -> dict[str, Any] | None:

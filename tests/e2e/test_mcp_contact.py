@@ -39,7 +39,8 @@ WHY = "exercising first contact with the official MCP client"
 # source tools (register_source carries the metadata rules an agent needs to get a document
 # right the first time) and get_lineage bring it to 34 tools: about 900 characters a tool.
 # compare (35 tools) adds about 890 characters; the budget grows by 800 for it.
-TOOLS_LIST_BUDGET = 31_800
+# get_run_svs_findings (36 tools) and inspect_run's "svs" section add 575 characters.
+TOOLS_LIST_BUDGET = 32_375
 """Characters of tools/list's JSON, which every client loads into its agent's context. It was
 35,920 for 28 tools before the descriptions and schemas were cut; about 22,500 for 30 after."""
 INSTRUCTIONS_BUDGET = 1_000

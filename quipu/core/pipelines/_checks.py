@@ -183,7 +183,7 @@ class _Checker:
                 self.error(err.code, loc.key("name"), err.message, err.hint)
                 name = None
         fields: dict[str, Any] = {k: v for k, v in raw.items()
-                                  if k in ("runtime", "entrypoint", "defaults")}
+                                  if k in ("runtime", "entrypoint", "defaults", "contracts")}
         for kind in ("inputs", "outputs"):
             fields[kind] = self.signals(info, kind, raw.get(kind))
         fields["config_schema"] = self.params(info, raw.get("config_schema"))

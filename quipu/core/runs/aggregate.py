@@ -13,12 +13,15 @@ return what the workspace must record, and the service appends both in one trans
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any, TypeVar
 
 from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, InvalidInput, NotFound
 from quipu.core.messages import Event
+from quipu.core.reviews.events import FindingsRecorded
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import (
     CheckpointSaved,
@@ -64,6 +67,7 @@ class Run(Aggregate):
         self.tags: set[str] = set()
         self.lost_why: str | None = None
         self.checkpoints: dict[str, str] = {}  # "name/step" or "name/latest" -> sha256
+        self.findings: set[str] = set()  # digests of the FindingsRecorded already on the stream
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -247,6 +251,16 @@ class Run(Aggregate):
                                      sha256=sha256, size=size, manifest=manifest, files=files,
                                      path=path))
 
+    def record_findings(self, meta: Meta, *, phase: str, source: str,
+                        findings: list[dict[str, Any]], omitted: int = 0) -> None:
+        """Record findings about the run (skipped when these very findings are recorded: an
+        executor that restarts and checks the outputs again writes nothing twice)."""
+        self.check_exists()
+        event = FindingsRecorded(**meta.fields(), run_id=self.name, phase=phase,
+                                 source=source, findings=findings, omitted=omitted)
+        if _findings_digest(event) not in self.findings:
+            self.trigger(event)
+
     def tag(self, meta: Meta, tag: str) -> None:
         """Tag the run."""
         request = self.check_exists()
@@ -266,6 +280,7 @@ class Run(Aggregate):
             "metrics": _event_dict(self.metrics), "results_spec": self.results_spec,
             "finalized": _event_dict(self.finalized), "tags": sorted(self.tags),
             "lost_why": self.lost_why, "checkpoints": self.checkpoints,
+            "findings": sorted(self.findings),
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
@@ -284,6 +299,7 @@ class Run(Aggregate):
         self.lost_why = data["lost_why"]
         # Snapshots taken before checkpoints were recorded hold none (none had been recorded).
         self.checkpoints = dict(data.get("checkpoints", {}))
+        self.findings = set(data.get("findings", []))  # none were recorded before they existed
 
     def apply(self, event: Event) -> None:
         """Fold one event of the run's stream: the state from ``lifecycle.state_after``, the
@@ -314,8 +330,16 @@ class Run(Aggregate):
             self.tags.add(event.tag)
         elif isinstance(event, CheckpointSaved):
             self.checkpoints[_checkpoint_key(event.name, event.step)] = event.sha256
+        elif isinstance(event, FindingsRecorded):
+            self.findings.add(_findings_digest(event))
         # RunQueued, RunLaunchFailed, RunCanceled and RunHeartbeat only move the state or the
         # deadline clock.
+
+
+def _findings_digest(event: FindingsRecorded) -> str:
+    body = json.dumps([event.phase, event.source, event.findings, event.omitted],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def _checkpoint_key(name: str, step: int | None) -> str:

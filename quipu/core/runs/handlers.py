@@ -22,6 +22,7 @@ from quipu.core.pipelines import (
     Pipeline,
     Problem,
     Signal,
+    Stage,
     config_hash,
     pipeline_refusal,
     resolve_config,
@@ -30,6 +31,7 @@ from quipu.core.pipelines import (
     validate_pipeline,
 )
 from quipu.core.ports import RunIndex
+from quipu.core.reviews.statistics import ContractMode, StatChecks, effective_checks
 from quipu.core.runs import lifecycle
 from quipu.core.runs.aggregate import Run
 from quipu.core.runs.events import RunRequested
@@ -124,8 +126,12 @@ class RunService:
     def __init__(self, service: Service, index: RunIndex,
                  new_id: Callable[[], str] | None = None,
                  paths: InputPaths | None = None,
-                 sources: SourceService | None = None) -> None:
+                 sources: SourceService | None = None, *,
+                 svs_contracts: ContractMode = "warning",
+                 svs_statistics: StatChecks | None = None) -> None:
         self.svc = service
+        self.svs_contracts: ContractMode = svs_contracts
+        self.svs_statistics = svs_statistics
         self.sources = sources
         self.uow = service.uow
         self.index = index
@@ -319,12 +325,23 @@ class RunService:
             out["configs"][stage] = resolve_config(stage, pipeline, configs,
                                                    overrides.get(stage))
             out["entrypoints"][stage] = spec.entrypoint or f"modules/{stage}.py"
-            out["outputs"][stage] = {n: _signal_doc(s) for n, s in spec.outputs.items()}
+            out["outputs"][stage] = {n: self._output_doc(spec, s)
+                                     for n, s in spec.outputs.items()}
             out["inputs"][stage] = {
                 n: self._resolve(ws.name, pipeline, stage, n, s, order,
                                  input_overrides.get(stage, {}))
                 for n, s in spec.inputs.items()}
         return out
+
+    def _output_doc(self, stage: Stage, signal: Signal) -> dict[str, Any]:
+        """What the run records of an output: its declaration, how its contract is enforced
+        and, for arrays and tables, the thresholds its statistics are checked against."""
+        doc = {**_signal_doc(signal), "contract": stage.contracts or self.svs_contracts}
+        if signal.type in ("npy", "csv"):
+            declared = signal.schema_.checks if signal.schema_ else None
+            doc["checks"] = effective_checks(self.svs_statistics,
+                                             declared.given() if declared else None)
+        return doc
 
     def _resolve(self, workspace: str, pipeline: Pipeline, stage: str, name: str, signal: Signal,
                  order: list[str], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -572,6 +589,20 @@ class RunService:
             run.record_checkpoint(self.uow.stamp(actor, f"checkpoint {which} saved"),
                                   name=name, step=step, sha256=sha256, size=size,
                                   manifest=manifest, files=files, path=path)
+            if run.pending:
+                self.uow.commit(run)
+
+        self.uow.attempt(command)
+
+    def record_findings(self, run_id: str, *, actor: str, phase: str, source: str,
+                        findings: list[dict[str, Any]], omitted: int = 0) -> None:
+        """Findings about a run (``Finding.as_dict()`` each): output contracts, statistics,
+        the monitor, the post-run review. Passive: the run's state does not move."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            shown = f"{len(findings) + omitted} {phase} finding(s) from {source}"
+            run.record_findings(self.uow.stamp(actor, shown), phase=phase, source=source,
+                                findings=findings, omitted=omitted)
             if run.pending:
                 self.uow.commit(run)
 
