@@ -10,8 +10,9 @@ much as a 10 MB one:
 * npy: the array is memory-mapped and read in :data:`SAMPLE_BLOCKS` evenly spaced runs of whole
   rows, :data:`SAMPLE_LIMIT` elements at most (a block of contiguous rows touches few pages;
   evenly strided single elements would touch every page of the file);
-* csv: up to :data:`ROW_LIMIT` rows are read whole; beyond that a uniform reservoir of
-  :data:`ROW_LIMIT` rows is kept while the lines stream past (one pass, bounded memory).
+* csv: the rows stream past as bytes once; numpy counts every row, ragged row and empty field
+  a chunk at a time, and a uniform reservoir keeps :data:`ROW_LIMIT` rows, the only ones
+  parsed (one pass, bounded memory).
 
 Like :mod:`quipu.rundir`, this module imports nothing of ours (the SDK must stand alone) and
 imports numpy only when a function needs it, so the engine pays nothing for importing it.
@@ -20,7 +21,6 @@ imports numpy only when a function needs it, so the engine pays nothing for impo
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -62,8 +62,9 @@ SAMPLE_LIMIT = 1_000_000
 """Elements of an npy output read for its statistics, at most."""
 SAMPLE_BLOCKS = 1024
 """Evenly spaced runs of contiguous rows the npy sample is made of."""
-ROW_LIMIT = 100_000
-"""Rows of a csv output read for its statistics, at most (a uniform reservoir beyond)."""
+ROW_LIMIT = 50_000
+"""Rows of a csv output parsed for its statistics, at most (a uniform reservoir beyond; rows,
+ragged rows and empty fields are still counted over every row)."""
 MAX_COLUMNS = 32
 """Columns of a csv (features of an array) summarised one by one, at most."""
 HIST_BINS = 64
@@ -232,90 +233,173 @@ class _Table:
     rows: list[list[str]]
     total: int
     sampled: bool
-    ragged: list[tuple[int, int]]  # (row number, fields) of sampled rows of the wrong width
+    ragged: list[tuple[int, int]]  # (row number, fields) of rows of the wrong width
     problem: Violation | None = None
+    empty: list[int] | None = None  # empty fields per column over EVERY row, when counted
+    ragged_count: int = 0
+    exact: bool = True  # ragged rows and empty fields were counted over every row
 
     def ragged_violations(self) -> list[Violation]:
         if not self.ragged:
             return []
         shown = ", ".join(f"row {n} has {k}" for n, k in self.ragged[:5])
-        more = f" and {len(self.ragged) - 5} more" if len(self.ragged) > 5 else ""
-        where = " of the sampled rows" if self.sampled else ""
+        count = max(self.ragged_count, len(self.ragged))
+        more = f" and {count - 5} more" if count > 5 else ""
+        where = "" if self.exact else " of the sampled rows"
         return [Violation("ragged_csv", f"the header has {len(self.header)} fields but "
                           f"{shown}{more}{where}; every row needs one field per column")]
 
 
-_CHUNK_CHARS = 1 << 23
+_CHUNK_BYTES = 1 << 24
 
 
-def _reservoir(rows: list[Any], numbers: list[int], lines: list[str], seen: int, limit: int,
-               rng: Any) -> int:
-    """Algorithm R over one chunk of lines: the t-th row (0-based) replaces a random slot
-    with probability limit/(t+1). Decided for the chunk at once, applied in order; returns
-    the rows seen so far."""
-    import numpy as np
+class _Scan:
+    """One pass over the data rows of a csv file as bytes, a chunk at a time.
 
-    t = np.arange(seen, seen + len(lines), dtype=np.float64)
-    keep = np.nonzero(rng.random(len(lines)) * (t + 1) < limit)[0]
-    slots = rng.integers(0, limit, size=len(keep))
-    for index, slot in zip(keep.tolist(), slots.tolist(), strict=True):
-        rows[slot] = lines[index].rstrip("\r")
-        numbers[slot] = seen + index + 1
-    return seen + len(lines)
-
-
-def _read_csv(path: Path, limit: int = ROW_LIMIT, seed: int = 0) -> _Table:
-    """The header and a uniform sample of at most ``limit`` rows of a csv file.
-
-    Files of up to ``limit`` rows are parsed whole by the csv module (quoted line breaks
-    included). Past that, the remaining lines stream by as bytes and a reservoir (Algorithm R,
-    decided a chunk at a time with numpy) keeps a uniform sample of every row; only the kept
-    lines are parsed, so quoted line breaks are not supported there. Row numbers count data
-    rows from 1.
+    numpy finds the line ends, commas and empty fields of a whole chunk at once, so every row
+    is counted (rows, ragged rows, empty fields per column) without a Python step per row,
+    and a reservoir (Algorithm R, decided per chunk) keeps a uniform sample of ``limit`` rows
+    as raw lines. A chunk with a quote character cannot be split on commas: from then on
+    only the sample is looked at (``exact`` is False).
     """
-    import numpy as np
 
+    def __init__(self, width: int, limit: int, seed: int) -> None:
+        import numpy as np
+
+        self.width, self.limit = width, limit
+        self.rng = np.random.default_rng(seed)
+        self.sample: list[bytes] = []
+        self.numbers: list[int] = []
+        self.total = 0
+        self.empty = np.zeros(width, dtype=np.int64)
+        self.ragged: list[tuple[int, int]] = []
+        self.ragged_count = 0
+        self.exact = True
+
+    def chunk(self, body: bytes) -> None:
+        """Take the complete lines of ``body`` (it ends with a newline)."""
+        import numpy as np
+
+        data = np.frombuffer(body, dtype=np.uint8)
+        quoted = b'"' in body
+        if quoted:
+            self.exact = False
+        # Every comma and line end, in order; a field ends at each. The field before a bound
+        # starts right after the previous bound, and its column is the bound's rank in its row.
+        bounds = np.flatnonzero((data == 10) if quoted else (data == 44) | (data == 10))
+        if len(bounds) == 0:
+            return
+        is_end = data[bounds] == 10
+        rank = np.arange(len(bounds))
+        opens = np.empty(len(bounds), dtype=bool)
+        opens[0], opens[1:] = True, is_end[:-1]
+        column = rank - np.maximum.accumulate(np.where(opens, rank, 0))
+        previous = np.empty_like(bounds)
+        previous[0], previous[1:] = -1, bounds[:-1]
+        length = bounds - previous - 1
+        length -= is_end & (data[np.maximum(bounds - 1, 0)] == 13)  # a \r before the \n
+        blank = is_end & (column == 0) & (length == 0)  # blank lines are not rows
+        ends = bounds[is_end]
+        row_of_end = ~blank[is_end]
+        starts = np.empty_like(ends)
+        starts[0], starts[1:] = 0, ends[:-1] + 1
+        stops = ends - (data[np.maximum(ends - 1, 0)] == 13)
+        starts, stops = starts[row_of_end], stops[row_of_end]
+        n = len(starts)
+        if n == 0:
+            return
+        first = self.total
+        if self.exact:
+            fields = column[is_end][row_of_end] + 1
+            bad = np.flatnonzero(fields != self.width)
+            self.ragged_count += len(bad)
+            for row in bad[:max(5 - len(self.ragged), 0)].tolist():
+                self.ragged.append((first + row + 1, int(fields[row])))
+            empty = column[(length == 0) & ~blank & (column < self.width)]
+            self.empty += np.bincount(empty, minlength=self.width)[:self.width]
+        self.total += n
+        # Algorithm R: row t (0-based, over the file) fills slot t while t < limit, then
+        # replaces a random slot with probability limit / (t + 1). Within a chunk only the
+        # last row sent to each slot survives, so only those lines are cut out of the bytes.
+        t = first + np.arange(n)
+        fill = t < self.limit
+        chosen = np.flatnonzero(fill | (self.rng.random(n) * (t + 1) < self.limit))
+        slots = np.where(fill[chosen], t[chosen], self.rng.integers(0, self.limit,
+                                                                     size=len(chosen)))
+        last_first = np.unique(slots[::-1], return_index=True)[1]
+        winners = chosen[::-1][last_first]
+        for slot, row in zip(slots[::-1][last_first].tolist(), winners.tolist(), strict=True):
+            line = body[starts[row]:stops[row]]
+            if slot < len(self.sample):
+                self.sample[slot], self.numbers[slot] = line, first + row + 1
+            else:
+                self.sample.append(line)
+                self.numbers.append(first + row + 1)
+
+
+def _read_csv(path: Path, limit: int | None = None, seed: int = 0) -> _Table:
+    """The header, a uniform sample of at most ``limit`` rows, and what every row shows.
+
+    The data rows stream past as bytes (:class:`_Scan`): rows, ragged rows and empty fields
+    per column are counted over every row, and a reservoir keeps a uniform sample whose lines
+    alone are parsed by the csv module. Row numbers count data rows from 1. A file with
+    quotes is parsed whole by the csv module when it holds at most ``limit`` rows (quoted
+    commas and line breaks included); a bigger one is looked at through its sample only.
+    """
+
+    limit = ROW_LIMIT if limit is None else limit
     with path.open("rb") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
-        reader = csv.reader(text)
+        first = raw.readline()
         try:
-            header = next(reader)
+            header = next(csv.reader([first.decode("utf-8", errors="replace")]))
+            if not header:
+                raise StopIteration
         except StopIteration:
-            return _Table([], [], 0, False, [], Violation("csv_no_header", "the csv file is "
-                                                          "empty: it needs a header row"))
+            return _Table([], [], 0, False, [], Violation(
+                "csv_no_header", "the csv file is empty: it needs a header row"))
         except csv.Error as exc:
-            return _Table([], [], 0, False, [], Violation("csv_unreadable", f"the csv file "
-                                                          f"cannot be parsed: {exc}"))
-        rows: list[Any] = []
+            return _Table([], [], 0, False, [], Violation(
+                "csv_unreadable", f"the csv header cannot be parsed: {exc}"))
+        scan = _Scan(len(header), limit, seed)
+        carry = b""
+        while chunk := raw.read(_CHUNK_BYTES):
+            buffer = carry + chunk
+            cut = buffer.rfind(b"\n") + 1
+            carry = buffer[cut:]
+            if cut:
+                scan.chunk(buffer[:cut])
+        if carry.strip():
+            scan.chunk(carry + b"\n")
+    if not scan.exact and scan.total <= limit:
+        return _read_whole_csv(path, header)
+    try:
+        rows = list(csv.reader(line.decode("utf-8", errors="replace")
+                               for line in scan.sample))
+    except csv.Error as exc:
+        return _Table(header, [], 0, False, [], Violation(
+            "csv_unreadable", f"a row of the csv file cannot be parsed: {exc}"))
+    ragged, count = scan.ragged, scan.ragged_count
+    if not scan.exact:
+        ragged = sorted((n, len(r)) for n, r in zip(scan.numbers, rows, strict=True)
+                        if len(r) != len(header))
+        count = len(ragged)
+    return _Table(header, rows, scan.total, scan.total > limit, ragged[:5],
+                  empty=[int(e) for e in scan.empty] if scan.exact else None,
+                  ragged_count=count, exact=scan.exact)
+
+
+def _read_whole_csv(path: Path, header: list[str]) -> _Table:
+    """A small csv with quotes, parsed whole by the csv module."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
         try:
-            for row in reader:
-                rows.append(row)
-                if len(rows) == limit:
-                    break
+            rows = [r for r in reader if r]
         except csv.Error as exc:
             return _Table(header, [], 0, False, [], Violation(
-                "csv_unreadable", f"row {len(rows) + 1} of the csv file cannot be parsed: {exc}"))
-        total = len(rows)
-        numbers = list(range(1, total + 1))
-        sampled = False
-        if total == limit:
-            rng = np.random.default_rng(seed)
-            carry = ""
-            while chunk := text.read(_CHUNK_CHARS):
-                lines = (carry + chunk).split("\n")
-                carry = lines.pop()
-                total = _reservoir(rows, numbers, lines, total, limit, rng)
-                sampled = True
-            if carry.strip():
-                total = _reservoir(rows, numbers, [carry], total, limit, rng)
-                sampled = True
-            kept = [i for i, r in enumerate(rows) if isinstance(r, str)]
-            for i, parsed in zip(kept, csv.reader(rows[i] for i in kept), strict=True):
-                rows[i] = parsed
-    width = len(header)
-    ragged = sorted((n, len(r)) for n, r in zip(numbers, rows, strict=True)
-                    if len(r) != width and r)
-    return _Table(header, rows, total, sampled, ragged)
+                "csv_unreadable", f"a row of the csv file cannot be parsed: {exc}"))
+    ragged = [(i + 1, len(r)) for i, r in enumerate(rows) if len(r) != len(header)]
+    return _Table(header, rows, len(rows), False, ragged[:5], ragged_count=len(ragged))
 
 
 # --- statistics -----------------------------------------------------------------------------
@@ -492,9 +576,10 @@ def inspect_file(path: Path, kind: str | None, schema: Mapping[str, Any] | None 
         return found, {}
     columns: dict[str, Any] = {}
     width = len(table.header)
+    good = [r for r in table.rows if len(r) == width]
     for index, name in enumerate(table.header[:MAX_COLUMNS]):
-        cells = [r[index] for r in table.rows if len(r) == width]
-        present = [c for c in cells if c.strip() not in NULL_TOKENS]
+        cells = [r[index] for r in good]
+        present = [c for c in cells if c not in NULL_TOKENS]
         values: Any = np.asarray(present, dtype=str)
         try:
             numbers = values.astype(np.float64)
@@ -504,8 +589,13 @@ def inspect_file(path: Path, kind: str | None, schema: Mapping[str, Any] | None 
             integral = all("." not in c and "e" not in c.lower() for c in present[:1000])
             values = numbers.astype(np.int64) if integral and np.all(
                 np.isfinite(numbers)) else numbers
-        columns[name] = summarise_values(values, count=table.total, sampled=table.sampled,
-                                         nulls=len(cells) - len(present), vocab_size=vocab)
+        summary = summarise_values(values, count=table.total, sampled=table.sampled,
+                                   nulls=len(cells) - len(present), vocab_size=vocab)
+        if table.empty is not None and table.sampled and table.total:
+            # Empty fields were counted over every row: the exact part of the null ratio.
+            other = sum(1 for c in cells if c != "" and c in NULL_TOKENS) / max(len(cells), 1)
+            summary["null_ratio"] = _num(table.empty[index] / table.total + other)
+        columns[name] = summary
     return found, {"rows": table.total, "columns": table.header, "sampled": table.sampled,
                    "sample": len(table.rows), "column_stats": columns,
                    **({"columns_omitted": width - MAX_COLUMNS} if width > MAX_COLUMNS else {})}

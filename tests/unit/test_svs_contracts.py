@@ -292,6 +292,26 @@ def test_csv_statistics_on_a_reservoir_stay_near_the_exact_ones(rows: int, categ
     assert abs(label["entropy"] - exact) <= 0.15 * max(exact, 1.0)
 
 
+def test_ragged_rows_and_empty_fields_are_counted_over_every_row(tmp_path: Path) -> None:
+    """Past the sample, rows, ragged rows and empty fields are still exact (numpy counts
+    them per chunk), whatever the sample holds; quotes fall back to the sample."""
+    path = tmp_path / "t.csv"
+    lines = [f"{i},{'' if i % 10 == 0 else i}\r\n" for i in range(5_000)]
+    lines[4_321] = "1,2,3\n"
+    lines.insert(100, "\n")  # a blank line is not a row
+    path.write_text("a,b\n" + "".join(lines))
+    table = outputcheck._read_csv(path, limit=100)
+    assert table.total == 5_000 and len(table.rows) == 100 and table.sampled
+    assert table.ragged == [(4_322, 3)] and table.exact
+    assert table.empty == [0, 500]
+    found = outputcheck.check_file(path, "csv", {})
+    assert [v.signal for v in found] == ["ragged_csv"]
+    assert "row 4322 has 3" in found[0].message and "sampled" not in found[0].message
+    path.write_text('a,b\n"x,y",1\n' + "".join(f"{i},{i}\n" for i in range(500)))
+    quoted = outputcheck._read_csv(path, limit=100)
+    assert not quoted.exact and quoted.empty is None and quoted.total == 501
+
+
 def test_a_reservoir_row_is_every_row_with_equal_chance(tmp_path: Path) -> None:
     """Rows past the first ``limit`` are kept as often as the first ones (Algorithm R)."""
     path = tmp_path / "t.csv"
