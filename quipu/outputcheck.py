@@ -281,42 +281,22 @@ class _Scan:
         import numpy as np
 
         data = np.frombuffer(body, dtype=np.uint8)
-        quoted = b'"' in body
-        if quoted:
+        if self.exact and b'"' in body:
             self.exact = False
-        # Every comma and line end, in order; a field ends at each. The field before a bound
-        # starts right after the previous bound, and its column is the bound's rank in its row.
-        bounds = np.flatnonzero((data == 10) if quoted else (data == 44) | (data == 10))
-        if len(bounds) == 0:
+        ends = np.flatnonzero(data == 10)
+        if len(ends) == 0:
             return
-        is_end = data[bounds] == 10
-        rank = np.arange(len(bounds))
-        opens = np.empty(len(bounds), dtype=bool)
-        opens[0], opens[1:] = True, is_end[:-1]
-        column = rank - np.maximum.accumulate(np.where(opens, rank, 0))
-        previous = np.empty_like(bounds)
-        previous[0], previous[1:] = -1, bounds[:-1]
-        length = bounds - previous - 1
-        length -= is_end & (data[np.maximum(bounds - 1, 0)] == 13)  # a \r before the \n
-        blank = is_end & (column == 0) & (length == 0)  # blank lines are not rows
-        ends = bounds[is_end]
-        row_of_end = ~blank[is_end]
         starts = np.empty_like(ends)
         starts[0], starts[1:] = 0, ends[:-1] + 1
-        stops = ends - (data[np.maximum(ends - 1, 0)] == 13)
-        starts, stops = starts[row_of_end], stops[row_of_end]
+        stops = ends - (data[np.maximum(ends - 1, 0)] == 13)  # a \r before the \n
+        rows = stops > starts  # blank lines are not rows
+        starts, stops = starts[rows], stops[rows]
         n = len(starts)
         if n == 0:
             return
         first = self.total
         if self.exact:
-            fields = column[is_end][row_of_end] + 1
-            bad = np.flatnonzero(fields != self.width)
-            self.ragged_count += len(bad)
-            for row in bad[:max(5 - len(self.ragged), 0)].tolist():
-                self.ragged.append((first + row + 1, int(fields[row])))
-            empty = column[(length == 0) & ~blank & (column < self.width)]
-            self.empty += np.bincount(empty, minlength=self.width)[:self.width]
+            self._count(data, starts, stops, first)
         self.total += n
         # Algorithm R: row t (0-based, over the file) fills slot t while t < limit, then
         # replaces a random slot with probability limit / (t + 1). Within a chunk only the
@@ -335,6 +315,37 @@ class _Scan:
             else:
                 self.sample.append(line)
                 self.numbers.append(first + row + 1)
+
+
+    def _count(self, data: Any, starts: Any, stops: Any, first: int) -> None:
+        """Fields per row (ragged rows) and empty fields per column, for every row of a chunk.
+
+        Only byte masks over the whole chunk; positions are looked up for the commas, the
+        row ends and the (few) empty fields, never for every field.
+        """
+        import numpy as np
+
+        commas = np.flatnonzero(data == 44)
+        before = np.searchsorted(commas, starts)
+        fields = np.searchsorted(commas, stops) - before + 1
+        bad = np.flatnonzero(fields != self.width)
+        self.ragged_count += len(bad)
+        for row in bad[:max(5 - len(self.ragged), 0)].tolist():
+            self.ragged.append((first + row + 1, int(fields[row])))
+        # An empty field ends at a comma or a row's end and starts right there: its bound
+        # follows a comma or the row's start directly.
+        opens = np.zeros(len(data) + 1, dtype=bool)
+        opens[starts] = True
+        opens[commas + 1] = True
+        at_comma = commas[opens[commas]]
+        at_end = stops[opens[stops]]
+        empty_at = np.concatenate([at_comma, at_end])
+        if len(empty_at) == 0:
+            return
+        row = np.searchsorted(starts, empty_at, side="right") - 1
+        column = np.searchsorted(commas, empty_at) - before[row]
+        column = column[column < self.width]
+        self.empty += np.bincount(column, minlength=self.width)[:self.width]
 
 
 def _read_csv(path: Path, limit: int | None = None, seed: int = 0) -> _Table:
