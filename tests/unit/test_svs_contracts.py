@@ -489,3 +489,29 @@ def test_the_findings_view_folded_incrementally_equals_refolded(plan: list[Any])
     finally:
         project.store.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_the_same_findings_are_recorded_once(tmp_path: Path) -> None:
+    """An executor that restarts and checks the outputs again writes nothing twice; other
+    findings about the same run are still recorded."""
+    project = make_project(tmp_path)
+    project.service.init_project("demo", "find a better model", actor=ACTOR)
+    project.create("ws")
+    project.mount("ws")
+    project.write("w1", "pipeline.yaml", PIPELINE)
+    project.write("w1", "modules/prep.py", "print('prep')\n")
+    project.write("w1", "modules/train.py", "print('train')\n")
+    with Views(tmp_path / "views.db", project.store) as views:
+        runs = RunService(project.service, views)
+        out = runs.run("ws", reason={"description": "a run to hang findings on",
+                                     "hypothesis": "findings are recorded once"},
+                       results_spec=SPEC, actor=ACTOR, stages=["prep"])
+        (run_id,) = [q["stage_run_id"] for q in out["queued"]]
+        for _ in range(2):
+            runs.record_findings(run_id, actor="worker", phase="contract", source="contract",
+                                 findings=[{**FINDING, "phase": "contract"}])
+        runs.record_findings(run_id, actor="worker", phase="statistics", source="statistics",
+                             findings=[FINDING])
+        assert project.types().count("FindingsRecorded") == 2
+        views.catch_up()
+        assert views.finding_counts(run_id) == {"error": 0, "warning": 2, "info": 0, "total": 2}
