@@ -196,6 +196,21 @@ class TestBadOutputFiles:
         q.close()
 
 
+    def test_the_stage_config_file_overrides_the_pipelines_mode(self, tmp_path: Path) -> None:
+        q = make_project(tmp_path, BLOCKING, {"make": WRITES_ITSELF})
+        configs = q.root / "workspaces" / "w1" / "configs"
+        configs.mkdir()
+        (configs / "make.yaml").write_text("svs_contracts: warning\n")
+        run_id = run_once(q)["make"]
+        run = q.runs.load_run(run_id)
+        assert run.current is State.SUCCEEDED
+        assert run.check_exists().outputs["emb"]["contract"] == "warning"
+        assert run.check_exists().config == {}
+        (warned,) = signals(q, run_id, "contract")["dtype_mismatch"]
+        assert warned["severity"] == "warning"
+        q.close()
+
+
 SILENT = BLOCKING.replace("contracts: blocking", "contracts: silent")
 
 

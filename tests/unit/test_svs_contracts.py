@@ -21,7 +21,12 @@ from unit_support import make_project
 
 from quipu import outputcheck, sdk
 from quipu.core.errors import InvalidInput
-from quipu.core.pipelines import parse_pipeline, validate_pipeline
+from quipu.core.pipelines import (
+    config_contracts,
+    parse_pipeline,
+    resolve_config,
+    validate_pipeline,
+)
 from quipu.core.reviews.events import OutcomeSuggested, ReviewCompleted, ReviewStarted
 from quipu.core.reviews.statistics import (
     BUILTIN_CHECKS,
@@ -205,6 +210,20 @@ stages:
         assert code in {p.code for p in report.errors}, report.errors
         with pytest.raises(InvalidInput):
             parse_pipeline(f"stages:\n  - name: a\n    {field}\n")
+
+    def test_a_stage_config_file_may_set_the_contract_mode_and_the_stage_never_sees_it(
+            self) -> None:
+        pipeline = ("stages:\n  - name: a\n    contracts: blocking\n    config_schema:\n"
+                    "      lr: {type: float, default: 0.1}\n")
+        good = validate_pipeline(pipeline, config_texts={"a": "svs_contracts: warning\n"},
+                                 file_exists=lambda _p: True)
+        assert good.valid, good.errors
+        assert config_contracts("svs_contracts: warning\nlr: 0.2\n") == "warning"
+        assert resolve_config("a", parse_pipeline(pipeline),
+                              {"a": "svs_contracts: warning\nlr: 0.2\n"}) == {"lr": 0.2}
+        bad = validate_pipeline(pipeline, config_texts={"a": "svs_contracts: strict\n"},
+                                file_exists=lambda _p: True)
+        assert [(p.code, p.file) for p in bad.errors] == [("bad_choice", "configs/a.yaml")]
 
     def test_thresholds_layer_builtins_then_project_then_output(self) -> None:
         project = StatChecks(max_null_ratio=0.3, zero_variance=False)

@@ -23,6 +23,7 @@ from quipu.core.pipelines import (
     Problem,
     Signal,
     Stage,
+    config_contracts,
     config_hash,
     pipeline_refusal,
     resolve_config,
@@ -325,7 +326,8 @@ class RunService:
             out["configs"][stage] = resolve_config(stage, pipeline, configs,
                                                    overrides.get(stage))
             out["entrypoints"][stage] = spec.entrypoint or f"modules/{stage}.py"
-            out["outputs"][stage] = {n: self._output_doc(spec, s)
+            mode = config_contracts(configs[stage]) if stage in configs else None
+            out["outputs"][stage] = {n: self._output_doc(spec, s, mode)
                                      for n, s in spec.outputs.items()}
             out["inputs"][stage] = {
                 n: self._resolve(ws.name, pipeline, stage, n, s, order,
@@ -333,10 +335,13 @@ class RunService:
                 for n, s in spec.inputs.items()}
         return out
 
-    def _output_doc(self, stage: Stage, signal: Signal) -> dict[str, Any]:
+    def _output_doc(self, stage: Stage, signal: Signal, mode: str | None) -> dict[str, Any]:
         """What the run records of an output: its declaration, how its contract is enforced
-        and, for arrays and tables, the thresholds its statistics are checked against."""
-        doc = {**_signal_doc(signal), "contract": stage.contracts or self.svs_contracts}
+        (``configs/<stage>.yaml``'s ``svs_contracts``, else the stage's ``contracts``, else
+        the project's) and, for arrays and tables, the thresholds its statistics are checked
+        against."""
+        doc = {**_signal_doc(signal),
+               "contract": mode or stage.contracts or self.svs_contracts}
         if signal.type in ("npy", "csv"):
             declared = signal.schema_.checks if signal.schema_ else None
             doc["checks"] = effective_checks(self.svs_statistics,
