@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from quipu.core.errors import InvalidInput, NotFound
+from quipu.core.reviews.statistics import ContractMode, StatChecks
 from quipu.core.validation import check_name
 
 __all__ = [
@@ -278,12 +279,18 @@ class SvsConfig(BaseModel):
     JSON on stdin and writes its verdict as JSON on stdout, within ``timeout`` seconds and
     ``max_output_bytes``. ``monitor`` is the during-run monitor; ``post_run`` suggests an ML
     outcome for every run that ends (deterministic; the agent's verdict decides).
+    ``contracts`` enforces the declared output schemas (``blocking`` fails the stage,
+    ``warning`` records a finding, ``silent`` skips them; a stage's ``contracts:`` in
+    pipeline.yaml wins); ``statistics`` are the project's thresholds of the statistic checks
+    (an output's ``schema.checks`` wins).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     monitor: MonitorConfig = MonitorConfig()
     post_run: bool = True
+    contracts: ContractMode = "warning"
+    statistics: StatChecks = StatChecks()
     reviewer: Literal["none", "static", "llm", "command"] = "none"
     fail_open: bool = True
     timeout: float = Field(default=120.0, gt=0, le=3600)

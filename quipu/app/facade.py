@@ -135,7 +135,9 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
                                                 exists=os.path.exists),
                                sources=self.sources, profiles=ProjectProfiles(config),
                                reviewed=config.svs.reviewer != "none",
-                               fail_open=config.svs.fail_open)
+                               fail_open=config.svs.fail_open,
+                               svs_contracts=config.svs.contracts,
+                               svs_statistics=config.svs.statistics)
         self.bus = CommandBus(self.service, self.runs, self.sources,
                               PatternService(self.uow))
         self._executor_factory = executor

@@ -30,11 +30,43 @@ if TYPE_CHECKING:
     from quipu.core.workspaces.handlers import Service
     from quipu.projections import Views
 
-__all__ = ["INCLUDES", "MIN_POINTS", "PACKAGES_PAGE", "PACKAGES_PAGE_MAX", "RAW_PAGE",
-           "RunQueries", "downsample", "review_summary"]
+__all__ = [
+    "INCLUDES",
+    "MIN_POINTS",
+    "PACKAGES_PAGE",
+    "PACKAGES_PAGE_MAX",
+    "RAW_PAGE",
+    "SVS_FINDINGS_MAX",
+    "SVS_FINDINGS_PAGE",
+    "RunQueries",
+    "downsample",
+    "review_summary",
+    "svs_stats",
+]
 
-INCLUDES = ("dashboard", "provenance", "metrics", "events", "environment")
+INCLUDES = ("dashboard", "provenance", "metrics", "events", "environment", "svs")
 """The sections ``inspect_run`` can include."""
+SVS_FINDINGS_PAGE = 20
+"""Findings per answer of ``get_run_svs_findings`` when no limit is given."""
+SVS_FINDINGS_MAX = 50
+_STAT_KEYS = ("shape", "dtype", "rows", "count", "sampled", "mean", "std", "min", "max",
+              "null_ratio", "entropy", "unique", "top_k_share", "vocab_utilisation",
+              "constant_features", "top", "json_type", "error")
+
+
+def svs_stats(stats: Any) -> dict[str, Any]:
+    """An output's statistics as shown to an agent: the numbers, without the drift sketch
+    (quantiles), per column for a table."""
+    if not isinstance(stats, dict):
+        return {}
+    out = {k: stats[k] for k in _STAT_KEYS if k in stats}
+    columns = stats.get("column_stats")
+    if isinstance(columns, dict):
+        out["columns"] = {name: {k: c[k] for k in _STAT_KEYS if k in c}
+                          for name, c in columns.items() if isinstance(c, dict)}
+    return out
+
+
 PACKAGES_PAGE = 200
 """Package lines per page of ``inspect_run(include=["environment"])`` when none is given."""
 PACKAGES_PAGE_MAX = 500
@@ -364,7 +396,8 @@ class RunQueries:
         runs, the ``environment`` it was launched with, and ``upstream``: the whole upstream
         closure, see ``Views.lineage_provenance``), ``metrics`` (summaries and where the series
         is), ``events`` (its own log), ``environment`` (the environment facts with a page of
-        the installed distributions, ``packages_limit`` lines from ``packages_offset``)."""
+        the installed distributions, ``packages_limit`` lines from ``packages_offset``),
+        ``svs`` (each output's statistics and the run's findings, see ``get_run_svs_findings``)."""
         sections = {"dashboard", *(("provenance", "metrics") if include is None else include)}
         unknown = sorted(sections - set(INCLUDES))
         if unknown:
@@ -417,6 +450,12 @@ class RunQueries:
             environment = self.views.run_provenance(run_id)["environment"]  # type: ignore[index]
             out["environment"] = (None if environment is None else self._environment(
                 environment, packages_offset, packages_limit))
+        if "svs" in sections:
+            outputs = (self.views.run_provenance(run_id) or {}).get("outputs") or {}
+            out["svs"] = {"outputs": {name: svs_stats(o.get("stats"))
+                                      for name, o in sorted(outputs.items())
+                                      if isinstance(o, dict)},
+                          **self.get_run_svs_findings(run_id, limit=SVS_FINDINGS_PAGE)}
         if "events" in sections:
             out["events"] = [{"type": r.event.TYPE, "at": r.event.at.isoformat(),
                               "actor": r.event.actor, "reason": r.event.reason}
@@ -484,6 +523,23 @@ class RunQueries:
         text = (data or b"").decode("utf-8", errors="replace").splitlines()
         return {"source": source, "lines": text[-max(lines, 0):] if lines else [],
                 "truncated": bool(logs.get("truncated"))}
+
+    def get_run_svs_findings(self, run_id: str, *, limit: int = SVS_FINDINGS_PAGE,
+                             offset: int = 0) -> dict[str, Any]:
+        """A run's findings (output contracts, statistics, reviews, monitor), ``limit`` from
+        ``offset`` in log order, with the counts per severity and how many were left out."""
+        if not 1 <= limit <= SVS_FINDINGS_MAX or offset < 0:
+            raise InvalidInput(f"limit {limit} / offset {offset} out of range",
+                               code="invalid_page",
+                               hint=f"offset >= 0 and 1 <= limit <= {SVS_FINDINGS_MAX}")
+        self.views.catch_up()
+        run_id = self._run_id(run_id)
+        counts = self.views.finding_counts(run_id)
+        found = self.views.run_findings(run_id, limit=limit, offset=offset)
+        for finding in found:
+            finding.pop("workspace", None)
+        return {"run_id": run_id, "counts": counts, "findings": found,
+                "omitted": max(counts["total"] - offset - len(found), 0)}
 
     def get_metric_history(self, run_id: str, name: str, *, max_points: int = 50,
                            offset: int | None = None,

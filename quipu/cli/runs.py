@@ -247,7 +247,7 @@ def run_logs(ctx: click.Context, run_id: str, tail: int, follow: bool) -> None:
 @run_group.command("inspect")
 @click.argument("run_id")
 @click.option("--include", "include", multiple=True,
-              help="A section (dashboard, provenance, metrics, events, environment); "
+              help="A section (dashboard, provenance, metrics, events, environment, svs); "
                    "repeatable. Default: dashboard, provenance, metrics.")
 @click.option("--packages-offset", type=int, default=0, show_default=True,
               help="With --include environment: the first package line to list.")
@@ -266,6 +266,40 @@ def run_inspect(ctx: click.Context, run_id: str, include: tuple[str, ...],
     with _project(ctx) as q:
         _show(q.inspect_run(run_id, include=list(include) or None,
                             packages_offset=packages_offset), as_json)
+
+
+@run_group.command("svs")
+@click.argument("run_id")
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True,
+              help="The first finding to list.")
+@click.option("--limit", type=click.IntRange(1, 50), default=20, show_default=True,
+              help="Findings to list.")
+@_json_option
+@click.pass_context
+@_edge
+def run_svs(ctx: click.Context, run_id: str, offset: int, limit: int, as_json: bool) -> None:
+    """A run's findings: broken output contracts, suspicious statistics, review and monitor
+    findings, with counts per severity.
+
+    \b
+    Example:
+      quipu run svs stage-1a2b3c4d5e6f
+      quipu run svs stage-1a2b3c4d5e6f --json | jq '.findings[].signal'
+    """
+    with _project(ctx) as q:
+        result = q.get_run_svs_findings(run_id, limit=limit, offset=offset)
+        if as_json:
+            _print_json(result)
+            return
+        counts = result["counts"]
+        click.echo(f"{result['run_id']}: {counts['error']} error(s), {counts['warning']} "
+                   f"warning(s), {counts['info']} info")
+        for f in result["findings"]:
+            where = f.get("output") or f.get("file") or f.get("stage") or ""
+            click.echo(f"  [{f['severity']}] {f['phase']}/{f['signal']} {where}: "
+                       f"{f['message']}")
+        if result["omitted"]:
+            click.echo(f"  ... {result['omitted']} more (--offset {offset + limit})")
 
 
 def _record_line(row: dict[str, Any]) -> str:

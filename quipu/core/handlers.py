@@ -24,6 +24,7 @@ from quipu.core.runs.commands import (
     RecordClaim,
     RecordDeadline,
     RecordExit,
+    RecordFindings,
     RecordHeartbeat,
     RecordLaunch,
     RecordLaunchFailure,
@@ -104,6 +105,7 @@ def registry(ws: Service, runs: RunService, sources: SourceService | None = None
         RecordCheckpoint: runs.record_checkpoint,
         RecordReviewStarted: runs.record_review_started,
         RecordReview: runs.record_review,
+        RecordFindings: runs.record_findings,
         # sources
         RegisterSource: src.register,
         UpdateSource: src.update,

@@ -31,6 +31,7 @@ RUN_TOOL_NAMES = (
     "list_history",
     "inspect_record", "tag_record", "list_unfinalized_runs", "get_experiment_context",
     "get_metric_history", "save_results_spec", "dashboard", "mark_seen",
+    "get_run_svs_findings",
 )
 
 
@@ -162,7 +163,7 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
     async def inspect_run(
         run_id: RunId,
         include: Annotated[list[Literal["dashboard", "provenance", "metrics", "events",
-                                        "environment"]] | None,
+                                        "environment", "svs"]] | None,
                            Field(description="Sections besides state and results (default: "
                                  "dashboard, provenance, metrics); provenance includes the "
                                  "whole upstream closure; environment lists packages.")] = None,
@@ -328,6 +329,17 @@ def register_run_tools(mcp: FastMCP, engine: "Engine") -> None:
         non_finite), count, downsampled; offset/limit page the raw points (next_offset)."""
         return guarded("get_metric_history", lambda: engine.q.get_metric_history(
             run_id, name, max_points=max_points, offset=offset, limit=limit))
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def get_run_svs_findings(
+        run_id: RunId,
+        offset: Annotated[int, Field(ge=0)] = 0,
+        limit: Annotated[int, Field(ge=1, le=50)] = 20,
+    ) -> dict[str, Any]:
+        """A run's findings: broken output contracts, suspicious output statistics, review
+        and monitor findings; counts per severity."""
+        return guarded("get_run_svs_findings", lambda: engine.q.get_run_svs_findings(
+            run_id, limit=limit, offset=offset))
 
     # --- overview ------------------------------------------------------------------------------
 

@@ -46,6 +46,9 @@ from quipu.projections import (
     dashboard_view as dashboard,
 )
 from quipu.projections import (
+    findings_view as findings,
+)
+from quipu.projections import (
     lineage_view as lineage,
 )
 from quipu.projections import (
@@ -98,7 +101,7 @@ than half of it is missing."""
 PROJECTIONS: tuple[type[Projection], ...] = (
     project.ProjectView, workspaces.WorkspacesView, thoughts.ThoughtsView, audit.AuditView,
     runs.RunsView, dashboard.CursorsView, state_md.StateMdMarkView, sources.SourcesView,
-    lineage.LineageView, patterns.PatternsView,
+    lineage.LineageView, patterns.PatternsView, findings.FindingsView,
 )
 """Every projection, in the order they fold a page. Adding one is adding it here."""
 
@@ -708,6 +711,17 @@ class Views:
         found = lineage.node(self.conn, f"run:{run_id}") or {}
         resumed: dict[str, Any] | None = found.get("resumed_from")
         return resumed
+
+    @_guarded
+    def run_findings(self, run_id: str, *, limit: int = 50,
+                     offset: int = 0) -> list[dict[str, Any]]:
+        """One run's findings in log order (see ``findings_view``)."""
+        return findings.run_findings(self.conn, run_id, limit=limit, offset=offset)
+
+    @_guarded
+    def finding_counts(self, run_id: str) -> dict[str, int]:
+        """How many findings a run has per severity, and in all."""
+        return findings.finding_counts(self.conn, run_id)
 
     @_guarded
     def run_execution(self, run_id: str) -> dict[str, Any] | None:

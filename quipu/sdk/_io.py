@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from quipu.outputcheck import Violation, check_array, check_columns, check_json_value
 from quipu.rundir import ARTIFACTS, OUTPUTS, hash_path, output_filename
 from quipu.sdk._context import (
     RunContext,
@@ -195,39 +196,35 @@ def _mismatch(name: str, problem: str) -> SchemaMismatch:
     )
 
 
-def _check_array(name: str, array: np.ndarray[Any, Any], schema: Mapping[str, Any]) -> None:
-    rank = schema.get("rank")
-    if rank is not None and array.ndim != rank:
-        raise _mismatch(name, f"expected rank {rank}, got rank {array.ndim} "
-                        f"(shape {list(array.shape)})")
-    shape = schema.get("shape")
-    if shape is not None:
-        expected = ["*" if dim in (None, -1) else dim for dim in shape]
-        fits = len(shape) == array.ndim and all(
-            want == "*" or want == got for want, got in zip(expected, array.shape, strict=False)
-        )
-        if not fits:
-            raise _mismatch(name, f"expected shape {expected} ('*' is any size), "
-                            f"got {list(array.shape)}")
-    dtype = schema.get("dtype")
-    if dtype is not None:
-        try:
-            wanted = np.dtype(dtype)
-        except TypeError:
-            raise _mismatch(name, f"the schema's dtype {dtype!r} is not a numpy dtype") from None
-        if array.dtype != wanted:
-            raise _mismatch(name, f"expected dtype {wanted}, got {array.dtype}; "
-                            f"convert with array.astype({str(wanted)!r})")
+def _enforce(ctx: RunContext, name: str, spec: Mapping[str, Any],
+             violations: list[Violation]) -> list[dict[str, str]]:
+    """Apply the output's contract mode to what its data breaks.
+
+    ``blocking`` (also for a run directory that names no mode: the behaviour before modes
+    existed) raises :class:`SchemaMismatch` and nothing is written; ``warning`` warns the
+    stage author and returns the violations for the output's record; ``silent`` was never
+    asked to check.
+    """
+    if not violations:
+        return []
+    text = "; ".join(v.message for v in violations)
+    if (spec.get("contract") or "blocking") == "blocking":
+        raise _mismatch(name, text)
+    ctx.warn("contract", f"output {name!r} does not match its declared schema: {text} "
+             "(written anyway: the contract mode is warning)", stacklevel=3)
+    return [{"signal": v.signal, "message": v.message} for v in violations]
 
 
-def _check_columns(name: str, columns: list[str], schema: Mapping[str, Any]) -> None:
-    wanted = schema.get("columns")
-    if wanted is None or list(wanted) == columns:
-        return
-    missing = [c for c in wanted if c not in columns]
-    extra = [c for c in columns if c not in wanted]
-    detail = f"missing {missing}, unexpected {extra}" if missing or extra else "order differs"
-    raise _mismatch(name, f"expected columns {list(wanted)}, got {columns} ({detail})")
+def _ragged(columns: list[str], rows: list[list[Any]] | None) -> list[Violation]:
+    if rows is None:
+        return []
+    bad = [(i + 1, len(row)) for i, row in enumerate(rows) if len(row) != len(columns)]
+    if not bad:
+        return []
+    shown = ", ".join(f"row {n} has {k}" for n, k in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return [Violation("ragged_csv", f"the header has {len(columns)} fields but {shown}{more}; "
+                      "every row needs one field per column")]
 
 
 def _table(data: Any) -> tuple[list[str], list[list[Any]] | None, Any]:
@@ -287,6 +284,8 @@ def save_output(name: str, data: Any, *, artifact: bool = False) -> Path:
     spec = ctx.signal("outputs", name)
     kind = spec.get("type") or "file"
     schema = spec.get("schema") or {}
+    checked = spec.get("contract") != "silent"
+    broken: list[dict[str, str]] = []
     target = get_output_path(name)
     tmp = ctx.outputs_dir / f".{name}.{uuid.uuid4().hex}.tmp"
     stats: dict[str, Any]
@@ -296,13 +295,17 @@ def save_output(name: str, data: Any, *, artifact: bool = False) -> Path:
             if array.dtype.kind == "O":
                 raise TypeError(f"output {name!r}: an object array cannot be saved as npy "
                                 "without pickle; give it a numeric or string dtype")
-            _check_array(name, array, schema)
+            if checked:
+                broken = _enforce(ctx, name, spec,
+                                  check_array(array.shape, array.dtype, schema))
             with tmp.open("wb") as handle:
                 np.save(handle, array, allow_pickle=False)
             stats = array_stats(array)
         elif kind == "csv":
             columns, rows, frame = _table(data)
-            _check_columns(name, columns, schema)
+            if checked:
+                broken = _enforce(ctx, name, spec, _ragged(columns, rows)
+                                  + check_columns(columns, schema))
             if frame is not None:
                 frame.to_csv(tmp, index=False)
                 rows_count = len(frame)
@@ -315,9 +318,16 @@ def save_output(name: str, data: Any, *, artifact: bool = False) -> Path:
                 rows_count = len(rows)
             stats = {"rows": rows_count, "columns": columns}
         elif kind == "json":
-            text = json.dumps(data, allow_nan=False, default=_json_default)
+            try:
+                text = json.dumps(data, allow_nan=False, default=_json_default)
+            except ValueError as exc:  # NaN or Infinity: the file would not be JSON
+                raise _mismatch(name, f"the value is not JSON ({exc}); replace NaN and "
+                                "Infinity with null or a number") from None
+            value = json.loads(text)
+            if checked:
+                broken = _enforce(ctx, name, spec, check_json_value(value, schema))
             tmp.write_text(text)
-            stats = {"json_type": type(json.loads(text)).__name__}
+            stats = {"json_type": type(value).__name__}
         else:
             stats = _save_file(name, data, kind, target, tmp)
         if tmp.exists() or tmp.is_symlink():
@@ -333,6 +343,7 @@ def save_output(name: str, data: Any, *, artifact: bool = False) -> Path:
         "name": name, "path": target.relative_to(ctx.run_dir).as_posix() if
         target.is_relative_to(ctx.run_dir) else str(target),
         "type": kind, "sha256": digest, "size": size, "stats": stats,
+        **({"contract": broken} if broken else {}),
     }
     append_bytes(ctx.side_file(OUTPUTS), jsonl([record]))
     if artifact:

@@ -28,6 +28,7 @@ EVERY_TOOL = {
     "list_history",
     "inspect_record", "tag_record", "list_unfinalized_runs", "get_experiment_context",
     "get_metric_history", "save_results_spec", "dashboard", "mark_seen",
+    "get_run_svs_findings",
     # the source tools (tests/e2e/test_mcp_sources.py)
     "register_source", "manage_sources", "promote_artifact",
     # the lineage tool (tests/e2e/test_mcp_lineage.py)

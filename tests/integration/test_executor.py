@@ -110,7 +110,8 @@ class TestAPipelineRunsOnItsOwn:
         stage = json.loads((run_dir / ".quipu" / "stage.json").read_text())
         assert stage["run_id"] == run_id and stage["stage"] == "solo"
         assert stage["workspace"] == "ws" and stage["inputs"] == {}
-        assert stage["outputs"] == {"result": {"type": "json", "format": None, "schema": None}}
+        assert stage["outputs"] == {"result": {"type": "json", "format": None, "schema": None,
+                                           "contract": "warning"}}
         result = json.loads((run_dir / "outputs" / "result.json").read_text())
         assert Path(result["cwd"]) == run_dir
         assert set(result["env"]) - {"LC_CTYPE"} == {

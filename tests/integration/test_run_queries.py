@@ -218,7 +218,7 @@ class TestInspectRun:
     def test_an_unknown_section_is_refused(self, lab):
         ids = lab.start(["prep"])
         with pytest.raises(InvalidInput, match="unknown include"):
-            lab.q.inspect_run(ids["prep"], include=["svs"])
+            lab.q.inspect_run(ids["prep"], include=["bogus"])
 
     def test_metric_history_reads_the_parquet_series(self, lab):
         ids = lab.start(["prep"])

@@ -418,7 +418,7 @@ class TestRoundTrips:
     @settings(max_examples=60, deadline=None)
     @given(array=hnp.arrays(
         dtype=st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.bool_]),
-        shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+        shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=5),
     ))
     def test_any_array_saved_loads_back_identical(self, array: np.ndarray[Any, Any]) -> None:
         with testing.stage(outputs={"a": "npy"}) as run:

@@ -270,7 +270,9 @@ def _build(run_dir: Path, *, blobs: BlobStore, run_id: str, stage: str, workspac
         "run_id": run_id, "stage": stage, "workspace": workspace, "config": dict(config),
         "inputs": described,
         "outputs": {n: {"type": o.get("type"), "format": o.get("format"),
-                        "schema": o.get("schema")} for n, o in sorted(outputs.items())},
+                        "schema": o.get("schema"),
+                        **({"contract": o["contract"]} if o.get("contract") else {})}
+                    for n, o in sorted(outputs.items())},
     }
     if resume is not None:
         stage_json["resume_from"] = restore_checkpoints(blobs, resume, run_dir)

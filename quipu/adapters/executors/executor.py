@@ -97,6 +97,7 @@ from ._rundir import (
     write_stop_request,
 )
 from ._supervisor import RUN_EVENT_TYPES, RunBook
+from ._svs import review_outputs
 
 __all__ = ["ProfileResolver", "StageExecutor", "read_log"]
 
@@ -584,6 +585,7 @@ class StageExecutor:
             return
         exit_code, sig = status.exit_code, status.signal
         outputs, problems = collect_outputs(stage.run_dir, stage.outputs, self.blobs)
+        problems += self._review_outputs(stage, outputs)
         before = read_json(stage.quipu_dir / "tree.json")
         if isinstance(before, dict):
             changed = tree_changes(before, tree_snapshot(stage.run_dir))
@@ -605,6 +607,33 @@ class StageExecutor:
                               problems=problems,
                               error=error or None)
         self._stages.pop(stage.run_id, None)
+
+    def _review_outputs(self, stage: _Stage, outputs: dict[str, dict[str, Any]]) -> list[str]:
+        """Output contracts and statistics (``_svs``): record the findings, return the
+        problems of blocking contracts (they fail the run)."""
+        try:
+            return self._check_outputs(stage, outputs)
+        except Exception:  # a checker's bug must never lose the run's exit
+            log.exception("checking the outputs of run %s failed", stage.run_id)
+            return []
+
+    def _check_outputs(self, stage: _Stage, outputs: dict[str, dict[str, Any]]) -> list[str]:
+        request = self.runs.load_run(stage.run_id).check_exists()
+
+        def baseline(name: str) -> tuple[str, dict[str, Any]] | None:
+            previous = self.runs.index.latest_output(request.workspace, request.stage, name)
+            if previous is None or previous == stage.run_id:
+                return None
+            done = self.runs.load_run(previous).exit
+            stats = done.outputs.get(name, {}).get("stats") if done and done.outputs else None
+            return (previous, stats) if isinstance(stats, dict) else None
+
+        review = review_outputs(stage.run_dir, stage.outputs, outputs, stage=request.stage,
+                                baseline=baseline)
+        for phase, findings, omitted in review.batches():
+            self.runs.record_findings(stage.run_id, actor=self.worker_id, phase=phase,
+                                      source=phase, findings=findings, omitted=omitted)
+        return review.problems
 
     # --- the supervisor --------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from quipu.core.errors import InvalidInput
 from quipu.core.pipelines._checks import Problem, SourceSchema, ValidationReport, run_checks
 from quipu.core.pipelines._config import (
     check_config,
+    config_contracts,
     config_hash,
     layers_for,
     merge_layers,
@@ -52,6 +53,7 @@ __all__ = [
     "Signal",
     "Stage",
     "ValidationReport",
+    "config_contracts",
     "config_hash",
     "parse_pipeline",
     "pipeline_refusal",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from quipu.core.errors import InvalidInput
 from quipu.core.pipelines._config import (
+    CONTRACTS_KEY,
     Layer,
     check_config,
     config_file_stage,
@@ -33,6 +34,7 @@ from quipu.core.pipelines._model import (
 )
 from quipu.core.pipelines._report import PIPELINE_FILE, Loc, Problem, ValidationReport
 from quipu.core.pipelines._yaml import Loaded, load_yaml
+from quipu.core.reviews.statistics import ContractMode
 from quipu.core.validation import check_name
 
 __all__ = ["Problem", "SourceSchema", "ValidationReport", "run_checks"]
@@ -183,7 +185,7 @@ class _Checker:
                 self.error(err.code, loc.key("name"), err.message, err.hint)
                 name = None
         fields: dict[str, Any] = {k: v for k, v in raw.items()
-                                  if k in ("runtime", "entrypoint", "defaults")}
+                                  if k in ("runtime", "entrypoint", "defaults", "contracts")}
         for kind in ("inputs", "outputs"):
             fields[kind] = self.signals(info, kind, raw.get(kind))
         fields["config_schema"] = self.params(info, raw.get("config_schema"))
@@ -441,7 +443,14 @@ class _Checker:
                 self.error("config_not_mapping", top, f"{file} must map parameter -> value",
                            "write one 'param: value' per line")
                 continue
-            out[stage] = data or {}
+            values = dict(data or {})
+            if CONTRACTS_KEY in values:
+                mode = values.pop(CONTRACTS_KEY)
+                if mode not in get_args(ContractMode):
+                    self.error("bad_choice", top.key(CONTRACTS_KEY),
+                               f"{CONTRACTS_KEY} must be blocking, warning or silent, not "
+                               f"{mode!r}", "use one of blocking, warning, silent")
+            out[stage] = values
         return out
 
     def config_values(self, info: _StageInfo, file_values: dict[str, Any] | None,

@@ -21,9 +21,11 @@ from quipu.core.errors import InvalidInput
 from quipu.core.pipelines._model import Param, Stage, did_you_mean, param_value_problem
 
 __all__ = [
+    "CONTRACTS_KEY",
     "ConfigIssue",
     "Layer",
     "check_config",
+    "config_contracts",
     "config_file_stage",
     "config_hash",
     "layers_for",
@@ -31,6 +33,12 @@ __all__ = [
     "parse_config_text",
     "split_override",
 ]
+
+
+CONTRACTS_KEY = "svs_contracts"
+"""The one key of ``configs/<stage>.yaml`` that is not a parameter: how the stage's output
+contracts are enforced (``blocking``, ``warning`` or ``silent``), over pipeline.yaml's
+``contracts``. It is taken out of the config (the stage never sees it, the hash ignores it)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,18 @@ def parse_config_text(stage: str, text: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise InvalidInput(f"{where} must be a mapping of parameter -> value",
                            code="config_not_mapping", hint="write one 'param: value' per line")
-    return data
+    return {k: v for k, v in data.items() if k != CONTRACTS_KEY}
+
+
+def config_contracts(text: str) -> str | None:
+    """The ``svs_contracts`` a ``configs/<stage>.yaml`` text sets, or None (also for a text
+    that is not a mapping: ``validate_pipeline`` reports that)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    value = data.get(CONTRACTS_KEY) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def merge_layers(layers: list[Layer]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from quipu.core.errors import InvalidInput, NotFound
+from quipu.core.reviews.statistics import ContractMode, StatChecks
 from quipu.core.validation import check_name, did_you_mean, suggest
 
 __all__ = [
@@ -63,12 +64,18 @@ def _show_shape(shape: list[int | None]) -> str:
 
 
 class Schema(_Strict):
-    """What a signal holds: shape (``null``/``-1`` are wildcards), dtype, rank, table columns."""
+    """What a signal holds: shape (``null``/``-1`` are wildcards), dtype, rank, table columns,
+    the kind of a json value; for outputs also ``vocab_size`` (token ids: the statistics say
+    how much of it is used) and ``checks`` (thresholds of the statistic checks, see
+    ``docs/svs.md``)."""
 
     shape: list[int | None] | None = None
     dtype: str | None = None
     rank: int | None = Field(default=None, ge=0)
     columns: list[str] | None = None
+    json_kind: Literal["object", "array", "string", "number", "boolean", "null"] | None = None
+    vocab_size: int | None = Field(default=None, ge=1)
+    checks: StatChecks | None = None
 
     @field_validator("shape")
     @classmethod
@@ -228,6 +235,9 @@ class Stage(_Strict):
     defaults: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, Signal] = Field(default_factory=dict)
     outputs: dict[str, Signal] = Field(default_factory=dict)
+    contracts: ContractMode | None = None
+    """How this stage's output contracts are enforced (the project's ``svs.contracts`` when
+    not given)."""
 
     @model_validator(mode="before")
     @classmethod

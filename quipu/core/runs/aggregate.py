@@ -13,6 +13,8 @@ return what the workspace must record, and the service appends both in one trans
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -77,6 +79,7 @@ class Run(Aggregate):
         self.stop: StopRequested | None = None  # the first request to stop, if any
         self.suggestion: OutcomeSuggested | None = None  # the post-run review's, if any
         self.review: ReviewCompleted | None = None
+        self.findings: set[str] = set()  # digests of the FindingsRecorded already on the stream
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -332,12 +335,16 @@ class Run(Aggregate):
 
     def record_findings(self, meta: Meta, *, phase: str, source: str,
                         findings: list[dict[str, Any]], omitted: int = 0) -> None:
-        """Record findings made outside the pre-run review (nothing when there are none)."""
+        """Record findings made outside the pre-run review: nothing when there are none, or
+        when these very findings are recorded already (an executor that restarts and checks
+        the outputs again writes nothing twice)."""
         self.check_exists()
-        if findings:
-            self.trigger(FindingsRecorded(**meta.fields(), run_id=self.name,
-                                          phase=phase,
-                                          source=source, findings=findings, omitted=omitted))
+        if not findings:
+            return
+        event = FindingsRecorded(**meta.fields(), run_id=self.name, phase=phase,
+                                 source=source, findings=findings, omitted=omitted)
+        if _findings_digest(event) not in self.findings:
+            self.trigger(event)
 
     def suggest_outcome(self, meta: Meta, *, outcome: str, evidence: list[str],
                         reviewers: list[str]) -> bool:
@@ -370,6 +377,7 @@ class Run(Aggregate):
             "lost_why": self.lost_why, "checkpoints": self.checkpoints,
             "stop": _event_dict(self.stop), "suggestion": _event_dict(self.suggestion),
             "review": _event_dict(self.review),
+            "findings": sorted(self.findings),
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
@@ -392,6 +400,7 @@ class Run(Aggregate):
         self.suggestion = _event_from(OutcomeSuggested, data.get("suggestion"))
         # Snapshots taken before reviews were recorded hold none (none had been recorded).
         self.review = _event_from(ReviewCompleted, data.get("review"))
+        self.findings = set(data.get("findings", []))  # none were recorded before they existed
 
     def apply(self, event: Event) -> None:
         """Fold one event of the run's stream: the state from ``lifecycle.state_after``, the
@@ -430,8 +439,16 @@ class Run(Aggregate):
             self.suggestion = self.suggestion or event
         elif isinstance(event, ReviewCompleted):
             self.review = event
+        elif isinstance(event, FindingsRecorded):
+            self.findings.add(_findings_digest(event))
         # RunQueued, RunLaunchFailed, RunCanceled and RunHeartbeat only move the state or the
         # deadline clock.
+
+
+def _findings_digest(event: FindingsRecorded) -> str:
+    body = json.dumps([event.phase, event.source, event.findings, event.omitted],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def _checkpoint_key(name: str, step: int | None) -> str:

@@ -18,6 +18,7 @@ __all__ = [
     "RecordClaim",
     "RecordDeadline",
     "RecordExit",
+    "RecordFindings",
     "RecordHeartbeat",
     "RecordLaunch",
     "RecordLaunchFailure",
@@ -192,6 +193,18 @@ class RecordDeadline(Command):
 
     run_id: str
     actor: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordFindings(Command):
+    """Findings about a run from a checker (see ``FindingsRecorded``)."""
+
+    run_id: str
+    actor: str
+    phase: str
+    source: str
+    findings: list[dict[str, Any]]
+    omitted: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

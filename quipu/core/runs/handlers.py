@@ -22,6 +22,8 @@ from quipu.core.pipelines import (
     Pipeline,
     Problem,
     Signal,
+    Stage,
+    config_contracts,
     config_hash,
     pipeline_refusal,
     resolve_config,
@@ -31,6 +33,7 @@ from quipu.core.pipelines import (
 )
 from quipu.core.ports import ComputeProfiles, RunIndex
 from quipu.core.reviews.review import Outcome
+from quipu.core.reviews.statistics import ContractMode, StatChecks, effective_checks
 from quipu.core.runs import lifecycle
 from quipu.core.runs.aggregate import Run
 from quipu.core.runs.compute import profile_problems
@@ -130,13 +133,16 @@ class RunService:
                  paths: InputPaths | None = None,
                  sources: SourceService | None = None,
                  profiles: ComputeProfiles | None = None, *, reviewed: bool = False,
-                 fail_open: bool = True) -> None:
+                 fail_open: bool = True, svs_contracts: ContractMode = "warning",
+                 svs_statistics: StatChecks | None = None) -> None:
         self.svc = service
         self.profiles = profiles
         # A pre-run reviewer is configured (``svs.reviewer``): new runs wait for its decision
         # instead of being queued at once; ``fail_open`` is what a review nobody finished does.
         self.reviewed = reviewed
         self.fail_open = fail_open
+        self.svs_contracts: ContractMode = svs_contracts
+        self.svs_statistics = svs_statistics
         self.sources = sources
         self.uow = service.uow
         self.index = index
@@ -388,7 +394,9 @@ class RunService:
             out["configs"][stage] = resolve_config(stage, pipeline, configs,
                                                    overrides.get(stage))
             out["entrypoints"][stage] = spec.entrypoint or f"modules/{stage}.py"
-            out["outputs"][stage] = {n: _signal_doc(s) for n, s in spec.outputs.items()}
+            mode = config_contracts(configs[stage]) if stage in configs else None
+            out["outputs"][stage] = {n: self._output_doc(spec, s, mode)
+                                     for n, s in spec.outputs.items()}
             out["inputs"][stage] = {
                 n: self._resolve(ws.name, pipeline, stage, n, s, order,
                                  input_overrides.get(stage, {}))
@@ -400,6 +408,19 @@ class RunService:
                 out["valid"] = False
                 out["report"]["errors"].extend(problems)
         return out
+
+    def _output_doc(self, stage: Stage, signal: Signal, mode: str | None) -> dict[str, Any]:
+        """What the run records of an output: its declaration, how its contract is enforced
+        (``configs/<stage>.yaml``'s ``svs_contracts``, else the stage's ``contracts``, else
+        the project's) and, for arrays and tables, the thresholds its statistics are checked
+        against."""
+        doc = {**_signal_doc(signal),
+               "contract": mode or stage.contracts or self.svs_contracts}
+        if signal.type in ("npy", "csv"):
+            declared = signal.schema_.checks if signal.schema_ else None
+            doc["checks"] = effective_checks(self.svs_statistics,
+                                             declared.given() if declared else None)
+        return doc
 
     def _resolve(self, workspace: str, pipeline: Pipeline, stage: str, name: str, signal: Signal,
                  order: list[str], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -696,6 +717,20 @@ class RunService:
 
         self.uow.attempt(command)
 
+    def record_findings(self, run_id: str, *, actor: str, phase: str, source: str,
+                        findings: list[dict[str, Any]], omitted: int = 0) -> None:
+        """Findings about a run (``Finding.as_dict()`` each): output contracts, statistics,
+        the monitor, the post-run review. Passive: the run's state does not move."""
+        def command() -> None:
+            run = self.load_run(run_id)
+            shown = f"{len(findings) + omitted} {phase} finding(s) from {source}"
+            run.record_findings(self.uow.stamp(actor, shown), phase=phase, source=source,
+                                findings=findings, omitted=omitted)
+            if run.pending:
+                self.uow.commit(run)
+
+        self.uow.attempt(command)
+
     # --- agent commands ------------------------------------------------------------------------
 
     def cancel(self, run_id: str, reason: str, *, actor: str) -> dict[str, Any]:
@@ -731,20 +766,6 @@ class RunService:
             return out
 
         return self.uow.attempt(command)
-
-    def record_findings(self, run_id: str, *, actor: str, phase: str, source: str,
-                        findings: list[dict[str, Any]], omitted: int = 0) -> None:
-        """Findings a checker made about a run outside the pre-run review (the monitor's
-        ``during_run`` ones, for instance)."""
-        def command() -> None:
-            run = self.load_run(run_id)
-            run.record_findings(self.uow.stamp(actor, f"{source}: {len(findings) + omitted} "
-                                               f"{phase} finding(s)"),
-                                phase=phase, source=source, findings=findings, omitted=omitted)
-            if run.pending:
-                self.uow.commit(run)
-
-        self.uow.attempt(command)
 
     def record_suggestion(self, run_id: str, *, actor: str, outcome: str, evidence: list[str],
                           reviewers: list[str]) -> None:
