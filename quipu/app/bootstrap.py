@@ -329,7 +329,8 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
                                      requested_profile(stage_config)),
                                  max_parallel=config.executor.max_parallel,
                                  heartbeat_timeout=config.executor.heartbeat_timeout,
-                                 on_change=on_change, position_file=data / "executor.json")
+                                 on_change=on_change, position_file=data / "executor.json",
+                                 patterns=approved)
         return Workers(executor, *svs_followers(store, runs, config, data, approved))
 
     def approved(stage: str) -> list[ApprovedPattern]:

@@ -23,6 +23,7 @@ from test_executor_helpers import (
 
 from quipu.app.facade import Quipu
 from quipu.core.log import decode, stream_id
+from quipu.core.patterns.detection import ApprovedPattern
 from quipu.core.reviews.events import FindingsRecorded
 from quipu.core.runs.lifecycle import State
 
@@ -284,4 +285,44 @@ class TestTheFindingsAnswer:
         assert len(rest["findings"]) == 12 and rest["omitted"] == 0
         widest = q.get_run_svs_findings(run_id, limit=50)
         assert len(json.dumps(widest)) <= 20_000
+        q.close()
+
+
+CONSTANT = """\
+    stages:
+      - name: make
+        outputs:
+          emb: {type: npy, schema: {dtype: float32}}
+    """
+
+MAKE_CONSTANT = """\
+    import numpy as np
+    from quipu import sdk
+
+    sdk.save_output("emb", np.ones((40, 2), dtype=np.float32))
+    """
+
+
+class TestApprovedPatterns:
+    def test_a_statistic_rule_of_an_approved_pattern_flags_the_output(self,
+                                                                        tmp_path: Path) -> None:
+        """The failure-pattern loop's statistic rules run where the statistics are made (the
+        executor), as bootstrap wires them; a pattern of another stage does not apply."""
+        q = make_project(tmp_path, CONSTANT, {"make": MAKE_CONSTANT})
+        dead = ApprovedPattern(
+            pattern_id="pat-0123456789ab", stage="make", severity="warning",
+            signal="zero_variance", symptom="the embedding collapsed to one value",
+            prevention="check the encoder's initialisation",
+            detection={"kind": "statistic", "statistic": "std", "op": "==", "threshold": 0})
+        other = ApprovedPattern(
+            pattern_id="pat-ba9876543210", stage="train", severity="error",
+            signal="zero_variance", symptom="another stage's rule",
+            detection={"kind": "statistic", "statistic": "std", "op": ">=", "threshold": 0})
+        ids = start(q)
+        drive(executor(q, patterns=lambda stage: [dead, other]), ended(q, *ids.values()))
+        run_id = ids["make"]
+        assert q.runs.load_run(run_id).current is State.SUCCEEDED
+        [found] = signals(q, run_id, "statistics")["failure_pattern"]
+        assert found["pattern_id"] == "pat-0123456789ab" and found["output"] == "emb"
+        assert found["fix"] == "check the encoder's initialisation"
         q.close()

@@ -12,11 +12,12 @@ run (and an error finding), ``warning`` a finding, ``silent`` nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quipu.core.patterns.detection import ApprovedPattern, match_statistics
 from quipu.core.reviews.findings import MAX_FINDINGS, Finding, Severity
 from quipu.core.reviews.statistics import check_statistics, contract_findings
 from quipu.outputcheck import DEFAULT_CONTRACT_MODE, inspect_file
@@ -48,11 +49,13 @@ class OutputReview:
 
 def review_outputs(run_dir: Path, declared: Mapping[str, Mapping[str, Any]],
                    stored: dict[str, dict[str, Any]], *, stage: str,
-                   baseline: Baseline) -> OutputReview:
+                   baseline: Baseline,
+                   patterns: Sequence[ApprovedPattern] = ()) -> OutputReview:
     """Check every stored output file; add its statistics to ``stored[name]["stats"]``.
 
     A failure to read a file for its statistics is never an error of the run: that output
-    simply has no statistics.
+    simply has no statistics. ``patterns`` are the stage's approved failure patterns: those
+    whose detection is a statistic rule are matched against each output's statistics.
     """
     review = OutputReview()
     for name, record in sorted(stored.items()):
@@ -83,4 +86,6 @@ def review_outputs(run_dir: Path, declared: Mapping[str, Mapping[str, Any]],
             previous = baseline(name)
             review.statistics += check_statistics(stage=stage, output=name, stats=stats,
                                                   checks=checks, baseline=previous)
+        if patterns and "error" not in stats:
+            review.statistics += match_statistics(patterns, stage, name, stats)
     return review

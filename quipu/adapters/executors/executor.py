@@ -41,7 +41,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from typing import Any
 from quipu.core.errors import Conflict
 from quipu.core.log import decode
 from quipu.core.messages import Event
+from quipu.core.patterns.detection import ApprovedPattern
 from quipu.core.ports import (
     BlobStore,
     EventStore,
@@ -156,8 +157,10 @@ class StageExecutor:
                  idle_interval: float = 1.0, metrics_every: float = 5.0,
                  kill_grace: float = 5.0, log_limit: int = 50 * 1024 * 1024,
                  on_change: Callable[[], None] | None = None,
-                 position_file: Path | None = None, save_every: float = 1.0) -> None:
+                 position_file: Path | None = None, save_every: float = 1.0,
+                 patterns: Callable[[str], Sequence[ApprovedPattern]] | None = None) -> None:
         self.backends = dict(backends)
+        self.patterns = patterns  # stage -> approved failure patterns (statistic rules run)
         self.profiles = profiles
         self.runs_dir = Path(runs_dir)
         self.on_change = on_change
@@ -617,6 +620,17 @@ class StageExecutor:
             log.exception("checking the outputs of run %s failed", stage.run_id)
             return []
 
+    def _patterns(self, stage: str) -> Sequence[ApprovedPattern]:
+        """The stage's approved failure patterns; none when they cannot be read (a pattern
+        store in trouble never fails a run)."""
+        if self.patterns is None:
+            return ()
+        try:
+            return self.patterns(stage)
+        except Exception:
+            log.exception("reading the approved failure patterns of stage %s failed", stage)
+            return ()
+
     def _check_outputs(self, stage: _Stage, outputs: dict[str, dict[str, Any]]) -> list[str]:
         request = self.runs.load_run(stage.run_id).check_exists()
 
@@ -629,7 +643,7 @@ class StageExecutor:
             return (previous, stats) if isinstance(stats, dict) else None
 
         review = review_outputs(stage.run_dir, stage.outputs, outputs, stage=request.stage,
-                                baseline=baseline)
+                                baseline=baseline, patterns=self._patterns(request.stage))
         for phase, findings, omitted in review.batches():
             self.runs.record_findings(stage.run_id, actor=self.worker_id, phase=phase,
                                       source=phase, findings=findings, omitted=omitted)
