@@ -534,6 +534,11 @@ class RunService:
                 self.uow.commit(run)
             return ok
 
+        return self._first_wins(command)
+
+    def _first_wins(self, command: Callable[[], bool]) -> bool:
+        """Run ``command``; False when another writer changed the run first (a claim or a
+        review start that lost the race records nothing)."""
         try:
             return self.uow.attempt(command)
         except Conflict as exc:
@@ -552,12 +557,7 @@ class RunService:
                 self.uow.commit(run)
             return ok
 
-        try:
-            return self.uow.attempt(command)
-        except Conflict as exc:
-            if exc.code == "concurrency_conflict":
-                return False
-            raise
+        return self._first_wins(command)
 
     def record_review(self, run_id: str, *, actor: str, decision: str, reviewers: list[str],
                       findings: list[dict[str, Any]], fix: str | None = None,
