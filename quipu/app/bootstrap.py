@@ -381,6 +381,15 @@ class Workers:
     def __init__(self, *workers: Executor) -> None:
         self.workers = workers
 
+    def running(self) -> list[str]:
+        """The runs whose stages the executor among these workers watches."""
+        found: set[str] = set()
+        for worker in self.workers:
+            running = getattr(worker, "running", None)
+            if callable(running):
+                found.update(running())
+        return sorted(found)
+
     def start(self) -> None:
         """Start every worker, the executor first."""
         for worker in self.workers:

@@ -55,8 +55,12 @@ def test_an_agent_reads_the_findings_of_a_run(project: Path, sdk_session: SdkCon
             (run_id,) = [q["stage_run_id"] for q in started["queued"]]
 
             found = await call(session, "get_run_svs_findings", run_id=run_id)
-            assert found["counts"] == {"error": 0, "warning": 2, "info": 0, "total": 2}
-            by_signal = {f["signal"]: f for f in found["findings"]}
+            # The post-run review's suggestion (an asynchronous follower) may have added its
+            # one informational row by now; the output checks made exactly two warnings.
+            counts = found["counts"]
+            assert counts["error"] == 0 and counts["warning"] == 2 and counts["info"] <= 1
+            assert counts["total"] == 2 + counts["info"]
+            by_signal = {f["signal"]: f for f in found["findings"] if f["phase"] != "post_run"}
             assert set(by_signal) == {"shape_mismatch", "constant_column"}
             assert by_signal["shape_mismatch"]["phase"] == "contract"
             assert by_signal["constant_column"]["output"] == "table"
@@ -66,7 +70,7 @@ def test_an_agent_reads_the_findings_of_a_run(project: Path, sdk_session: SdkCon
             svs = inspected["svs"]
             assert svs["outputs"]["emb"]["shape"] == [30, 3]
             assert svs["outputs"]["table"]["columns"]["label"]["unique"] == 1
-            assert svs["counts"]["total"] == 2
+            assert svs["counts"]["warning"] == 2 and svs["counts"]["error"] == 0
 
             refused = await session.call_tool("get_run_svs_findings",
                                               {"run_id": "stage-nope"})

@@ -575,9 +575,12 @@ class StageExecutor:
             stage.backend.signal(stage.handle, signal.SIGTERM)
 
     def _finish(self, stage: _Stage, status: StageExit) -> None:
-        """The stage ended: record its metrics, then its exit."""
-        # Leftovers of a finished stage (children still running in its tree) end with it.
-        stage.backend.release(stage.handle)
+        """The stage ended: record its metrics, then its exit, then release it.
+
+        The backend releases the stage (its leftover children end, a container is removed)
+        only once the exit is in the log: a step that fails before (the blob store refusing
+        the outputs) is retried at the next, and the backend must still know how it ended.
+        """
         self._ingest_metrics(stage, complete=True)
         self._isolated(stage.run_id, self._ingest_checkpoints, stage)
         if not status.known:
@@ -585,6 +588,7 @@ class StageExecutor:
                                   why=status.error or
                                   "the stage process is gone and left no exit status")
             self._stages.pop(stage.run_id, None)
+            self._isolated(stage.run_id, stage.backend.release, stage.handle)
             return
         exit_code, sig = status.exit_code, status.signal
         outputs, problems = collect_outputs(stage.run_dir, stage.outputs, self.blobs)
@@ -610,6 +614,8 @@ class StageExecutor:
                               problems=problems,
                               error=error or None)
         self._stages.pop(stage.run_id, None)
+        # Leftovers of the finished stage (children still running in its tree) end with it.
+        self._isolated(stage.run_id, stage.backend.release, stage.handle)
 
     def _review_outputs(self, stage: _Stage, outputs: dict[str, dict[str, Any]]) -> list[str]:
         """Output contracts and statistics (``_svs``): record the findings, return the
