@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quipu.adapters.blobs import LocalBlobStore
 from quipu.adapters.docker import DockerBackend, DockerImages
@@ -56,6 +56,9 @@ from quipu.core.validation import check_name
 from quipu.projections import Views
 from quipu.projections.replay import position_at, replay_views
 
+if TYPE_CHECKING:
+    from quipu.adapters.reviewers.llm import LlmReviewer
+
 __all__ = [
     "CONFIG_FILE",
     "DATA_DIR",
@@ -72,6 +75,7 @@ __all__ = [
     "describe_log",
     "find_project",
     "init_project",
+    "llm_reviewer",
     "open_log",
     "open_project",
     "open_store",
@@ -425,14 +429,41 @@ def svs_followers(store: EventStore, runs: RunService, config: Config,
             grad_norm_metrics=tuple(m.grad_norm_metrics), grad_norm_factor=m.grad_norm_factor,
             throughput_metrics=tuple(m.throughput_metrics), throughput_drop=m.throughput_drop,
             min_points=m.min_points)
-        # No window reviewer is wired yet (the llm reviewer is another slice): the hook stays
-        # empty until there is one to call.
+        window = None
+        if m.window_review_minutes and config.svs.reviewer == "llm":
+            from quipu.adapters.reviewers.outcome import LlmWindowReview
+
+            window = LlmWindowReview(llm_reviewer(config.svs))
         found.append(RunMonitor(store, runs, rules, tick=m.tick_seconds, patterns=patterns,
+                                window_review=window,
+                                window_every=(m.window_review_minutes or 0) * 60 or None,
                                 position_file=data and data / "monitor.json"))
     if config.svs.post_run:
-        found.append(PostRunReviewer(store, runs, tick=m.tick_seconds,
+        second = None
+        if config.svs.reviewer == "llm":  # the same model gives a second opinion after a run
+            from quipu.adapters.reviewers.outcome import LlmOutcomeReview
+
+            second = LlmOutcomeReview(llm_reviewer(config.svs))
+        found.append(PostRunReviewer(store, runs, tick=m.tick_seconds, second_opinion=second,
                                      position_file=data and data / "post_run.json"))
     return found
+
+
+def llm_reviewer(svs: SvsConfig) -> LlmReviewer:
+    """The llm client ``svs`` configures (``svs.llm_*``, else ``$QUIPU_LLM_ENDPOINT``,
+    ``$QUIPU_LLM_MODEL`` and ``$QUIPU_LLM_API_KEY``): the pre-run reviewer, and the post-run
+    review's second opinion."""
+    from quipu.adapters.reviewers.llm import LlmReviewer
+
+    key = svs.llm_api_key.get_secret_value() if svs.llm_api_key else None
+    return LlmReviewer(
+        api=svs.llm_api,
+        endpoint=svs.llm_endpoint or os.environ.get("QUIPU_LLM_ENDPOINT", ""),
+        model=svs.llm_model or os.environ.get("QUIPU_LLM_MODEL", ""),
+        api_key=key or os.environ.get("QUIPU_LLM_API_KEY"),
+        # 90% of the review's time: the reviewer reports its own timeout before the review
+        # adapter's deadline abandons it.
+        timeout=svs.timeout * 0.9, retries=svs.llm_retries)
 
 
 def build_reviewers(svs: SvsConfig) -> list[Reviewer]:
@@ -447,17 +478,7 @@ def build_reviewers(svs: SvsConfig) -> list[Reviewer]:
         return []
     chosen: list[Reviewer] = [StaticReviewer()]
     if svs.reviewer == "llm":
-        from quipu.adapters.reviewers.llm import LlmReviewer
-
-        key = svs.llm_api_key.get_secret_value() if svs.llm_api_key else None
-        chosen.append(LlmReviewer(
-            api=svs.llm_api,
-            endpoint=svs.llm_endpoint or os.environ.get("QUIPU_LLM_ENDPOINT", ""),
-            model=svs.llm_model or os.environ.get("QUIPU_LLM_MODEL", ""),
-            api_key=key or os.environ.get("QUIPU_LLM_API_KEY"),
-            # 90% of the review's time: the reviewer reports its own timeout before the
-            # review adapter's deadline abandons it.
-            timeout=svs.timeout * 0.9, retries=svs.llm_retries))
+        chosen.append(llm_reviewer(svs))
     elif svs.reviewer == "command":
         from quipu.adapters.reviewers.command import CommandReviewer
 

@@ -246,8 +246,8 @@ class MonitorConfig(BaseModel):
     Metric names are matched case-insensitively against the glob patterns. ``stall_minutes``
     without a new metric point is a warning; a NaN/Inf metric and a loss above
     ``loss_spike_factor`` x its running minimum are errors, which ``auto_stop`` turns into a
-    stop request. ``window_review_minutes`` is the hook for a periodic reviewer of a run's
-    window (none is wired yet).
+    stop request. ``window_review_minutes``: with ``svs.reviewer: llm``, the model looks at a
+    running run's recent metrics that often (switched off after repeated failures).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -11,13 +11,14 @@ and ``list_unfinalized_runs`` show it; only the agent's verdict decides.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from quipu.core.messages import Event
 from quipu.core.ports import EventStore
 from quipu.core.reviews.events import OutcomeSuggested
-from quipu.core.reviews.post_run import REVIEWER, review_run
+from quipu.core.reviews.post_run import MAX_EVIDENCE, REVIEWER, review_run
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import RunExited, RunFinalized, RunLaunchFailed, RunLost
 from quipu.core.runs.handlers import RunService
@@ -29,6 +30,10 @@ __all__ = ["PostRunReviewer"]
 log = logging.getLogger("quipu.svs.post_run")
 
 
+SecondOpinion = Callable[[dict[str, Any]], "tuple[str, list[str]] | str"]
+"""The llm post-run review: the run's facts -> (outcome, evidence lines), or why it gave none."""
+
+
 class PostRunReviewer(LogFollower):
     """Suggests an ML outcome for every run that ends and holds its workspace's gate."""
 
@@ -37,9 +42,12 @@ class PostRunReviewer(LogFollower):
                                         RunFinalized.TYPE, OutcomeSuggested.TYPE)
 
     def __init__(self, store: EventStore, runs: RunService, *, tick: float = 5.0,
+                 second_opinion: SecondOpinion | None = None,
                  position_file: Path | None = None) -> None:
         super().__init__(store, tick=tick, position_file=position_file)
         self.runs = runs
+        # The llm post-run review, when configured: facts -> (outcome, evidence), or why not.
+        self.second_opinion = second_opinion
         self.due: dict[str, None] = {}  # ended runs without a suggestion yet, in log order
 
     def fold(self, event: Event) -> None:
@@ -84,5 +92,25 @@ class PostRunReviewer(LogFollower):
                                                   "reason": stop.reason,
                                                   "finding": stop.finding},
             error=run.exit.error if run.exit else run.lost_why)
+        reviewers = [REVIEWER]
+        if self.second_opinion is not None:
+            facts = {"run_id": run_id, "stage": request.stage, "state": run.current.value,
+                     "hypothesis": request.detail.get("hypothesis"),
+                     "results_spec": run.results_spec,
+                     "metrics": run.metrics.summaries if run.metrics else {},
+                     "outputs": {name: out.get("stats") for name, out in
+                                 (run.exit.outputs if run.exit else {}).items()},
+                     "deterministic": {"outcome": outcome, "evidence": evidence}}
+            try:
+                answer = self.second_opinion(facts)
+            except Exception as exc:  # the second opinion in trouble never loses the first
+                log.exception("llm post-run review of run %s failed", run_id)
+                answer = f"{type(exc).__name__}"
+            if isinstance(answer, str):
+                evidence = [*evidence[:MAX_EVIDENCE - 1], f"llm post-run review failed: {answer}"]
+            else:
+                outcome = answer[0]  # type: ignore[assignment]
+                evidence = [*answer[1], *evidence][:MAX_EVIDENCE]
+                reviewers.append("llm")
         self.runs.record_suggestion(run_id, actor=REVIEWER, outcome=outcome, evidence=evidence,
-                                    reviewers=[REVIEWER])
+                                    reviewers=reviewers)

@@ -32,7 +32,7 @@ from quipu.core.reviews.review import ReviewContext, ReviewVerdict, failed
 
 from ._reply import REPLY_SCHEMA, verdict_from
 
-__all__ = ["ANTHROPIC_VERSION", "SYSTEM_PROMPT", "LlmReviewer"]
+__all__ = ["ANTHROPIC_VERSION", "SYSTEM_PROMPT", "LlmReviewer", "unfenced"]
 
 log = logging.getLogger("quipu.reviewer")
 
@@ -73,9 +73,12 @@ class LlmReviewer:
     # --- the request ---------------------------------------------------------------------------
 
     def request_for(self, context: ReviewContext) -> tuple[str, dict[str, str], dict[str, Any]]:
-        """(url, headers, JSON body) of the request for ``context``."""
+        """(url, headers, JSON body) of the pre-run review request for ``context``."""
         system = SYSTEM_PROMPT + json.dumps(REPLY_SCHEMA, separators=(",", ":"))
-        user = json.dumps(context.as_json(), separators=(",", ":"))
+        return self.request(system, json.dumps(context.as_json(), separators=(",", ":")))
+
+    def request(self, system: str, user: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+        """(url, headers, JSON body) of one request: ``system`` instructions, ``user`` text."""
         headers = {"content-type": "application/json"}
         if self.api == "anthropic":
             if self._key:
@@ -101,34 +104,40 @@ class LlmReviewer:
                           " / svs.llm_model or $QUIPU_LLM_ENDPOINT / $QUIPU_LLM_MODEL)",
                           stage=context.stage)
         url, headers, body = self.request_for(context)
+        text, why, evidence = self.complete(url, headers, body)
+        if text is None:
+            return self._failed(context, why, **evidence)
+        return verdict_from(self.name, unfenced(text), context)
+
+    def complete(self, url: str, headers: dict[str, str],
+                 body: dict[str, Any]) -> tuple[str | None, str, dict[str, Any]]:
+        """Send one request (``request``); (the model's text, "", {}) or (None, why it
+        failed, evidence). 429 and 5xx answers are retried within ``timeout``."""
         deadline = time.monotonic() + self.timeout
         attempt = 0
         with httpx.Client(transport=self._transport) as client:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return self._failed(context, f"no answer within {self.timeout:g} s")
+                    return None, f"no answer within {self.timeout:g} s", {}
                 try:
                     response = client.post(url, headers=headers, json=body,
                                            timeout=httpx.Timeout(remaining))
                 except httpx.TimeoutException:
-                    return self._failed(context, f"the API did not answer within "
-                                        f"{self.timeout:g} s")
+                    return None, f"the API did not answer within {self.timeout:g} s", {}
                 except httpx.HTTPError as exc:
-                    return self._failed(context, f"the API could not be reached "
-                                        f"({type(exc).__name__})")
+                    return None, f"the API could not be reached ({type(exc).__name__})", {}
                 status = response.status_code
                 if status == 200:
-                    return self._verdict(response, context)
+                    return self._text(response)
                 wait = self._retry_wait(response, attempt)
                 if wait is None or attempt >= self.retries:
-                    return self._failed(context, f"the API answered HTTP {status}"
-                                        + (f" after {attempt + 1} attempts" if attempt else ""),
-                                        status=status)
+                    return (None, f"the API answered HTTP {status}"
+                            + (f" after {attempt + 1} attempts" if attempt else ""),
+                            {"status": status})
                 if time.monotonic() + wait >= deadline:
-                    return self._failed(context, f"the API answered HTTP {status} and asked to "
-                                        f"wait {wait:g} s, beyond the review's time",
-                                        status=status)
+                    return (None, f"the API answered HTTP {status} and asked to wait "
+                            f"{wait:g} s, beyond the review's time", {"status": status})
                 log.info("llm reviewer: HTTP %d, retrying in %.1f s", status, wait)
                 attempt += 1
                 time.sleep(wait)
@@ -146,7 +155,8 @@ class LlmReviewer:
             return min(0.5 * 2.0 ** attempt, _MAX_WAIT)
         return None
 
-    def _verdict(self, response: httpx.Response, context: ReviewContext) -> ReviewVerdict:
+    def _text(self, response: httpx.Response) -> tuple[str | None, str, dict[str, Any]]:
+        """The assistant's text of a 200 answer, or why the answer is not one."""
         try:
             data = response.json()
             if self.api == "anthropic":
@@ -157,9 +167,9 @@ class LlmReviewer:
             if not isinstance(text, str):
                 raise TypeError("the message content is not text")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            return self._failed(context, f"the API's answer is not a {self.api} response "
-                                f"({type(exc).__name__})")
-        return verdict_from(self.name, _unfenced(text), context)
+            return (None, f"the API's answer is not a {self.api} response "
+                    f"({type(exc).__name__})", {})
+        return text, "", {}
 
     def _failed(self, context: ReviewContext, why: str, **evidence: Any) -> ReviewVerdict:
         log.warning("llm reviewer: %s (run %s)", why, context.run_id)
@@ -167,7 +177,7 @@ class LlmReviewer:
                       evidence=evidence)
 
 
-def _unfenced(text: str) -> str:
+def unfenced(text: str) -> str:
     """The text without one surrounding Markdown code fence (models add them despite being
     told not to); what is inside must still be exactly the JSON asked for."""
     stripped = text.strip()
