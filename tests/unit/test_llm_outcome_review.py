@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -42,8 +42,8 @@ def review(server: LlmServer, api: str = "openai") -> LlmOutcomeReview:
 @pytest.mark.parametrize(("api", "reply"), [("openai", openai_reply),
                                             ("anthropic", anthropic_reply)])
 def test_a_good_reply_is_the_opinion_and_the_request_carries_the_facts(
-        server: LlmServer, api: str, reply: type[Answer]) -> None:
-    server.answer(reply(GOOD))  # type: ignore[call-arg]
+        server: LlmServer, api: str, reply: Callable[[str], Answer]) -> None:
+    server.answer(reply(GOOD))
     assert review(server, api)(FACTS) == ("miss", ["accuracy 0.86 is below the 0.9 goal",
                                                    "no gain over the baseline's 0.86"])
     [seen] = server.seen
