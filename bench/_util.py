@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import shutil
 import sqlite3
 import statistics
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +26,7 @@ __all__ = [
     "percentile",
     "raw_wal_connection",
     "render_table",
+    "report_p95",
     "scratch_dir",
 ]
 
@@ -137,6 +141,28 @@ def machine() -> dict[str, Any]:
         # Other work on the machine slows both sides of a ratio, but not always equally.
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
+
+
+def report_p95(bench: str, figures: list[dict[str, Any]], args: argparse.Namespace,
+               elapsed: float, *, header: str = "", baseline_label: str = "baseline",
+               extra: dict[str, Any] | None = None) -> None:
+    """Print p95 figures beside their baselines (``name``, ``value``, ``baseline``, ``ratio``,
+    ``passed``, ``target``, optionally ``answer_chars``): on stdout, or on stderr with
+    ``--json``, which then writes the machine, the arguments, ``extra`` and the figures as JSON
+    on stdout. ``header`` is appended to the first line."""
+    out = sys.stderr if args.json else sys.stdout
+    m = machine()
+    print(f"\nquipu {bench}: {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
+          f"load {m['load_average_1m']}, {elapsed:.0f} s{header}", file=out)
+    for f in figures:
+        answer = (f"; answer {f['answer_chars']:,} characters" if "answer_chars" in f else "")
+        print(f"  {f['name']}: p95 {f['value']:.2f} ms vs {baseline_label} "
+              f"{f['baseline']:.3f} ms ({f['ratio']:.0f}x) {'PASS' if f['passed'] else 'MISS'} "
+              f"({f['target']}){answer}", file=out)
+    if args.json:
+        json.dump({"machine": m, "args": vars(args), "seconds": round(elapsed, 1),
+                   **(extra or {}), "results": figures}, sys.stdout, indent=2)
+        print()
 
 
 class FixedClock:

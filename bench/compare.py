@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench._util import machine, percentile, scratch_dir
+from bench._util import percentile, report_p95, scratch_dir
 from quipu.app.bootstrap import init_project
 from quipu.core.workspaces.versions import Manifest
 
@@ -138,18 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                                "files, in memory",
               "target": "p95 < 200 ms", "passed": value < 200, "ratio": value / baseline,
               "answer_chars": len(json.dumps(answer))}
-    elapsed = time.perf_counter() - started
-    out = sys.stderr if args.json else sys.stdout
-    m = machine()
-    print(f"\nquipu bench.compare: {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
-          f"load {m['load_average_1m']}, {elapsed:.0f} s", file=out)
-    print(f"  {figure['name']}: p95 {value:.2f} ms vs baseline {baseline:.3f} ms "
-          f"({figure['ratio']:.0f}x) {'PASS' if figure['passed'] else 'MISS'} "
-          f"({figure['target']}); answer {figure['answer_chars']:,} characters", file=out)
-    if args.json:
-        json.dump({"machine": m, "args": vars(args), "seconds": round(elapsed, 1),
-                   "results": [figure]}, sys.stdout, indent=2)
-        print()
+    report_p95("bench.compare", [figure], args, time.perf_counter() - started)
     return 0
 
 

@@ -23,7 +23,6 @@ fan-out (depth 5) of the source 5,000 runs consumed; p95 over repeated calls, ta
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import sys
 import time
@@ -34,7 +33,7 @@ from typing import Any
 import networkx as nx
 import sqlite_utils
 
-from bench._util import machine, percentile, scratch_dir
+from bench._util import percentile, report_p95, scratch_dir
 from quipu.core.messages import Event
 from quipu.core.runs.events import RunExited, RunFinalized, RunLaunched, RunRequested
 from quipu.core.sources.events import SourceConsumed, SourceRegistered
@@ -200,23 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     for f in figures:
         f.update(unit="ms", baseline_name="networkx in memory (same graph, same cutoff)",
                  target="p95 < 50 ms", passed=f["value"] < 50, ratio=f["value"] / f["baseline"])
-    elapsed = time.perf_counter() - started
-    out = sys.stderr if args.json else sys.stdout
-    m = machine()
-    print(f"\nquipu bench.lineage: {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
-          f"load {m['load_average_1m']}, {elapsed:.0f} s; {runs:,} runs, {len(events):,} "
-          f"events, {nodes:,} nodes, {len(edges):,} edges, folded in {fold_seconds:.1f} s",
-          file=out)
-    for f in figures:
-        print(f"  {f['name']}: p95 {f['value']:.2f} ms vs networkx {f['baseline']:.3f} ms "
-              f"({f['ratio']:.0f}x) {'PASS' if f['passed'] else 'MISS'} ({f['target']})",
-              file=out)
-    if args.json:
-        json.dump({"machine": m, "args": vars(args), "seconds": round(elapsed, 1),
-                   "runs": runs, "events": len(events), "nodes": nodes, "edges": len(edges),
-                   "fold_seconds": round(fold_seconds, 2), "results": figures},
-                  sys.stdout, indent=2)
-        print()
+    report_p95("bench.lineage", figures, args, time.perf_counter() - started,
+               header=f"; {runs:,} runs, {len(events):,} events, {nodes:,} nodes, "
+                      f"{len(edges):,} edges, folded in {fold_seconds:.1f} s",
+               baseline_label="networkx",
+               extra={"runs": runs, "events": len(events), "nodes": nodes, "edges": len(edges),
+                      "fold_seconds": round(fold_seconds, 2)})
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import sys
 import time
 from importlib import resources
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from bench._util import machine, percentile, scratch_dir
+from bench._util import percentile, report_p95, scratch_dir
 from quipu.adapters.reviewers import StaticReviewer
 from quipu.adapters.reviewers._context import build_context
 from quipu.app.bootstrap import init_project, open_project
@@ -118,18 +117,7 @@ def main(argv: list[str] | None = None) -> int:
               "value": value, "baseline": baseline, "unit": "ms",
               "baseline_name": "ast.parse + compile of the same modules, in memory",
               "target": "p95 < 300 ms", "passed": value < 300, "ratio": value / baseline}
-    elapsed = time.perf_counter() - started
-    out = sys.stderr if args.json else sys.stdout
-    m = machine()
-    print(f"\nquipu bench.static_review: {m['cores']} cores ({m['cpu']}), Python "
-          f"{m['python']}, load {m['load_average_1m']}, {elapsed:.0f} s", file=out)
-    print(f"  {figure['name']}: p95 {value:.2f} ms vs baseline {baseline:.3f} ms "
-          f"({figure['ratio']:.0f}x) {'PASS' if figure['passed'] else 'MISS'} "
-          f"({figure['target']})", file=out)
-    if args.json:
-        json.dump({"machine": m, "args": vars(args), "seconds": round(elapsed, 1),
-                   "results": [figure]}, sys.stdout, indent=2)
-        print()
+    report_p95("bench.static_review", [figure], args, time.perf_counter() - started)
     return 0
 
 
