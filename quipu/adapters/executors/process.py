@@ -46,6 +46,18 @@ WRAPPER = "quipu.adapters.executors._wrapper"
 _STEP = 0.05  # seconds between looks while waiting for a process that is not our child
 
 
+def _environ(proc: psutil.Process, bound: float = 1.0) -> dict[str, str]:
+    """``proc``'s environment. Just after ``exec`` Linux shows an empty environment for a
+    moment (the new image's is not yet mapped), and no stage runs with an empty one: wait
+    for it to appear, up to ``bound`` seconds."""
+    deadline = time.monotonic() + bound
+    while True:
+        env = proc.environ()
+        if env or time.monotonic() >= deadline:
+            return env
+        time.sleep(0.01)
+
+
 def process_identity(proc: psutil.Process) -> str:
     """What tells this process from a later one with the same pid: its creation time."""
     return f"{proc.create_time():.2f}"
@@ -147,7 +159,7 @@ class LocalProcessBackend:
     def _names_run(self, proc: psutil.Process, run_id: str) -> bool:
         """Whether ``proc`` is the stage of ``run_id`` (for handles without an identity)."""
         try:
-            return proc.environ().get("QUIPU_RUN_ID") == run_id
+            return _environ(proc).get("QUIPU_RUN_ID") == run_id
         except psutil.AccessDenied:
             pass
         run_dir = self._dirs.get(run_id)
