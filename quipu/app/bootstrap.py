@@ -10,6 +10,8 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import re
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,10 +36,12 @@ from quipu.app.config import (
     Config,
     SvsConfig,
     blobs_url,
+    check_blobs_url,
     config_bytes,
     find_project,
     load_config,
     read_config,
+    validated_config,
     with_env_overrides,
     write_config,
 )
@@ -124,18 +128,24 @@ def open_store(root: Path, config: Config) -> EventStore:
                             clock=SystemClock().now)
 
 
+def check_eventstore_url(url: str) -> str:
+    """``url`` if it names a log Quipu can open, else ``InvalidInput(invalid_eventstore_url)``."""
+    if url == "sqlite" or url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        return url
+    raise InvalidInput(f"unknown event store {url!r}", code="invalid_eventstore_url",
+                       hint="use 'sqlite' (default), sqlite:///path/events.db or "
+                       "postgresql://user:pass@host/db")
+
+
 def _open_log(root: Path, config: Config, key: bytes | None) -> EventStore:
-    url = _log_url(config)
+    url = check_eventstore_url(_log_url(config))
     if url.startswith(("postgresql://", "postgres://")):
         from quipu.adapters.eventstore.postgres import open_postgres_store
 
         return open_postgres_store(url, table=config.eventstore.table, key=key)
     log_file = sqlite_log_file(root, config)
-    if log_file is not None:
-        return open_sqlite_store(log_file, synchronous=config.eventstore.synchronous, key=key)
-    raise InvalidInput(f"unknown event store {url!r}", code="invalid_eventstore_url",
-                       hint="use 'sqlite' (default), sqlite:///path/events.db or "
-                       "postgresql://user:pass@host/db")
+    assert log_file is not None  # check_eventstore_url let only sqlite URLs through
+    return open_sqlite_store(log_file, synchronous=config.eventstore.synchronous, key=key)
 
 
 def open_blobs(root: Path, config: Config) -> tuple[BlobStore, Callable[[str], str]]:
@@ -488,15 +498,32 @@ def build_reviewers(svs: SvsConfig) -> list[Reviewer]:
     return chosen
 
 
+def default_host() -> str:
+    """This machine's short host name as a valid name (``host`` when it has none)."""
+    raw = socket.gethostname().split(".")[0].lower()
+    cleaned = re.sub(r"[^a-z0-9_.-]+", "-", raw).strip("-_.")[:48]
+    return cleaned or "host"
+
+
 def init_project(root: Path, *, name: str | None = None, goal: str = "",
-                 slots: int = 3, actor: str | None = None) -> Quipu:
-    """Create ``quipu.yaml``, ``.quipu/`` and ``workspaces/`` and record the project."""
+                 slots: int = 3, actor: str | None = None, eventstore: str | None = None,
+                 blobs: str | None = None, host: str | None = None) -> Quipu:
+    """Create ``quipu.yaml``, ``.quipu/`` and ``workspaces/`` and record the project, with
+    the host that made it and its slots. ``eventstore`` and ``blobs`` (URLs) are written to
+    ``quipu.yaml`` when given."""
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     if (root / CONFIG_FILE).exists():
         raise Conflict(f"{root} already has a {CONFIG_FILE}", code="project_exists",
                        hint="use `quipu status` there, or pick another directory")
-    config = Config(name=check_name(name or root.name, what="project"), goal=goal, slots=slots)
+    data: dict[str, Any] = {"name": check_name(name or root.name, what="project"),
+                            "goal": goal, "slots": slots}
+    if eventstore is not None:
+        data["eventstore"] = {"url": check_eventstore_url(eventstore)}
+    if blobs is not None:
+        data["blobs"] = {"url": check_blobs_url(blobs)}
+    config = validated_config(data)
+    host = check_name(host or default_host(), what="host")
     (root / DATA_DIR).mkdir(exist_ok=True)
     (root / "workspaces").mkdir(exist_ok=True)
     for slot in config.slot_names():
@@ -504,7 +531,8 @@ def init_project(root: Path, *, name: str | None = None, goal: str = "",
     q = build(root, config, actor=actor or default_actor("cli"),
               config_sha256=hashlib.sha256(config_bytes(config)).hexdigest())
     try:
-        q.bus.handle(InitProject(name=config.name, goal=goal, actor=q.actor))
+        q.bus.handle(InitProject(name=config.name, goal=goal, actor=q.actor, host=host,
+                                 slots=config.slot_names()))
     except BaseException:
         q.close()
         raise

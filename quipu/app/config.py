@@ -50,6 +50,7 @@ __all__ = [
     "load_config",
     "parse_duration",
     "parse_memory",
+    "validated_config",
     "with_env_overrides",
     "write_config",
 ]
@@ -421,6 +422,17 @@ def with_env_overrides(config: Config, environ: Mapping[str, str] | None = None)
                            code="invalid_config",
                            hint="fix or unset the variable; docs/configuration.md lists what "
                            "each one accepts") from exc
+
+
+def validated_config(data: Mapping[str, Any]) -> Config:
+    """``data`` as a ``Config``, else ``InvalidInput(invalid_config)`` naming the first field
+    that is wrong (for settings given on the command line)."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(f"not a valid setting: {_first_error(exc)}", code="invalid_config",
+                           hint="docs/configuration.md lists every setting and what it "
+                           "accepts") from exc
 
 
 def _first_error(exc: ValidationError) -> str:

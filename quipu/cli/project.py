@@ -22,19 +22,58 @@ __all__ = ["demo", "doctor", "events", "init", "rebuild", "serve", "status", "wo
 @click.argument("path", type=click.Path(path_type=Path), default=".")
 @click.option("--name", default=None, help="Project name (default: the directory name).")
 @click.option("--goal", default="", help="The research goal, shown at the top of STATE.md.")
-@click.option("--slots", default=3, show_default=True, help="How many slots (w1..wN).")
+@click.option("--slots", default=3, show_default=True,
+              help="How many slots (w1..wN; HOST-w1..HOST-wN when joining).")
+@click.option("--eventstore", default=None, metavar="URL",
+              help="Where the log lives: sqlite (default) or postgresql://... "
+              "(written to quipu.yaml).")
+@click.option("--blobs", default=None, metavar="URL",
+              help="Where blobs live: local (default) or gs://BUCKET/PREFIX "
+              "(written to quipu.yaml).")
+@click.option("--join", "join", is_flag=True,
+              help="Join the project already on the shared log and blob store, as another "
+              "host, instead of creating one.")
+@click.option("--like", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="With --join: the other host's quipu.yaml to take settings from "
+              "(default: PATH/quipu.yaml).")
+@click.option("--host", default=None,
+              help="This host's name in the project (default: the machine's host name).")
 @click.pass_context
 @_edge
-def init(ctx: click.Context, path: Path, name: str | None, goal: str, slots: int) -> None:
+def init(ctx: click.Context, path: Path, name: str | None, goal: str, slots: int,
+         eventstore: str | None, blobs: str | None, join: bool, like: Path | None,
+         host: str | None) -> None:
     """Create a project: quipu.yaml, .quipu/ (log, views, blobs) and workspaces/w1..wN.
 
+    With --join, make PATH another host's directory of a project whose log (PostgreSQL) and
+    blobs (GCS) are shared: settings come from the other host's quipu.yaml, and this host
+    gets slots of its own.
+
     \b
-    Example:
+    Examples:
       quipu init digits --goal "reach 98% test accuracy on sklearn digits"
+      quipu init digits --eventstore postgresql://quipu@db/quipu --blobs gs://lab/digits
+      quipu init digits --join --like /mnt/shared/digits/quipu.yaml --host gpu1
     """
-    q = init_project(path, name=name, goal=goal, slots=slots, actor=ctx.obj.get("actor"))
+    if join:
+        if name is not None or goal:
+            raise InvalidInput("--name and --goal come from the log when joining",
+                               code="join_takes_no_name",
+                               hint="drop --name and --goal; the project keeps its own")
+        from quipu.app.join import join_project, join_summary
+
+        q = join_project(path, like=like, eventstore=eventstore, blobs=blobs, host=host,
+                         slots=slots, actor=ctx.obj.get("actor"))
+        summary = join_summary
+    else:
+        if like is not None:
+            raise InvalidInput("--like is for --join", code="like_without_join",
+                               hint="add --join to join a shared project with those settings")
+        q = init_project(path, name=name, goal=goal, slots=slots, actor=ctx.obj.get("actor"),
+                         eventstore=eventstore, blobs=blobs, host=host)
+        summary = init_summary
     try:
-        click.echo(init_summary(q))
+        click.echo(summary(q))
     finally:
         q.close()
 

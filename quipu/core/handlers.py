@@ -14,7 +14,7 @@ from typing import Any
 from quipu.core.messages import Command
 from quipu.core.patterns.commands import ApprovePattern, RecordPatternOccurrences, RejectPattern
 from quipu.core.patterns.handlers import PatternService
-from quipu.core.project.commands import InitProject, LogThought, MarkSeen
+from quipu.core.project.commands import InitProject, JoinProject, LogThought, MarkSeen
 from quipu.core.runs.commands import (
     CancelRun,
     FinalizePipelineRun,
@@ -72,6 +72,7 @@ def registry(ws: Service, runs: RunService, sources: SourceService | None = None
     return {
         # the project
         InitProject: ws.init_project,
+        JoinProject: ws.join_project,
         LogThought: ws.log_thought,
         MarkSeen: ws.mark_seen,
         # workspaces, slots, versions

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import sqlite_utils
 
 from quipu.core.messages import Event
-from quipu.core.project.events import ProjectInitialized
+from quipu.core.project.events import HostJoined, ProjectInitialized
 from quipu.core.sources.events import (
     ArtifactPromoted,
     SourceDeleted,
@@ -67,6 +67,7 @@ def _saved(e: VersionSaved) -> str:
 
 SUMMARIES: dict[str, Callable[[Any], str]] = {
     ProjectInitialized.TYPE: lambda e: f"initialised project {e.name}",
+    HostJoined.TYPE: lambda e: f"host {e.host} joined with slots {', '.join(e.slots)}",
     WorkspaceCreated.TYPE: _created,
     WorkspaceMounted.TYPE: _mounted,
     WorkspaceHibernated.TYPE: _hibernated,
@@ -98,8 +99,9 @@ class AuditView:
     """Folds every audited event into one ``audit`` row."""
 
     name: ClassVar[str] = "audit"
-    version: ClassVar[int] = 2
-    """2: source registrations, updates, retirements and deletions are audited."""
+    version: ClassVar[int] = 3
+    """2: source registrations, updates, retirements and deletions are audited; 3: hosts
+    joining."""
     types: ClassVar[frozenset[str]] = frozenset(SUMMARIES)
     tables: ClassVar[tuple[str, ...]] = ("audit",)
     indexes: ClassVar[Indexes] = (("audit", ("workspace", "position")),)

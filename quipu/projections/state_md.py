@@ -209,8 +209,11 @@ def _pattern_lines(patterns: dict[str, Any]) -> list[str]:
 def render(state: StateInput) -> str:
     """The STATE.md text for ``state``."""
     name = state.project.get("name") or "(uninitialised project)"
-    out = [f"# {name}", "", f"**Goal:** {one_line(state.project.get('goal'), 1000) or '(none)'}",
-           "", "## Slots"]
+    out = [f"# {name}", "", f"**Goal:** {one_line(state.project.get('goal'), 1000) or '(none)'}"]
+    if state.project.get("hosts"):  # more than one directory shares this log
+        out += ["", "**Hosts:** " + "; ".join(
+            f"{h['host']} ({', '.join(h['slots'])})" for h in state.project["hosts"][:16])]
+    out += ["", "## Slots"]
     out += [_slot_line(s) for s in state.slots] or ["- (no slots configured)"]
 
     out += ["", "## Workspaces"]
@@ -257,7 +260,7 @@ class StateMdMarkView:
     the latest (the runs view keeps its own, finer, mark in ``runs_shown``)."""
 
     name: ClassVar[str] = "state_md_mark"
-    version: ClassVar[int] = 2  # 2: failure patterns (proposed, approved, rejected) are shown
+    version: ClassVar[int] = 3  # 2: failure patterns are shown; 3: the hosts sharing the log
     types: ClassVar[frozenset[str]] = (ProjectView.types | WorkspacesView.types
                                        | ThoughtsView.types | AuditView.types
                                        | {PatternProposed.TYPE, PatternApproved.TYPE,

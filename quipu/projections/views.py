@@ -569,6 +569,11 @@ class Views:
                                    include_pruned=include_pruned)
 
     @_guarded
+    def newest_version(self) -> dict[str, Any] | None:
+        """The most recently saved version of any workspace, or None."""
+        return workspaces.newest_version(self.conn)
+
+    @_guarded
     def slots(self, slot_names: Sequence[str]) -> list[dict[str, Any]]:
         """Each named slot with its occupant, current version and manifest (or None)."""
         return workspaces.slots(self.conn, slot_names)

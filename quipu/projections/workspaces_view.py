@@ -32,8 +32,8 @@ from quipu.core.workspaces.events import (
 )
 from quipu.projections._base import Folded, Indexes, chunks, placeholders, rows_as_dicts
 
-__all__ = ["WorkspacesView", "latest_versions", "recent_workspaces", "slots", "versions",
-           "workspace", "workspace_count", "workspaces"]
+__all__ = ["WorkspacesView", "latest_versions", "newest_version", "recent_workspaces", "slots",
+           "versions", "workspace", "workspace_count", "workspaces"]
 
 _WS_COLUMNS = ("name", "incarnation", "goal", "created_at", "created_by", "forked_from",
                "from_version", "slot", "current_number", "last_number", "version_count",
@@ -309,6 +309,14 @@ def versions(conn: sqlite3.Connection, name: str, *, limit: int = 50, offset: in
 def latest_versions(conn: sqlite3.Connection, name: str, *, limit: int) -> list[dict[str, Any]]:
     """The newest unpruned versions of a workspace (for STATE.md)."""
     return versions(conn, name, limit=limit)[0]
+
+
+def newest_version(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """The most recently saved version of any workspace (``{workspace, number, manifest}``),
+    or None before the first save."""
+    row = conn.execute("SELECT workspace, number, manifest FROM versions "
+                       "ORDER BY position DESC LIMIT 1").fetchone()
+    return {"workspace": row[0], "number": row[1], "manifest": row[2]} if row else None
 
 
 def slots(conn: sqlite3.Connection, slot_names: Sequence[str]) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from quipu.core.messages import Command
 
-__all__ = ["InitProject", "LogThought", "MarkSeen"]
+__all__ = ["InitProject", "JoinProject", "LogThought", "MarkSeen"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,6 +15,18 @@ class InitProject(Command):
 
     name: str
     goal: str
+    actor: str
+    host: str | None = None
+    slots: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class JoinProject(Command):
+    """Record that ``host`` (with its own ``slots``) joins the project on this log."""
+
+    host: str
+    slots: tuple[str, ...]
+    blobs: str
     actor: str
 
 

@@ -8,6 +8,7 @@ from quipu.core.messages import Event, register, upcaster
 
 __all__ = [
     "CursorMoved",
+    "HostJoined",
     "ProjectInitialized",
     "ThoughtLogged",
 ]
@@ -22,6 +23,21 @@ class ProjectInitialized(Event):
 
     name: str
     goal: str
+    host: str | None = None
+    slots: list[str] | None = None
+    """The host that created the project and its slot names (None in logs written before
+    hosts were recorded)."""
+
+
+@register("HostJoined")
+class HostJoined(Event):
+    """Another project directory (usually on another machine) joined the shared log and blob
+    store. Its slots are its own: a slot's stream is shared by every host on the log, so no
+    two hosts may use the same slot name."""
+
+    host: str
+    slots: list[str]
+    blobs: str
 
 
 # --- thoughts ----------------------------------------------------------------------------------

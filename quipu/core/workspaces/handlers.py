@@ -26,10 +26,10 @@ from uuid import UUID, uuid4
 
 from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound, QuipuError
-from quipu.core.log import stream_id
+from quipu.core.log import decode, stream_id
 from quipu.core.ports import BlobStore, Clock, EventStore, NewEvent, SlotFiles
 from quipu.core.project.aggregate import Cursor
-from quipu.core.project.events import ProjectInitialized, ThoughtLogged
+from quipu.core.project.events import HostJoined, ProjectInitialized, ThoughtLogged
 from quipu.core.unit_of_work import UnitOfWork
 from quipu.core.validation import check_name, did_you_mean
 from quipu.core.workspaces.aggregate import Slot, Workspace
@@ -100,16 +100,70 @@ class Service:
 
     # --- project -------------------------------------------------------------------------------
 
-    def init_project(self, name: str, goal: str, *, actor: str) -> int:
-        """Record the project's name and goal (once)."""
+    def init_project(self, name: str, goal: str, *, actor: str, host: str | None = None,
+                     slots: Sequence[str] | None = None) -> int:
+        """Record the project's name and goal (once), and the host and slots that made it."""
         check_name(name, what="project")
         stream = stream_id("project", "project")
         if self.store.load(stream):
             raise Conflict("this project is already initialised", code="project_exists",
-                           hint="run quipu status to see it")
+                           hint="run quipu status to see it; a second project directory on "
+                           "this log joins it with `quipu init --join`")
         event = ProjectInitialized(actor=actor, reason=f"initialise project {name}",
-                                   at=self.clock.now(), name=name, goal=goal.strip() or name)
+                                   at=self.clock.now(), name=name, goal=goal.strip() or name,
+                                   host=host, slots=list(slots) if slots is not None else None)
         return self.store.append([NewEvent(stream, 1, event)])[0]
+
+    def project_record(self) -> tuple[ProjectInitialized | None, list[HostJoined]]:
+        """The project's initialisation (None on an empty log) and every host that joined."""
+        events = [decode(r).event for r in self.store.load(stream_id("project", "project"))]
+        first = next((e for e in events if isinstance(e, ProjectInitialized)), None)
+        return first, [e for e in events if isinstance(e, HostJoined)]
+
+    def join_project(self, host: str, slots: Sequence[str], blobs: str, *,
+                     actor: str) -> dict[str, Any]:
+        """Record that ``host`` joins the project with its own ``slots``.
+
+        Refused, writing nothing: ``nothing_to_join`` on a log with no project;
+        ``host_taken`` when a host of that name already created or joined it; ``slots_taken``
+        when a slot name is another host's or was ever used on this log.
+        """
+        check_name(host, what="host")
+        for slot in slots:
+            check_name(slot, what="slot")
+        if not slots:
+            raise InvalidInput("a joining host needs at least one slot", code="invalid_slots",
+                               hint="pass --slots N (1-64)")
+        stream = stream_id("project", "project")
+        records = self.store.load(stream)
+        first, joined = self.project_record()
+        if first is None:
+            raise NotFound("this log holds no project to join", code="nothing_to_join",
+                           hint="check eventstore.url (and eventstore.table); to start a new "
+                           "project here run `quipu init` without --join")
+        hosts = {e.host: list(e.slots) for e in joined}
+        if first.host is not None:
+            hosts = {first.host: list(first.slots or ()), **hosts}
+        if host in hosts:
+            raise Conflict(f"a host named {host!r} is already part of project {first.name!r} "
+                           f"(slots {', '.join(hosts[host]) or 'none'})", code="host_taken",
+                           hint="give this directory another name with --host NAME; hosts: "
+                           f"{', '.join(sorted(hosts))}")
+        owners = {slot: name for name, names in hosts.items() for slot in names}
+        taken = sorted(slot for slot in slots
+                       if slot in owners or self.store.load(stream_id("slot", slot)))
+        if taken:
+            whose = "; ".join(f"{slot} ({'host ' + owners[slot] if slot in owners else 'used'})"
+                              for slot in taken)
+            raise Conflict(f"slot name(s) already in use on this log: {whose}",
+                           code="slots_taken",
+                           hint="every host needs slot names of its own: choose another --host "
+                           "(slots are named HOST-w1..) or list other names in quipu.yaml")
+        event = HostJoined(actor=actor, reason=f"host {host} joins project {first.name}",
+                           at=self.clock.now(), host=host, slots=list(slots), blobs=blobs)
+        position = self.store.append([NewEvent(stream, len(records) + 1, event)])[0]
+        return {"project": first.name, "goal": first.goal, "host": host, "slots": list(slots),
+                "hosts": sorted({*hosts, host}), "position": position}
 
     # --- workspaces ----------------------------------------------------------------------------
 

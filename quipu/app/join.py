@@ -1,0 +1,202 @@
+"""A second project directory joins a project whose log and blobs are shared.
+
+A project's log (PostgreSQL) and blob store (GCS) can be reached from many machines, but each
+machine needs its own directory: its own views, run directories, blob cache and slots. Slots
+are named in the log (each has its own stream), so hosts sharing a log must not share slot
+names: a joining host's slots are ``HOST-w1..HOST-wN``.
+
+``join_project`` takes the other host's ``quipu.yaml`` (a copy in the new directory, or
+``like``) for every setting, replaces the name and goal with those the log holds and the slots
+with the joining host's own, checks that the log and blob store really are shared and really
+hold this project, and only then records ``HostJoined`` and writes the files. Any refusal
+leaves the directory as it found it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quipu.app.bootstrap import (
+    build,
+    check_eventstore_url,
+    default_actor,
+    default_host,
+    describe_log,
+    open_store,
+)
+from quipu.app.config import (
+    CONFIG_FILE,
+    DATA_DIR,
+    Config,
+    blobs_url,
+    check_blobs_url,
+    config_bytes,
+    validated_config,
+    with_env_overrides,
+    write_config,
+)
+from quipu.app.facade import Quipu
+from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
+from quipu.core.log import decode, stream_id
+from quipu.core.project.commands import JoinProject
+from quipu.core.project.events import ProjectInitialized
+from quipu.core.validation import check_name
+
+__all__ = ["join_project", "join_summary"]
+
+
+def join_project(root: Path, *, like: Path | None = None, eventstore: str | None = None,
+                 blobs: str | None = None, host: str | None = None, slots: int = 3,
+                 actor: str | None = None) -> Quipu:
+    """Make ``root`` a directory of the project on the shared log and blob store.
+
+    Settings come from ``like`` (another host's ``quipu.yaml``), else from a ``quipu.yaml``
+    already copied into ``root``; ``eventstore`` and ``blobs`` (URLs) override theirs.
+    Refusals (typed, writing nothing): ``join_needs_config``, ``join_needs_shared_log``,
+    ``join_needs_shared_blobs``, ``nothing_to_join``, ``join_wrong_project``,
+    ``join_blobs_missing``, ``host_taken``, ``slots_taken``, ``project_exists``.
+    """
+    root = root.resolve()
+    host = check_name(host or default_host(), what="host")
+    if not 1 <= slots <= 64:
+        raise InvalidInput(f"--slots {slots} is out of range", code="invalid_slots",
+                           hint="a host has 1 to 64 slots")
+    if (root / DATA_DIR).exists():
+        raise Conflict(f"{root} is already a project directory (it has {DATA_DIR}/)",
+                       code="project_exists",
+                       hint="join from an empty directory, or holding only the copied "
+                       f"{CONFIG_FILE}")
+    data = _settings(root, like)
+    if eventstore is not None:
+        data["eventstore"] = {**data.get("eventstore", {}), "url":
+                              check_eventstore_url(eventstore)}
+    if blobs is not None:
+        data["blobs"] = {**data.get("blobs", {}), "url": check_blobs_url(blobs)}
+    named = data.get("name")
+    data["name"] = "joining"  # replaced by the log's name below
+    data["slots"] = [f"{host}-w{i}" for i in range(1, slots + 1)]
+    config = validated_config(data)
+    shared = _check_shared(config)
+    first = _project_on(root, config)
+    if named is not None and named != first.name:
+        raise InvalidInput(f"the settings name project {named!r} but the log at "
+                           f"{describe_log(root, config)} holds project {first.name!r}",
+                           code="join_wrong_project",
+                           hint="point eventstore.url (and eventstore.table) at the log of "
+                           f"{named!r}, or copy the quipu.yaml of {first.name!r}")
+    config = config.model_copy(update={"name": first.name, "goal": first.goal})
+    created = [p for p in (root, root / DATA_DIR, root / "workspaces", root / "STATE.md")
+               if not p.exists()]
+    root.mkdir(parents=True, exist_ok=True)
+    for slot in config.slot_names():
+        (root / "workspaces" / slot).mkdir(parents=True, exist_ok=True)
+    (root / DATA_DIR).mkdir(exist_ok=True)
+    q: Quipu | None = None
+    try:
+        q = build(root, config, actor=actor or default_actor("cli"),
+                  config_sha256=hashlib.sha256(config_bytes(config)).hexdigest())
+        q.refresh()
+        _check_blobs_hold_project(q, shared)
+        q.bus.handle(JoinProject(host=host, slots=config.slot_names(), blobs=shared,
+                                 actor=q.actor))
+        write_config(root, config)
+        q.refresh()
+        return q
+    except BaseException:
+        if q is not None:
+            q.close()
+        for path in created:  # leave the directory as it was found
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+
+
+def join_summary(q: Quipu) -> str:
+    """What a person needs after ``quipu init --join``."""
+    project = q.views.project()
+    hosts = project.get("hosts", [])
+    lines = [f"Joined project {q.config.name!r} in {q.root}",
+             f"  log:   {describe_log(q.root, q.config)}",
+             f"  blobs: {blobs_url(q.config.blobs)}",
+             f"  slots: {', '.join(q.config.slot_names())} (this host's own)",
+             "  hosts: " + "; ".join(f"{h['host']} ({', '.join(h['slots'])})" for h in hosts),
+             "",
+             "Next steps:",
+             f"  cd {q.root} && quipu status",
+             "  mount a workspace here (it must be hibernated on the host that has it):",
+             f"    quipu workspace mount NAME {q.config.slot_names()[0]} --reason \"...\""]
+    return "\n".join(lines)
+
+
+def _settings(root: Path, like: Path | None) -> dict[str, Any]:
+    source = like if like is not None else root / CONFIG_FILE
+    if not source.is_file():
+        raise InvalidInput(f"no settings to join with: {source} does not exist",
+                           code="join_needs_config",
+                           hint=f"copy the other host's {CONFIG_FILE} into {root}, or pass "
+                           "--like PATH/quipu.yaml, or give --eventstore URL and --blobs URL")
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"{source} is not a valid Quipu config: {exc}",
+                           code="invalid_config", hint="copy it again from the other host"
+                           ) from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{source} is not a valid Quipu config: not a mapping",
+                           code="invalid_config", hint="copy it again from the other host")
+    return data
+
+
+def _check_shared(config: Config) -> str:
+    """The blob store's URL, once the log and the blobs are both ones other hosts can reach."""
+    effective = with_env_overrides(config)
+    if not effective.eventstore.url.startswith(("postgresql://", "postgres://")):
+        raise InvalidInput(f"the log {effective.eventstore.url!r} is a file on one machine; "
+                           "another host cannot share it", code="join_needs_shared_log",
+                           hint="the first host's project must keep its log on PostgreSQL "
+                           "(eventstore.url: postgresql://...); pass --eventstore URL")
+    url = blobs_url(effective.blobs)
+    if url == "local":
+        raise InvalidInput("the blob store is local (.quipu/blobs on one machine); versions "
+                           "saved on another host could not be read here",
+                           code="join_needs_shared_blobs",
+                           hint="keep the project's blobs in a bucket (blobs.url: "
+                           "gs://BUCKET/PREFIX) on every host; pass --blobs URL")
+    return url
+
+
+def _project_on(root: Path, config: Config) -> ProjectInitialized:
+    """The project the configured log holds (``nothing_to_join`` when it holds none)."""
+    store = open_store(root, config)
+    try:
+        for record in store.load(stream_id("project", "project")):
+            event = decode(record).event
+            if isinstance(event, ProjectInitialized):
+                return event
+    finally:
+        store.close()
+    raise NotFound(f"the log at {describe_log(root, config)} holds no project to join",
+                   code="nothing_to_join",
+                   hint="check eventstore.url and eventstore.table; to start a new project "
+                   "there run `quipu init` without --join")
+
+
+def _check_blobs_hold_project(q: Quipu, url: str) -> None:
+    """The store answers, and holds the newest version's manifest (so it is this project's).
+    A store that does not answer raises its own typed error (``gcs_bucket_not_found``,
+    ``gcs_access_denied``, ``gcs_credentials_missing``, ``gcs_unreachable``)."""
+    q.blobs.check()
+    newest = q.views.newest_version()
+    if newest is not None and not q.blobs.exists(newest["manifest"]):
+        raise IntegrityFailure(
+            f"the blob store {url} lacks {newest['workspace']} v{newest['number']}'s "
+            f"manifest ({newest['manifest'][:12]}): it is not where this project keeps its "
+            "blobs", code="join_blobs_missing",
+            hint="use the blobs.url (and blobs.endpoint) of the other host's quipu.yaml")
