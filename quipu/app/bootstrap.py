@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import os
 import re
+import shutil
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +56,7 @@ from quipu.core.handlers import CommandBus
 from quipu.core.patterns.detection import ApprovedPattern
 from quipu.core.ports import BlobStore, EventStore, Executor, Reviewer, StageBackend
 from quipu.core.project.commands import InitProject
+from quipu.core.project.record import project_record
 from quipu.core.runs.compute import requested_profile
 from quipu.core.runs.handlers import RunService
 from quipu.core.validation import check_name
@@ -524,25 +527,74 @@ def init_project(root: Path, *, name: str | None = None, goal: str = "",
         data["blobs"] = {"url": check_blobs_url(blobs)}
     config = validated_config(data)
     host = check_name(host or default_host(), what="host")
+    created = [p for p in (root / DATA_DIR, root / "workspaces") if not p.exists()]
     (root / DATA_DIR).mkdir(exist_ok=True)
     (root / "workspaces").mkdir(exist_ok=True)
     for slot in config.slot_names():
         (root / "workspaces" / slot).mkdir(exist_ok=True)
-    q = build(root, config, actor=actor or default_actor("cli"),
-              config_sha256=hashlib.sha256(config_bytes(config)).hexdigest())
+    q: Quipu | None = None
     try:
+        q = build(root, config, actor=actor or default_actor("cli"),
+                  config_sha256=hashlib.sha256(config_bytes(config)).hexdigest())
         q.bus.handle(InitProject(name=config.name, goal=goal, actor=q.actor, host=host,
                                  slots=config.slot_names()))
     except BaseException:
-        q.close()
+        if q is not None:
+            q.close()
+        for path in created:  # a refused init (project_exists on a shared log) leaves nothing
+            shutil.rmtree(path, ignore_errors=True)
         raise
+    write_host_file(root, host, config.slot_names())
     write_config(root, config)
     q.refresh()
     return q
 
 
+HOST_FILE = "host.json"
+"""``.quipu/host.json``: which host of the project this directory is (written by init and
+join; never copied with quipu.yaml, so a hand-copied quipu.yaml is recognised)."""
+
+
+def write_host_file(root: Path, host: str, slots: Sequence[str]) -> None:
+    """Record that the directory at ``root`` is ``host``, with ``slots``."""
+    path = root / DATA_DIR / HOST_FILE
+    tmp = path.with_name(f".{HOST_FILE}.tmp")
+    tmp.write_text(json.dumps({"host": host, "slots": list(slots)}) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_joined(q: Quipu) -> None:
+    """Refuse (``not_joined``) a directory on a shared log that never joined it: a
+    ``quipu.yaml`` copied by hand from another host would use that host's slots.
+
+    A log in an SQLite file is one machine's; a log whose project records no host predates
+    hosts; a directory with ``.quipu/host.json`` was made by init or join.
+    """
+    if sqlite_log_file(q.root, q.config) is not None \
+            or (q.root / DATA_DIR / HOST_FILE).is_file():
+        return
+    first, joined = project_record(q.store)
+    if first is None or first.host is None:
+        return
+    hosts = [first.host, *(e.host for e in joined)]
+    raise Conflict(
+        f"{q.root} has not joined project {first.name!r}: its log is shared by hosts "
+        f"{', '.join(hosts)}, and this directory is none of them (a copied quipu.yaml names "
+        "another host's slots)", code="not_joined",
+        hint="run `quipu init --join --host NAME` here to join with slots of its own; if this "
+        f"directory is one of those hosts and lost its {DATA_DIR}/, run `quipu init --join "
+        "--host NAME --again`")
+
+
 def open_project(root: Path | None = None, *, actor: str | None = None) -> Quipu:
-    """Open the project at (or above) ``root``."""
+    """Open the project at (or above) ``root`` (``not_joined`` for a directory on a shared
+    log that never joined it)."""
     root = find_project(root)
     config, digest = read_config(root)
-    return build(root, config, actor=actor or default_actor("cli"), config_sha256=digest)
+    q = build(root, config, actor=actor or default_actor("cli"), config_sha256=digest)
+    try:
+        check_joined(q)
+    except BaseException:
+        q.close()
+        raise
+    return q

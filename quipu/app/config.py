@@ -391,6 +391,8 @@ def read_config(root: Path) -> tuple[Config, str]:
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "QUIPU_EVENTSTORE_URL": ("eventstore", "url"),
     "QUIPU_EXECUTOR_BACKEND": ("executor", "backend"),
+    "QUIPU_EXECUTOR_PROFILE": ("executor", "profile"),
+    "QUIPU_SVS_REVIEWER": ("svs", "reviewer"),
     "QUIPU_AUDIT_KEY_FILE": ("audit", "key_file"),
 }
 """Environment variable -> the quipu.yaml key it overrides (docs/configuration.md lists them).

@@ -22,12 +22,14 @@ from typing import Any
 import yaml
 
 from quipu.app.bootstrap import (
+    HOST_FILE,
     build,
     check_eventstore_url,
     default_actor,
     default_host,
     describe_log,
     open_store,
+    write_host_file,
 )
 from quipu.app.config import (
     CONFIG_FILE,
@@ -42,34 +44,39 @@ from quipu.app.config import (
 )
 from quipu.app.facade import Quipu
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
-from quipu.core.log import decode, stream_id
 from quipu.core.project.commands import JoinProject
-from quipu.core.project.events import ProjectInitialized
-from quipu.core.validation import check_name
+from quipu.core.project.events import HostJoined, ProjectInitialized
+from quipu.core.project.record import project_record
+from quipu.core.validation import check_name, did_you_mean
 
 __all__ = ["join_project", "join_summary"]
 
 
 def join_project(root: Path, *, like: Path | None = None, eventstore: str | None = None,
                  blobs: str | None = None, host: str | None = None, slots: int = 3,
-                 actor: str | None = None) -> Quipu:
+                 again: bool = False, actor: str | None = None) -> Quipu:
     """Make ``root`` a directory of the project on the shared log and blob store.
 
     Settings come from ``like`` (another host's ``quipu.yaml``), else from a ``quipu.yaml``
     already copied into ``root``; ``eventstore`` and ``blobs`` (URLs) override theirs.
+    ``again``: ``root`` is a host already recorded (its ``.quipu/`` was lost); it gets that
+    host's slots back and nothing is recorded.
     Refusals (typed, writing nothing): ``join_needs_config``, ``join_needs_shared_log``,
     ``join_needs_shared_blobs``, ``nothing_to_join``, ``join_wrong_project``,
-    ``join_blobs_missing``, ``host_taken``, ``slots_taken``, ``project_exists``.
+    ``join_blobs_missing``, ``host_taken``, ``unknown_host``, ``slots_taken``,
+    ``project_exists``.
     """
     root = root.resolve()
     host = check_name(host or default_host(), what="host")
     if not 1 <= slots <= 64:
         raise InvalidInput(f"--slots {slots} is out of range", code="invalid_slots",
                            hint="a host has 1 to 64 slots")
-    if (root / DATA_DIR).exists():
-        raise Conflict(f"{root} is already a project directory (it has {DATA_DIR}/)",
+    data_dir = root / DATA_DIR
+    if (data_dir / HOST_FILE).exists() or (data_dir / "events.db").exists():
+        raise Conflict(f"{root} is already a project directory ({DATA_DIR}/ holds "
+                       f"{'its host record' if (data_dir / HOST_FILE).exists() else 'a log'})",
                        code="project_exists",
-                       hint="join from an empty directory, or holding only the copied "
+                       hint="join from an empty directory, or one holding only the copied "
                        f"{CONFIG_FILE}")
     data = _settings(root, like)
     if eventstore is not None:
@@ -82,28 +89,33 @@ def join_project(root: Path, *, like: Path | None = None, eventstore: str | None
     data["slots"] = [f"{host}-w{i}" for i in range(1, slots + 1)]
     config = validated_config(data)
     shared = _check_shared(config)
-    first = _project_on(root, config)
+    first, joined = _project_on(root, config)
     if named is not None and named != first.name:
         raise InvalidInput(f"the settings name project {named!r} but the log at "
                            f"{describe_log(root, config)} holds project {first.name!r}",
                            code="join_wrong_project",
                            hint="point eventstore.url (and eventstore.table) at the log of "
                            f"{named!r}, or copy the quipu.yaml of {first.name!r}")
-    config = config.model_copy(update={"name": first.name, "goal": first.goal})
-    created = [p for p in (root, root / DATA_DIR, root / "workspaces", root / "STATE.md")
+    update: dict[str, Any] = {"name": first.name, "goal": first.goal}
+    if again:
+        update["slots"] = _recorded_slots(first, joined, host)
+    config = config.model_copy(update=update)
+    created = [p for p in (root, data_dir, root / "workspaces", root / "STATE.md")
                if not p.exists()]
     root.mkdir(parents=True, exist_ok=True)
     for slot in config.slot_names():
         (root / "workspaces" / slot).mkdir(parents=True, exist_ok=True)
-    (root / DATA_DIR).mkdir(exist_ok=True)
+    data_dir.mkdir(exist_ok=True)
     q: Quipu | None = None
     try:
         q = build(root, config, actor=actor or default_actor("cli"),
                   config_sha256=hashlib.sha256(config_bytes(config)).hexdigest())
         q.refresh()
         _check_blobs_hold_project(q, shared)
-        q.bus.handle(JoinProject(host=host, slots=config.slot_names(), blobs=shared,
-                                 actor=q.actor))
+        if not again:
+            q.bus.handle(JoinProject(host=host, slots=config.slot_names(), blobs=shared,
+                                     actor=q.actor))
+        write_host_file(root, host, config.slot_names())
         write_config(root, config)
         q.refresh()
         return q
@@ -116,6 +128,21 @@ def join_project(root: Path, *, like: Path | None = None, eventstore: str | None
             else:
                 path.unlink(missing_ok=True)
         raise
+
+
+def _recorded_slots(first: ProjectInitialized, joined: list[HostJoined],
+                    host: str) -> list[str]:
+    """The slots the log records for ``host`` (``unknown_host`` when it records no such host)."""
+    recorded = {e.host: e.slots for e in joined}
+    if first.host is not None:
+        recorded[first.host] = first.slots or []
+    if host not in recorded:
+        raise NotFound(f"project {first.name!r} has no host named {host!r}",
+                       code="unknown_host",
+                       hint=f"{did_you_mean(host, list(recorded))}hosts: "
+                       f"{', '.join(recorded) or 'none recorded'}; without --again, --join "
+                       "records a new host")
+    return list(recorded[host])
 
 
 def join_summary(q: Quipu) -> str:
@@ -172,20 +199,19 @@ def _check_shared(config: Config) -> str:
     return url
 
 
-def _project_on(root: Path, config: Config) -> ProjectInitialized:
+def _project_on(root: Path, config: Config) -> tuple[ProjectInitialized, list[HostJoined]]:
     """The project the configured log holds (``nothing_to_join`` when it holds none)."""
     store = open_store(root, config)
     try:
-        for record in store.load(stream_id("project", "project")):
-            event = decode(record).event
-            if isinstance(event, ProjectInitialized):
-                return event
+        first, joined = project_record(store)
     finally:
         store.close()
-    raise NotFound(f"the log at {describe_log(root, config)} holds no project to join",
-                   code="nothing_to_join",
-                   hint="check eventstore.url and eventstore.table; to start a new project "
-                   "there run `quipu init` without --join")
+    if first is None:
+        raise NotFound(f"the log at {describe_log(root, config)} holds no project to join",
+                       code="nothing_to_join",
+                       hint="check eventstore.url and eventstore.table; to start a new "
+                       "project there run `quipu init` without --join")
+    return first, joined
 
 
 def _check_blobs_hold_project(q: Quipu, url: str) -> None:

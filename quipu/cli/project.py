@@ -38,11 +38,14 @@ __all__ = ["demo", "doctor", "events", "init", "rebuild", "serve", "status", "wo
               "(default: PATH/quipu.yaml).")
 @click.option("--host", default=None,
               help="This host's name in the project (default: the machine's host name).")
+@click.option("--again", is_flag=True,
+              help="With --join: this directory is a host the project already records "
+              "(its .quipu/ was lost); take that host's slots back.")
 @click.pass_context
 @_edge
 def init(ctx: click.Context, path: Path, name: str | None, goal: str, slots: int,
          eventstore: str | None, blobs: str | None, join: bool, like: Path | None,
-         host: str | None) -> None:
+         host: str | None, again: bool) -> None:
     """Create a project: quipu.yaml, .quipu/ (log, views, blobs) and workspaces/w1..wN.
 
     With --join, make PATH another host's directory of a project whose log (PostgreSQL) and
@@ -63,12 +66,13 @@ def init(ctx: click.Context, path: Path, name: str | None, goal: str, slots: int
         from quipu.app.join import join_project, join_summary
 
         q = join_project(path, like=like, eventstore=eventstore, blobs=blobs, host=host,
-                         slots=slots, actor=ctx.obj.get("actor"))
+                         slots=slots, again=again, actor=ctx.obj.get("actor"))
         summary = join_summary
     else:
-        if like is not None:
-            raise InvalidInput("--like is for --join", code="like_without_join",
-                               hint="add --join to join a shared project with those settings")
+        if like is not None or again:
+            raise InvalidInput(f"{'--like' if like is not None else '--again'} is for --join",
+                               code="like_without_join",
+                               hint="add --join to join a shared project")
         q = init_project(path, name=name, goal=goal, slots=slots, actor=ctx.obj.get("actor"),
                          eventstore=eventstore, blobs=blobs, host=host)
         summary = init_summary

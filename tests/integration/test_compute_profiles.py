@@ -18,7 +18,7 @@ from test_executor_helpers import ONE_STAGE, REASON, SPEC, make_project
 from waiting import wait_until
 
 from quipu.app.bootstrap import CONFIG_FILE, Quipu, open_project
-from quipu.app.config import Config, load_config, with_env_overrides
+from quipu.app.config import ENV_OVERRIDES, Config, load_config, with_env_overrides
 from quipu.app.profiles import ProjectProfiles
 from quipu.core.errors import InvalidInput
 from quipu.core.log import decode
@@ -161,6 +161,22 @@ class TestConfiguration:
             with_env_overrides(config, {"QUIPU_EXECUTOR_BACKEND": "kubernetes"})
         assert refused.value.code == "invalid_config"
         assert "QUIPU_EXECUTOR_BACKEND" in refused.value.message
+
+    def test_every_override_is_documented_and_reaches_its_key(self) -> None:
+        table = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+        samples = {"QUIPU_EVENTSTORE_URL": "postgresql://h/db",
+                   "QUIPU_EXECUTOR_BACKEND": "docker", "QUIPU_EXECUTOR_PROFILE": "cpu-large",
+                   "QUIPU_SVS_REVIEWER": "static", "QUIPU_AUDIT_KEY_FILE": "/k/audit.key"}
+        assert set(samples) == set(ENV_OVERRIDES), "a sample value for every override"
+        for name, value in samples.items():
+            assert f"`{name}`" in table, f"{name} is missing from docs/configuration.md"
+            node: Any = with_env_overrides(Config(name="x"), {name: value})
+            for part in ENV_OVERRIDES[name]:
+                node = getattr(node, part)
+            assert node == value, name
+        with pytest.raises(InvalidInput) as refused:
+            with_env_overrides(Config(name="x"), {"QUIPU_SVS_REVIEWER": "gpt"})
+        assert "QUIPU_SVS_REVIEWER" in refused.value.message
 
     def test_builtin_profiles_follow_the_executor_backend(self) -> None:
         local = ProjectProfiles(Config(name="x"))

@@ -134,3 +134,42 @@ def test_an_adapter_adds_its_own_check_and_a_broken_check_is_a_finding(
     assert Finding("extra", True, "checked by an adapter") in found
     [failed] = [f for f in found if f.part == "broken"]
     assert not failed.ok and "RuntimeError: boom" in failed.message
+
+
+def test_a_bucket_that_is_missing_denied_or_unreachable_is_named_with_the_fix(
+        tmp_path: Path) -> None:
+    """The GCS blob store, checked against a real fake-gcs-server: a bucket that does not
+    exist, one that refuses access (403 from the fault proxy in front of the emulator), and
+    an endpoint nobody answers on; and a healthy bucket passes."""
+    from gcs_emulator import Emulator, FaultProxy, free_port
+
+    emulator = Emulator(tmp_path / "gcs")
+    proxy = FaultProxy(lambda: emulator.url).start()
+    emulator.external_url = proxy.url
+    emulator.start()
+    try:
+        emulator.create_bucket("lab-bucket")
+        root = project(tmp_path)
+        config_file = root / "quipu.yaml"
+        base = yaml.safe_load(config_file.read_text())
+
+        def blobs_finding(bucket: str, endpoint: str) -> tuple[int, dict[str, Any] | None]:
+            config_file.write_text(yaml.safe_dump({**base, "blobs": {
+                "url": f"gs://{bucket}/proj", "endpoint": endpoint, "retry_seconds": 1}}))
+            code, answer = findings(root)
+            return code, bad_parts(answer).get("blobs")
+
+        assert blobs_finding("lab-bucket", proxy.url) == (0, None)
+        code, missing = blobs_finding("no-such-bucket", proxy.url)
+        assert code == 1 and missing is not None
+        assert "no-such-bucket" in missing["message"] and missing["fix"]
+        proxy.rules.append(lambda method, path: 403)
+        code, denied = blobs_finding("lab-bucket", proxy.url)
+        assert code == 1 and denied is not None
+        assert "access" in (denied["message"] + denied["fix"]).lower()
+        proxy.rules.clear()
+        code, down = blobs_finding("lab-bucket", f"http://127.0.0.1:{free_port()}")
+        assert code == 1 and down is not None and down["fix"]
+    finally:
+        emulator.stop()
+        proxy.stop()

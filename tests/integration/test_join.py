@@ -198,3 +198,38 @@ def test_every_refused_join_leaves_the_directory_and_the_log_as_they_were(
     # and then joins
     quipu("init", str(target), "--join", "--host", "b", cwd=tmp_path)
     assert [h["host"] for h in joined_hosts(a)] == ["a", "b"]
+
+
+def test_a_hand_copied_quipu_yaml_is_refused_until_the_directory_joins(
+        tmp_path: Path, shared: Shared) -> None:
+    """The issue's trap: quipu.yaml copied by hand would make host b use host a's slots on
+    the shared log. Every command refuses such a directory, naming the fix."""
+    a, _, _ = host_a(tmp_path, shared)
+    b = tmp_path / "b"
+    b.mkdir()
+    shutil.copy(a / "quipu.yaml", b / "quipu.yaml")
+    refused("not_joined", "status", cwd=b)
+    refused("not_joined", "workspace", "mount", "toy", "w2", "--reason", WHY, cwd=b)
+    assert "hosts" not in as_json("status", cwd=a)["project"]
+    quipu("init", str(b), "--join", "--host", "b", cwd=tmp_path)  # the refusals left no trace
+    assert as_json("status", cwd=b)["project"]["hosts"][1] == {
+        "host": "b", "slots": ["b-w1", "b-w2", "b-w3"]}
+
+
+def test_a_host_that_lost_its_directory_takes_its_slots_back(tmp_path: Path,
+                                                             shared: Shared) -> None:
+    a, _, _ = host_a(tmp_path, shared)
+    b = tmp_path / "b"
+    quipu("init", str(b), "--join", "--like", str(a / "quipu.yaml"), "--host", "b",
+          "--slots", "1", cwd=tmp_path)
+    hosts = joined_hosts(a)
+    shutil.rmtree(b / ".quipu")  # derived: views, caches, and the host record
+    refused("not_joined", "status", cwd=b)
+    refused("unknown_host", "init", str(b), "--join", "--host", "bb", "--again", cwd=tmp_path)
+    refused("host_taken", "init", str(b), "--join", "--host", "b", cwd=tmp_path)
+    quipu("init", str(b), "--join", "--host", "b", "--again", cwd=tmp_path)
+    assert yaml.safe_load((b / "quipu.yaml").read_text())["slots"] == ["b-w1"]
+    assert joined_hosts(b) == hosts  # nothing new recorded
+    # the slot is b's own again: a workspace mounts there
+    quipu("workspace", "hibernate", "w1", "--reason", "hand the workspace to host b", cwd=a)
+    quipu("workspace", "mount", "toy", "b-w1", "--reason", WHY, cwd=b)

@@ -101,3 +101,36 @@ def test_a_stage_that_writes_through_its_input_link_is_caught_and_the_blob_never
     with pytest.raises(IntegrityFailure):
         q.blobs.link_to(made["sha256"], tmp_path / "next" / "numbers.npy")
     assert not (tmp_path / "next" / "numbers.npy").exists()
+
+
+def test_across_file_systems_a_link_is_a_verified_copy_and_a_file_is_copied_in(
+        tmp_path: Path) -> None:
+    """/dev/shm is a tmpfs, so a hard link from the store (on the disk) to it fails with
+    EXDEV: link_to falls back to a read-only copy, and adopt_file copies the file in and leaves
+    it where it was."""
+    from quipu.adapters.blobs import LocalBlobStore
+
+    other_fs = Path("/dev/shm") / f"quipu-exdev-{os.getpid()}"
+    if os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.fail("/dev/shm and the test directory share a file system; no EXDEV here")
+    other_fs.mkdir()
+    try:
+        store = LocalBlobStore(tmp_path / "blobs", fsync=False)
+        data = b"stored once, copied where a link cannot go" * 1000
+        digest = store.put_bytes(data)
+        dest = other_fs / "inputs" / "numbers.npy"
+        store.link_to(digest, dest)
+        assert dest.read_bytes() == data
+        assert dest.stat().st_ino != store.path(digest).stat().st_ino
+        assert dest.stat().st_mode & 0o777 == 0o444
+        made = other_fs / "outputs" / "model.bin"
+        made.parent.mkdir()
+        made.write_bytes(b"an output written on the other file system")
+        sha, size = store.adopt_file(made)
+        assert sha == hashlib.sha256(made.read_bytes()).hexdigest() and size == made.stat().st_size
+        assert store.get_bytes(sha) == made.read_bytes()
+        assert made.exists() and made.stat().st_dev != store.path(sha).stat().st_dev
+    finally:
+        import shutil
+
+        shutil.rmtree(other_fs, ignore_errors=True)

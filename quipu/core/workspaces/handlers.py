@@ -26,10 +26,11 @@ from uuid import UUID, uuid4
 
 from quipu.core.aggregate import Aggregate, Meta
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound, QuipuError
-from quipu.core.log import decode, stream_id
+from quipu.core.log import stream_id
 from quipu.core.ports import BlobStore, Clock, EventStore, NewEvent, SlotFiles
 from quipu.core.project.aggregate import Cursor
 from quipu.core.project.events import HostJoined, ProjectInitialized, ThoughtLogged
+from quipu.core.project.record import project_record
 from quipu.core.unit_of_work import UnitOfWork
 from quipu.core.validation import check_name, did_you_mean
 from quipu.core.workspaces.aggregate import Slot, Workspace
@@ -114,12 +115,6 @@ class Service:
                                    host=host, slots=list(slots) if slots is not None else None)
         return self.store.append([NewEvent(stream, 1, event)])[0]
 
-    def project_record(self) -> tuple[ProjectInitialized | None, list[HostJoined]]:
-        """The project's initialisation (None on an empty log) and every host that joined."""
-        events = [decode(r).event for r in self.store.load(stream_id("project", "project"))]
-        first = next((e for e in events if isinstance(e, ProjectInitialized)), None)
-        return first, [e for e in events if isinstance(e, HostJoined)]
-
     def join_project(self, host: str, slots: Sequence[str], blobs: str, *,
                      actor: str) -> dict[str, Any]:
         """Record that ``host`` joins the project with its own ``slots``.
@@ -136,7 +131,7 @@ class Service:
                                hint="pass --slots N (1-64)")
         stream = stream_id("project", "project")
         records = self.store.load(stream)
-        first, joined = self.project_record()
+        first, joined = project_record(self.store)
         if first is None:
             raise NotFound("this log holds no project to join", code="nothing_to_join",
                            hint="check eventstore.url (and eventstore.table); to start a new "
@@ -147,8 +142,9 @@ class Service:
         if host in hosts:
             raise Conflict(f"a host named {host!r} is already part of project {first.name!r} "
                            f"(slots {', '.join(hosts[host]) or 'none'})", code="host_taken",
-                           hint="give this directory another name with --host NAME; hosts: "
-                           f"{', '.join(sorted(hosts))}")
+                           hint="give this directory another name with --host NAME (hosts: "
+                           f"{', '.join(sorted(hosts))}); if this directory IS {host} and "
+                           "lost its .quipu/, add --again")
         owners = {slot: name for name, names in hosts.items() for slot in names}
         taken = sorted(slot for slot in slots
                        if slot in owners or self.store.load(stream_id("slot", slot)))
