@@ -110,6 +110,9 @@ def test_a_run_reads_a_registered_source_and_the_source_cannot_then_be_deleted(
     [consumed] = [r.event for r in map(decode, q.store.read())
                   if isinstance(r.event, SourceConsumed)]
     assert (consumed.run_id, consumed.input) == (run_id, "features")
+    # The workers' followers (post-run review, patterns) may still be appending about the
+    # run; stopped, only the refused command could move the head.
+    q.stop_workers()
     head = q.store.head()
     with pytest.raises(QuipuError) as caught:
         q.manage_sources("delete", name="features", reason=WHY)
