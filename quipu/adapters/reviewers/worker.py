@@ -16,6 +16,11 @@ finding; the project's ``fail_open`` decides whether the run then goes on (``war
 blocked. Nothing a reviewer does can stop the loop or lose the run: whatever happens, a
 decision is recorded, and if even that fails the lifecycle's review deadline queues the run
 (or, failing closed, blocks it).
+
+With ``leases`` (a directory; the engine's is ``.quipu/reviewers``) the worker holds a lease
+while it runs, and a run left ``reviewing`` by a worker whose lease is free (its engine was
+killed mid-review) is reviewed again at once; the decision records ``resumed_from`` (see
+``_leases``). The worker follows the log through the shared ``LogFollower``.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from quipu.core.reviews.events import ReviewCompleted, ReviewStarted
 from quipu.core.reviews.review import ReviewContext, ReviewVerdict, combine, failed
 from quipu.core.runs.events import RunCanceled, RunExited, RunQueued, RunRequested
 from quipu.core.runs.handlers import RunService
+from quipu.core.runs.lifecycle import State
 
 from ._context import build_context
+from ._leases import Leases
 
 __all__ = ["FOLLOWED", "PatternSource", "ReviewWorker", "no_patterns"]
 
@@ -69,7 +76,7 @@ class ReviewWorker(LogFollower[list[str]]):
                  timeout: float = 120.0, max_parallel: int = 2,
                  patterns: PatternSource = no_patterns, idle_interval: float = 0.25,
                  on_change: Callable[[], None] | None = None,
-                 position_file: Path | None = None) -> None:
+                 position_file: Path | None = None, leases: Path | None = None) -> None:
         # Saved after every step that moved (save_every=0): a review taken is worth keeping.
         super().__init__(store, tick=idle_interval, page=1000, position_file=position_file,
                          save_every=0.0, name=f"reviewer:{worker_id}")
@@ -85,6 +92,11 @@ class ReviewWorker(LogFollower[list[str]]):
         self._pending: dict[str, None] = {}  # requested runs awaiting a reviewer, in log order
         self._manifests: dict[str, tuple[str, str, str]] = {}  # run -> (workspace, stage, manifest)
         self._last_ok: dict[tuple[str, str], str] = {}  # (workspace, stage) -> manifest
+        self._reviewing: dict[str, str] = {}  # run in review -> the actor that started it
+        self._mine: set[str] = set()  # runs this worker is reviewing (taken or resumed)
+        # With a lease directory, runs whose reviewer is gone are reviewed again (``_leases``).
+        self._leases = None if leases is None else Leases(leases, self.worker_id)
+        self._swept = False
         self._pool = ThreadPoolExecutor(max_workers=max_parallel,
                                         thread_name_prefix="quipu-review")
 
@@ -93,6 +105,8 @@ class ReviewWorker(LogFollower[list[str]]):
         deadline applies); a reviewer's own timeout ends what it started."""
         super().stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._leases is not None:
+            self._leases.release_all()
 
     # --- the fold --------------------------------------------------------------------------------
 
@@ -105,6 +119,11 @@ class ReviewWorker(LogFollower[list[str]]):
             return
         run_id = getattr(event, "run_id", "")
         self._pending.pop(run_id, None)  # it moved on: queued, taken by a reviewer, canceled
+        if isinstance(event, ReviewStarted):
+            self._reviewing[run_id] = event.actor
+            return
+        self._reviewing.pop(run_id, None)  # decided, queued by its deadline, canceled, ended
+        self._mine.discard(run_id)
         if isinstance(event, RunExited):
             known = self._manifests.pop(run_id, None)
             if known is not None and event.state == "succeeded":
@@ -114,18 +133,26 @@ class ReviewWorker(LogFollower[list[str]]):
             self._manifests.pop(run_id, None)
 
     def caught_up(self) -> list[str]:
-        """Take every run waiting for review; return the runs taken."""
+        """Take every run waiting for review, and review again every run whose reviewer is
+        gone (with leases); return the runs taken."""
+        # The lease first: from the moment this worker may record ReviewStarted, another
+        # worker must be able to tell it lives.
+        leased = self._leases is not None and self._leases.hold_own()
         taken = []
         for run_id in list(self._pending):
             self._pending.pop(run_id)
             if self._take(run_id):
                 taken.append(run_id)
+        if leased:
+            taken += self._resume_abandoned()
         return taken
 
     def state_dict(self) -> dict[str, Any]:
-        """The runs awaiting a reviewer and the manifests (saved with the position)."""
+        """The runs awaiting a reviewer or in review, and the manifests (saved with the
+        position)."""
         return {"pending": list(self._pending), "manifests": self._manifests,
-                "last_ok": [[w, s, m] for (w, s), m in self._last_ok.items()]}
+                "last_ok": [[w, s, m] for (w, s), m in self._last_ok.items()],
+                "reviewing": self._reviewing}
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
         """Take a saved fold (all of it parsed before any of it is taken)."""
@@ -133,7 +160,11 @@ class ReviewWorker(LogFollower[list[str]]):
         manifests = {str(r): (str(w), str(s), str(m))
                      for r, (w, s, m) in data["manifests"].items()}
         last_ok = {(str(w), str(s)): str(m) for w, s, m in data["last_ok"]}
+        # Files saved before reviews could be resumed have no "reviewing": a review left open
+        # then is left to its deadline, as it was.
+        reviewing = {str(r): str(a) for r, a in data.get("reviewing", {}).items()}
         self._pending, self._manifests, self._last_ok = pending, manifests, last_ok
+        self._reviewing = reviewing
 
     # --- reviewing -----------------------------------------------------------------------------
 
@@ -143,6 +174,7 @@ class ReviewWorker(LogFollower[list[str]]):
             if not self.runs.record_review_started(run_id, actor=self.worker_id,
                                                    reviewers=names):
                 return False
+            self._mine.add(run_id)
             request = self.runs.load_run(run_id).check_exists()
         except Exception:
             log.exception("reviewer: taking run %s failed", run_id)
@@ -151,8 +183,48 @@ class ReviewWorker(LogFollower[list[str]]):
         self._pool.submit(self._review, request, previous)
         return True
 
-    def _review(self, request: RunRequested, previous: str | None) -> None:
-        """Review one run and record the decision, whatever happens (a worker thread)."""
+    def _resume_abandoned(self) -> list[str]:
+        """Review again the runs in review whose reviewer is gone (its lease is free)."""
+        assert self._leases is not None
+        started_by = set(self._reviewing.values())
+        for actor in self._leases.taken_over():
+            if actor not in started_by:  # every run it left is decided now
+                self._leases.let_go(actor)
+        if not self._swept:
+            self._leases.sweep(keep=started_by)
+            self._swept = True
+        resumed = []
+        for run_id, actor in list(self._reviewing.items()):
+            if run_id in self._mine:
+                continue
+            # Its own actor, not among its runs: left by an earlier worker of this process.
+            if actor != self.worker_id and not self._leases.take_over(actor):
+                continue  # it lives, or nothing here can tell: the review deadline applies
+            if self._resume(run_id, actor):
+                resumed.append(run_id)
+        return resumed
+
+    def _resume(self, run_id: str, actor: str) -> bool:
+        try:
+            run = self.runs.load_run(run_id)
+            if run.current is not State.REVIEWING:
+                self._reviewing.pop(run_id, None)  # it moved on; the fold will see why
+                return False
+            request = run.check_exists()
+        except Exception:
+            log.exception("reviewer: resuming the review of run %s failed", run_id)
+            return False
+        log.warning("reviewer: %s started reviewing run %s and is gone; reviewing it again",
+                    actor, run_id)
+        self._mine.add(run_id)
+        previous = self._last_ok.get((request.workspace, request.stage))
+        self._pool.submit(self._review, request, previous, actor)
+        return True
+
+    def _review(self, request: RunRequested, previous: str | None,
+                resumed_from: str | None = None) -> None:
+        """Review one run and record the decision, whatever happens (a worker thread);
+        ``resumed_from``: the reviewer that started it and is gone."""
         deadline = time.monotonic() + self.timeout
         verdicts: list[ReviewVerdict] = []
         try:
@@ -172,7 +244,7 @@ class ReviewWorker(LogFollower[list[str]]):
             self.runs.record_review(request.run_id, actor=self.worker_id,
                                     decision=outcome.decision, reviewers=outcome.reviewers,
                                     findings=outcome.findings, fix=outcome.fix,
-                                    omitted=outcome.omitted)
+                                    omitted=outcome.omitted, resumed_from=resumed_from)
             self.reviewed += 1
         except Exception:
             log.exception("reviewer: recording the review of %s failed; its deadline applies",
