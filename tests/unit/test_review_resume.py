@@ -168,3 +168,10 @@ class TestLeases:
         assert gone_again.hold_own()  # a worker that comes back makes a new file
         for lease in (live, sweeper, gone_again):
             lease.release_all()
+
+    def test_a_lease_directory_that_cannot_be_made_is_a_warning_once_not_an_error(
+            self, tmp_path: Path, caplog: Any) -> None:
+        (tmp_path / "a-file").write_text("in the way")
+        lease = Leases(tmp_path / "a-file" / "reviewers", "reviewer:h:1")
+        assert not lease.hold_own() and not lease.hold_own()
+        assert len([r for r in caplog.records if "could not be held" in r.message]) == 1

@@ -38,6 +38,7 @@ class Leases:
         self.directory = directory
         self.actor = actor
         self._held: dict[str, int] = {}  # actor -> the open, locked file
+        self._warned = False
 
     def path(self, actor: str) -> Path:
         """The lease file of ``actor``."""
@@ -63,8 +64,10 @@ class Leases:
                     return True
                 os.close(fd)
         except OSError as exc:
-            log.warning("reviewer: its lease %s could not be held (%s); reviews it starts are "
-                        "left to the review deadline if its engine dies", path, exc)
+            if not self._warned:  # said once: the worker asks again on every step
+                self._warned = True
+                log.warning("reviewer: its lease %s could not be held (%s); reviews it starts "
+                            "are left to the review deadline if its engine dies", path, exc)
         return False
 
     def take_over(self, actor: str) -> bool:
