@@ -361,7 +361,8 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
                             worker_id=f"{os.uname().nodename}:{os.getpid()}",
                             fail_open=config.svs.fail_open, timeout=config.svs.timeout,
                             patterns=lambda _ws, stage: [p.context() for p in approved(stage)],
-                            on_change=on_change, position_file=data / "reviewer.json")
+                            on_change=on_change, position_file=data / "reviewer.json",
+                            leases=data / "reviewers")
 
     def patterns(bus: CommandBus, on_change: Callable[[], None]) -> Executor:
         from quipu.adapters.patterns import PatternFollower

@@ -83,10 +83,14 @@ REVIEW_FINDINGS_SHOWN = 5
 
 def review_summary(review: ReviewCompleted) -> dict[str, Any]:
     """A run's pre-run review as answers show it: decision, reviewers, fix and the first
-    findings (``omitted`` counts the others)."""
-    return {"decision": review.decision, "reviewers": review.reviewers, "fix": review.fix,
-            "findings": review.findings[:REVIEW_FINDINGS_SHOWN],
-            "omitted": review.omitted + max(0, len(review.findings) - REVIEW_FINDINGS_SHOWN)}
+    findings (``omitted`` counts the others); ``resumed_from`` only for a review done again
+    after its first reviewer was gone."""
+    shown = {"decision": review.decision, "reviewers": review.reviewers, "fix": review.fix,
+             "findings": review.findings[:REVIEW_FINDINGS_SHOWN],
+             "omitted": review.omitted + max(0, len(review.findings) - REVIEW_FINDINGS_SHOWN)}
+    if review.resumed_from is not None:
+        shown["resumed_from"] = review.resumed_from
+    return shown
 
 
 def downsample(values: Sequence[float | None], max_points: int) -> list[int]:

@@ -218,3 +218,30 @@ def test_a_stored_source_consumed_without_input_decodes_with_none(tmp_path: Path
     assert (event.input, event.source, event.run_id) == (None, "raw", "stage-0123456789ab")
     assert verify_log(store).ok
     store.close()
+
+
+def test_a_stored_review_completed_without_resumed_from_decodes_with_none(
+        tmp_path: Path) -> None:
+    """ReviewCompleted gained ``resumed_from`` with a default (no new schema version): a
+    decision written before it reads as one by the reviewer that started the review."""
+    from quipu.core.reviews.events import ReviewCompleted
+
+    assert ReviewCompleted.SCHEMA_VERSION == 1
+    data = json.dumps({"actor": "reviewer:host:41", "reason": "pre-run review decided warn",
+                       "at": "2024-02-01T08:00:00Z", "run_id": "stage-0123456789ab",
+                       "decision": "warn", "reviewers": ["static"], "findings": [],
+                       "fix": None, "omitted": 0}, separators=(",", ":")).encode()
+    store = open_sqlite_store(tmp_path / "events.db")
+    stream = uuid.uuid4()
+    state, _ = link_state("0" * 64, stream.hex, 1, "ReviewCompleted", 1, data, position=1)
+    raw = sqlite3.connect(tmp_path / "events.db")
+    with raw:
+        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+                    (stream.hex, 1, "ReviewCompleted", state))
+    raw.close()
+    event = decode(store.read()[0]).event
+    assert isinstance(event, ReviewCompleted)
+    assert (event.resumed_from, event.decision, event.actor) == (
+        None, "warn", "reviewer:host:41")
+    assert verify_log(store).ok
+    store.close()

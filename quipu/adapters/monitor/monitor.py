@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from quipu.adapters._follow import LogFollower
 from quipu.core.errors import QuipuError
 from quipu.core.messages import Event
 from quipu.core.patterns.detection import ApprovedPattern, match_metrics
@@ -47,8 +48,6 @@ from quipu.core.runs.events import (
 )
 from quipu.core.runs.handlers import RunService
 
-from ._follow import LogFollower
-
 __all__ = ["WINDOW_FAILURES", "RunMonitor", "WindowReview"]
 
 log = logging.getLogger("quipu.svs.monitor")
@@ -62,10 +61,11 @@ WINDOW_FAILURES = 3
 _ENDINGS = (RunExited, RunLost, RunCanceled, RunFinalized, RunLaunchFailed)
 
 
-class RunMonitor(LogFollower):
+class RunMonitor(LogFollower[None]):
     """Watches every running run's metrics; records findings and, with auto_stop, stops."""
 
     NAME: ClassVar[str] = "svs monitor"
+    LOGGER: ClassVar[str] = "quipu.svs"
     TYPES: ClassVar[tuple[str, ...]] = tuple(e.TYPE for e in (
         RunRequested, RunLaunched, RunAdopted, MetricsRecorded, RunHeartbeat, FindingsRecorded,
         StopRequested, *_ENDINGS))
@@ -144,17 +144,17 @@ class RunMonitor(LogFollower):
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
-        """Take a saved fold."""
-        self._stages = dict(data.get("stages", {}))
-        self._reported = {r: {(s, m) for s, m in keys}
-                          for r, keys in data.get("reported", {}).items()}
-        self.watches = {}
+        """Take a saved fold (all of it parsed before any of it is taken)."""
+        stages = dict(data.get("stages", {}))
+        reported = {r: {(s, m) for s, m in keys} for r, keys in data.get("reported", {}).items()}
+        watches = {}
         for run_id, w in data.get("watches", {}).items():
-            self.watches[run_id] = RunWatch(
+            watches[run_id] = RunWatch(
                 run_id=run_id, stage=w["stage"],
                 progress_at=datetime.fromisoformat(w["progress_at"]), points=int(w["points"]),
                 stop_asked=bool(w["stop_asked"]), flagged={(s, m) for s, m in w["flagged"]},
                 seen={m: deque(v, maxlen=20) for m, v in w["seen"].items()})
+        self._stages, self._reported, self.watches = stages, reported, watches
 
     # --- acting ----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from quipu.adapters._follow import LogFollower
 from quipu.core.messages import Event
 from quipu.core.ports import EventStore
 from quipu.core.reviews.events import OutcomeSuggested
@@ -22,8 +23,6 @@ from quipu.core.reviews.post_run import MAX_EVIDENCE, REVIEWER, review_run
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import RunExited, RunFinalized, RunLaunchFailed, RunLost
 from quipu.core.runs.handlers import RunService
-
-from ._follow import LogFollower
 
 __all__ = ["PostRunReviewer"]
 
@@ -34,10 +33,11 @@ SecondOpinion = Callable[[dict[str, Any]], "tuple[str, list[str]] | str"]
 """The llm post-run review: the run's facts -> (outcome, evidence lines), or why it gave none."""
 
 
-class PostRunReviewer(LogFollower):
+class PostRunReviewer(LogFollower[None]):
     """Suggests an ML outcome for every run that ends and holds its workspace's gate."""
 
     NAME: ClassVar[str] = "svs post-run review"
+    LOGGER: ClassVar[str] = "quipu.svs"
     TYPES: ClassVar[tuple[str, ...]] = (RunExited.TYPE, RunLost.TYPE, RunLaunchFailed.TYPE,
                                         RunFinalized.TYPE, OutcomeSuggested.TYPE)
 

@@ -17,17 +17,15 @@ there; a file that does not match the log is ignored and the follower reads from
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from quipu.adapters._follow import LogFollower
 from quipu.core.log import decode, stream_id
-from quipu.core.messages import Command
+from quipu.core.messages import Command, Event
 from quipu.core.patterns.commands import RecordPatternOccurrences
 from quipu.core.ports import EventStore
 from quipu.core.reviews.events import FindingsRecorded, ReviewCompleted
@@ -46,85 +44,57 @@ _REMEMBERED = 1000
 PAGE = 500
 
 
-class PatternFollower:
+class PatternFollower(LogFollower[int]):
     """Follows the log from its own position; answers with ``RecordPatternOccurrences``."""
+
+    NAME: ClassVar[str] = "patterns"
+    LOGGER: ClassVar[str] = "quipu.patterns"
+    TYPES: ClassVar[tuple[str, ...]] = _TYPES
+    FORMAT: ClassVar[int] = FORMAT
+    # The fold sits beside the position in patterns.json (its layout before the shared base).
+    STATE_KEY: ClassVar[str | None] = None
 
     def __init__(self, store: EventStore, handle: Callable[[Command], Any], *,
                  actor: str, position_file: Path | None = None,
                  on_change: Callable[[], None] | None = None, wait: float = 0.5) -> None:
-        self.store = store
+        super().__init__(store, tick=wait, page=PAGE, position_file=position_file,
+                         name=f"patterns {actor}")
         self.handle = handle
         self.actor = actor
-        self.position_file = position_file
         self.on_change = on_change
-        self.wait = wait
-        self.position = 0
         self.recorded = 0
         """Patterns proposed or counted by this follower (for tests and logs)."""
+        self._announced = 0  # self.recorded when the last step ended
         self._wrong: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._restored = False
-
-    # --- the worker ----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Follow the log in a daemon thread."""
-        if self._thread is not None:
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name=f"patterns {self.actor}")
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop following; the position is saved."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        self._thread = None
-        with self._lock:
-            self._save()
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.poll_once()
-                self.store.wait_for_append(after=self.position, timeout=self.wait)
-            except Exception:  # one bad step must not end the follower; the next one retries
-                log.exception("pattern follower step failed")
-                self._stopping.wait(self.wait)
 
     def poll_once(self) -> int:
         """Read everything new; the number of patterns proposed or counted."""
-        with self._lock:
-            if not self._restored:
-                self._restore()
-                self._restored = True
-            before = self.recorded
-            head = self.store.head()
-            while self.position < head:
-                records = self.store.read(after=self.position, limit=PAGE, until=head,
-                                          types=_TYPES)
-                for record in records:
-                    self._on_event(record.position, decode(record).event)
-                    self.position = record.position
-                if len(records) < PAGE:
-                    self.position = head
-            changed = self.recorded - before
-            if changed:
-                self._save()
+        changed = super().poll_once()
         if changed and self.on_change is not None:
-            try:
+            try:  # outside the step, as the views it refreshes may wait for other work
                 self.on_change()
             except Exception:
                 log.exception("pattern follower: refreshing the views failed")
         return changed
 
+    def caught_up(self) -> int:
+        """How many patterns the events folded since the last step proposed or counted."""
+        changed, self._announced = self.recorded - self._announced, self.recorded
+        return changed
+
+    def state_dict(self) -> dict[str, Any]:
+        """The runs that went wrong recently (saved with the position)."""
+        return {"wrong": [[r, s, o] for r, (s, o) in self._wrong.items()]}
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Take a saved fold."""
+        self._wrong = OrderedDict((str(r), (s, str(o))) for r, s, o in data["wrong"])
+
     # --- what a run event means ----------------------------------------------------------------
 
-    def _on_event(self, position: int, event: Any) -> None:
+    def fold(self, event: Event) -> None:
+        """A run that went wrong, or a finding about one, is recorded at once."""
+        position = self.position
         if isinstance(event, RunExited) and event.state in WRONG_EXITS:
             self._ended(event.run_id, event.state, position)
         elif isinstance(event, ReviewCompleted) and event.decision == "block":
@@ -163,37 +133,3 @@ class PatternFollower:
             log.exception("pattern follower: recording the patterns of run %s failed", run_id)
             return
         self.recorded += len(out["proposed"]) + len(out["seen"])
-
-    # --- the saved position --------------------------------------------------------------------
-
-    def _save(self) -> None:
-        if self.position_file is None or self.position <= 0:
-            return
-        try:
-            body = {"format": FORMAT, "position": self.position,
-                    "hash": self.store.hash_at(self.position),
-                    "wrong": [[r, s, o] for r, (s, o) in self._wrong.items()]}
-            tmp = self.position_file.with_name(
-                f".{self.position_file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps(body, separators=(",", ":")))
-            os.replace(tmp, self.position_file)
-        except OSError as exc:  # a cache: without it the next start reads from 0
-            log.warning("pattern follower: could not save %s: %s", self.position_file, exc)
-
-    def _restore(self) -> None:
-        if self.position_file is None:
-            return
-        try:
-            body = json.loads(self.position_file.read_text())
-            position = int(body["position"])
-            if body.get("format") != FORMAT or position <= 0 or position > self.store.head() \
-                    or self.store.hash_at(position) != body["hash"]:
-                raise ValueError("it does not match the log")
-            wrong = OrderedDict((str(r), (s, str(o))) for r, s, o in body["wrong"])
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("pattern follower: ignoring %s (%s); reading the log from 0",
-                        self.position_file, exc)
-            return
-        self.position, self._wrong = position, wrong

@@ -16,29 +16,34 @@ finding; the project's ``fail_open`` decides whether the run then goes on (``war
 blocked. Nothing a reviewer does can stop the loop or lose the run: whatever happens, a
 decision is recorded, and if even that fails the lifecycle's review deadline queues the run
 (or, failing closed, blocks it).
+
+With ``leases`` (a directory; the engine's is ``.quipu/reviewers``) the worker holds a lease
+while it runs, and a run left ``reviewing`` by a worker whose lease is free (its engine was
+killed mid-review) is reviewed again at once; the decision records ``resumed_from`` (see
+``_leases``). The worker follows the log through the shared ``LogFollower``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from quipu.core.log import decode
+from quipu.adapters._follow import LogFollower
 from quipu.core.messages import Event
 from quipu.core.ports import BlobStore, EventStore, Reviewer
 from quipu.core.reviews.events import ReviewCompleted, ReviewStarted
 from quipu.core.reviews.review import ReviewContext, ReviewVerdict, combine, failed
 from quipu.core.runs.events import RunCanceled, RunExited, RunQueued, RunRequested
 from quipu.core.runs.handlers import RunService
+from quipu.core.runs.lifecycle import State
 
 from ._context import build_context
+from ._leases import Leases
 
 __all__ = ["FOLLOWED", "PatternSource", "ReviewWorker", "no_patterns"]
 
@@ -47,9 +52,6 @@ log = logging.getLogger("quipu.reviewer")
 FOLLOWED: tuple[str, ...] = (RunRequested.TYPE, ReviewStarted.TYPE, ReviewCompleted.TYPE,
                              RunQueued.TYPE, RunCanceled.TYPE, RunExited.TYPE)
 """The run events the review adapter folds (the others never concern it)."""
-
-_FORMAT = 1
-"""The shape of the position file; another number is ignored (the worker reads from 0)."""
 
 PatternSource = Callable[[str, str], Sequence[Mapping[str, Any]]]
 """(workspace, stage) -> the approved failure patterns the reviewers are shown."""
@@ -60,16 +62,24 @@ def no_patterns(workspace: str, stage: str) -> Sequence[Mapping[str, Any]]:
     return []
 
 
-class ReviewWorker:
+class ReviewWorker(LogFollower[list[str]]):
     """Reviews requested runs in the background (see the module docstring)."""
+
+    NAME: ClassVar[str] = "reviewer"
+    LOGGER: ClassVar[str] = "quipu.reviewer"
+    TYPES: ClassVar[tuple[str, ...]] = FOLLOWED
+    # The fold sits beside the position in reviewer.json (its layout before the shared base).
+    STATE_KEY: ClassVar[str | None] = None
 
     def __init__(self, store: EventStore, blobs: BlobStore, runs: RunService,
                  reviewers: Sequence[Reviewer], *, worker_id: str, fail_open: bool = True,
                  timeout: float = 120.0, max_parallel: int = 2,
                  patterns: PatternSource = no_patterns, idle_interval: float = 0.25,
                  on_change: Callable[[], None] | None = None,
-                 position_file: Path | None = None) -> None:
-        self.store = store
+                 position_file: Path | None = None, leases: Path | None = None) -> None:
+        # Saved after every step that moved (save_every=0): a review taken is worth keeping.
+        super().__init__(store, tick=idle_interval, page=1000, position_file=position_file,
+                         save_every=0.0, name=f"reviewer:{worker_id}")
         self.blobs = blobs
         self.runs = runs
         self.reviewers = list(reviewers)
@@ -77,122 +87,31 @@ class ReviewWorker:
         self.fail_open = fail_open
         self.timeout = timeout
         self.patterns = patterns
-        self.idle_interval = idle_interval
         self.on_change = on_change
-        self.position = 0
-        self.position_file = position_file
         self.reviewed = 0  # reviews this worker recorded (for tests and status)
-        self.read_events = 0  # events folded since this worker started (for tests)
         self._pending: dict[str, None] = {}  # requested runs awaiting a reviewer, in log order
         self._manifests: dict[str, tuple[str, str, str]] = {}  # run -> (workspace, stage, manifest)
         self._last_ok: dict[tuple[str, str], str] = {}  # (workspace, stage) -> manifest
+        self._reviewing: dict[str, str] = {}  # run in review -> the actor that started it
+        self._mine: set[str] = set()  # runs this worker is reviewing (taken or resumed)
+        # With a lease directory, runs whose reviewer is gone are reviewed again (``_leases``).
+        self._leases = None if leases is None else Leases(leases, self.worker_id)
+        self._swept = False
         self._pool = ThreadPoolExecutor(max_workers=max_parallel,
                                         thread_name_prefix="quipu-review")
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle of the worker ---------------------------------------------------------------
-
-    def start(self) -> None:
-        """Follow the log in a background daemon thread."""
-        if self._thread is not None:
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name=f"reviewer {self.worker_id}")
-        self._thread.start()
 
     def stop(self) -> None:
         """Stop following the log. Reviews in progress are abandoned (their runs' review
         deadline applies); a reviewer's own timeout ends what it started."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        self._thread = None
+        super().stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.save_position()
+        if self._leases is not None:
+            self._leases.release_all()
 
-    def _loop(self) -> None:
-        seen = 0
-        while not self._stopping.is_set():
-            try:
-                self.poll_once()
-                seen = self.position
-                self.store.wait_for_append(after=seen, timeout=self.idle_interval)
-            except Exception:  # one bad step must not end the worker; the next one retries
-                log.exception("reviewer step failed")
-                self._stopping.wait(self.idle_interval)
+    # --- the fold --------------------------------------------------------------------------------
 
-    # --- following the log ---------------------------------------------------------------------
-
-    def poll_once(self) -> list[str]:
-        """Read new events and take every run waiting for review; return the runs taken."""
-        if self.position == 0:
-            self._restore()
-        head = self.store.head()
-        start = self.position
-        while self.position < head:
-            records = self.store.read(after=self.position, limit=1000, until=head,
-                                      types=FOLLOWED)
-            for record in records:
-                self.position = record.position
-                self.read_events += 1
-                self._on_event(decode(record).event)
-            if len(records) < 1000:
-                self.position = head
-        taken = []
-        for run_id in list(self._pending):
-            self._pending.pop(run_id)
-            if self._take(run_id):
-                taken.append(run_id)
-        if self.position != start:
-            self.save_position()
-        return taken
-
-    # --- the saved position --------------------------------------------------------------------
-
-    def save_position(self) -> None:
-        """Save the position and the fold (``position_file``), anchored to the log's chain hash
-        there, so a restarted worker reads only what came after. A cache: never required."""
-        if self.position_file is None or self.position <= 0:
-            return
-        try:
-            body = {"format": _FORMAT, "position": self.position,
-                    "hash": self.store.hash_at(self.position), "pending": list(self._pending),
-                    "manifests": self._manifests,
-                    "last_ok": [[w, s, m] for (w, s), m in self._last_ok.items()]}
-            tmp = self.position_file.with_name(
-                f".{self.position_file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            self.position_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(body, separators=(",", ":")))
-            os.replace(tmp, self.position_file)
-        except Exception:
-            log.exception("reviewer: could not save its position (it reads from 0 next time)")
-
-    def _restore(self) -> None:
-        if self.position_file is None:
-            return
-        try:
-            body = json.loads(self.position_file.read_text())
-            position = int(body["position"])
-            if body.get("format") != _FORMAT or not 0 < position <= self.store.head() or \
-                    self.store.hash_at(position) != body["hash"]:
-                log.warning("reviewer: %s does not match the log; reading it from 0",
-                            self.position_file)
-                return
-            pending = {str(r): None for r in body["pending"]}
-            manifests = {str(r): (str(w), str(s), str(m))
-                         for r, (w, s, m) in body["manifests"].items()}
-            last_ok = {(str(w), str(s)): str(m) for w, s, m in body["last_ok"]}
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("reviewer: ignoring unreadable %s (%s)", self.position_file, exc)
-            return
-        self.position, self._pending = position, pending
-        self._manifests, self._last_ok = manifests, last_ok
-
-    def _on_event(self, event: Event) -> None:
+    def fold(self, event: Event) -> None:
+        """Learn which runs wait for a review and what each stage last succeeded with."""
         if isinstance(event, RunRequested):
             self._manifests[event.run_id] = (event.workspace, event.stage, event.manifest)
             if not event.skip_review:
@@ -200,6 +119,11 @@ class ReviewWorker:
             return
         run_id = getattr(event, "run_id", "")
         self._pending.pop(run_id, None)  # it moved on: queued, taken by a reviewer, canceled
+        if isinstance(event, ReviewStarted):
+            self._reviewing[run_id] = event.actor
+            return
+        self._reviewing.pop(run_id, None)  # decided, queued by its deadline, canceled, ended
+        self._mine.discard(run_id)
         if isinstance(event, RunExited):
             known = self._manifests.pop(run_id, None)
             if known is not None and event.state == "succeeded":
@@ -207,6 +131,40 @@ class ReviewWorker:
         elif isinstance(event, RunCanceled) or (
                 isinstance(event, ReviewCompleted) and event.decision == "block"):
             self._manifests.pop(run_id, None)
+
+    def caught_up(self) -> list[str]:
+        """Take every run waiting for review, and review again every run whose reviewer is
+        gone (with leases); return the runs taken."""
+        # The lease first: from the moment this worker may record ReviewStarted, another
+        # worker must be able to tell it lives.
+        leased = self._leases is not None and self._leases.hold_own()
+        taken = []
+        for run_id in list(self._pending):
+            self._pending.pop(run_id)
+            if self._take(run_id):
+                taken.append(run_id)
+        if leased:
+            taken += self._resume_abandoned()
+        return taken
+
+    def state_dict(self) -> dict[str, Any]:
+        """The runs awaiting a reviewer or in review, and the manifests (saved with the
+        position)."""
+        return {"pending": list(self._pending), "manifests": self._manifests,
+                "last_ok": [[w, s, m] for (w, s), m in self._last_ok.items()],
+                "reviewing": self._reviewing}
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        """Take a saved fold (all of it parsed before any of it is taken)."""
+        pending = {str(r): None for r in data["pending"]}
+        manifests = {str(r): (str(w), str(s), str(m))
+                     for r, (w, s, m) in data["manifests"].items()}
+        last_ok = {(str(w), str(s)): str(m) for w, s, m in data["last_ok"]}
+        # Files saved before reviews could be resumed have no "reviewing": a review left open
+        # then is left to its deadline, as it was.
+        reviewing = {str(r): str(a) for r, a in data.get("reviewing", {}).items()}
+        self._pending, self._manifests, self._last_ok = pending, manifests, last_ok
+        self._reviewing = reviewing
 
     # --- reviewing -----------------------------------------------------------------------------
 
@@ -216,6 +174,7 @@ class ReviewWorker:
             if not self.runs.record_review_started(run_id, actor=self.worker_id,
                                                    reviewers=names):
                 return False
+            self._mine.add(run_id)
             request = self.runs.load_run(run_id).check_exists()
         except Exception:
             log.exception("reviewer: taking run %s failed", run_id)
@@ -224,8 +183,48 @@ class ReviewWorker:
         self._pool.submit(self._review, request, previous)
         return True
 
-    def _review(self, request: RunRequested, previous: str | None) -> None:
-        """Review one run and record the decision, whatever happens (a worker thread)."""
+    def _resume_abandoned(self) -> list[str]:
+        """Review again the runs in review whose reviewer is gone (its lease is free)."""
+        assert self._leases is not None
+        started_by = set(self._reviewing.values())
+        for actor in self._leases.taken_over():
+            if actor not in started_by:  # every run it left is decided now
+                self._leases.let_go(actor)
+        if not self._swept:
+            self._leases.sweep(keep=started_by)
+            self._swept = True
+        resumed = []
+        for run_id, actor in list(self._reviewing.items()):
+            if run_id in self._mine:
+                continue
+            # Its own actor, not among its runs: left by an earlier worker of this process.
+            if actor != self.worker_id and not self._leases.take_over(actor):
+                continue  # it lives, or nothing here can tell: the review deadline applies
+            if self._resume(run_id, actor):
+                resumed.append(run_id)
+        return resumed
+
+    def _resume(self, run_id: str, actor: str) -> bool:
+        try:
+            run = self.runs.load_run(run_id)
+            if run.current is not State.REVIEWING:
+                self._reviewing.pop(run_id, None)  # it moved on; the fold will see why
+                return False
+            request = run.check_exists()
+        except Exception:
+            log.exception("reviewer: resuming the review of run %s failed", run_id)
+            return False
+        log.warning("reviewer: %s started reviewing run %s and is gone; reviewing it again",
+                    actor, run_id)
+        self._mine.add(run_id)
+        previous = self._last_ok.get((request.workspace, request.stage))
+        self._pool.submit(self._review, request, previous, actor)
+        return True
+
+    def _review(self, request: RunRequested, previous: str | None,
+                resumed_from: str | None = None) -> None:
+        """Review one run and record the decision, whatever happens (a worker thread);
+        ``resumed_from``: the reviewer that started it and is gone."""
         deadline = time.monotonic() + self.timeout
         verdicts: list[ReviewVerdict] = []
         try:
@@ -245,7 +244,7 @@ class ReviewWorker:
             self.runs.record_review(request.run_id, actor=self.worker_id,
                                     decision=outcome.decision, reviewers=outcome.reviewers,
                                     findings=outcome.findings, fix=outcome.fix,
-                                    omitted=outcome.omitted)
+                                    omitted=outcome.omitted, resumed_from=resumed_from)
             self.reviewed += 1
         except Exception:
             log.exception("reviewer: recording the review of %s failed; its deadline applies",

@@ -32,6 +32,11 @@ class ReviewCompleted(Event):
     change before running again. A reviewer that failed (down, slow, wrong answer) is a
     finding with signal ``reviewer_failed``; the decision then follows the project's
     fail-open/fail-closed setting. ``omitted`` counts findings beyond those listed.
+
+    ``resumed_from`` names the reviewer (the actor of the run's ``ReviewStarted``) that was
+    gone before it decided, its engine killed mid-review: this decision is the review done
+    again by another (``actor``). None, as in every event written before the field existed,
+    when the reviewer that started the review decided it.
     """
 
     run_id: str
@@ -40,6 +45,7 @@ class ReviewCompleted(Event):
     findings: list[dict[str, Any]]
     fix: str | None = None
     omitted: int = 0
+    resumed_from: str | None = None
 
 
 @register("FindingsRecorded")

@@ -136,15 +136,17 @@ class Run(Aggregate):
         self._record(ReviewStarted(**meta.fields(), run_id=self.name, reviewers=reviewers))
         return True
 
-    def review_completed(self, meta: Meta, outcome: Outcome) -> bool:
+    def review_completed(self, meta: Meta, outcome: Outcome, *,
+                         resumed_from: str | None = None) -> bool:
         """Record the review's decision; False when the run is no longer being reviewed (a
-        late answer after the deadline or a cancel changes nothing)."""
+        late answer after the deadline or a cancel changes nothing). ``resumed_from``: the
+        reviewer that started the review was gone and ``meta.actor`` reviewed it again."""
         if self.current is not State.REVIEWING:
             return False
         self._record(ReviewCompleted(**meta.fields(), run_id=self.name,
                                      decision=outcome.decision, reviewers=outcome.reviewers,
                                      findings=outcome.findings, fix=outcome.fix,
-                                     omitted=outcome.omitted))
+                                     omitted=outcome.omitted, resumed_from=resumed_from))
         return True
 
     def review_timed_out(self, meta: Meta, *, fail_open: bool = True) -> None:

@@ -254,3 +254,4 @@ class RecordReview(Command):
     findings: list[dict[str, Any]]
     fix: str | None = None
     omitted: int = 0
+    resumed_from: str | None = None

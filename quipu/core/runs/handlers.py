@@ -561,9 +561,11 @@ class RunService:
 
     def record_review(self, run_id: str, *, actor: str, decision: str, reviewers: list[str],
                       findings: list[dict[str, Any]], fix: str | None = None,
-                      omitted: int = 0) -> bool:
+                      omitted: int = 0, resumed_from: str | None = None) -> bool:
         """The pre-run review's decision: ``approve``/``warn`` queue the run, ``block`` ends it
-        ``blocked``. False (nothing recorded) when the run is no longer in review."""
+        ``blocked``. False (nothing recorded) when the run is no longer in review.
+        ``resumed_from``: the reviewer that started the review was gone before it decided
+        (its engine killed) and ``actor`` did the review again."""
         if decision not in ("approve", "warn", "block"):
             raise InvalidInput(f"review decision {decision!r} is not approve, warn or block",
                                code="invalid_review_decision",
@@ -573,8 +575,11 @@ class RunService:
 
         def command() -> bool:
             run = self.load_run(run_id)
-            meta = self.uow.stamp(actor, f"pre-run review decided {decision}")
-            ok = run.review_completed(meta, outcome)
+            why = f"pre-run review decided {decision}"
+            if resumed_from is not None:
+                why += f", reviewed again: {resumed_from} was gone before it decided"
+            meta = self.uow.stamp(actor, why)
+            ok = run.review_completed(meta, outcome, resumed_from=resumed_from)
             if ok:  # a blocked run never runs: what waits on it is canceled with it
                 others = self._cascade(run, meta) if run.current is State.BLOCKED else []
                 self.uow.commit(run, *others)
