@@ -87,7 +87,10 @@ def test_an_approved_code_regex_flags_new_stage_code_and_shows_in_state_md(q: Qu
     run_once(q, findings=[FINDING])
     wait_until(lambda: len(candidates(q)) == 2, what="two candidates")
     pid = next(p["pattern_id"] for p in candidates(q) if p["signal"] == "device_mismatch")
-    assert "## Failure patterns" in (q.root / "STATE.md").read_text()  # the candidates line
+    # STATE.md is rewritten once the follower's change reaches the facade: wait for it
+    state_md = q.root / "STATE.md"
+    wait_until(lambda: "## Failure patterns" in state_md.read_text(),
+               what="STATE.md shows the candidates line")
 
     head = q.store.head()
     with pytest.raises(InvalidInput) as bad:
@@ -109,9 +112,13 @@ def test_an_approved_code_regex_flags_new_stage_code_and_shows_in_state_md(q: Qu
     assert (hit.file, hit.line, hit.pattern_id, hit.fix) == (
         "modules/solo.py", 2, pid, "pass map_location")
 
-    text = (q.root / "STATE.md").read_text()
-    section = text.split("## Failure patterns (approved)")[1].split("\n## ")[0]
-    assert pid in section and "checks code" in section and "1 candidate(s)" in section
+    def section() -> str:
+        text = state_md.read_text()
+        return text.split("## Failure patterns (approved)")[1].split("\n## ")[0] \
+            if "## Failure patterns (approved)" in text else ""
+
+    wait_until(lambda: pid in section(), what="STATE.md lists the approved pattern")
+    assert "checks code" in section() and "1 candidate(s)" in section()
 
     with pytest.raises(NotFound) as unknown:
         q.manage_patterns("get", pattern_id=pid[:-1] + ("0" if pid[-1] != "0" else "1"))
