@@ -9,7 +9,14 @@ is written last (after the SDK's own exit hooks flushed metrics), through a temp
 rename, so a reader sees it whole or not at all. A stage killed by SIGKILL writes nothing; the
 executor then knows only what the operating system tells it, or that the process is gone.
 
-This module imports nothing but the standard library: it runs inside every stage.
+Asked to by ``QUIPU_PROBE_ENVIRONMENT=1`` (the Docker backend, which cannot look inside its
+containers from the engine's side), the wrapper first writes ``.quipu/environment.json``: the
+facts of ``_probe.environment_facts`` as this very process sees them (the image's interpreter
+and distributions, its platform, GPUs and the names, never the values, of its variables). The
+stage's own code directories are left out of the distribution search, as in the local probe.
+
+This module imports nothing but the standard library (and, when probing, ``_probe``, which is
+standard library only too): it runs inside every stage.
 """
 
 from __future__ import annotations
@@ -47,6 +54,26 @@ def _write_status() -> None:
         pass  # the executor falls back to the process's return code
 
 
+def _write_environment() -> None:
+    """Write ``.quipu/environment.json`` (whole, through a rename) before the stage starts; a
+    probe that fails writes its error instead and never stops the stage."""
+    path = _exit_file().with_name("environment.json")  # quipu.rundir.ENVIRONMENT
+    try:
+        from quipu.adapters.executors._probe import environment_facts
+
+        # The stage's code (PYTHONPATH) and the working directory are not the interpreter's.
+        code = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        facts: dict[str, object] = environment_facts(exclude=[os.getcwd(), *code])
+    except Exception as exc:  # the facts never stop a stage
+        facts = {"error": _one_line(f"{type(exc).__name__}: {exc}")[:300]}
+    try:
+        tmp = path.with_name(f".environment.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(facts))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the backend records that the facts are missing
+
+
 def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
     # Record the signal, then die of it for real so the parent sees the same thing.
     _status.update(exit_code=None, signal=signum)
@@ -76,6 +103,8 @@ def main(argv: list[str]) -> int:
     # thing written, after the SDK flushed its buffers.
     atexit.register(_write_status)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if os.environ.get("QUIPU_PROBE_ENVIRONMENT") == "1":  # quipu.rundir.ENV_PROBE_ENVIRONMENT
+        _write_environment()
     sys.argv = [script, *argv[1:]]
     sys.path[0] = os.path.dirname(script)  # like `python script.py`, not the run directory
     try:
