@@ -123,6 +123,28 @@ def test_a_docker_run_records_the_containers_environment_next_to_its_image(
     assert side["packages"] == [] and side["env_names"] == env["env_names"]
 
 
+def test_a_stage_that_ends_at_once_still_gets_its_facts_and_sees_no_foreign_child(
+        tmp_path: Path, python_image: str) -> None:
+    """The probe runs beside the stage, not before it: a stage that returns at once waits for
+    it at exit, and the probe's process is never the stage's child (``os.wait`` finds none)."""
+    q = make_project(tmp_path, ONE_STAGE, {"solo": """\
+        import json, os
+        try:
+            os.wait()
+            children = "some"
+        except ChildProcessError:
+            children = "none"
+        with open(os.path.join(os.environ["QUIPU_OUTPUTS_DIR"], "result.json"), "w") as f:
+            json.dump({"children": children}, f)
+        """})
+    with q:
+        run_id = _run_on(q, python_image)
+        env = _launched(q, run_id)
+        run_dir = run_dir_of(q.runs.load_run(run_id))
+    assert "error" not in env and env["packages"]["count"] == 0 and env["python"]
+    assert json.loads((run_dir / "outputs" / "result.json").read_text()) == {"children": "none"}
+
+
 def test_compare_shows_the_package_an_image_adds_and_none_for_the_same_image(
         tmp_path: Path, python_image: str, extra_image: str) -> None:
     q = make_project(tmp_path, ONE_STAGE, {"solo": SOLO})
