@@ -3,7 +3,8 @@
 The engine cannot probe an image's interpreter from outside: the stage wrapper writes
 ``.quipu/environment.json`` before the stage starts and the backend records it with the
 launch, the package list as a blob, the names of variables but never their values. Two images
-that differ by one distribution make ``compare`` report it; the same image reports none.
+that differ by one distribution make ``compare`` report it; the same image reports none. The
+secrets test for a Docker run is beside the local one, in test_environment_provenance.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker_image import build_derived_image
 from test_executor_helpers import (
     ONE_STAGE,
     drive,
@@ -43,7 +45,8 @@ SOLO = """\
     sdk.save_output("result", {"answer": 42})
     """
 IMAGE_SECRET = "fake-image-Token-5e21c0d7"
-"""A value the derived image's ENV gives HF_TOKEN: the stage sees it, the record never."""
+"""A value the derived image's ENV gives HF_TOKEN: the stage sees it, the record never (see
+test_environment_provenance.py's secrets test, which runs on this image too)."""
 
 
 def _profile(image: str) -> Resources:
@@ -70,23 +73,14 @@ def _launched(q: Quipu, run_id: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def extra_image(python_image: str, docker_client: Any,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def extra_image(python_image: str, docker_client: Any) -> Iterator[str]:
     """The test image plus one distribution (``tiny_thing==1.2``) and an image ENV holding a
-    fake token: built locally FROM the test image (no registry, no shell needed)."""
-    context = tmp_path_factory.mktemp("extra-image")
-    info = context / "tiny_thing-1.2.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny_thing\nVersion: 1.2\n")
-    (context / "Dockerfile").write_text(
-        f"FROM {python_image}\n"
-        "COPY tiny_thing-1.2.dist-info /usr/lib/python3.11/site-packages/"
-        "tiny_thing-1.2.dist-info\n"
-        f"ENV HF_TOKEN={IMAGE_SECRET}\n")
-    image, _ = docker_client.images.build(path=str(context), tag="quipu-test-extra:env",
-                                          rm=True, pull=False)
-    yield "quipu-test-extra:env"
-    docker_client.images.remove(image.id, force=True)
+    fake token."""
+    tag = build_derived_image(docker_client, python_image, "quipu-test-extra:env",
+                              distributions={"tiny_thing": "1.2"},
+                              env={"HF_TOKEN": IMAGE_SECRET})
+    yield tag
+    docker_client.images.remove(tag, force=True)
 
 
 def test_the_wrappers_file_names_are_the_run_directory_contracts() -> None:
@@ -165,31 +159,3 @@ def test_compare_shows_the_package_an_image_adds_and_none_for_the_same_image(
         assert moved["env_names"]["added"] == ["HF_TOKEN"]  # the name, never its value
         listing = q.blobs.get_bytes(_launched(q, extra)["packages"]["sha256"])
         assert listing == b"tiny_thing==1.2\n"
-
-
-def test_secrets_in_the_engine_and_in_the_image_never_enter_the_record(
-        tmp_path: Path, extra_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake secrets in the engine's environment and in the image's ENV appear in no file
-    Quipu wrote: not the log, views, blobs, STATE.md, nor the run directory's side files."""
-    secrets = {"AWS_SECRET_ACCESS_KEY": "fake-aws-Secret-7f3a9c1e",
-               "QUIPU_TOKEN": "fake-quipu-Token-b5d20e88",
-               "HF_TOKEN": "fake-hf-Token-0c4e6a12"}
-    for name, value in secrets.items():
-        monkeypatch.setenv(name, value)
-    hidden = "fake-path-Secret-91ab3f"
-    monkeypatch.setenv("PATH", f"{os.environ['PATH']}{os.pathsep}/nonexistent/{hidden}")
-    q = make_project(tmp_path, ONE_STAGE, {"solo": SOLO})
-    with q:
-        run_id = _run_on(q, extra_image)
-        env = _launched(q, run_id)
-        assert "HF_TOKEN" in env["env_names"] and "PATH" in env["env_names"]
-        q.inspect_run(run_id, include=["provenance", "environment", "events"])
-        q.status()
-
-    written = [p for p in (tmp_path / "proj").rglob("*") if p.is_file()]
-    names = {p.name for p in written}
-    assert {"events.db", "views.db", "STATE.md", ENVIRONMENT} <= names
-    for path in written:
-        data = path.read_bytes()
-        for value in [*secrets.values(), hidden, IMAGE_SECRET]:
-            assert value.encode() not in data, f"{value} leaked into {path}"

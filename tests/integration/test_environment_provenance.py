@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from test_executor_helpers import ONE_STAGE, drive, ended, executor, make_project, start
 
 from quipu.adapters.blobs import LocalBlobStore
+from quipu.adapters.executors import LocalExecutor
 from quipu.adapters.executors._environment import (
     EnvironmentProbe,
     gpu_facts,
@@ -183,10 +184,39 @@ class TestALaunchRecordsItsEnvironment:
             q.close()
 
 
+IMAGE_SECRET = "fake-image-Token-5e21c0d7"
+"""The value an image's ENV gives ``HF_TOKEN`` in the Docker case: the stage sees it, the record
+never does."""
+
+
+def _secrets_executor(request: pytest.FixtureRequest, q: Quipu, backend: str) -> LocalExecutor:
+    """The local executor (``local``), or one whose stage runs on the Docker backend in the
+    test image plus an ``ENV HF_TOKEN=<secret>`` (``docker``)."""
+    if backend == "local":
+        return executor(q)
+    from docker_image import build_derived_image
+
+    from quipu.adapters.docker import DockerBackend
+    from quipu.core.ports import Resources
+
+    client = request.getfixturevalue("docker_client")
+    image = build_derived_image(client, request.getfixturevalue("python_image"),
+                                "quipu-test-secrets:env", env={"HF_TOKEN": IMAGE_SECRET})
+    request.addfinalizer(lambda: client.images.remove(image, force=True))
+    profile = Resources(profile="box", backend="docker", image=image, memory_mb=512)
+    return executor(q, backends={"docker": DockerBackend(project="proj", blobs=q.blobs)},
+                    profiles=lambda _config: profile)
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=[
+    pytest.mark.docker, pytest.mark.timeout(300)])])
 def test_secrets_in_the_engines_environment_never_enter_the_record(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+        backend: str) -> None:
     """Fake secrets in the environment of the engine (one in a variable whose name is
-    recorded, one hidden in PATH, which the stage is given) appear in no file Quipu wrote."""
+    recorded, one hidden in PATH, which a local stage is given) and, for a Docker run, in the
+    image's ENV (whose names the in-container probe records) appear in no file Quipu wrote:
+    the log, views, snapshots, blobs, STATE.md, nor the run directory's side files."""
     secrets = {"AWS_SECRET_ACCESS_KEY": "fake-aws-Secret-7f3a9c1e",
                "QUIPU_TOKEN": "fake-quipu-Token-b5d20e88",
                "HF_TOKEN": "fake-hf-Token-0c4e6a12"}
@@ -197,9 +227,11 @@ def test_secrets_in_the_engines_environment_never_enter_the_record(
     q = make_project(tmp_path, ONE_STAGE, {"solo": SOLO})
     try:
         run_id = start(q)["solo"]
-        drive(executor(q), ended(q, run_id))
+        drive(_secrets_executor(request, q, backend), ended(q, run_id))
         env = _launched(q, run_id).environment
-        assert env is not None and "PATH" in env["env_names"]
+        assert env is not None and "PATH" in env["env_names"] and "error" not in env
+        if backend == "docker":
+            assert "HF_TOKEN" in env["env_names"] and env["backend"] == "docker"
         q.finalize_run(run_id, {"ml_outcome": "unknown", "notes": "only the record matters"})
         q.inspect_run(run_id, include=["provenance", "environment", "events"])
         q.status()
@@ -210,9 +242,11 @@ def test_secrets_in_the_engines_environment_never_enter_the_record(
     names = {p.name for p in written}
     assert {"events.db", "views.db", "snapshots.db", "STATE.md"} <= names
     assert any("blobs" in p.parts for p in written)
+    if backend == "docker":
+        assert "environment.json" in names
     for path in written:
         data = path.read_bytes()
-        for value in [*secrets.values(), hidden]:
+        for value in [*secrets.values(), hidden, IMAGE_SECRET]:
             assert value.encode() not in data, f"{value} leaked into {path}"
 
 
