@@ -4,11 +4,13 @@ list in the blob store, names of variables but never their values."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -107,6 +109,42 @@ class TestTheProbe:
         listing = blobs.get_bytes(second["packages"]["sha256"])
         assert listing == b"tiny_thing==1.2\n"
         assert second["packages"]["sha256"] == hashlib.sha256(listing).hexdigest()
+
+    def test_the_in_stage_probe_leaves_out_the_stages_code_and_every_value(
+            self, tmp_path: Path) -> None:
+        """``environment_facts`` (what the wrapper writes inside a container) lists the
+        distributions the interpreter imports from, not one in an excluded directory (the
+        stage's code), and names variables without their values."""
+        def dist(folder: Path, name: str, version: str) -> None:
+            info = folder / f"{name}-{version}.dist-info"
+            info.mkdir(parents=True)
+            (info / "METADATA").write_text(
+                f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+        dist(tmp_path / "site", "kept_thing", "2.0")
+        dist(tmp_path / "code", "vendored_thing", "0.1")
+        script = ("import json, sys\n"
+                  "from quipu.adapters.executors._probe import environment_facts\n"
+                  "print(json.dumps(environment_facts(exclude=sys.argv[1:])))\n")
+        env = {"PATH": os.environ["PATH"], "HF_TOKEN": "fake-hf-Token-77aa",
+               "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(tmp_path / "code"),
+                                              *sys.path[1:]])}
+
+        def probe(*exclude: Path) -> dict[str, Any]:
+            done = subprocess.run([sys.executable, "-c", script, *map(str, exclude)],
+                                  capture_output=True, text=True, env=env, check=True)
+            assert "fake-hf-Token-77aa" not in done.stdout
+            return dict(json.loads(done.stdout))
+
+        everything, without_code = probe(), probe(tmp_path / "code")
+        assert {"kept_thing==2.0", "vendored_thing==0.1"} <= set(everything["packages"])
+        assert "kept_thing==2.0" in without_code["packages"]
+        assert "vendored_thing==0.1" not in without_code["packages"]
+        assert set(everything["packages"]) - set(without_code["packages"]) == {
+            "vendored_thing==0.1"}
+        assert {"HF_TOKEN", "PATH", "PYTHONPATH"} <= set(without_code["env_names"])
+        assert without_code["python"] == ".".join(map(str, sys.version_info[:3]))
+        assert "paths" not in without_code
 
     def test_an_interpreter_that_cannot_be_probed_gives_an_error_not_a_failure(
             self, tmp_path: Path) -> None:
