@@ -59,8 +59,8 @@ def _write_status() -> None:
 
 
 def _write_environment() -> None:
-    """Write ``.quipu/environment.json`` (whole, through a rename) before the stage starts; a
-    probe that fails writes its error instead and never stops the stage."""
+    """Write ``.quipu/environment.json`` (whole, through a rename); a probe that fails writes
+    its error instead and never stops the stage."""
     path = _exit_file().with_name("environment.json")  # quipu.rundir.ENVIRONMENT
     try:
         from quipu.adapters.executors._probe import environment_facts
@@ -145,12 +145,12 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     script = os.path.abspath(argv[0])
-    # atexit runs hooks last-registered-first: registering now makes exit.json the very last
-    # thing written, after the SDK flushed its buffers.
     probing = None
     if os.environ.get("QUIPU_PROBE_ENVIRONMENT") == "1":  # quipu.rundir.ENV_PROBE_ENVIRONMENT
-        # Before the SIGTERM handler, which the probe must not inherit.
+        # Before the SIGTERM handler and the exit hooks, which the probe must not inherit.
         probing = _probe_in_background()
+    # atexit runs hooks last-registered-first: registering now makes exit.json the very last
+    # thing written, after the SDK flushed its buffers.
     atexit.register(_write_status)
     signal.signal(signal.SIGTERM, _on_sigterm)
     if probing is not None:
