@@ -157,5 +157,7 @@ def test_compare_shows_the_package_an_image_adds_and_none_for_the_same_image(
         assert moved["packages"]["removed"] == [] and moved["packages"]["changed"] == []
         assert moved["packages"]["count"] == [0, 1]
         assert moved["env_names"]["added"] == ["HF_TOKEN"]  # the name, never its value
+        assert set(moved["changed"]) == {"image_id"}  # the same interpreter, another image
+        assert same["changed"] == {}
         listing = q.blobs.get_bytes(_launched(q, extra)["packages"]["sha256"])
         assert listing == b"tiny_thing==1.2\n"
