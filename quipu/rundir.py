@@ -25,8 +25,10 @@ __all__ = [
     "ARTIFACTS",
     "CHECKPOINTS",
     "CODE_DIR",
+    "ENVIRONMENT",
     "ENV_INPUTS_DIR",
     "ENV_OUTPUTS_DIR",
+    "ENV_PROBE_ENVIRONMENT",
     "ENV_RUN_DIR",
     "ENV_RUN_ID",
     "ENV_STAGE",
@@ -62,6 +64,8 @@ ENV_STAGE = "QUIPU_STAGE"
 ENV_INPUTS_DIR = "QUIPU_INPUTS_DIR"
 ENV_OUTPUTS_DIR = "QUIPU_OUTPUTS_DIR"
 ENV_STAGE_CONFIG = "QUIPU_STAGE_CONFIG"
+ENV_PROBE_ENVIRONMENT = "QUIPU_PROBE_ENVIRONMENT"
+"""Set to ``1`` by a backend that wants the stage wrapper to write ``ENVIRONMENT``."""
 
 # --- files under .quipu/ -------------------------------------------------------------------------
 
@@ -76,6 +80,9 @@ WARNINGS = "warnings.jsonl"
 RUNTIME_LOG = "runtime.log"
 HEARTBEAT = "heartbeat"
 FINISH = "finish.json"
+ENVIRONMENT = "environment.json"
+"""Written by the stage wrapper before the stage starts, when ``ENV_PROBE_ENVIRONMENT`` asks:
+the environment as the stage sees it (interpreter, packages, platform, GPUs, variable names)."""
 STOP_REQUESTED = "stop_requested"
 """Created by the engine to ask the stage to stop; the stage polls for it."""
 

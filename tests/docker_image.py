@@ -23,7 +23,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["IMAGE_REPOSITORY", "PYTHON_IN_IMAGE", "build_python_image", "image_files"]
+__all__ = ["IMAGE_REPOSITORY", "PYTHON_IN_IMAGE", "build_derived_image", "build_python_image",
+           "image_files"]
 
 IMAGE_REPOSITORY = "quipu-test-python"
 PYTHON_IN_IMAGE = "/usr/bin/python3"
@@ -137,4 +138,27 @@ def build_python_image(client: object) -> str:
                                           changes=['ENV PATH=/usr/local/bin:/usr/bin:/bin',
                                                    'CMD ["/usr/bin/python3"]'])
     client.images.get(tag)  # raises if the import did not produce it
+    return tag
+
+
+def build_derived_image(client: object, base: str, tag: str, *,
+                        distributions: dict[str, str] | None = None,
+                        env: dict[str, str] | None = None) -> str:
+    """Build ``tag`` FROM ``base`` (a local image: nothing is pulled, no shell is needed) with
+    the ``name: version`` distributions installed as bare ``.dist-info`` metadata in its
+    site-packages and ``env`` set by ``ENV``; returns ``tag``."""
+    import docker
+
+    assert isinstance(client, docker.DockerClient)
+    lines = [f"FROM {base}"]
+    with tempfile.TemporaryDirectory(prefix="quipu-test-derived-") as tmp:
+        for name, version in (distributions or {}).items():
+            info = Path(tmp) / f"{name}-{version}.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(
+                f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+            lines.append(f"COPY {info.name} /{_SITE}/{info.name}")
+        lines += [f"ENV {name}={value}" for name, value in (env or {}).items()]
+        (Path(tmp) / "Dockerfile").write_text("\n".join(lines) + "\n")
+        client.images.build(path=tmp, tag=tag, rm=True, pull=False)
     return tag

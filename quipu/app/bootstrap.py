@@ -179,7 +179,7 @@ def _local_backend(blobs: BlobStore | None) -> StageBackend:
 
 
 def _docker_backend(blobs: BlobStore | None) -> StageBackend:
-    return DockerBackend()
+    return DockerBackend(blobs=blobs)
 
 
 STAGE_BACKENDS: dict[str, Callable[[BlobStore | None], StageBackend]] = {

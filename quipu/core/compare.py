@@ -167,8 +167,10 @@ def _round(x: float) -> float:
 
 # --- environment --------------------------------------------------------------------------------
 
-ENV_FIELDS = ("python", "implementation", "executable", "os", "machine", "cpu_count", "gpu")
-"""The scalar facts of a recorded environment, compared one by one."""
+ENV_FIELDS = ("python", "implementation", "executable", "os", "machine", "cpu_count", "gpu",
+              "backend", "image_id")
+"""The scalar facts of a recorded environment, compared one by one (``backend`` and
+``image_id`` only a container run records: equal, hence not shown, between two local runs)."""
 
 
 def diff_environments(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None, *,

@@ -4,11 +4,13 @@ list in the blob store, names of variables but never their values."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from test_executor_helpers import ONE_STAGE, drive, ended, executor, make_project, start
 
 from quipu.adapters.blobs import LocalBlobStore
+from quipu.adapters.executors import LocalExecutor
 from quipu.adapters.executors._environment import (
     EnvironmentProbe,
     gpu_facts,
@@ -107,6 +110,42 @@ class TestTheProbe:
         assert listing == b"tiny_thing==1.2\n"
         assert second["packages"]["sha256"] == hashlib.sha256(listing).hexdigest()
 
+    def test_the_in_stage_probe_leaves_out_the_stages_code_and_every_value(
+            self, tmp_path: Path) -> None:
+        """``environment_facts`` (what the wrapper writes inside a container) lists the
+        distributions the interpreter imports from, not one in an excluded directory (the
+        stage's code), and names variables without their values."""
+        def dist(folder: Path, name: str, version: str) -> None:
+            info = folder / f"{name}-{version}.dist-info"
+            info.mkdir(parents=True)
+            (info / "METADATA").write_text(
+                f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+        dist(tmp_path / "site", "kept_thing", "2.0")
+        dist(tmp_path / "code", "vendored_thing", "0.1")
+        script = ("import json, sys\n"
+                  "from quipu.adapters.executors._probe import environment_facts\n"
+                  "print(json.dumps(environment_facts(exclude=sys.argv[1:])))\n")
+        env = {"PATH": os.environ["PATH"], "HF_TOKEN": "fake-hf-Token-77aa",
+               "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(tmp_path / "code"),
+                                              *sys.path[1:]])}
+
+        def probe(*exclude: Path) -> dict[str, Any]:
+            done = subprocess.run([sys.executable, "-c", script, *map(str, exclude)],
+                                  capture_output=True, text=True, env=env, check=True)
+            assert "fake-hf-Token-77aa" not in done.stdout
+            return dict(json.loads(done.stdout))
+
+        everything, without_code = probe(), probe(tmp_path / "code")
+        assert {"kept_thing==2.0", "vendored_thing==0.1"} <= set(everything["packages"])
+        assert "kept_thing==2.0" in without_code["packages"]
+        assert "vendored_thing==0.1" not in without_code["packages"]
+        assert set(everything["packages"]) - set(without_code["packages"]) == {
+            "vendored_thing==0.1"}
+        assert {"HF_TOKEN", "PATH", "PYTHONPATH"} <= set(without_code["env_names"])
+        assert without_code["python"] == ".".join(map(str, sys.version_info[:3]))
+        assert "paths" not in without_code
+
     def test_an_interpreter_that_cannot_be_probed_gives_an_error_not_a_failure(
             self, tmp_path: Path) -> None:
         broken = tmp_path / "python"
@@ -183,10 +222,39 @@ class TestALaunchRecordsItsEnvironment:
             q.close()
 
 
+IMAGE_SECRET = "fake-image-Token-5e21c0d7"
+"""The value an image's ENV gives ``HF_TOKEN`` in the Docker case: the stage sees it, the record
+never does."""
+
+
+def _secrets_executor(request: pytest.FixtureRequest, q: Quipu, backend: str) -> LocalExecutor:
+    """The local executor (``local``), or one whose stage runs on the Docker backend in the
+    test image plus an ``ENV HF_TOKEN=<secret>`` (``docker``)."""
+    if backend == "local":
+        return executor(q)
+    from docker_image import build_derived_image
+
+    from quipu.adapters.docker import DockerBackend
+    from quipu.core.ports import Resources
+
+    client = request.getfixturevalue("docker_client")
+    image = build_derived_image(client, request.getfixturevalue("python_image"),
+                                "quipu-test-secrets:env", env={"HF_TOKEN": IMAGE_SECRET})
+    request.addfinalizer(lambda: client.images.remove(image, force=True))
+    profile = Resources(profile="box", backend="docker", image=image, memory_mb=512)
+    return executor(q, backends={"docker": DockerBackend(project="proj", blobs=q.blobs)},
+                    profiles=lambda _config: profile)
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=[
+    pytest.mark.docker, pytest.mark.timeout(300)])])
 def test_secrets_in_the_engines_environment_never_enter_the_record(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+        backend: str) -> None:
     """Fake secrets in the environment of the engine (one in a variable whose name is
-    recorded, one hidden in PATH, which the stage is given) appear in no file Quipu wrote."""
+    recorded, one hidden in PATH, which a local stage is given) and, for a Docker run, in the
+    image's ENV (whose names the in-container probe records) appear in no file Quipu wrote:
+    the log, views, snapshots, blobs, STATE.md, nor the run directory's side files."""
     secrets = {"AWS_SECRET_ACCESS_KEY": "fake-aws-Secret-7f3a9c1e",
                "QUIPU_TOKEN": "fake-quipu-Token-b5d20e88",
                "HF_TOKEN": "fake-hf-Token-0c4e6a12"}
@@ -197,9 +265,11 @@ def test_secrets_in_the_engines_environment_never_enter_the_record(
     q = make_project(tmp_path, ONE_STAGE, {"solo": SOLO})
     try:
         run_id = start(q)["solo"]
-        drive(executor(q), ended(q, run_id))
+        drive(_secrets_executor(request, q, backend), ended(q, run_id))
         env = _launched(q, run_id).environment
-        assert env is not None and "PATH" in env["env_names"]
+        assert env is not None and "PATH" in env["env_names"] and "error" not in env
+        if backend == "docker":
+            assert "HF_TOKEN" in env["env_names"] and env["backend"] == "docker"
         q.finalize_run(run_id, {"ml_outcome": "unknown", "notes": "only the record matters"})
         q.inspect_run(run_id, include=["provenance", "environment", "events"])
         q.status()
@@ -210,9 +280,11 @@ def test_secrets_in_the_engines_environment_never_enter_the_record(
     names = {p.name for p in written}
     assert {"events.db", "views.db", "snapshots.db", "STATE.md"} <= names
     assert any("blobs" in p.parts for p in written)
+    if backend == "docker":
+        assert "environment.json" in names
     for path in written:
         data = path.read_bytes()
-        for value in [*secrets.values(), hidden]:
+        for value in [*secrets.values(), hidden, IMAGE_SECRET]:
             assert value.encode() not in data, f"{value} leaked into {path}"
 
 

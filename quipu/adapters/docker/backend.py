@@ -16,6 +16,14 @@ What a container gets (``launch``):
   whole process group; the stage's stdout and stderr go straight to ``.quipu/stdout.log``
   (the executor caps that file as it does for a local process).
 
+What a launch records (``facts``): the image (id, digest, tags, the build's content hash) and
+the profile, and the environment as the stage sees it INSIDE the container. The engine cannot
+probe an image's interpreter from outside, so the stage wrapper does it before the stage starts
+(``QUIPU_PROBE_ENVIRONMENT=1``) and writes ``.quipu/environment.json``; ``facts`` waits for that
+file (bounded, and no longer than the container lives), stores the ``name==version`` list as a
+blob and records ``{python, implementation, executable, os, machine, cpu_count, gpu,
+env_names, packages: {count, sha256}}``, the same facts a local run records.
+
 How it ends (``poll``): the wrapper's ``.quipu/exit.json`` first, then the container's state.
 ``State.OOMKilled`` makes it ``oom`` with "out of memory (limit N MiB)"; a container that
 vanished is an unknown exit (the run is lost); one that could not start says why.
@@ -23,14 +31,17 @@ vanished is an unknown exit (the run is lost); one that could not start says why
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal as signals
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quipu.core.ports import BackendCapabilities, LaunchSpec, StageExit, StageHandle
+from quipu.core.ports import BackendCapabilities, BlobStore, LaunchSpec, StageExit, StageHandle
+from quipu.rundir import ENV_PROBE_ENVIRONMENT, ENVIRONMENT, SIDE_DIR
 
 from ._client import DAEMON_HINT, DockerUnavailable, connect, daemon_address
 
@@ -46,6 +57,8 @@ PACKAGE_POINT = "/opt/quipu"
 """The directory on the container's PYTHONPATH that holds the engine's ``quipu`` package."""
 WRAPPER = "quipu.adapters.executors._wrapper"
 NOBODY = 65534
+PROBE_TIMEOUT = 30.0
+"""How long ``facts`` waits for the in-container probe's file at most."""
 _PACKAGE = Path(__file__).resolve().parents[2]  # the engine's quipu package directory
 _READ_ONLY = ("inputs", "code")
 # Runs inside the container before the stage: send stdout and stderr to the run's log file (no
@@ -61,12 +74,17 @@ class DockerBackend:
     name = "docker"
 
     def __init__(self, *, project: str = "", python: str = "python3", pids_limit: int = 4096,
-                 client: docker.DockerClient | None = None) -> None:
+                 client: docker.DockerClient | None = None, blobs: BlobStore | None = None,
+                 probe_timeout: float = PROBE_TIMEOUT) -> None:
         """``python`` is the interpreter the image runs the stage with; ``client`` an SDK
-        client to use instead of connecting to ``$DOCKER_HOST`` on first use."""
+        client to use instead of connecting to ``$DOCKER_HOST`` on first use; ``blobs`` where
+        the package list seen in the container is stored (without it only its count is
+        recorded)."""
         self.project = project
         self.python = python
         self.pids_limit = pids_limit
+        self.blobs = blobs
+        self.probe_timeout = probe_timeout
         self._client = client
         self._lock = threading.Lock()
         self._logged: set[str] = set()  # containers whose own log was appended already
@@ -185,7 +203,7 @@ class DockerBackend:
         env = spec.environment(MOUNT_POINT)
         env.update({"PYTHONPATH": f"{MOUNT_POINT}/code:{PACKAGE_POINT}", "HOME": "/tmp",
                     "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
-                    "TINI_KILL_PROCESS_GROUP": "1"})
+                    "TINI_KILL_PROCESS_GROUP": "1", ENV_PROBE_ENVIRONMENT: "1"})
         uid, gid = self._user(run_dir)
         kwargs: dict[str, Any] = {}
         if res.memory_mb is not None:
@@ -374,12 +392,14 @@ class DockerBackend:
         self._logged.discard(handle.ref)
 
     def facts(self, spec: LaunchSpec, handle: StageHandle) -> dict[str, Any]:
-        """The image the stage runs (id, digests, tags) and the container's limits."""
+        """The image the stage runs (id, digests, tags), the container's limits, and the
+        environment the stage sees inside it (see the module's docstring)."""
         import docker
 
         res = spec.resources
         found: dict[str, Any] = {"backend": self.name, "image": res.image,
                                  "container": handle.ref[:12], "profile": res.to_dict()}
+        found.update(self._inside(spec.run_dir, handle))
         try:
             image = self.client().images.get(res.image or "")
         except docker.errors.DockerException:
@@ -392,6 +412,45 @@ class DockerBackend:
         if "quipu.context_hash" in labels:
             found["image_context_hash"] = labels["quipu.context_hash"]
         return found
+
+
+    def _inside(self, run_dir: Path, handle: StageHandle) -> dict[str, Any]:
+        """The in-container probe's facts, its package list stored as a blob; ``{error}`` when
+        the container ended (or ``probe_timeout`` passed) without writing them."""
+        path = Path(run_dir) / SIDE_DIR / ENVIRONMENT
+        deadline = time.monotonic() + self.probe_timeout
+        checked = time.monotonic()
+        while not path.exists():
+            now = time.monotonic()
+            if now >= deadline:
+                return {"error": f"the stage's environment was not written within "
+                                 f"{self.probe_timeout:g} s"}
+            if now - checked >= 0.5:  # a container that ended writes nothing more
+                checked = now
+                if not self.alive(handle):
+                    if path.exists():
+                        break
+                    return {"error": "the container ended before its environment was written"}
+            time.sleep(0.02)
+        try:
+            facts = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return {"error": f"the stage's environment could not be read: {exc}"[:300]}
+        if not isinstance(facts, dict):
+            return {"error": "the stage's environment is not a JSON object"}
+        packages = facts.get("packages")
+        if isinstance(packages, list):
+            listing = "".join(f"{line}\n" for line in packages).encode()
+            recorded: dict[str, Any] = {"count": len(packages)}
+            if self.blobs is not None:
+                digest = self.blobs.put_bytes(listing)
+                if digest != hashlib.sha256(listing).hexdigest():
+                    raise RuntimeError("the blob store named the package list by another hash")
+                recorded["sha256"] = digest
+            facts["packages"] = recorded
+        return {k: v for k, v in facts.items()
+                if k in ("python", "implementation", "executable", "os", "machine",
+                         "cpu_count", "gpu", "env_names", "packages", "error")}
 
 
 def _run_dir_of(container: Container) -> Path:

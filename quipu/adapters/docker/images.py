@@ -1,6 +1,7 @@
 """The project's container images: list, inspect and build them on the Docker daemon.
 
-A project image is a base image plus the project's ``requirements.txt``, or the project's own
+A project image is a base image plus the project's ``requirements.txt`` (installed with
+``python3 -m pip``, run without a shell), or the project's own
 ``Dockerfile`` (which may ``COPY requirements.txt``; those two files are the whole build
 context). Its tag carries a content hash of what goes in (the base, the Dockerfile, the
 requirements), ``quipu-<project>:<hash>``, so building an unchanged project again reuses the
@@ -97,9 +98,12 @@ class DockerImages:
         else:
             lines = [f"FROM {base or DEFAULT_BASE}"]
             if "requirements.txt" in files:
+                # The exec form needs no shell in the base (a Python-only image will do), and
+                # no version check means pip reaches the network only for what it installs.
                 lines += ["COPY requirements.txt /tmp/quipu-requirements.txt",
-                          "RUN python3 -m pip install --no-cache-dir -r "
-                          "/tmp/quipu-requirements.txt"]
+                          'RUN ["python3", "-m", "pip", "install", "--no-cache-dir", '
+                          '"--disable-pip-version-check", "-r", '
+                          '"/tmp/quipu-requirements.txt"]']
             dockerfile = ("\n".join(lines) + "\n").encode()
         files["Dockerfile"] = dockerfile
         digest = hashlib.sha256(b"quipu-image-1\0")

@@ -27,78 +27,24 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from quipu.core.ports import BlobStore
 
-__all__ = ["ENV_NAME_PREFIXES", "EnvironmentProbe", "gpu_facts", "relevant_env_names"]
+from ._probe import ENV_NAME_PREFIXES, ENV_NAMES, gpu_facts, relevant_env_names
+
+__all__ = ["ENV_NAMES", "ENV_NAME_PREFIXES", "EnvironmentProbe", "gpu_facts",
+           "relevant_env_names"]
 
 log = logging.getLogger("quipu.executor")
 
-ENV_NAME_PREFIXES = ("CUDA_", "NVIDIA_", "NCCL_", "CUDNN_", "PYTHON", "OMP_", "MKL_",
-                     "OPENBLAS_", "QUIPU_", "TORCH", "TF_", "XLA_", "JAX_", "HF_", "LC_", "LD_")
-"""A variable whose name starts with one of these is relevant to how a stage runs."""
-ENV_NAMES = frozenset({"HOME", "LANG", "TZ", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV"})
-"""Relevant variables named exactly; besides these, every name ending in ``PATH``."""
-
 PROBE_TIMEOUT = 30.0
-GPU_TIMEOUT = 5.0
-GPU_QUERY = ("--query-gpu=name,driver_version,memory.total", "--format=csv,noheader")
 
 # Run in the stage's interpreter: everything it would import from, without the stage's code.
-_PROBE = r"""
-import importlib.metadata, json, os, platform, sys
-seen = {}
-for dist in importlib.metadata.distributions():
-    name = dist.metadata["Name"]
-    if not name:
-        continue
-    key = name.lower().replace("_", "-").replace(".", "-")
-    seen.setdefault(key, f"{name}=={dist.version}")  # the first on sys.path is the one imported
-print(json.dumps({
-    "python": platform.python_version(),
-    "implementation": sys.implementation.name,
-    "executable": sys.executable,
-    "os": platform.platform(),
-    "machine": platform.machine(),
-    "cpu_count": os.cpu_count(),
-    "paths": [p for p in sys.path if p and os.path.isdir(p)],
-    "packages": [seen[k] for k in sorted(seen)],
-}))
-"""
-
-
-def relevant_env_names(env: Mapping[str, str]) -> list[str]:
-    """The sorted names in ``env`` that bear on how a stage runs (values are never kept):
-    those starting with ``ENV_NAME_PREFIXES``, those in ``ENV_NAMES``, and any ending in PATH."""
-    return sorted(name for name in env
-                  if name.startswith(ENV_NAME_PREFIXES) or name in ENV_NAMES
-                  or name.endswith("PATH"))
-
-
-def gpu_facts(path: str | None, *, timeout: float = GPU_TIMEOUT) -> list[dict[str, str]] | None:
-    """The GPUs ``nvidia-smi`` (looked up on ``path``) reports: ``[{name, driver, memory}]``.
-
-    None when there is no ``nvidia-smi`` on ``path``, or it fails, times out or prints nothing
-    that parses (a machine without a usable NVIDIA GPU).
-    """
-    tool = shutil.which("nvidia-smi", path=path)
-    if tool is None:
-        return None
-    try:
-        done = subprocess.run([tool, *GPU_QUERY], capture_output=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if done.returncode != 0:
-        return None
-    gpus = []
-    for line in done.stdout.decode("utf-8", "replace").splitlines():
-        fields = [f.strip() for f in line.split(",")]
-        if len(fields) >= 2 and fields[0]:
-            gpus.append({"name": fields[0], "driver": fields[1],
-                         "memory": fields[2] if len(fields) > 2 else ""})
-    return gpus or None
+# The text of ``_probe`` itself, so the local and the in-container facts are computed alike.
+_PROBE = (Path(__file__).with_name("_probe.py").read_text(encoding="utf-8")
+          + "\n_main()\n")
 
 
 def _mtime(path: str) -> int | None:

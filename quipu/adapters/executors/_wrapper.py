@@ -9,7 +9,16 @@ is written last (after the SDK's own exit hooks flushed metrics), through a temp
 rename, so a reader sees it whole or not at all. A stage killed by SIGKILL writes nothing; the
 executor then knows only what the operating system tells it, or that the process is gone.
 
-This module imports nothing but the standard library: it runs inside every stage.
+Asked to by ``QUIPU_PROBE_ENVIRONMENT=1`` (the Docker backend, which cannot look inside its
+containers from the engine's side), the wrapper also writes ``.quipu/environment.json``: the
+facts of ``_probe.environment_facts`` as the stage's process sees them (the image's interpreter
+and distributions, its platform, GPUs and the names, never the values, of its variables). The
+stage's own code directories are left out of the distribution search, as in the local probe. A
+process forked before the stage starts does it, so the stage's start never waits for the scan;
+a stage that ends before it finished waits for it (at most ``PROBE_WAIT`` seconds).
+
+This module imports nothing but the standard library (and, when probing, ``_probe``, which is
+standard library only too): it runs inside every stage.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ __all__ = ["ERROR_LIMIT", "main"]
 
 ERROR_LIMIT = 1000
 """Characters of the exception line kept as the run's error."""
+PROBE_WAIT = 30.0
+"""Seconds a stage that ended waits at most for its environment probe to finish."""
 
 _status: dict[str, int | str | None] = {"exit_code": None, "signal": None, "error": None}
 
@@ -45,6 +56,68 @@ def _write_status() -> None:
         os.replace(tmp, path)
     except OSError:
         pass  # the executor falls back to the process's return code
+
+
+def _write_environment() -> None:
+    """Write ``.quipu/environment.json`` (whole, through a rename); a probe that fails writes
+    its error instead and never stops the stage."""
+    path = _exit_file().with_name("environment.json")  # quipu.rundir.ENVIRONMENT
+    try:
+        from quipu.adapters.executors._probe import environment_facts
+
+        # The stage's code (PYTHONPATH) and the working directory are not the interpreter's.
+        code = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        facts: dict[str, object] = environment_facts(exclude=[os.getcwd(), *code])
+    except Exception as exc:  # the facts never stop a stage
+        facts = {"error": _one_line(f"{type(exc).__name__}: {exc}")[:300]}
+    try:
+        tmp = path.with_name(f".environment.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(facts))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the backend records that the facts are missing
+
+
+def _probe_in_background() -> int | None:
+    """Start ``_write_environment`` in a grandchild process, so the stage starts at once.
+
+    The grandchild is orphaned at once (its parent exits and is reaped here), so the
+    container's init reaps it and the stage never sees a child it did not start. It holds the
+    write end of a pipe until it exits: the returned read end tells ``_await_probe`` when the
+    probe is done. Without ``fork`` the probe runs here, before the stage.
+    """
+    try:
+        done_r, done_w = os.pipe()
+        child = os.fork()
+    except OSError:
+        _write_environment()
+        return None
+    if child == 0:
+        try:
+            os.close(done_r)
+            if os.fork() == 0:
+                try:
+                    _write_environment()
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)
+    os.close(done_w)
+    os.waitpid(child, 0)
+    return done_r
+
+
+def _await_probe(done: int, timeout: float = PROBE_WAIT) -> None:
+    """Wait (at most ``timeout`` seconds) for the background probe to finish."""
+    import select
+
+    try:
+        while select.select([done], [], [], timeout)[0] and os.read(done, 64):
+            pass  # nothing is ever written: EOF comes when the probe exits
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(done)
 
 
 def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
@@ -72,10 +145,18 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     script = os.path.abspath(argv[0])
+    probing = None
+    if os.environ.get("QUIPU_PROBE_ENVIRONMENT") == "1":  # quipu.rundir.ENV_PROBE_ENVIRONMENT
+        # Before the SIGTERM handler and the exit hooks, which the probe must not inherit.
+        probing = _probe_in_background()
     # atexit runs hooks last-registered-first: registering now makes exit.json the very last
     # thing written, after the SDK flushed its buffers.
     atexit.register(_write_status)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if probing is not None:
+        # Runs before _write_status (atexit is last-in-first-out): a stage that ends at once
+        # must not take the unfinished probe down with its container.
+        atexit.register(_await_probe, probing)
     sys.argv = [script, *argv[1:]]
     sys.path[0] = os.path.dirname(script)  # like `python script.py`, not the run directory
     try:
