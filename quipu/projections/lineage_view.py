@@ -140,11 +140,13 @@ def label(node_id: str, attrs: dict[str, Any]) -> str:
                 f"{_short(attrs.get('description'))}")
     if kind == "run":
         ml = f" ({attrs['ml_outcome']})" if attrs.get("ml_outcome") else ""
-        why = ""
-        if attrs.get("blocked"):
-            why = f", blocked: {_short(attrs['blocked'])}"
-        elif attrs.get("stop") and attrs.get("state") in ("stopped", "finalized"):
-            why = f", stopped by {attrs['stop'].get('by')}: {_short(attrs['stop'].get('why'))}"
+        why, state = "", attrs.get("state")
+        if attrs.get("blocked"):  # blocked: FIX, or finalized (miss), blocked: FIX
+            why = f"{'' if state == 'blocked' else ', blocked'}: {_short(attrs['blocked'])}"
+        elif attrs.get("stop"):  # a stop may come too late to be why the run ended
+            stop = attrs["stop"]
+            asked = " by" if state == "stopped" else ", stop requested by"
+            why = f"{asked} {stop.get('by')}: {_short(stop.get('why'))}"
         counts = findings_of(attrs)
         found = ("; findings " + ", ".join(f"{n} {k}" for k, n in counts.items())
                  if counts else "")

@@ -313,6 +313,10 @@ def test_a_run_s_finding_counts_equal_the_findings_recorded_about_it(plan, pages
         assert (history.runs[run_id].svs().get("findings") or {}) == expected
         shown = walk(conn, f"run:{run_id}", depth=1)["nodes"][0]
         assert shown.get("findings", {}) == expected
+    if h.runs:  # the provenance closure lists each upstream run's counts too
+        for entry in provenance(conn, h.runs[-1])["runs"]:
+            want = {k: n for k, n in h.findings.get(entry["run_id"], {}).items() if n}
+            assert entry.get("findings", {}) == want
 
 
 @pytest.fixture
