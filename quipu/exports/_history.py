@@ -20,11 +20,12 @@ from quipu.core.project.events import ProjectInitialized
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import RunExited, RunFinalized, RunLaunched, RunRequested
 from quipu.core.workspaces.events import PipelineRunStarted, VersionSaved, WorkspaceCreated
-from quipu.projections.lineage_facts import FACTS, facts, kind_of
+from quipu.projections.lineage_facts import FACTS, Node, facts, kind_of, merge
 
 __all__ = ["History", "RunRecord", "Transition", "read_history"]
 
 PAGE = 2000
+_SVS_KEYS = frozenset({"findings", "blocked", "stop", "suggested"})
 
 
 @dataclass
@@ -51,6 +52,19 @@ class RunRecord:
     exited_position: int | None = None
     ended_at: str | None = None
     finalized: RunFinalized | None = None
+    svs_facts: list[tuple[int, Node]] = field(default_factory=list)
+    """(position, the run node's facts) of each event that added SVS findings or reasons."""
+
+    def svs(self, until: int | None = None) -> dict[str, Any]:
+        """The run's SVS facts up to position ``until`` (default: all): ``findings`` counts
+        per severity, ``blocked``, ``stop``, ``suggested`` (the lineage facts, merged the
+        lineage view's way, so the exports and ``get_lineage`` agree)."""
+        out: dict[str, Any] = {}
+        for position, node in self.svs_facts:
+            if until is not None and position > until:
+                break
+            out = merge(out, node) or out
+        return {k: v for k, v in out.items() if k in _SVS_KEYS}
 
 
 @dataclass
@@ -103,6 +117,10 @@ class History:
                     known.setdefault(k, v)
             elif kind_of(n.id) == "source":
                 self.sources.setdefault(n.id.partition(":")[2], {}).update(n.attrs)
+            elif kind_of(n.id) == "run" and (n.adds or _SVS_KEYS & n.attrs.keys()):
+                record = self.runs.get(n.id.partition(":")[2])
+                if record is not None:
+                    record.svs_facts.append((position, n))
         for e in found.edges:
             self.edges[(e.src, e.kind, e.dst, e.name)] = None
 

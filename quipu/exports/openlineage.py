@@ -3,7 +3,8 @@
 A run's lifecycle state after each of its events (``core.runs.lifecycle``, the one state
 machine) decides the event type: ``requested`` -> START, ``running`` -> RUNNING (launched, or
 adopted back), ``succeeded`` -> COMPLETE, ``failed`` / ``crashed`` / ``lost`` -> FAIL,
-``canceled`` / ``stopped`` / ``preempted`` -> ABORT, ``finalized`` -> OTHER (the agent's
+``canceled`` / ``stopped`` / ``preempted`` / ``blocked`` (the pre-run review refused it, so
+it never ran) -> ABORT, ``finalized`` -> OTHER (the agent's
 verdict, with the results facet). Other states (queued, launching) are internal and not sent.
 
 The job is ``WORKSPACE.STAGE`` in the namespace ``quipu://PROJECT``; the run id is a UUID
@@ -14,7 +15,9 @@ source is the source instead (``source:NAME``, facet ``quipu_source``), from the
 so are the checkpoints a run started with ``resume_from`` was given (``checkpoint:SHA256``,
 facet ``quipu_checkpoint``: the run that saved it, the checkpoint's name, step and size).
 Custom facets: ``quipu_version`` (workspace, version, manifest digest, config hash, ids) on
-every event and ``quipu_results`` (ML outcome, results) once finalized.
+every event, ``quipu_results`` (ML outcome, results) once finalized, and ``quipu_findings``
+once the run has SVS findings: ``counts`` per severity as of the event, ``blocked`` (a blocking
+review's fix), ``stopRequestedBy`` / ``stopReason``, ``suggestedOutcome``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ CUSTOM_SCHEMA = "https://github.com/quipu-research/quipu/blob/main/docs/lineage.
 EVENT_TYPES: dict[str, str] = {
     "requested": "START", "running": "RUNNING", "succeeded": "COMPLETE", "failed": "FAIL",
     "crashed": "FAIL", "lost": "FAIL", "canceled": "ABORT", "stopped": "ABORT",
-    "preempted": "ABORT", "finalized": "OTHER",
+    "preempted": "ABORT", "blocked": "ABORT", "finalized": "OTHER",
 }
 """Lifecycle state entered -> OpenLineage event type (states not listed send nothing)."""
 
@@ -50,7 +53,18 @@ def _facet(name: str, **fields: Any) -> dict[str, Any]:
     return {"_producer": PRODUCER, "_schemaURL": CUSTOM_SCHEMA.format(name), **fields}
 
 
-def _run_facets(history: History, rec: RunRecord, results: bool) -> dict[str, Any]:
+def _findings_facet(svs: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``quipu_findings`` facet of a run's SVS facts (None: nothing to say yet)."""
+    stop = svs.get("stop") or {}
+    fields = {"counts": {k: n for k, n in sorted((svs.get("findings") or {}).items()) if n},
+              "blocked": svs.get("blocked"), "stopRequestedBy": stop.get("by"),
+              "stopReason": stop.get("why"), "suggestedOutcome": svs.get("suggested")}
+    kept = {k: v for k, v in fields.items() if v}
+    return _facet("quipu_findings", **kept) if kept else None
+
+
+def _run_facets(history: History, rec: RunRecord, results: bool,
+                position: int) -> dict[str, Any]:
     r = rec.request
     namespace = f"quipu://{history.project}"
     facets: dict[str, Any] = {
@@ -65,6 +79,9 @@ def _run_facets(history: History, rec: RunRecord, results: bool) -> dict[str, An
     if results and rec.finalized is not None:
         facets["quipu_results"] = _facet("quipu_results", mlOutcome=rec.finalized.ml_outcome,
                                          results=rec.finalized.results)
+    found = _findings_facet(rec.svs(position))
+    if found is not None:
+        facets["quipu_findings"] = found
     return facets
 
 
@@ -125,7 +142,8 @@ def openlineage_events(history: History) -> list[dict[str, Any]]:
             out.append((t.position, {
                 "eventType": kind, "eventTime": t.at, "producer": PRODUCER, "schemaURL": SCHEMA,
                 "run": {"runId": _uuid(history.project, run_id),
-                        "facets": _run_facets(history, rec, t.state == "finalized")},
+                        "facets": _run_facets(history, rec, t.state == "finalized",
+                                             t.position)},
                 "job": {"namespace": namespace, "name": f"{r.workspace}.{r.stage}"},
                 "inputs": _inputs(history, rec, launched),
                 "outputs": _datasets(history, made),

@@ -21,6 +21,11 @@
   ``wasAttributedTo`` (a version to the actor who saved it) and ``wasInformedBy`` (a run by
   each run whose output it used, and by the run it resumed from).
 
+A run's SVS findings are attributes of its activity: counts per severity
+(``quipu:findingsError``, ``quipu:findingsWarning``, ``quipu:findingsInfo``,
+``quipu:findingsOmitted``; zero counts left out), ``quipu:blocked`` (a blocking review's fix),
+``quipu:stopRequestedBy`` and ``quipu:stopReason``, ``quipu:suggestedOutcome``.
+
 Written by hand (no dependency at run time); a test reads it back with the ``prov`` package.
 """
 
@@ -78,6 +83,22 @@ def _selected(history: History, run: str | None, workspace: str | None) -> set[s
                     nodes |= {src, dst}
         return nodes
     return None
+
+
+def _svs_attributes(svs: dict[str, Any]) -> dict[str, Any]:
+    """A run's SVS findings as activity attributes: ``quipu:findingsError`` (and Warning,
+    Info, Omitted) counts, ``quipu:blocked`` (why the review blocked it),
+    ``quipu:stopRequestedBy`` / ``quipu:stopReason``, ``quipu:suggestedOutcome``."""
+    out: dict[str, Any] = {f"quipu:findings{k.capitalize()}": n
+                           for k, n in sorted((svs.get("findings") or {}).items()) if n}
+    if svs.get("blocked"):
+        out["quipu:blocked"] = svs["blocked"]
+    if svs.get("stop"):
+        out["quipu:stopRequestedBy"] = svs["stop"].get("by")
+        out["quipu:stopReason"] = svs["stop"].get("why")
+    if svs.get("suggested"):
+        out["quipu:suggestedOutcome"] = svs["suggested"]
+    return out
 
 
 def prov_document(history: History, *, run: str | None = None,
@@ -167,6 +188,7 @@ def prov_document(history: History, *, run: str | None = None,
             act["prov:endTime"] = rec.ended_at
         if rec.finalized is not None:
             act["quipu:mlOutcome"] = rec.finalized.ml_outcome
+        act.update(_svs_attributes(rec.svs()))
         activity[_local(node)] = act
         relate("wasAssociatedWith", activity=_local(node), agent=add_agent(r.actor),
                role="quipu:requester")

@@ -41,6 +41,13 @@ Edges point the way data flows, from the upstream node to the downstream one:
 A source's node is its name: a name deleted and registered again is the same node, its attrs
 those of the newest registration, its edges those of both.
 
+SVS findings join a run's node, not the graph's shape: each finding event (``FindingsRecorded``,
+``ReviewCompleted``, ``OutcomeSuggested``) adds its findings to the run's ``findings`` counts
+per severity (``Node.adds``: summed, never replaced; the same rows and severities the findings
+view keeps, so the counts agree with ``get_run_svs_findings``; ``omitted`` counts findings an
+event did not list). A blocking review sets ``blocked`` (the fix, else its first error), a
+stop request ``stop`` (who asked and why), the post-run review ``suggested`` (the outcome).
+
 Extension point: a domain whose events add lineage registers a function in ``FACTS`` and,
 if it brings new kinds, adds them to ``NODE_KINDS`` / ``EDGE_KINDS`` (the projection's version
 goes up so it refolds).
@@ -53,6 +60,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quipu.core.messages import Event
+from quipu.core.reviews.events import (
+    FindingsRecorded,
+    OutcomeSuggested,
+    ReviewCompleted,
+    StopRequested,
+)
 from quipu.core.runs import lifecycle
 from quipu.core.runs.events import (
     CheckpointSaved,
@@ -77,9 +90,9 @@ from quipu.core.workspaces.events import (
     WorkspaceDeleted,
 )
 
-__all__ = ["EDGE_KINDS", "FACTS", "NODE_KINDS", "Edge", "Facts", "Node", "checkpoint_edge_name",
-           "checkpoint_node", "facts", "kind_of", "output_node", "pipeline_node", "run_node",
-           "source_node", "version_node", "workspace_node"]
+__all__ = ["EDGE_KINDS", "FACTS", "NODE_KINDS", "SEVERITIES", "Edge", "Facts", "Node",
+           "checkpoint_edge_name", "checkpoint_node", "facts", "kind_of", "merge", "output_node",
+           "pipeline_node", "run_node", "source_node", "version_node", "workspace_node"]
 
 NODE_KINDS: tuple[str, ...] = ("workspace", "version", "pipeline_run", "run", "output", "source",
                                "checkpoint")
@@ -89,6 +102,12 @@ EDGE_KINDS: tuple[str, ...] = ("forked-from", "version-of", "ran-on-version", "p
                                "consumed", "produced", "content", "promoted-from", "saved",
                                "resumed-from")
 """Kinds of edge the log records."""
+
+SEVERITIES: tuple[str, ...] = ("error", "warning", "info")
+"""Finding severities, most severe first (how a run's ``findings`` counts are shown)."""
+
+REASON_CHARS = 160
+"""Longest blocked / stop reason a run's node keeps (the findings view has the rest)."""
 
 RESUMED_LISTED = 20
 """Most checkpoints a resumed run's node lists (the last by name and step; the count says how
@@ -103,6 +122,9 @@ class Node:
     id: str
     attrs: dict[str, Any]
     first_wins: bool = False
+    adds: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Counts summed into ``attrs[key]`` (a dict of counts) instead of replacing it: a run's
+    ``findings`` per severity arrive in several events."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +144,27 @@ class Facts:
 
     nodes: list[Node] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
+
+
+def merge(known: dict[str, Any] | None, node: Node) -> dict[str, Any] | None:
+    """What is known about a node after ``node``'s facts (``known``: before; None if new).
+    Returns None when nothing changes (a ``first_wins`` fact that adds nothing). The one
+    merge rule, shared by the lineage view and the exports."""
+    if known is None:
+        out = dict(node.attrs)
+    elif node.first_wins:
+        added = {k: v for k, v in node.attrs.items() if k not in known}
+        if not added and not node.adds:
+            return None
+        out = {**known, **added}
+    else:
+        out = {**known, **node.attrs}
+    for key, counts in node.adds.items():
+        total = dict(out.get(key) or {})
+        for k, n in counts.items():
+            total[k] = int(total.get(k, 0)) + n
+        out[key] = total
+    return out
 
 
 def workspace_node(name: str) -> str:
@@ -286,6 +329,48 @@ def _state_change(e: Event) -> Facts:
     return Facts([Node(run_node(e.run_id), attrs)])  # type: ignore[attr-defined]
 
 
+def _cut(text: Any) -> str:
+    s = " ".join(str(text or "").split())
+    return s if len(s) <= REASON_CHARS else s[: REASON_CHARS - 1] + "…"
+
+
+def _counts(findings: list[dict[str, Any]], omitted: int = 0) -> dict[str, int]:
+    """Findings per severity, as the findings view files them (a missing one is ``info``)."""
+    out: dict[str, int] = {}
+    for f in findings:
+        severity = str(f.get("severity", "info"))
+        out[severity] = out.get(severity, 0) + 1
+    if omitted:
+        out["omitted"] = omitted
+    return out
+
+
+def _findings_recorded(e: FindingsRecorded) -> Facts:
+    return Facts([Node(run_node(e.run_id), {}, adds={"findings": _counts(e.findings, e.omitted)})])
+
+
+def _review_completed(e: ReviewCompleted) -> Facts:
+    out = _state_change(e)
+    node = out.nodes[0]
+    attrs = dict(node.attrs)
+    if e.decision == "block":
+        first = next((f for f in e.findings if f.get("severity") == "error"),
+                     e.findings[0] if e.findings else {})
+        attrs["blocked"] = _cut(e.fix or first.get("message") or e.reason)
+    return Facts([Node(node.id, attrs, adds={"findings": _counts(e.findings, e.omitted)})])
+
+
+def _outcome_suggested(e: OutcomeSuggested) -> Facts:
+    # One informational row in the findings view, so one ``info`` here too.
+    return Facts([Node(run_node(e.run_id), {"suggested": e.outcome},
+                       adds={"findings": {"info": 1}})])
+
+
+def _stop_requested(e: StopRequested) -> Facts:
+    why = (e.finding or {}).get("message") or e.reason
+    return Facts([Node(run_node(e.run_id), {"stop": {"by": e.requested_by, "why": _cut(why)}})])
+
+
 def _source_attrs(e: SourceRegistered | ArtifactPromoted) -> dict[str, Any]:
     # Every key set, so a name registered again after a delete describes the new source only.
     promoted = f"{e.run_id}.{e.output}" if isinstance(e, ArtifactPromoted) else None
@@ -343,7 +428,11 @@ FACTS: dict[str, Callable[[Any], Facts]] = {
     SourceConsumed.TYPE: _source_consumed,
     CheckpointSaved.TYPE: _checkpoint_saved,
     **{t.event: _state_change for t in lifecycle.EVENT_TRIGGERS
-       if t.event not in (RunLaunched.TYPE, RunExited.TYPE)},
+       if t.event not in (RunLaunched.TYPE, RunExited.TYPE, ReviewCompleted.TYPE)},
+    ReviewCompleted.TYPE: _review_completed,
+    FindingsRecorded.TYPE: _findings_recorded,
+    OutcomeSuggested.TYPE: _outcome_suggested,
+    StopRequested.TYPE: _stop_requested,
 }
 """Event type -> its lineage facts. The extension point: a new domain registers here."""
 

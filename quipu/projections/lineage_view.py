@@ -32,9 +32,11 @@ from ._base import Folded, Indexes, chunks, placeholders
 from .lineage_facts import (
     FACTS,
     NODE_KINDS,
+    SEVERITIES,
     Edge,
     facts,
     kind_of,
+    merge,
     output_node,
     run_node,
     source_node,
@@ -42,8 +44,8 @@ from .lineage_facts import (
     workspace_node,
 )
 
-__all__ = ["DIRECTIONS", "MAX_DEPTH", "MAX_NODES", "WALK_CAP", "LineageView", "label", "node",
-           "provenance", "resolve", "walk"]
+__all__ = ["DIRECTIONS", "MAX_DEPTH", "MAX_NODES", "WALK_CAP", "LineageView", "findings_of",
+           "label", "node", "provenance", "resolve", "walk"]
 
 DIRECTIONS = ("upstream", "downstream", "both")
 MAX_DEPTH = 100
@@ -61,8 +63,8 @@ class LineageView:
     name: ClassVar[str] = "lineage"
     # 2: source nodes, content / promoted-from edges; 3: checkpoint nodes, saved /
     # resumed-from edges, a resumed run's resumed_from attr, source -> run edges named by
-    # the input
-    version: ClassVar[int] = 3
+    # the input; 4: a run's SVS findings (counts per severity, blocked, stop, suggested)
+    version: ClassVar[int] = 4
     types: ClassVar[frozenset[str]] = frozenset(FACTS)
     tables: ClassVar[tuple[str, ...]] = ("lineage_nodes", "lineage_edges")
     indexes: ClassVar[Indexes] = (("lineage_edges", ("dst", "src")),)
@@ -94,15 +96,10 @@ class LineageView:
         for position, found in pending:
             for n in found.nodes:
                 known = merged.get(n.id)
-                if known is None:
-                    merged[n.id] = (dict(n.attrs), position)
-                elif n.first_wins:
-                    added = {k: v for k, v in n.attrs.items() if k not in known[0]}
-                    if not added:
-                        continue
-                    merged[n.id] = ({**known[0], **added}, position)
-                else:
-                    merged[n.id] = ({**known[0], **n.attrs}, position)
+                after = merge(None if known is None else known[0], n)
+                if after is None:
+                    continue
+                merged[n.id] = (after, position)
                 changed.add(n.id)
             edges.extend((e, position) for e in found.edges)
         conn.executemany(
@@ -143,8 +140,18 @@ def label(node_id: str, attrs: dict[str, Any]) -> str:
                 f"{_short(attrs.get('description'))}")
     if kind == "run":
         ml = f" ({attrs['ml_outcome']})" if attrs.get("ml_outcome") else ""
+        why, state = "", attrs.get("state")
+        if attrs.get("blocked"):  # blocked: FIX, or finalized (miss), blocked: FIX
+            why = f"{'' if state == 'blocked' else ', blocked'}: {_short(attrs['blocked'])}"
+        elif attrs.get("stop"):  # a stop may come too late to be why the run ended
+            stop = attrs["stop"]
+            asked = " by" if state == "stopped" else ", stop requested by"
+            why = f"{asked} {stop.get('by')}: {_short(stop.get('why'))}"
+        counts = findings_of(attrs)
+        found = ("; findings " + ", ".join(f"{n} {k}" for k, n in counts.items())
+                 if counts else "")
         return (f"{attrs.get('stage')} run {key} on {attrs.get('workspace')}@v"
-                f"{attrs.get('version')}: {attrs.get('state')}{ml}")
+                f"{attrs.get('version')}: {attrs.get('state')}{ml}{why}{found}")
     if kind == "output":
         origin = (f" from {attrs['producer']}" if attrs.get("producer")
                   else f" from {attrs['path']}" if attrs.get("path") else "")
@@ -160,6 +167,13 @@ def label(node_id: str, attrs: dict[str, Any]) -> str:
         return (f"source {key} ({attrs.get('format')}, {attrs.get('size')} bytes, "
                 f"{attrs.get('status')}{origin}): {_short(attrs.get('description'))}")
     return node_id
+
+
+def findings_of(attrs: dict[str, Any]) -> dict[str, int]:
+    """A run node's finding counts, most severe first, zero counts left out (empty: none)."""
+    counts = attrs.get("findings") or {}
+    order = [*SEVERITIES, *sorted(set(counts) - set(SEVERITIES) - {"omitted"}), "omitted"]
+    return {k: int(counts[k]) for k in order if counts.get(k)}
 
 
 _VERSION = re.compile(r"v?(\d+)")
@@ -398,8 +412,7 @@ def walk(conn: sqlite3.Connection, root: str, *, direction: str = "upstream", de
     truncated = len(seen) > len(shown_ids) or len(shown_edges) < len(among)
     out: dict[str, Any] = {
         "root": root, "direction": direction, "depth": depth,
-        "nodes": [{"id": n, "label": label(n, attrs.get(n, {})), "hops": seen[n]}
-                  for n in shown_ids],
+        "nodes": [_shown(n, attrs.get(n, {}), seen[n]) for n in shown_ids],
         "edges": shown_edges,
         "counts": {"nodes": len(seen), "edges": crossed, "by_kind": dict(sorted(
             by_kind.items())), "exact": not capped},
@@ -410,6 +423,15 @@ def walk(conn: sqlite3.Connection, root: str, *, direction: str = "upstream", de
                        "kinds=[...] or a smaller depth, or raise limit")
     elif beyond:
         out["hint"] = f"more lies beyond {depth} hops: raise depth to see it"
+    return out
+
+
+def _shown(node_id: str, attrs: dict[str, Any], hops: int) -> dict[str, Any]:
+    """A node as a walk shows it; a run with findings also has its counts per severity."""
+    out: dict[str, Any] = {"id": node_id, "label": label(node_id, attrs), "hops": hops}
+    counts = findings_of(attrs) if kind_of(node_id) == "run" else {}
+    if counts:
+        out["findings"] = counts
     return out
 
 
@@ -471,7 +493,8 @@ def _entry(node_id: str, a: dict[str, Any], given_to: list[str]) -> dict[str, An
     if kind == "run":
         return {"run_id": key, "stage": a.get("stage"),
                 "version": f"{a.get('workspace')}@v{a.get('version')}",
-                "config_hash": a.get("config_hash"), "state": a.get("state")}
+                "config_hash": a.get("config_hash"), "state": a.get("state"),
+                "findings": findings_of(a) or None}
     if kind == "checkpoint":
         return {"sha256": key, "name": a.get("name"), "step": a.get("step"),
                 "size": a.get("size"), "saved_by": a.get("run"), "given_to": given_to}

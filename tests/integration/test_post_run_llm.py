@@ -16,6 +16,7 @@ from test_executor_helpers import ONE_STAGE, drive, ended, executor, make_projec
 from waiting import wait_until
 
 from quipu.adapters.monitor import PostRunReviewer, RunMonitor
+from quipu.adapters.monitor.monitor import WINDOW_FAILURES
 from quipu.adapters.reviewers.llm import LlmReviewer
 from quipu.adapters.reviewers.outcome import LlmOutcomeReview, LlmWindowReview
 from quipu.app.facade import Quipu
@@ -119,4 +120,56 @@ def test_the_monitors_llm_window_review_records_findings_and_an_error_stops_the_
     assert [(f["signal"], f["source"], f["severity"]) for f in found] == [
         ("llm_window", "llm", "error")]
     assert server.seen, "the model was asked"
+    q.close()
+
+
+STEADY = dedent("""\
+    import time
+    from quipu import sdk
+    for step, value in enumerate([0.9, 0.8, 0.7]):
+        sdk.log_metric("loss", value, step=step)
+    while not sdk.should_stop():
+        time.sleep(0.05)
+    """)
+
+
+def test_the_window_review_is_switched_off_after_repeated_failures_and_the_run_goes_on(
+        server: LlmServer, tmp_path: Path) -> None:
+    """Failures in a row are counted (a good answer starts the count again); after
+    WINDOW_FAILURES of them the model is not asked again, its failures never became findings,
+    and the run, still running, ends only when asked to."""
+    failed = Answer(status=500, body={"error": "overloaded"})
+    diverges = openai_reply(json.dumps({"findings": [
+        {"severity": "error", "message": "the loss diverges", "metric": "loss"}]}))
+    server.answer(failed, Answer(raw=b"{not json"), openai_reply('{"findings": []}'),
+                  *[failed] * WINDOW_FAILURES, diverges)
+    q = make_project(tmp_path, ONE_STAGE, {"solo": STEADY})
+    run_id = start(q)["solo"]
+    llm = LlmReviewer(api="openai", endpoint=f"{server.url}/v1", model="m-1", api_key=None,
+                      timeout=10.0, retries=0)
+    monitor = RunMonitor(q.store, q.runs, MonitorRules(auto_stop=True, min_points=100),
+                         tick=0.05, window_review=LlmWindowReview(llm), window_every=0.01)
+    ex = executor(q)
+    polls = [0]
+
+    def step() -> None:
+        ex.poll_once()
+        monitor.poll_once()
+        polls[0] += 1
+
+    wait_until(lambda: monitor.window_review is None, step=step, timeout=120,
+               what="the window review is switched off")
+    asked = 2 + 1 + WINDOW_FAILURES
+    assert len(server.seen) == asked and monitor.window_failures == WINDOW_FAILURES
+    # Many more windows come due; the model is not asked again (its error reply stays unsent).
+    polls[0] = 0
+    wait_until(lambda: polls[0] >= 20, step=step, what="twenty more monitor steps")
+    assert len(server.seen) == asked and server.script == [diverges]
+    assert q.runs.load_run(run_id).current is State.RUNNING
+    q.request_stop(run_id, "the window review test is done with this run")
+    wait_until(lambda: q.runs.load_run(run_id).current is State.STOPPED, step=step,
+               timeout=120, what="the run stops when asked")
+    found = [f for e in (decode(r).event for r in q.store.read(after=0, limit=100_000))
+             if isinstance(e, FindingsRecorded) and e.run_id == run_id for f in e.findings]
+    assert [f for f in found if f.get("source") == "llm"] == []
     q.close()

@@ -5,6 +5,7 @@ the engine, real stage processes, real reviewer programs and a local LLM-shaped 
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +216,58 @@ def test_the_llm_key_from_quipu_yaml_is_never_shown(tmp_path: Path) -> None:
                                     "llm_model": "m", "llm_api_key": KEY})
     assert KEY not in repr(svs) and KEY not in str(svs.model_dump())
     assert KEY not in repr(build_reviewers(svs))
+
+
+def _reviews(requests: list[Any]) -> list[dict[str, Any]]:
+    """The pre-run review contexts the model was sent (the user message of each request that
+    shows files; the post-run review's requests show none)."""
+    out = []
+    for seen in requests:
+        if isinstance(seen.body, dict) and "messages" in seen.body:
+            context = json.loads(seen.body["messages"][-1]["content"])
+            if "files" in context:
+                out.append(context)
+    return out
+
+
+def test_an_approved_pattern_reaches_the_llm_review_of_its_stage(tmp_path: Path, made) -> None:
+    """The whole loop through bootstrap's wiring: the model blocks a run, the pattern follower
+    proposes its finding as a candidate, the agent approves it, and the next review of that
+    stage sends it to the model; the other stage's review does not."""
+    block = ('{"decision": "block", "fix": "use the validation split", "findings": '
+             '[{"severity": "error", "file": "modules/prep.py", "line": 1, '
+             '"message": "trains on the evaluation data"}]}')
+    approve = '{"decision": "approve", "findings": []}'
+    with llm_server() as server:
+        server.answer(*[openai_reply(block)] * 2)
+        q = engine(tmp_path, {"reviewer": "llm", "llm_endpoint": f"{server.url}/v1",
+                              "llm_model": "m-1", "timeout": 30})
+        made.append(q)
+        first = start(q)
+        assert first["stage_runs"][0]["state"] == "blocked"
+
+        def candidate() -> dict[str, Any] | None:
+            q.views.catch_up()
+            return next((p for p in q.manage_patterns("list", stage="prep")["patterns"]
+                         if "evaluation data" in p["symptom"]), None)
+
+        wait_until(lambda: candidate() is not None, what="the blocked run's candidate",
+                   timeout=60)
+        found = candidate()
+        assert found is not None and found["status"] == "candidate"
+        q.manage_patterns("approve", pattern_id=found["pattern_id"],
+                          reason="the model caught it; keep telling it",
+                          root_cause="the eval split is read as training data",
+                          prevention="read the train split in prep")
+        asked = len(server.seen)
+        server.answer(*[openai_reply(approve)] * 2)
+        second = start(q)
+        assert [s["state"] for s in second["stage_runs"]] == ["succeeded", "succeeded"]
+        sent = {c["stage"]: c for c in _reviews(server.seen[asked:])}
+        assert set(sent) == {"prep", "train"}
+        [pattern] = sent["prep"]["patterns"]
+        assert pattern["pattern_id"] == found["pattern_id"]
+        assert pattern["root_cause"] == "the eval split is read as training data"
+        assert pattern["prevention"] == "read the train split in prep"
+        assert "evaluation data" in pattern["symptom"]
+        assert sent["train"]["patterns"] == []

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from test_executor_helpers import (
     drive,
     ended,
@@ -21,6 +22,7 @@ from test_executor_helpers import (
     write_slot,
 )
 
+from quipu.app.bootstrap import open_project
 from quipu.app.facade import Quipu
 from quipu.core.log import decode, stream_id
 from quipu.core.patterns.detection import ApprovedPattern
@@ -213,6 +215,69 @@ class TestBadOutputFiles:
 
 
 SILENT = BLOCKING.replace("contracts: blocking", "contracts: silent")
+
+UNSET = BLOCKING.replace("        contracts: blocking\n", "")
+"""The same output contract, the stage naming no mode: the project's ``svs.contracts`` rules."""
+
+
+def with_project_contracts(tmp_path: Path, mode: str, pipeline: str, code: str) -> Quipu:
+    """A project whose quipu.yaml sets ``svs.contracts: mode``, opened again so the engine
+    reads it (as a restarted ``quipu serve`` would)."""
+    q = make_project(tmp_path, pipeline, {"make": code})
+    root = q.root
+    config = yaml.safe_load((root / "quipu.yaml").read_text())
+    config.setdefault("svs", {})["contracts"] = mode
+    (root / "quipu.yaml").write_text(yaml.safe_dump(config))
+    q.close()
+    return open_project(root)
+
+
+class TestProjectWideContracts:
+    def test_blocking_in_quipu_yaml_fails_a_stage_that_names_no_mode(self,
+                                                                     tmp_path: Path) -> None:
+        q = with_project_contracts(tmp_path, "blocking", UNSET, WRITES_ITSELF)
+        run_id = run_once(q)["make"]
+        run = q.runs.load_run(run_id)
+        assert run.check_exists().outputs["emb"]["contract"] == "blocking"
+        assert run.current is State.FAILED
+        assert exit_of(run).problems == [
+            "output 'emb' breaks its contract: expected dtype float32, got float64; convert "
+            "with array.astype('float32')"]
+        (error,) = signals(q, run_id, "contract")["dtype_mismatch"]
+        assert error["severity"] == "error"
+        q.close()
+
+    def test_blocking_in_quipu_yaml_reaches_the_sdk_in_the_stage(self, tmp_path: Path) -> None:
+        code = """\
+            import numpy as np
+            from quipu import sdk
+
+            sdk.save_output("emb", np.zeros(3))
+            """
+        q = with_project_contracts(tmp_path, "blocking", UNSET, code)
+        run = q.runs.load_run(run_once(q)["make"])
+        assert run.current is State.FAILED
+        assert "expected dtype float32, got float64" in (exit_of(run).error or "")
+        q.close()
+
+    def test_warning_in_quipu_yaml_records_a_finding_and_the_run_succeeds(
+            self, tmp_path: Path) -> None:
+        q = with_project_contracts(tmp_path, "warning", UNSET, WRITES_ITSELF)
+        run_id = run_once(q)["make"]
+        run = q.runs.load_run(run_id)
+        assert run.check_exists().outputs["emb"]["contract"] == "warning"
+        assert run.current is State.SUCCEEDED
+        (warned,) = signals(q, run_id, "contract")["dtype_mismatch"]
+        assert warned["severity"] == "warning"
+        q.close()
+
+    def test_a_stage_s_own_mode_wins_over_the_project_s(self, tmp_path: Path) -> None:
+        stage_warns = BLOCKING.replace("contracts: blocking", "contracts: warning")
+        q = with_project_contracts(tmp_path, "blocking", stage_warns, WRITES_ITSELF)
+        run_id = run_once(q)["make"]
+        assert q.runs.load_run(run_id).current is State.SUCCEEDED
+        assert signals(q, run_id, "contract")["dtype_mismatch"][0]["severity"] == "warning"
+        q.close()
 
 
 class TestSilentContracts:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from quipu.core.errors import InvalidInput, NotFound
 from quipu.core.messages import Event
+from quipu.core.reviews.events import FindingsRecorded, OutcomeSuggested, StopRequested
 from quipu.core.runs.events import (
     CheckpointSaved,
     RunClaimed,
@@ -57,6 +58,7 @@ class History:
         self.sources: dict[str, str | None] = {}  # name -> sha256 (None: a remote source)
         self.producers: dict[str, str] = {}  # output sha -> run id
         self.checkpoints: dict[str, list[str]] = {}  # run id -> the checkpoints it saved
+        self.findings: dict[str, dict[str, int]] = {}  # run id -> severity -> count
         self.n = 0
 
     def add(self, e: Event) -> None:
@@ -184,6 +186,28 @@ class History:
                                   ml_outcome="success", results=None, results_auto={},
                                   comparison=None))
 
+    def findings_on(self, pick: int, severities: list[str], omitted: int, suggest: bool,
+                    stop: bool) -> None:
+        """Findings about an earlier run (FindingsRecorded; maybe a suggested outcome, one
+        ``info`` more; maybe a stop request, no finding), counted the plain way."""
+        if not self.runs:
+            return
+        run_id = self.runs[pick % len(self.runs)]
+        counts = self.findings.setdefault(run_id, {})
+        self.add(FindingsRecorded(**META, run_id=run_id, phase="statistics", source="stats",
+                                  findings=[{"signal": "s", "severity": sev, "message": "m"}
+                                            for sev in severities], omitted=omitted))
+        for sev in severities:
+            counts[sev] = counts.get(sev, 0) + 1
+        if omitted:
+            counts["omitted"] = counts.get("omitted", 0) + omitted
+        if suggest:
+            self.add(OutcomeSuggested(**META, run_id=run_id, outcome="miss", evidence=["e"],
+                                      reviewers=["post_run"]))
+            counts["info"] = counts.get("info", 0) + 1
+        if stop:
+            self.add(StopRequested(**META, run_id=run_id, requested_by="agent"))
+
     def closure(self, root: str, upstream: bool, depth: int) -> dict[str, int]:
         seen = {root: 0}
         frontier = [root]
@@ -206,6 +230,9 @@ steps = st.lists(st.one_of(
               st.lists(st.integers(0, 50), max_size=2), st.none() | st.integers(0, 50)),
     st.tuples(st.just("source"), st.booleans(), st.none() | st.integers(0, 50)),
     st.tuples(st.just("promote"), st.integers(0, 50), st.booleans()),
+    st.tuples(st.just("findings_on"), st.integers(0, 50),
+              st.lists(st.sampled_from(["error", "warning", "info"]), max_size=4),
+              st.integers(0, 2), st.booleans(), st.booleans()),
 ), min_size=1, max_size=30)
 
 
@@ -267,6 +294,29 @@ def test_folding_in_pages_equals_folding_at_once(plan, pages):
     a, b = fold(h.events, pages), fold(h.events, [])
     assert a.execute(dump).fetchall() == b.execute(dump).fetchall()
     assert a.execute(edges).fetchall() == b.execute(edges).fetchall()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=steps, pages=st.lists(st.integers(1, 7), max_size=10))
+def test_a_run_s_finding_counts_equal_the_findings_recorded_about_it(plan, pages):
+    """In the view however it is paged, in a walk's node, and in the exports' fold."""
+    from quipu.exports._history import fold_events
+    from quipu.projections.lineage_view import findings_of, node
+
+    h = build(plan)
+    conn = fold(h.events, pages)
+    history = fold_events(list(enumerate(h.events, 1)))
+    for run_id in h.runs:
+        expected = {k: n for k, n in h.findings.get(run_id, {}).items() if n}
+        attrs = node(conn, f"run:{run_id}") or {}
+        assert findings_of(attrs) == expected
+        assert (history.runs[run_id].svs().get("findings") or {}) == expected
+        shown = walk(conn, f"run:{run_id}", depth=1)["nodes"][0]
+        assert shown.get("findings", {}) == expected
+    if h.runs:  # the provenance closure lists each upstream run's counts too
+        for entry in provenance(conn, h.runs[-1])["runs"]:
+            want = {k: n for k, n in h.findings.get(entry["run_id"], {}).items() if n}
+            assert entry.get("findings", {}) == want
 
 
 @pytest.fixture

@@ -397,6 +397,48 @@ class TestStatisticChecks:
                                 checks=off) == []
 
 
+class TestTopKShare:
+    """``top_k_share``: the share of the sample its TOP_K (10) most common values cover."""
+
+    def test_integers_whose_counts_are_known(self) -> None:
+        # value i appears 20 - i times (0..19): 210 values, the 10 most common 20 + ... + 11
+        values = np.repeat(np.arange(20), np.arange(20, 0, -1))
+        assert outputcheck.summarise_values(values)["top_k_share"] == pytest.approx(155 / 210)
+
+    def test_ten_values_or_fewer_cover_everything(self) -> None:
+        assert outputcheck.summarise_values(np.arange(100) % 10)["top_k_share"] == 1.0
+
+    def test_nans_are_left_out_of_the_share(self) -> None:
+        values = np.concatenate([np.zeros(50), np.arange(1.0, 51.0), np.full(100, np.nan)])
+        # 100 finite values: 0.0 fifty times and 1..50 once each; top 10 = 50 + 9
+        stats = outputcheck.summarise_values(values)
+        assert stats["top_k_share"] == pytest.approx(59 / 100)
+        assert stats["null_ratio"] == 0.5
+
+    def test_text_with_missing_fields_counts_the_present_ones(self, tmp_path: Path) -> None:
+        path = tmp_path / "t.csv"
+        words = ["a"] * 90 + [f"w{i}" for i in range(10)] + [""] * 10
+        path.write_text("word,n\n" + "".join(f"{w},{i}\n" for i, w in enumerate(words)))
+        stats = outputcheck.summarise_file(path, "csv")["column_stats"]["word"]
+        assert stats["top_k_share"] == pytest.approx(99 / 100)  # a x90, then nine of w0..w9
+        assert stats["top"] == "a" and stats["null_ratio"] == pytest.approx(10 / 110)
+
+    def test_an_npy_file_gives_the_same_share_as_its_values(self, tmp_path: Path) -> None:
+        values = np.repeat(np.arange(20), np.arange(20, 0, -1))
+        np.save(tmp_path / "v.npy", values)
+        stats = outputcheck.summarise_file(tmp_path / "v.npy", "npy")
+        assert stats["top_k_share"] == pytest.approx(155 / 210)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.integers(-30, 30), min_size=1, max_size=300))
+    def test_it_equals_a_brute_force_count(self, values: list[int]) -> None:
+        from collections import Counter
+
+        top = sum(n for _, n in Counter(values).most_common(outputcheck.TOP_K))
+        got = outputcheck.summarise_values(np.array(values, dtype=np.int64))["top_k_share"]
+        assert got == pytest.approx(top / len(values))
+
+
 quantiles = st.lists(st.floats(-100, 100), min_size=21, max_size=21).map(sorted)
 
 
