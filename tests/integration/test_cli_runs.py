@@ -12,30 +12,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cli_runner import quipu
+from cli_runner import as_json, quipu, refused
 from toy_pipeline import SPEC, write_toy_pipeline
 
 pytestmark = pytest.mark.timeout(300)
 
 WHY = "exercising runs from the command line"
-
-
-
-
-
-def as_json(*args: str, cwd: Path) -> Any:
-    return json.loads(quipu(*args, "--json", cwd=cwd).stdout)
-
-
-def refused(code: str, *args: str, cwd: Path) -> str:
-    """Run a command that must exit 2 with ``code``; return its stderr."""
-    proc = quipu(*args, cwd=cwd, check=False)
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert f"error [{code}]" in proc.stderr and "hint:" in proc.stderr, proc.stderr
-    return proc.stderr
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from cli_runner import quipu
+from cli_runner import as_json, quipu, refused
 from gcs_emulator import Emulator
 from psycopg import sql
 from toy_pipeline import PIPELINE, SPEC, TRAIN, write_toy_pipeline
@@ -74,17 +74,6 @@ def shared(postgres_url: str, emulator: Emulator,
     made = Shared(postgres_url, emulator)
     yield made
     made.drop()
-
-
-def as_json(*args: str, cwd: Path) -> Any:
-    return json.loads(quipu(*args, "--json", cwd=cwd).stdout)
-
-
-def refused(code: str, *args: str, cwd: Path) -> str:
-    proc = quipu(*args, cwd=cwd, check=False)
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert f"error [{code}]" in proc.stderr and "hint:" in proc.stderr, proc.stderr
-    return proc.stderr
 
 
 def host_a(tmp_path: Path, shared: Shared) -> tuple[Path, str, str]:
