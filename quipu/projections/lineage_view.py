@@ -62,7 +62,7 @@ class LineageView:
     # 2: source nodes, content / promoted-from edges; 3: checkpoint nodes, saved /
     # resumed-from edges, a resumed run's resumed_from attr, source -> run edges named by
     # the input
-    version: ClassVar[int] = 3
+    version: ClassVar[int] = 4
     types: ClassVar[frozenset[str]] = frozenset(FACTS)
     tables: ClassVar[tuple[str, ...]] = ("lineage_nodes", "lineage_edges")
     indexes: ClassVar[Indexes] = (("lineage_edges", ("dst", "src")),)

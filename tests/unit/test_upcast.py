@@ -218,3 +218,29 @@ def test_a_stored_source_consumed_without_input_decodes_with_none(tmp_path: Path
     assert (event.input, event.source, event.run_id) == (None, "raw", "stage-0123456789ab")
     assert verify_log(store).ok
     store.close()
+
+
+def test_a_stored_gs_source_registered_without_remote_decodes_with_none(tmp_path: Path) -> None:
+    """SourceRegistered gained ``remote`` (the object's fingerprint) with a default: a gs://
+    source registered before objects could be read decodes unverified, with no fingerprint."""
+    from quipu.core.sources.events import SourceRegistered
+
+    data = json.dumps({"actor": "agent:1", "reason": "register the raw data kept in a bucket",
+                       "at": "2024-02-01T08:00:00Z", "source": "raw",
+                       "uri": "gs://bucket/raw.npy", "path": None, "sha256": None,
+                       "size_bytes": 128, "format": "npy", "description": "raw data",
+                       "metadata": {}, "verified": False},
+                      separators=(",", ":")).encode()
+    store = open_sqlite_store(tmp_path / "events.db")
+    stream = uuid.uuid4()
+    state, _ = link_state("0" * 64, stream.hex, 1, "SourceRegistered", 1, data, position=1)
+    raw = sqlite3.connect(tmp_path / "events.db")
+    with raw:
+        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+                    (stream.hex, 1, "SourceRegistered", state))
+    raw.close()
+    event = decode(store.read()[0]).event
+    assert isinstance(event, SourceRegistered)
+    assert (event.remote, event.verified, event.sha256) == (None, False, None)
+    assert verify_log(store).ok
+    store.close()
