@@ -7,7 +7,9 @@ head did not move."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -211,7 +213,7 @@ def test_a_run_reads_the_object_staged_once_into_the_blob_store(
     first = run(q)
     np.testing.assert_array_equal(model_of(q, first), FEATURES.mean(axis=0))
     assert downloads(proxy) == 1
-    digest = __import__("hashlib").sha256(DATA).hexdigest()
+    digest = hashlib.sha256(DATA).hexdigest()
     [staged] = events(q, SourceStaged)
     assert (staged.sha256, staged.size_bytes, staged.uri) == (digest, len(DATA), URI)
     assert q.manage_sources("get", name="features")["sha256"] == digest
@@ -225,6 +227,10 @@ def test_a_run_reads_the_object_staged_once_into_the_blob_store(
     assert [e.sha256 for e in events(q, SourceConsumed)] == [digest, digest]
     # the content hash is what lineage and compare see
     assert digest in str(q.inspect_run(second, include=["provenance"]))
+    graph = q.get_lineage("source:features", direction="downstream", depth=2)
+    edges = [e[:3] for e in graph["edges"]]
+    assert ["source:features", "content", f"output:{digest}"] in edges
+    assert [f"output:{digest}", "consumed", f"run:{first}"] in edges
     assert q.compare(first, second)["inputs"]["changed"] == []
     # a pin on the staged content holds
     slot = q.slots.path("w1")
@@ -278,7 +284,7 @@ def test_verify_checks_the_objects_fingerprint_and_the_staged_blob(q: Quipu) -> 
     q.start_workers()
     run(q)
     after = q.manage_sources("verify", name="features")
-    assert after["sha256"] == __import__("hashlib").sha256(DATA).hexdigest()
+    assert after["sha256"] == hashlib.sha256(DATA).hexdigest()
     assert after["note"] is None
     # the staged blob damaged in the store is found by verify
     path = q.root / ".quipu" / "blobs" / after["sha256"][:2] / after["sha256"][2:]
@@ -300,3 +306,21 @@ def test_no_credentials_is_refused_with_what_to_set(tmp_path: Path,
         refused_register(project, "gcs_credentials_missing")
     finally:
         project.close()
+
+
+def test_the_cli_registers_and_verifies_a_gs_source(q: Quipu) -> None:
+    from cli_runner import quipu
+
+    (q.root / "meta.json").write_text(json.dumps(metadata()))
+    q.close()
+    quipu("source", "register", "features", URI, "--metadata", "meta.json", "--reason", WHY,
+          cwd=q.root)
+    verified = json.loads(
+        quipu("source", "verify", "features", "--json", cwd=q.root).stdout)
+    assert verified["verified"] is True and verified["object"]["size"] == len(DATA)
+    listed = quipu("source", "list", cwd=q.root).stdout
+    assert "not staged" in listed and URI in listed
+    missing = quipu("source", "register", "other", f"gs://{BUCKET}/nothing.npy", "--metadata",
+                    "meta.json", "--reason", WHY, "--json", cwd=q.root, check=False)
+    assert missing.returncode != 0
+    assert json.loads(missing.stdout)["code"] == "source_object_missing"
