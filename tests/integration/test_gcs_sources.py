@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,7 @@ def test_a_run_reads_the_object_staged_once_into_the_blob_store(
     assert dry["valid"] is True, dry
     given = dry["inputs"]["train"]["features"]
     assert (given["kind"], given["source"], given["sha256"]) == ("blob", "features", None)
+    assert q.validate_config("w1")["valid"] is True
     assert downloads(proxy) == 0, "a preview downloads nothing"
 
     q.start_workers()
@@ -324,3 +326,62 @@ def test_the_cli_registers_and_verifies_a_gs_source(q: Quipu) -> None:
                     "meta.json", "--reason", WHY, "--json", cwd=q.root, check=False)
     assert missing.returncode != 0
     assert json.loads(missing.stdout)["code"] == "source_object_missing"
+
+
+def test_a_download_cut_off_refuses_the_run_and_leaves_nothing(
+        q: Quipu, proxy: FaultProxy) -> None:
+    register(q)
+    pipeline(q)
+    proxy.rules.append(lambda method, path: "cut" if "alt=media" in path else None)
+    head = q.store.head()
+    with pytest.raises(QuipuError) as caught:
+        q.run("w1", reason=WHY, results_spec=SPEC)
+    assert caught.value.code == "gcs_unreachable", caught.value
+    assert URI in caught.value.message
+    assert q.store.head() == head
+    assert not any((q.root / ".quipu" / "staging").iterdir())
+    assert not q.blobs.exists(hashlib.sha256(DATA).hexdigest())
+
+
+def test_an_object_replaced_while_it_is_staged_is_refused(q: Quipu, emulator: Emulator) -> None:
+    """The adapter downloads exactly the generation it was asked for."""
+    from quipu.adapters.sources.gcs import GCSSourceObjects
+
+    objects = GCSSourceObjects(q.blobs, q.root / ".quipu" / "staging", endpoint=emulator.url,
+                               retry_seconds=1)
+    seen = objects.stat(URI)
+    put(emulator, npy_bytes(FEATURES - 1))
+    with pytest.raises(QuipuError) as caught:
+        objects.stage(seen)
+    assert caught.value.code == "source_changed"
+    assert f"generation {seen.generation}" in caught.value.message
+    assert not q.blobs.exists(hashlib.sha256(DATA).hexdigest())
+    assert not any((q.root / ".quipu" / "staging").iterdir())
+
+
+def test_with_blobs_in_a_bucket_the_staged_object_is_stored_there(
+        tmp_path: Path, emulator: Emulator) -> None:
+    """A project whose blob store is GCS stages the source's object into its own bucket; the
+    cache under .quipu/blobcache is the only local copy, linked into the run."""
+    put(emulator, DATA)
+    emulator.create_bucket("blobs-bucket")
+    init_project(tmp_path / "p", name="p", goal="blobs and data in GCS").close()
+    config = tmp_path / "p" / "quipu.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["blobs"] = {"url": "gs://blobs-bucket/p", "endpoint": emulator.url,
+                     "retry_seconds": 1}
+    config.write_text(yaml.safe_dump(data))
+    q = open_project(tmp_path / "p")
+    try:
+        register(q)
+        pipeline(q)
+        q.start_workers()
+        first = run(q)
+        np.testing.assert_array_equal(model_of(q, first), FEATURES.mean(axis=0))
+        digest = hashlib.sha256(DATA).hexdigest()
+        with urllib.request.urlopen(
+                f"{emulator.url}/storage/v1/b/blobs-bucket/o/p%2Fsha256%2F{digest}") as answer:
+            assert json.load(answer)["size"] == str(len(DATA))
+        assert q.manage_sources("verify", name="features")["sha256"] == digest
+    finally:
+        q.close()

@@ -376,3 +376,36 @@ def test_a_snapshot_plus_its_tail_is_the_full_replay(steps: list[str], every: in
     assert snapped.state_dict() == full.state_dict()
     assert snapped.version == full.version
     store.close()
+
+
+@given(st.sampled_from(["1", "2"]), st.sampled_from(["1", "2"]),
+       st.sampled_from([100, 101]), st.sampled_from(["crc-a", "crc-b", None]),
+       st.sampled_from(["md5-a", "md5-b", None]))
+@settings(max_examples=200)
+def test_a_gs_object_is_accepted_exactly_when_its_content_is_the_registered_one(
+        registered_generation: str, generation: str, size: int, crc32c: str | None,
+        md5: str | None) -> None:
+    """The same generation is the same bytes; another generation is accepted only with the
+    same size, crc32c and md5 (the content put back); anything else is ``source_changed``."""
+    from quipu.core.aggregate import Meta
+
+    source = Source("remote")
+    md = npy_metadata()
+    source.replay(SourceRegistered(
+        **Meta(ACTOR, REASON, FixedClock().now()).fields(), source="remote", uri=URI,
+        path=None, sha256=None, size_bytes=100, format="npy", description=md["description"],
+        metadata=md, verified=True, remote={"generation": registered_generation,
+                                            "crc32c": "crc-a", "md5": "md5-a", "size": 100}))
+    objects = FakeRemote()
+    objects.objects[URI] = RemoteObject(URI, size, generation, crc32c, md5)
+    service = SourceService(UnitOfWork(open_memory_store(), FixedClock()), remote=objects)
+    same = generation == registered_generation or (size, crc32c, md5) == (100, "crc-a",
+                                                                           "md5-a")
+    try:
+        service.stage(source, download=False)
+        accepted = True
+    except IntegrityFailure as exc:
+        assert exc.code == "source_changed"
+        assert f"generation {registered_generation}" in exc.message
+        accepted = False
+    assert accepted is same
