@@ -385,3 +385,17 @@ def test_with_blobs_in_a_bucket_the_staged_object_is_stored_there(
         assert q.manage_sources("verify", name="features")["sha256"] == digest
     finally:
         q.close()
+
+
+def test_two_inputs_reading_one_object_download_it_once(q: Quipu, proxy: FaultProxy) -> None:
+    register(q)
+    pipeline(q)
+    slot = q.slots.path("w1")
+    again = "      again: {type: npy, dataset: features, schema: null}\n"
+    (slot / "pipeline.yaml").write_text(PIPELINE.replace("      features:",
+                                                         again + "      features:"))
+    q.start_workers()
+    np.testing.assert_array_equal(model_of(q, run(q)), FEATURES.mean(axis=0))
+    assert downloads(proxy) == 1
+    assert len(events(q, SourceStaged)) == 1
+    assert len(events(q, SourceConsumed)) == 2

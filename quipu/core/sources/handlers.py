@@ -41,6 +41,10 @@ class SourceService:
         self.files = files
         self.paths = paths or SourcePaths()
         self.remote = remote
+        self._staged_here: dict[tuple[str, str], tuple[str, int]] = {}
+        """(uri, generation) -> (sha256, size) of objects this engine staged: a second input
+        reading the same object in one run() (or a retried run()) does not download it again
+        before its ``SourceStaged`` is recorded."""
 
     def load(self, name: str) -> Source:
         """The source, or ``NotFound(unknown_source)``."""
@@ -304,11 +308,17 @@ class SourceService:
         staged = source.staged
         sha256: str | None = None
         size = found.size
+        here = self._staged_here.get((source.uri, found.generation))
         if staged is not None and str(staged["generation"]) == found.generation and \
                 remote.has_blob(staged["sha256"]):
             sha256, size = staged["sha256"], int(staged["size"])
+        elif here is not None and remote.has_blob(here[0]):
+            sha256, size = here
         elif download:
             sha256, size = remote.stage(found)
+            if len(self._staged_here) >= 1024:
+                self._staged_here.clear()  # a bound, not a policy: it only spares downloads
+            self._staged_here[(source.uri, found.generation)] = (sha256, size)
             if staged is not None and _same_content(staged, found) and sha256 != staged["sha256"]:
                 raise IntegrityFailure(
                     f"the object of source {source.name!r} ({source.uri}) changed since it was "
