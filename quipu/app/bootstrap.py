@@ -32,6 +32,7 @@ from quipu.adapters.seals import (
 from quipu.adapters.slots import LocalSlotFiles
 from quipu.adapters.snapshots import SQLiteSnapshotStore
 from quipu.adapters.sources import LocalSourceFiles
+from quipu.adapters.sources.gcs import GCSSourceObjects
 from quipu.app.config import (
     CONFIG_FILE,
     DATA_DIR,
@@ -386,6 +387,10 @@ def build(root: Path, config: Config, *, actor: str, config_sha256: str | None =
                  reviewer=None if config.svs.reviewer == "none" else reviewer,
                  snapshots=SQLiteSnapshotStore(data / "snapshots.db"), status_key=status_key,
                  source_files=LocalSourceFiles(blob_path=blob_path),
+                 # gs:// sources: read with the blob store's GCS settings, staged into it
+                 remote_sources=GCSSourceObjects(
+                     blobs, data / "staging", endpoint=config.blobs.endpoint,
+                     retry_seconds=config.blobs.retry_seconds),
                  images=DockerImages(root, config.name), followers=(patterns,))
 
 

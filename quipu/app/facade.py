@@ -45,6 +45,7 @@ from quipu.core.ports import (
     EventStore,
     Executor,
     Images,
+    RemoteSources,
     SlotFiles,
     SnapshotStore,
     SourceFiles,
@@ -107,6 +108,7 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
                  live_log: Callable[[Path], bytes] = lambda _run_dir: b"",
                  status_key: LocalStatusKey | None = None,
                  source_files: SourceFiles | None = None,
+                 remote_sources: RemoteSources | None = None,
                  images: Images | None = None,
                  followers: tuple[FollowerFactory, ...] = ()) -> None:
         """Wire the facade to adapters built by ``quipu.app.bootstrap`` (never built here)."""
@@ -127,7 +129,7 @@ class Quipu(RunQueries, SourceCommands, LineageQueries, CompareQueries, ImageCom
         roots = (str(root), *(str((root / r).resolve()) for r in config.data.roots))
         self.sources = SourceService(self.uow, source_files, SourcePaths(
             base=str(root), roots=roots, allow_any=config.data.allow_any_path,
-            realpath=os.path.realpath))
+            realpath=os.path.realpath), remote_sources)
         self.runs = RunService(self.service, self.views,
                                paths=InputPaths(roots=roots,
                                                 allow_any=config.data.allow_any_path,

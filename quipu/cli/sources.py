@@ -96,7 +96,7 @@ def source_list(ctx: click.Context, status: str | None, limit: int, offset: int,
         _print_json(result)
         return
     for row in result["sources"]:
-        digest = (row["sha256"] or "unverified")[:12]
+        digest = (row["sha256"] or "not staged")[:12]
         click.echo(f"{row['name']:<24} {row['status']:<8} {row['format']:<5} "
                    f"{row['size_bytes']:>14,} {digest}  {row['uri']}")
     if result["has_more"]:

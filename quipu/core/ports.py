@@ -28,6 +28,8 @@ __all__ = [
     "LaunchSpec",
     "NewEvent",
     "PatternIndex",
+    "RemoteObject",
+    "RemoteSources",
     "Resources",
     "Reviewer",
     "RunIndex",
@@ -620,6 +622,55 @@ class SourceFiles(Protocol):
                       delimiter: str | None = None) -> FileFacts:
         """``describe`` of a blob in the blob store, read in place (a promoted artifact);
         ``NotFound(unknown_blob)`` when the store does not hold it."""
+        ...
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """What a remote object's metadata says, read in one request without its content.
+
+    ``generation`` changes whenever the object is written (GCS's object generation);
+    ``crc32c`` and ``md5`` are the checksums the store reports (base64, as GCS gives them;
+    ``md5`` is absent for composite objects).
+    """
+
+    uri: str
+    size: int
+    generation: str
+    crc32c: str | None = None
+    md5: str | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """The fingerprint as recorded on a source: generation, crc32c, md5, size."""
+        return {"generation": self.generation, "crc32c": self.crc32c, "md5": self.md5,
+                "size": self.size}
+
+
+class RemoteSources(Protocol):
+    """Remote objects sources point at (``gs://bucket/object``): described without a
+    download, and staged once into the content-addressed blob store."""
+
+    def stat(self, uri: str) -> RemoteObject:
+        """The object's metadata (one request).
+
+        Raises ``NotFound(source_object_missing)``, ``NotFound(gcs_bucket_not_found)``,
+        ``Unavailable`` (``gcs_access_denied``, ``gcs_credentials_missing``,
+        ``gcs_unreachable``, ``gcs_error``).
+        """
+        ...
+
+    def stage(self, expected: RemoteObject) -> tuple[str, int]:
+        """Stream exactly that generation of the object into the blob store, hashing it on
+        the way; return (sha256, size). Raises ``IntegrityFailure(source_changed)`` when the
+        bytes that arrived are not that generation's (it was overwritten meanwhile)."""
+        ...
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether the blob store holds ``digest`` (one lookup)."""
+        ...
+
+    def verify_blob(self, digest: str) -> None:
+        """Check the stored blob against its hash (``NotFound``, ``blob_corrupt``)."""
         ...
 
 

@@ -57,7 +57,7 @@ def register_source_tools(mcp: FastMCP, engine: "Engine") -> None:
         """Register a dataset (a file in the project or its data roots, or a gs:// URI) as a
         named source runs can consume. The file is checked from its headers against the
         metadata (every problem listed at its path) and referenced by sha256: if it later
-        changes, using the source is refused naming both hashes. gs:// is recorded unverified.
+        changes, using the source is refused naming both hashes. gs:// is staged at first use.
         Returns {source, uri, path, sha256, size_bytes, format, verified, position}."""
         return guarded("register_source", lambda: engine.q.register_source(
             name, path_or_uri, description, reason, metadata, format=format,

@@ -82,6 +82,7 @@ from quipu.core.sources.events import (
     SourceMetadataUpdated,
     SourceRegistered,
     SourceRetired,
+    SourceStaged,
 )
 from quipu.core.workspaces.events import (
     PipelineRunStarted,
@@ -391,6 +392,15 @@ def _source_registered(e: SourceRegistered) -> Facts:
     return out
 
 
+def _source_staged(e: SourceStaged) -> Facts:
+    """A gs:// source's object became a blob: the source's content is now known."""
+    node, content = source_node(e.source), output_node(e.sha256)
+    return Facts([Node(node, {"sha256": e.sha256}),
+                  Node(content, _content({"sha256": e.sha256, "size": e.size_bytes,
+                                          "kind": "file", "path": e.uri}), first_wins=True)],
+                 [Edge(node, "content", content)])
+
+
 def _artifact_promoted(e: ArtifactPromoted) -> Facts:
     node, content = source_node(e.source), output_node(e.sha256)
     return Facts([Node(node, _source_attrs(e)),
@@ -426,6 +436,7 @@ FACTS: dict[str, Callable[[Any], Facts]] = {
     SourceRetired.TYPE: _source_changed,
     SourceDeleted.TYPE: _source_changed,
     SourceConsumed.TYPE: _source_consumed,
+    SourceStaged.TYPE: _source_staged,
     CheckpointSaved.TYPE: _checkpoint_saved,
     **{t.event: _state_change for t in lifecycle.EVENT_TRIGGERS
        if t.event not in (RunLaunched.TYPE, RunExited.TYPE, ReviewCompleted.TYPE)},

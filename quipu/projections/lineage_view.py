@@ -63,8 +63,9 @@ class LineageView:
     name: ClassVar[str] = "lineage"
     # 2: source nodes, content / promoted-from edges; 3: checkpoint nodes, saved /
     # resumed-from edges, a resumed run's resumed_from attr, source -> run edges named by
-    # the input; 4: a run's SVS findings (counts per severity, blocked, stop, suggested)
-    version: ClassVar[int] = 4
+    # the input; 4: a run's SVS findings (counts per severity, blocked, stop, suggested);
+    # 5: a gs:// source's staged content (SourceStaged)
+    version: ClassVar[int] = 5
     types: ClassVar[frozenset[str]] = frozenset(FACTS)
     tables: ClassVar[tuple[str, ...]] = ("lineage_nodes", "lineage_edges")
     indexes: ClassVar[Indexes] = (("lineage_edges", ("dst", "src")),)

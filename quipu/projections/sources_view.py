@@ -22,6 +22,7 @@ from quipu.core.sources.events import (
     SourceMetadataUpdated,
     SourceRegistered,
     SourceRetired,
+    SourceStaged,
 )
 from quipu.projections._base import Folded, Indexes, rows_as_dicts
 
@@ -38,10 +39,10 @@ class SourcesView:
     """Folds the source events into the ``sources`` table."""
 
     name: ClassVar[str] = "sources"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     types: ClassVar[frozenset[str]] = frozenset({
         SourceRegistered.TYPE, SourceMetadataUpdated.TYPE, SourceRetired.TYPE,
-        SourceDeleted.TYPE, SourceConsumed.TYPE, ArtifactPromoted.TYPE})
+        SourceDeleted.TYPE, SourceConsumed.TYPE, ArtifactPromoted.TYPE, SourceStaged.TYPE})
     tables: ClassVar[tuple[str, ...]] = ("sources",)
     indexes: ClassVar[Indexes] = (("sources", ("status", "name")),)
 
@@ -52,7 +53,7 @@ class SourcesView:
             "size_bytes": int, "format": str, "description": str, "metadata": str,
             "verified": int, "created_at": str, "created_by": str, "reason": str,
             "updated_at": str, "updated_by": str, "position": int, "runs": int,
-            "promoted_from": str}, pk="name")
+            "promoted_from": str, "remote": str}, pk="name")
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[Folded]) -> None:
         """Fold a page of source events, one statement each."""
@@ -62,11 +63,18 @@ class SourcesView:
                 conn.execute(
                     "INSERT OR REPLACE INTO sources (name, status, uri, path, sha256, size_bytes,"
                     " format, description, metadata, verified, created_at, created_by, reason,"
-                    " updated_at, updated_by, position, runs) VALUES"
-                    " (?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                    " updated_at, updated_by, position, runs, remote) VALUES"
+                    " (?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
                     (e.source, e.uri, e.path, e.sha256, e.size_bytes, e.format, e.description,
                      _json(e.metadata), int(e.verified), f.at, e.actor, e.reason, f.at, e.actor,
-                     f.position))
+                     f.position, _json(e.remote) if e.remote is not None else None))
+            elif isinstance(e, SourceStaged):
+                # the object's content is known now: its blob's hash, and its fingerprint
+                conn.execute("UPDATE sources SET sha256 = ?, verified = 1,"
+                             " remote = COALESCE(remote, ?) WHERE name = ?",
+                             (e.sha256, _json({"generation": e.generation, "crc32c": e.crc32c,
+                                               "md5": e.md5, "size": e.size_bytes}),
+                              e.source))
             elif isinstance(e, ArtifactPromoted):
                 lineage = {"run_id": e.run_id, "output": e.output, "workspace": e.workspace,
                            "stage": e.stage, "version": f"v{e.version}",
@@ -138,4 +146,5 @@ def source(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
     row["verified"] = bool(row["verified"])
     row["metadata"] = json.loads(row["metadata"])
     row["promoted_from"] = json.loads(row["promoted_from"]) if row["promoted_from"] else None
+    row["object"] = json.loads(row.pop("remote")) if row.get("remote") else None
     return row

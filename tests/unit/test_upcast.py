@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from quipu.adapters.eventstore import open_sqlite_store
+from quipu.adapters.eventstore._base import RecorderEventStore
 from quipu.core.audit import verify_log
 from quipu.core.chain import link_state, split_state
 from quipu.core.log import decode
@@ -27,6 +28,23 @@ V1_DATA = json.dumps(
      "text": "try a smaller learning rate", "workspace": "baseline"},
     separators=(",", ":"),
 ).encode()
+
+
+def stored_one(tmp_path: Path, type_name: str, schema_version: int, data: bytes
+               ) -> RecorderEventStore:
+    """A SQLite log holding one event of ``type_name`` stored as ``data`` bytes at
+    ``schema_version``, written the way an older Quipu wrote it (straight into the table)."""
+    path = tmp_path / "events.db"
+    store = open_sqlite_store(path)
+    stream = uuid.uuid4()
+    state, _ = link_state("0" * 64, stream.hex, 1, type_name, schema_version, data,
+                          position=1)
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
+                    (stream.hex, 1, type_name, state))
+    raw.close()
+    return store
 
 
 def test_thought_logged_is_at_schema_version_2() -> None:
@@ -111,16 +129,7 @@ def test_a_stored_v1_run_finalized_decodes_as_a_verdict_on_the_run_itself(
     from quipu.core.runs.events import RunFinalized
 
     assert RunFinalized.SCHEMA_VERSION == 2
-    path = tmp_path / "events.db"
-    store = open_sqlite_store(path)
-    stream = uuid.uuid4()
-    state, _ = link_state("0" * 64, stream.hex, 1, "RunFinalized", 1, V1_FINALIZED,
-                          position=1)
-    raw = sqlite3.connect(path)
-    with raw:
-        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
-                    (stream.hex, 1, "RunFinalized", state))
-    raw.close()
+    store = stored_one(tmp_path, "RunFinalized", 1, V1_FINALIZED)
 
     event = decode(store.read()[0]).event
     assert isinstance(event, RunFinalized)
@@ -145,15 +154,7 @@ def test_a_stored_run_launched_without_environment_decodes_with_none(tmp_path: P
     from quipu.core.runs.events import RunLaunched
 
     assert RunLaunched.SCHEMA_VERSION == 1
-    path = tmp_path / "events.db"
-    store = open_sqlite_store(path)
-    stream = uuid.uuid4()
-    state, _ = link_state("0" * 64, stream.hex, 1, "RunLaunched", 1, V1_LAUNCHED, position=1)
-    raw = sqlite3.connect(path)
-    with raw:
-        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
-                    (stream.hex, 1, "RunLaunched", state))
-    raw.close()
+    store = stored_one(tmp_path, "RunLaunched", 1, V1_LAUNCHED)
 
     event = decode(store.read()[0]).event
     assert isinstance(event, RunLaunched)
@@ -179,15 +180,7 @@ def test_a_stored_run_requested_without_resume_from_decodes_with_none(tmp_path: 
     from quipu.core.runs.events import RunRequested
 
     assert RunRequested.SCHEMA_VERSION == 2
-    path = tmp_path / "events.db"
-    store = open_sqlite_store(path)
-    stream = uuid.uuid4()
-    state, _ = link_state("0" * 64, stream.hex, 1, "RunRequested", 2, V2_REQUESTED, position=1)
-    raw = sqlite3.connect(path)
-    with raw:
-        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
-                    (stream.hex, 1, "RunRequested", state))
-    raw.close()
+    store = stored_one(tmp_path, "RunRequested", 2, V2_REQUESTED)
 
     event = decode(store.read()[0]).event
     assert isinstance(event, RunRequested)
@@ -205,14 +198,7 @@ def test_a_stored_source_consumed_without_input_decodes_with_none(tmp_path: Path
                        "at": "2024-02-01T08:00:00Z", "source": "raw",
                        "run_id": "stage-0123456789ab", "workspace": "w", "sha256": "ab" * 32},
                       separators=(",", ":")).encode()
-    store = open_sqlite_store(tmp_path / "events.db")
-    stream = uuid.uuid4()
-    state, _ = link_state("0" * 64, stream.hex, 1, "SourceConsumed", 1, data, position=1)
-    raw = sqlite3.connect(tmp_path / "events.db")
-    with raw:
-        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
-                    (stream.hex, 1, "SourceConsumed", state))
-    raw.close()
+    store = stored_one(tmp_path, "SourceConsumed", 1, data)
     event = decode(store.read()[0]).event
     assert isinstance(event, SourceConsumed)
     assert (event.input, event.source, event.run_id) == (None, "raw", "stage-0123456789ab")
@@ -231,17 +217,29 @@ def test_a_stored_review_completed_without_resumed_from_decodes_with_none(
                        "at": "2024-02-01T08:00:00Z", "run_id": "stage-0123456789ab",
                        "decision": "warn", "reviewers": ["static"], "findings": [],
                        "fix": None, "omitted": 0}, separators=(",", ":")).encode()
-    store = open_sqlite_store(tmp_path / "events.db")
-    stream = uuid.uuid4()
-    state, _ = link_state("0" * 64, stream.hex, 1, "ReviewCompleted", 1, data, position=1)
-    raw = sqlite3.connect(tmp_path / "events.db")
-    with raw:
-        raw.execute("INSERT INTO stored_events VALUES (?, ?, ?, ?)",
-                    (stream.hex, 1, "ReviewCompleted", state))
-    raw.close()
+    store = stored_one(tmp_path, "ReviewCompleted", 1, data)
     event = decode(store.read()[0]).event
     assert isinstance(event, ReviewCompleted)
     assert (event.resumed_from, event.decision, event.actor) == (
         None, "warn", "reviewer:host:41")
+    assert verify_log(store).ok
+    store.close()
+
+
+def test_a_stored_gs_source_registered_without_remote_decodes_with_none(tmp_path: Path) -> None:
+    """SourceRegistered gained ``remote`` (the object's fingerprint) with a default: a gs://
+    source registered before objects could be read decodes unverified, with no fingerprint."""
+    from quipu.core.sources.events import SourceRegistered
+
+    data = json.dumps({"actor": "agent:1", "reason": "register the raw data kept in a bucket",
+                       "at": "2024-02-01T08:00:00Z", "source": "raw",
+                       "uri": "gs://bucket/raw.npy", "path": None, "sha256": None,
+                       "size_bytes": 128, "format": "npy", "description": "raw data",
+                       "metadata": {}, "verified": False},
+                      separators=(",", ":")).encode()
+    store = stored_one(tmp_path, "SourceRegistered", 1, data)
+    event = decode(store.read()[0]).event
+    assert isinstance(event, SourceRegistered)
+    assert (event.remote, event.verified, event.sha256) == (None, False, None)
     assert verify_log(store).ok
     store.close()

@@ -211,6 +211,20 @@ def _stage_input(blobs: BlobStore, how: Mapping[str, Any], dest: Path,
                 "new name and run again")
         return {"sha256": digest, "size": size, "kind": "file", "path": str(source),
                 **({"source": how["source"]} if how.get("source") else {})}
+    if kind == "blob":
+        # A gs:// source's object, staged into the blob store when the run was requested:
+        # handed over like a stored output (a read-only link, verified against its sha256).
+        digest = str(how["sha256"])
+        try:
+            blobs.link_to(digest, dest)
+        except NotFound as exc:
+            raise NotFound(f"the staged copy of source {how.get('source')!r} "
+                           f"({how.get('uri')}) is not in the blob store: {exc.message}",
+                           code="input_missing",
+                           hint="run again: the object is staged again when the run is "
+                           "requested") from exc
+        return {"sha256": digest, "size": int(how.get("size") or blobs.size(digest)),
+                "kind": "file", "source": how.get("source"), "uri": how.get("uri")}
     raise InvalidInput(f"inputs of kind {kind!r} cannot be staged by the local executor yet",
                        code="input_kind_unsupported",
                        hint="pass inputs_override={input: '/absolute/path'}")

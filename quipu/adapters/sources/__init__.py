@@ -1,4 +1,5 @@
-"""Source file adapters: local files described from their headers (the default)."""
+"""Source adapters: local files described from their headers (the default), and ``gs://``
+objects (``quipu.adapters.sources.gcs``, imported where a project is opened)."""
 
 from .local import LocalSourceFiles
 

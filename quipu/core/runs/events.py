@@ -34,7 +34,9 @@ class RunRequested(Event):
 
     ``inputs`` maps each input to how it was resolved: ``{"kind": "upstream", "run_id", "signal"}``
     (a stage of the same pipeline run, fixed when it launches), ``{"kind": "run", ...}`` (an
-    earlier run's output), ``{"kind": "source", "name"}`` or ``{"kind": "path", "path"}``;
+    earlier run's output), ``{"kind": "source", "name"}``, ``{"kind": "path", "path"}`` or
+    ``{"kind": "blob", "source", "uri", "sha256", "size", "generation", ...}`` (a ``gs://``
+    source's object, staged into the blob store when the run was requested);
     ``via`` says which rule chose it. ``siblings`` maps every stage of the same pipeline run to
     its run id, so a run that does not succeed finds what waits on it without reading its
     workspace's whole stream (v2; a v1 event has none and falls back to that stream).

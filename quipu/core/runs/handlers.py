@@ -49,7 +49,7 @@ from quipu.core.runs.results import (
     pipeline_order,
 )
 from quipu.core.sources.aggregate import Source
-from quipu.core.sources.handlers import SourceService
+from quipu.core.sources.handlers import SourceService, split_ref
 from quipu.core.validation import check_name, check_reason
 from quipu.core.workspaces.aggregate import Workspace
 from quipu.core.workspaces.events import PipelineRunStarted
@@ -221,7 +221,8 @@ class RunService:
                 digest = Manifest.from_bytes(self.svc.slots.manifest(slot)).digest()
                 if number is None or ws.versions[number].manifest != digest:
                     number = None  # preview of unsaved edits: read the slot itself
-            plan = self._plan(ws, number, slot, stages, config_override, inputs_override)
+            plan = self._plan(ws, number, slot, stages, config_override, inputs_override,
+                              stage_sources=not dry_run)
             resume = (None if resume_from is None else
                       self._resume(resume_from, plan["order"] if plan["valid"] else None,
                                    plan["report"]["warnings"]))
@@ -332,6 +333,10 @@ class RunService:
                     continue
                 if name not in sources:
                     sources[name] = self.uow.load(Source, name)
+                if how.get("kind") == "blob" and how.get("sha256"):
+                    # the object was staged for this run: its blob is the source's content now
+                    sources[name].record_staged(meta, how, sha256=str(how["sha256"]),
+                                                size_bytes=int(how["size"]))
                 sources[name].consume(meta, run_id=run.name, workspace=workspace,
                                       input=given_as)
         return list(sources.values())
@@ -361,7 +366,8 @@ class RunService:
 
     def _plan(self, ws: Workspace, number: int | None, slot: str | None,
               stages: list[str] | None, config_override: Mapping[str, Any] | None,
-              inputs_override: Mapping[str, Any] | None) -> dict[str, Any]:
+              inputs_override: Mapping[str, Any] | None, *,
+              stage_sources: bool = True) -> dict[str, Any]:
         exists, read = self._sources(ws, number, slot)
         if not exists("pipeline.yaml"):
             raise NotFound(f"workspace {ws.name!r} has no pipeline.yaml", code="no_pipeline",
@@ -399,7 +405,7 @@ class RunService:
                                      for n, s in spec.outputs.items()}
             out["inputs"][stage] = {
                 n: self._resolve(ws.name, pipeline, stage, n, s, order,
-                                 input_overrides.get(stage, {}))
+                                 input_overrides.get(stage, {}), stage_sources)
                 for n, s in spec.inputs.items()}
         if self.profiles is not None:
             problems = [p.model_dump() for stage in order
@@ -423,13 +429,15 @@ class RunService:
         return doc
 
     def _resolve(self, workspace: str, pipeline: Pipeline, stage: str, name: str, signal: Signal,
-                 order: list[str], overrides: Mapping[str, Any]) -> dict[str, Any]:
+                 order: list[str], overrides: Mapping[str, Any],
+                 stage_sources: bool = True) -> dict[str, Any]:
         """Where one input comes from: override -> same pipeline run -> newest good run ->
-        registered source. The rule that chose it is recorded as ``via``."""
+        registered source. The rule that chose it is recorded as ``via``. ``stage_sources``
+        False (a preview) checks a ``gs://`` source without downloading it."""
         doc = _signal_doc(signal)
         if name in overrides:
-            return {**doc, **self._override(overrides[name], signal.signal or name),
-                    "via": "override"}
+            return {**doc, **self._override(overrides[name], signal.signal or name,
+                                            stage_sources), "via": "override"}
         if signal.from_stage is not None:
             wanted = signal.signal or name
             if signal.from_stage in order:
@@ -445,7 +453,8 @@ class RunService:
                 hint=f"run {signal.from_stage} too (stages=[{signal.from_stage!r}, {stage!r}]), "
                 "or pass inputs_override")
         if signal.dataset is not None and self.sources is not None:
-            return {**doc, **self._source(signal.dataset), "via": "registered source"}
+            return {**doc, **self._source(signal.dataset, stage_sources),
+                    "via": "registered source"}
         if signal.dataset is not None:
             raise NotFound(
                 f"input {stage}.{name} reads dataset {signal.dataset!r}, but no source registry "
@@ -455,7 +464,7 @@ class RunService:
                            code="input_unbound", hint="declare where it comes from, or pass "
                            "inputs_override")
 
-    def _override(self, ref: Any, signal: str) -> dict[str, Any]:
+    def _override(self, ref: Any, signal: str, stage_sources: bool = True) -> dict[str, Any]:
         if isinstance(ref, Mapping) and "run_id" in ref:
             run = self.load_run(str(ref["run_id"]))
             return {"kind": "run", "run_id": run.name, "signal": str(ref.get("signal", signal))}
@@ -464,15 +473,19 @@ class RunService:
         if isinstance(ref, str) and ref.startswith("/"):
             return {"kind": "path", "path": self.paths.check(ref)}
         if isinstance(ref, str) and ref and "/" not in ref and self.sources is not None:
-            return self._source(ref)
+            return self._source(ref, stage_sources)
         raise InvalidInput(f"cannot resolve input override {ref!r}", code="invalid_override",
                            hint="use a run id (stage-...), {run_id, signal}, an absolute path, "
                            "or a registered source's name")
 
-    def _source(self, ref: str) -> dict[str, Any]:
-        """A registered source as a run input: its file, pinned to its registered hash."""
+    def _source(self, ref: str, stage_sources: bool = True) -> dict[str, Any]:
+        """A registered source as a run input: its file, pinned to its registered hash; a
+        ``gs://`` source's object staged once into the blob store (``kind: blob``)."""
         assert self.sources is not None
         source = self.sources.resolve(ref)
+        if source.is_remote:
+            staged = self.sources.stage(source, pin=split_ref(ref)[1], download=stage_sources)
+            return {"kind": "blob", "source": source.name, "uri": source.uri, **staged}
         if source.run_id is not None:  # a promoted artifact: staged from its run's output blob
             return {"kind": "run", "run_id": source.run_id, "signal": source.output,
                     "source": source.name, "sha256": source.sha256}

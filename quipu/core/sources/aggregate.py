@@ -20,6 +20,7 @@ from quipu.core.sources.events import (
     SourceMetadataUpdated,
     SourceRegistered,
     SourceRetired,
+    SourceStaged,
 )
 
 __all__ = ["Source"]
@@ -29,7 +30,7 @@ class Source(Aggregate):
     """A registered dataset: where it is, its content hash, its metadata, and its status."""
 
     KIND = "source"
-    SNAPSHOT_SCHEMA = 1
+    SNAPSHOT_SCHEMA = 2
     """Every run that consumes a source appends to its stream, so a much-used source is
     snapshotted like a workspace (loading costs the same at any history length)."""
 
@@ -48,6 +49,17 @@ class Source(Aggregate):
         self.run_id: str | None = None
         self.output: str | None = None
         """For a promoted artifact: the run and the output whose blob is the content."""
+        self.remote: dict[str, Any] | None = None
+        """For a ``gs://`` source: the object's fingerprint when it was registered (or first
+        staged, for one registered before objects could be read): generation, crc32c, md5,
+        size."""
+        self.staged: dict[str, Any] | None = None
+        """For a ``gs://`` source: the generation last staged and its blob (sha256, size)."""
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the content is a remote object (``gs://``), not a file or a run's output."""
+        return self.path is None and self.run_id is None
 
     # --- guards --------------------------------------------------------------------------------
 
@@ -81,13 +93,29 @@ class Source(Aggregate):
     # --- decisions -----------------------------------------------------------------------------
 
     def register(self, meta: Meta, *, uri: str, path: str | None, sha256: str | None,
-                 size_bytes: int, fmt: str, metadata: dict[str, Any]) -> None:
-        """Record the source; refused when the name is taken."""
+                 size_bytes: int, fmt: str, metadata: dict[str, Any],
+                 remote: dict[str, Any] | None = None) -> None:
+        """Record the source (``remote``: a ``gs://`` object's fingerprint); refused when the
+        name is taken."""
         self.check_free()
         self.trigger(SourceRegistered(
             **meta.fields(), source=self.name, uri=uri, path=path, sha256=sha256,
             size_bytes=size_bytes, format=fmt, description=str(metadata["description"]),
-            metadata=metadata, verified=sha256 is not None))
+            metadata=metadata, verified=sha256 is not None or remote is not None,
+            remote=remote))
+
+    def record_staged(self, meta: Meta, facts: dict[str, Any], *, sha256: str,
+                      size_bytes: int) -> None:
+        """Record that the object with fingerprint ``facts`` (generation, crc32c, md5) is now
+        the blob ``sha256``; nothing when that generation is already recorded so."""
+        self.check_active()
+        if (self.staged is not None and self.staged["generation"] == facts["generation"]
+                and self.staged["sha256"] == sha256):
+            return
+        self.trigger(SourceStaged(
+            **meta.fields(), source=self.name, uri=self.uri, generation=str(facts["generation"]),
+            crc32c=facts.get("crc32c"), md5=facts.get("md5"), sha256=sha256,
+            size_bytes=size_bytes))
 
     def check_free(self) -> None:
         """Raise ``source_exists`` when the name is taken."""
@@ -151,6 +179,15 @@ class Source(Aggregate):
             self.metadata = dict(event.metadata)
             self.consumers = []
             self.run_id = self.output = None
+            self.remote = dict(event.remote) if event.remote is not None else None
+            self.staged = None
+        elif isinstance(event, SourceStaged):
+            self.staged = {"generation": event.generation, "crc32c": event.crc32c,
+                           "md5": event.md5, "sha256": event.sha256, "size": event.size_bytes}
+            self.sha256 = event.sha256
+            if self.remote is None:  # registered before objects could be read
+                self.remote = {"generation": event.generation, "crc32c": event.crc32c,
+                               "md5": event.md5, "size": event.size_bytes}
         elif isinstance(event, ArtifactPromoted):
             self.exists, self.retired = True, False
             self.uri, self.path, self.sha256 = f"run:{event.run_id}/{event.output}", None, \
@@ -159,6 +196,7 @@ class Source(Aggregate):
             self.metadata = dict(event.metadata)
             self.consumers = []
             self.run_id, self.output = event.run_id, event.output
+            self.remote = self.staged = None
         elif isinstance(event, SourceMetadataUpdated):
             self.metadata = dict(event.metadata)
         elif isinstance(event, SourceRetired):
@@ -169,7 +207,7 @@ class Source(Aggregate):
             self.consumers.append(event.run_id)
 
     _STATE = ("exists", "retired", "uri", "path", "sha256", "size_bytes", "format", "metadata",
-              "consumers", "run_id", "output")
+              "consumers", "run_id", "output", "remote", "staged")
 
     def state_dict(self) -> dict[str, Any]:
         """The folded state as plain JSON values."""

@@ -7,7 +7,7 @@ from typing import Any
 from quipu.core.messages import Event, register
 
 __all__ = ["ArtifactPromoted", "SourceConsumed", "SourceDeleted", "SourceMetadataUpdated",
-           "SourceRegistered", "SourceRetired"]
+           "SourceRegistered", "SourceRetired", "SourceStaged"]
 
 
 @register("SourceRegistered")
@@ -16,8 +16,13 @@ class SourceRegistered(Event):
 
     ``uri`` is what the caller gave (a path as written, or ``gs://...``); ``path`` the resolved
     local file (None for a remote URI). A local file is referenced by ``sha256`` (not copied):
-    a later use re-hashes the file and refuses it if the hash differs. A remote source is
-    recorded unverified (``sha256`` None, ``verified`` False) until a blob store can read it.
+    a later use re-hashes the file and refuses it if the hash differs.
+
+    A ``gs://`` source has no ``path`` and no ``sha256`` until it is staged (``SourceStaged``).
+    ``remote`` (added later with a default) is the object's fingerprint read from its metadata
+    at registration, without a download: ``{generation, crc32c, md5, size}``; ``verified`` is
+    then True (its size was checked). A remote source registered before objects could be read
+    has ``remote`` None and ``verified`` False: its first use fixes its fingerprint.
     """
 
     source: str
@@ -29,6 +34,23 @@ class SourceRegistered(Event):
     description: str
     metadata: dict[str, Any]
     verified: bool
+    remote: dict[str, Any] | None = None
+
+
+@register("SourceStaged")
+class SourceStaged(Event):
+    """A ``gs://`` source's object was copied once into the content-addressed blob store
+    (appended with the first run that read it): that generation of the object is the blob
+    ``sha256``. A later use whose object still has this ``generation`` (and ``crc32c``) reads
+    the blob without downloading again; an object that changed is refused naming both."""
+
+    source: str
+    uri: str
+    generation: str
+    crc32c: str | None
+    md5: str | None
+    sha256: str
+    size_bytes: int
 
 
 @register("SourceMetadataUpdated")

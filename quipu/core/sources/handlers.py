@@ -5,6 +5,13 @@ Registering a local file checks everything before anything is written: the metad
 out), then the file's facts against the metadata (``files.file_problems``). The file is
 referenced by its sha256, not copied (docs/sources.md says why): ``check_content`` re-hashes it
 whenever the source is used and refuses a file that changed, naming both hashes.
+
+A ``gs://`` object is described from its metadata at registration (``RemoteSources.stat``: one
+request, no download): it must exist and have the declared size; its fingerprint (generation,
+crc32c, md5, size) is recorded. The first run that reads it stages it once into the blob store
+(``stage``: streamed, hashed on the way); the blob's sha256 is recorded (``SourceStaged``) so a
+later use of the same object only asks for its metadata again. An object whose content changed
+since registration is refused naming both fingerprints.
 """
 
 from __future__ import annotations
@@ -13,11 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from quipu.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
-from quipu.core.ports import FileFacts, SourceFiles
+from quipu.core.ports import FileFacts, RemoteObject, RemoteSources, SourceFiles
 from quipu.core.runs.aggregate import Run
 from quipu.core.sources.aggregate import Source
 from quipu.core.sources.files import SourcePaths, file_problems, is_remote
-from quipu.core.sources.metadata import check_metadata, problems_error
+from quipu.core.sources.metadata import Problem, check_metadata, problems_error, shown
 from quipu.core.unit_of_work import UnitOfWork
 from quipu.core.validation import check_name
 
@@ -28,10 +35,16 @@ class SourceService:
     """Handles every source command through the unit of work."""
 
     def __init__(self, uow: UnitOfWork, files: SourceFiles | None = None,
-                 paths: SourcePaths | None = None) -> None:
+                 paths: SourcePaths | None = None,
+                 remote: RemoteSources | None = None) -> None:
         self.uow = uow
         self.files = files
         self.paths = paths or SourcePaths()
+        self.remote = remote
+        self._staged_here: dict[tuple[str, str], tuple[str, int]] = {}
+        """(uri, generation) -> (sha256, size) of objects this engine staged: a second input
+        reading the same object in one run() (or a retried run()) does not download it again
+        before its ``SourceStaged`` is recorded."""
 
     def load(self, name: str) -> Source:
         """The source, or ``NotFound(unknown_source)``."""
@@ -45,7 +58,7 @@ class SourceService:
                  metadata: Any, *, actor: str, format: str | None = None,
                  size_bytes: int | None = None) -> dict[str, Any]:
         """Register a dataset under ``name``: a local file (checked and hashed, never loaded)
-        or a ``gs://`` URI (recorded; verified once a GCS blob store exists)."""
+        or a ``gs://`` object (its metadata read and checked, its fingerprint recorded)."""
         check_name(name, what="source")
         meta = self.uow.meta(actor, reason)
         doc = check_metadata(_plain(metadata), description=description, fmt=format,
@@ -53,8 +66,10 @@ class SourceService:
         uri = (path_or_uri or "").strip()
         path: str | None = None
         sha256: str | None = None
+        remote: dict[str, Any] | None = None
         if is_remote(uri):
             _check_remote(uri)
+            remote = self._check_object(uri, doc)
         elif "://" in uri:
             raise InvalidInput(f"{uri!r} is not a local path or a gs:// URI",
                                code="unsupported_uri",
@@ -70,12 +85,14 @@ class SourceService:
             source = self.uow.load(Source, name)
             source.register(meta, uri=uri, path=path, sha256=sha256,
                             size_bytes=doc["source"]["size_bytes"], fmt=doc["source"]["format"],
-                            metadata=doc)
+                            metadata=doc, remote=remote)
             position = self.uow.commit(source)[-1]
-            return {"source": name, "uri": uri, "path": path, "sha256": sha256,
-                    "size_bytes": doc["source"]["size_bytes"],
-                    "format": doc["source"]["format"], "verified": sha256 is not None,
-                    "position": position}
+            out = {"source": name, "uri": uri, "path": path, "sha256": sha256,
+                   "size_bytes": doc["source"]["size_bytes"],
+                   "format": doc["source"]["format"], "verified": True, "position": position}
+            if remote is not None:
+                out["object"] = remote
+            return out
 
         return self.uow.attempt(command)
 
@@ -97,6 +114,26 @@ class SourceService:
                 hint="describe the file as it is (each problem says what the file holds); "
                 "nothing was recorded")
         return facts.path, facts.sha256
+
+    def _remote(self) -> RemoteSources:
+        if self.remote is None:
+            raise InvalidInput("this engine was built without access to remote objects",
+                               code="no_source_files",
+                               hint="open the project with quipu.app.bootstrap.open_project()")
+        return self.remote
+
+    def _check_object(self, uri: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Read a ``gs://`` object's metadata (no download) and compare its size with the
+        metadata's; its fingerprint, or a typed error."""
+        found = self._remote().stat(uri)
+        if found.size != doc["source"]["size_bytes"]:
+            raise problems_error(
+                [Problem("source.size_bytes", f"{found.size} (the object's size)",
+                         shown(doc["source"]["size_bytes"]))],
+                what=f"the metadata of {uri!r} disagrees with the object: it",
+                code="metadata_mismatch",
+                hint="describe the object as it is; nothing was recorded")
+        return found.facts()
 
     # --- promote -------------------------------------------------------------------------------
 
@@ -239,23 +276,83 @@ class SourceService:
 
     def resolve(self, ref: str) -> Source:
         """The source a run input names (``NAME`` or ``NAME@sha256:HEX``), checked for use:
-        active, local, the pin (if any) equal to its registered hash, and its file unchanged."""
+        active, the pin (if any) equal to its registered hash, and its file unchanged. A
+        ``gs://`` source is checked and staged by :meth:`stage` (its hash may not be known
+        yet)."""
         name, pin = split_ref(ref)
         source = self.load(name)
         source.check_active()
+        if source.is_remote:
+            return source
         if pin is not None and pin != source.sha256:
             raise Conflict(
                 f"input pins {name}@sha256:{pin}, but source {name!r} is "
                 f"sha256:{source.sha256}", code="source_pin_mismatch",
                 hint=f"pin the registered content ({name}@sha256:{source.sha256}), or drop the "
                 "pin to use whatever the source holds")
-        if source.path is None and source.run_id is None:
-            raise Conflict(f"source {name!r} is remote ({source.uri}) and cannot be read by a "
-                           "local run yet", code="source_not_local",
-                           hint="register a local copy of the data under another name; remote "
-                           "sources are staged once the GCS blob store exists")
         self.check_content(source)
         return source
+
+    def stage(self, source: Source, *, pin: str | None = None,
+              download: bool = True) -> dict[str, Any]:
+        """Make a ``gs://`` source's object readable by a run: its metadata read again and
+        compared with the recorded fingerprint (``source_changed`` naming both), then its blob:
+        the one staged before when the object is still that generation and the store still
+        holds it, else (``download``) streamed into the blob store now (a rewrite with the same
+        checksums must hash to the blob staged before). Returns what the run input
+        records: ``{sha256, size, generation, crc32c, md5}`` (``sha256`` None on a preview of an
+        object not staged yet). The caller records ``SourceStaged`` with the run."""
+        remote = self._remote()
+        found = remote.stat(source.uri)
+        self._check_unchanged(source, found)
+        staged = source.staged
+        sha256: str | None = None
+        size = found.size
+        here = self._staged_here.get((source.uri, found.generation))
+        if staged is not None and str(staged["generation"]) == found.generation and \
+                remote.has_blob(staged["sha256"]):
+            sha256, size = staged["sha256"], int(staged["size"])
+        elif here is not None and remote.has_blob(here[0]):
+            sha256, size = here
+        elif download:
+            sha256, size = remote.stage(found)
+            if len(self._staged_here) >= 1024:
+                self._staged_here.clear()  # a bound, not a policy: it only spares downloads
+            self._staged_here[(source.uri, found.generation)] = (sha256, size)
+            if staged is not None and _same_content(staged, found) and sha256 != staged["sha256"]:
+                raise IntegrityFailure(
+                    f"the object of source {source.name!r} ({source.uri}) changed since it was "
+                    f"staged: staged sha256 {staged['sha256']}, now sha256 {sha256}",
+                    code="source_changed",
+                    hint="put the registered content back, or register the new object under a "
+                    "new name (a source never silently changes)")
+        if pin is not None and sha256 is not None and pin != sha256:
+            raise Conflict(
+                f"input pins {source.name}@sha256:{pin}, but source {source.name!r} is "
+                f"sha256:{sha256}", code="source_pin_mismatch",
+                hint=f"pin the registered content ({source.name}@sha256:{sha256}), or drop the "
+                "pin to use whatever the source holds")
+        return {"sha256": sha256, "size": size, **{k: v for k, v in found.facts().items()
+                                                    if k != "size"}}
+
+    def _check_unchanged(self, source: Source, found: RemoteObject) -> None:
+        """Refuse an object whose content is not the registered one, naming both
+        fingerprints. The same generation is the same bytes; a rewrite with the same size,
+        crc32c and md5 (the content put back) is accepted and staged again."""
+        known = source.remote
+        if known is None:  # registered before objects could be read: only its size is known
+            if found.size == source.size_bytes:
+                return
+            was = f"registered size {source.size_bytes} bytes"
+        elif str(known["generation"]) == found.generation or _same_content(known, found):
+            return
+        else:
+            was = f"registered {_fingerprint(known)}"
+        raise IntegrityFailure(
+            f"the object of source {source.name!r} ({source.uri}) changed since it was "
+            f"registered: {was}, now {_fingerprint(found.facts())}", code="source_changed",
+            hint="put the registered content back, or register the new object under a new name "
+            "(a source never silently changes)")
 
     def schema_of(self, ref: str) -> dict[str, Any] | None:
         """What the pipeline checks compare an input's declared schema with: the primary
@@ -277,13 +374,47 @@ class SourceService:
         return {}
 
     def verify(self, name: str) -> dict[str, Any]:
-        """Whether the source's content is still what was registered (a read: records nothing)."""
+        """Whether the source's content is still what was registered (a read: records nothing).
+
+        A ``gs://`` source: its object's metadata read again (size and fingerprint compared),
+        and its staged blob checked against its sha256 when it was staged."""
         source = self.load(name)
+        if source.is_remote:
+            return self._verify_remote(source)
         digest = self.check_content(source)
         return {"source": name, "sha256": source.sha256, "verified": digest is not None,
                 "unchanged": digest is not None,
-                "note": None if digest is not None else
-                "remote content is verified once a GCS blob store exists"}
+                "note": None}
+
+    def _verify_remote(self, source: Source) -> dict[str, Any]:
+        remote = self._remote()
+        found = remote.stat(source.uri)
+        self._check_unchanged(source, found)
+        staged = source.staged
+        checked = staged is not None and _same_content(staged, found)
+        if checked:
+            assert staged is not None
+            remote.verify_blob(staged["sha256"])
+        return {"source": source.name, "uri": source.uri,
+                "sha256": staged["sha256"] if checked and staged else None,
+                "verified": True, "unchanged": True, "object": found.facts(),
+                "note": None if checked else
+                "the object is unchanged (size and fingerprint); its sha256 is computed when "
+                "a run first reads it"}
+
+
+def _same_content(known: Mapping[str, Any], found: RemoteObject) -> bool:
+    """Whether a recorded fingerprint and an object hold the same bytes: the same generation,
+    or (a rewrite) the same size and checksums."""
+    if str(known["generation"]) == found.generation:
+        return True
+    return (int(known.get("size", -1)) == found.size and known.get("crc32c") is not None
+            and known.get("crc32c") == found.crc32c and known.get("md5") == found.md5)
+
+
+def _fingerprint(facts: Mapping[str, Any]) -> str:
+    return (f"generation {facts.get('generation')} (crc32c {facts.get('crc32c')}, md5 "
+            f"{facts.get('md5')}, {facts.get('size')} bytes)")
 
 
 def _succeeded_output(run: Run, output_name: str) -> dict[str, Any]:
