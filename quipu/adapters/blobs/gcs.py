@@ -34,21 +34,21 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TypeVar
 
 import google_crc32c
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
-from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
+from quipu.adapters._gcs import gcs_errors
 from quipu.adapters._storage import storage_errors, temporary_name
 from quipu.adapters.blobs.local import TEMP_PREFIX, LocalBlobStore, is_sealed
-from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound, QuipuError, Unavailable
+from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound, Unavailable
 
 __all__ = ["DEFAULT_CACHE_BYTES", "GCSBlobStore", "parse_gs_url"]
 
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 20 << 30
 _CHUNK = 1 << 20
-_RETRYABLE = (ConnectionError, TimeoutError)
 
 
 _T = TypeVar("_T")
@@ -163,56 +162,15 @@ class GCSBlobStore:
     def _where(self, digest: str) -> str:
         return f"gs://{self.bucket_name}/{self._object(digest)}"
 
-    @contextlib.contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
+    def _errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
         """Translate the client's errors into Quipu's (``doing`` reads "uploading to")."""
-        where = f"gs://{self.bucket_name}/{self.prefix}"
-        try:
-            yield
-        except QuipuError:
-            raise
-        except auth_exceptions.DefaultCredentialsError as exc:
-            raise Unavailable(
-                f"no Google Cloud credentials for {where}: {exc}",
-                code="gcs_credentials_missing",
-                hint="run `gcloud auth application-default login`, or set "
-                "GOOGLE_APPLICATION_CREDENTIALS to a service account key file; for an "
-                "emulator set STORAGE_EMULATOR_HOST") from exc
-        except auth_exceptions.GoogleAuthError as exc:
-            raise Unavailable(
-                f"the Google Cloud credentials for {where} were refused: {exc}",
-                code="gcs_credentials_missing",
-                hint="refresh them with `gcloud auth application-default login`") from exc
-        except (api_exceptions.Forbidden, api_exceptions.Unauthorized) as exc:
-            raise Unavailable(
-                f"access denied {doing} {where}: {exc.message}", code="gcs_access_denied",
-                hint=f"grant the account Quipu runs as roles/storage.objectAdmin on bucket "
-                f"{self.bucket_name!r} (objects are created and read, never listed)") from exc
-        except api_exceptions.RetryError as exc:
-            raise self._unreachable(doing, where, exc.cause or exc) from exc
-        except (api_exceptions.ServiceUnavailable, api_exceptions.InternalServerError,
-                api_exceptions.TooManyRequests, api_exceptions.GatewayTimeout) as exc:
-            raise self._unreachable(doing, where, exc) from exc
-        except api_exceptions.GoogleAPICallError as exc:
-            raise Unavailable(f"{doing} {where} failed: {exc.message}", code="gcs_error",
-                              hint="see the message; retry once the cause is fixed") from exc
-        except (*_RETRYABLE, OSError) as exc:
-            if isinstance(exc, OSError) and exc.errno is not None:
-                raise  # a local file error: typed by the caller's storage_errors
-            raise self._unreachable(doing, where, exc) from exc
-        except Exception as exc:
-            # requests' and urllib3's connection errors are not OSErrors; anything else from
-            # the transport is treated the same way: the store could not be reached.
-            if type(exc).__module__.split(".")[0] in ("requests", "urllib3", "google"):
-                raise self._unreachable(doing, where, exc) from exc
-            raise
-
-    def _unreachable(self, doing: str, where: str, exc: BaseException) -> Unavailable:
-        return Unavailable(
-            f"{doing} {where} failed after retrying for {self.retry_seconds:g} s: "
-            f"{type(exc).__name__}: {str(exc)[:200]}", code="gcs_unreachable",
-            hint="check the network and https://status.cloud.google.com (or that the "
-            "emulator is running), then retry; nothing was recorded")
+        return gcs_errors(
+            doing, f"gs://{self.bucket_name}/{self.prefix}", retry_seconds=self.retry_seconds,
+            access_hint=f"grant the account Quipu runs as roles/storage.objectAdmin on bucket "
+            f"{self.bucket_name!r} (objects are created and read, never listed)",
+            credentials_hint="run `gcloud auth application-default login`, or set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a service account key file; for an emulator "
+            "set STORAGE_EMULATOR_HOST")
 
     def _check_bucket(self) -> None:
         """Raise ``gcs_bucket_not_found`` if the bucket is missing (asked only after a 404)."""

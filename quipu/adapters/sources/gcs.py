@@ -21,12 +21,12 @@ import base64
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from quipu.adapters._gcs import gcs_errors
 from quipu.adapters._storage import storage_errors, temporary_name
-from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound, QuipuError, Unavailable
+from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound
 from quipu.core.ports import BlobStore, RemoteObject
 
 if TYPE_CHECKING:
@@ -104,61 +104,16 @@ class GCSSourceObjects:
                         self._client = storage.Client(project=self.project)
             return self._client.bucket(name)
 
-    @contextlib.contextmanager
-    def _errors(self, doing: str, uri: str) -> Iterator[None]:
-        """Translate the client's errors into Quipu's (``doing`` reads "reading")."""
-        from google.api_core import exceptions as api_exceptions
-        from google.auth import exceptions as auth_exceptions
-
-        try:
-            yield
-        except QuipuError:
-            raise
-        except auth_exceptions.DefaultCredentialsError as exc:
-            raise Unavailable(
-                f"no Google Cloud credentials for {uri}: {exc}", code="gcs_credentials_missing",
-                hint="run `gcloud auth application-default login`, or set "
-                "GOOGLE_APPLICATION_CREDENTIALS to a service account key file; for an "
-                "emulator set blobs.endpoint or STORAGE_EMULATOR_HOST; nothing was recorded"
-            ) from exc
-        except auth_exceptions.GoogleAuthError as exc:
-            raise Unavailable(
-                f"the Google Cloud credentials for {uri} were refused: {exc}",
-                code="gcs_credentials_missing",
-                hint="refresh them with `gcloud auth application-default login`") from exc
-        except (api_exceptions.Forbidden, api_exceptions.Unauthorized) as exc:
-            bucket = split_gs_uri(uri)[0]
-            raise Unavailable(
-                f"access denied {doing} {uri}: {exc.message}", code="gcs_access_denied",
-                hint=f"grant the account Quipu runs as roles/storage.objectViewer on bucket "
-                f"{bucket!r}; nothing was recorded") from exc
-        except api_exceptions.RetryError as exc:
-            raise self._unreachable(doing, uri, exc.cause or exc) from exc
-        except (api_exceptions.ServiceUnavailable, api_exceptions.InternalServerError,
-                api_exceptions.TooManyRequests, api_exceptions.GatewayTimeout) as exc:
-            raise self._unreachable(doing, uri, exc) from exc
-        except api_exceptions.NotFound:
-            raise
-        except api_exceptions.GoogleAPICallError as exc:
-            raise Unavailable(f"{doing} {uri} failed: {exc.message}", code="gcs_error",
-                              hint="see the message; retry once the cause is fixed") from exc
-        except (ConnectionError, TimeoutError) as exc:
-            raise self._unreachable(doing, uri, exc) from exc
-        except OSError:
-            raise  # a local file error: typed by the caller's storage_errors
-        except Exception as exc:
-            # requests' and urllib3's connection errors are not OSErrors: the store could not
-            # be reached.
-            if type(exc).__module__.split(".")[0] in ("requests", "urllib3", "google"):
-                raise self._unreachable(doing, uri, exc) from exc
-            raise
-
-    def _unreachable(self, doing: str, uri: str, exc: BaseException) -> Unavailable:
-        return Unavailable(
-            f"{doing} {uri} failed after retrying for {self.retry_seconds:g} s: "
-            f"{type(exc).__name__}: {str(exc)[:200]}", code="gcs_unreachable",
-            hint="check the network and https://status.cloud.google.com (or that the "
-            "emulator is running), then retry; nothing was recorded")
+    def _errors(self, doing: str, uri: str) -> contextlib.AbstractContextManager[None]:
+        """Translate the client's errors into Quipu's (``doing`` reads "reading"); a 404
+        passes through (the caller tells a missing object from a missing bucket)."""
+        return gcs_errors(
+            doing, uri, retry_seconds=self.retry_seconds, pass_not_found=True,
+            access_hint="grant the account Quipu runs as roles/storage.objectViewer on bucket "
+            f"{split_gs_uri(uri)[0]!r}; nothing was recorded",
+            credentials_hint="run `gcloud auth application-default login`, or set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a service account key file; for an emulator "
+            "set blobs.endpoint or STORAGE_EMULATOR_HOST; nothing was recorded")
 
     def _missing(self, bucket: storage.Bucket, uri: str) -> NotFound:
         """What a 404 meant: the bucket is missing, or only the object."""
