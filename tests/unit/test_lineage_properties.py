@@ -5,6 +5,7 @@ pages."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -35,7 +36,13 @@ from quipu.core.sources.events import (
 )
 from quipu.core.workspaces.events import PipelineRunStarted, VersionSaved, WorkspaceCreated
 from quipu.projections._base import Folded
-from quipu.projections.lineage_view import LineageView, provenance, resolve, walk
+from quipu.projections.lineage_view import (
+    PROVENANCE_FANIN,
+    LineageView,
+    provenance,
+    resolve,
+    walk,
+)
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 META: dict[str, Any] = {"actor": "agent-1", "reason": "a generated history", "at": AT}
@@ -435,3 +442,32 @@ class TestSources:
         with pytest.raises(NotFound) as missing:
             resolve(conn, "scr0")
         assert "'src0'" in missing.value.hint
+
+
+@pytest.mark.parametrize("producers", [5, PROVENANCE_FANIN, 400])
+def test_provenance_follows_a_bounded_number_of_producers_of_one_content(producers):
+    """Identical content made by many runs is one node with an edge from each producer: the
+    provenance closure follows at most PROVENANCE_FANIN of them and says it was truncated,
+    so inspect_run's cost does not grow with how often that content was made."""
+    conn = fold([], [])
+    edges = [("workspace:ws", "version:ws@v1", "version", ""),
+             ("output:" + sha(7), "run:stage-consumer", "consumed", "features")]
+    nodes = [("run:stage-consumer", "run", {"stage": "train", "workspace": "ws", "version": 1}),
+             ("output:" + sha(7), "output", {"name": "features", "size": 80}),
+             ("version:ws@v1", "version", {"manifest": sha(1)}),
+             ("workspace:ws", "workspace", {})]
+    for i in range(producers):
+        run = f"run:stage-p{i:04d}"
+        nodes.append((run, "run", {"stage": "prep", "workspace": "ws", "version": 1}))
+        edges += [(run, "output:" + sha(7), "produced", "features"),
+                  ("version:ws@v1", run, "ran-on", "")]
+    conn.executemany("INSERT INTO lineage_nodes VALUES (?, ?, ?, 1)",
+                     [(n, k, json.dumps(a)) for n, k, a in nodes])
+    conn.executemany("INSERT INTO lineage_edges VALUES (?, ?, ?, ?, 1)", edges)
+    prov = provenance(conn, "stage-consumer")
+    assert prov["counts"]["runs"] == min(producers, PROVENANCE_FANIN)
+    assert prov["truncated"] is (producers > PROVENANCE_FANIN)
+    assert prov["counts"]["versions"] == 1 and prov["counts"]["workspaces"] == 1
+    # get_lineage still walks every producer
+    walked = walk(conn, "run:stage-consumer", direction="upstream", depth=2, limit=500)
+    assert walked["counts"]["nodes"] == 2 + producers
