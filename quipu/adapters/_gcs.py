@@ -12,10 +12,28 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from quipu.core.errors import QuipuError, Unavailable
 
-__all__ = ["gcs_errors", "unreachable"]
+if TYPE_CHECKING:
+    from google.cloud import storage
+
+__all__ = ["gcs_client", "gcs_errors", "unreachable"]
+
+
+def gcs_client(endpoint: str | None, project: str | None) -> storage.Client:
+    """A google-cloud-storage client: at ``endpoint`` (an emulator or a private endpoint) with
+    anonymous credentials, else with the application default credentials (which honour
+    ``STORAGE_EMULATOR_HOST``). Raises the client's errors; wrap the call in ``gcs_errors``."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    if endpoint:
+        return storage.Client(project=project or "quipu",
+                              credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+                              client_options={"api_endpoint": endpoint})
+    return storage.Client(project=project)
 
 
 def unreachable(doing: str, where: str, retry_seconds: float, exc: BaseException) -> Unavailable:

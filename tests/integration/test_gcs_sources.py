@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from gcs_emulator import Emulator, FaultProxy, corrupt_object
+from test_source_runs import TRAIN  # the stage reading a dataset input
 from toy_pipeline import SPEC
 
 from quipu.app.bootstrap import Quipu, init_project, open_project
@@ -39,22 +40,6 @@ stages:
     outputs:
       model: {type: npy, schema: {shape: [4], dtype: float64}}
 """
-
-TRAIN = """\
-from quipu import sdk
-
-
-def main() -> None:
-    features = sdk.load_input("features")
-    sdk.log_metric("accuracy", 0.7 + float(features.sum()) * 0, step=0)
-    sdk.save_output("model", features.mean(axis=0))
-    sdk.finish()
-
-
-if __name__ == "__main__":
-    main()
-"""
-
 
 def npy_bytes(array: np.ndarray[Any, Any]) -> bytes:
     out = io.BytesIO()

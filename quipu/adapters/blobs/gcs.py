@@ -41,11 +41,10 @@ from typing import IO, TypeVar
 import google_crc32c
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from quipu.adapters._gcs import gcs_errors
+from quipu.adapters._gcs import gcs_client, gcs_errors
 from quipu.adapters._storage import storage_errors, temporary_name
 from quipu.adapters.blobs.local import TEMP_PREFIX, LocalBlobStore, is_sealed
 from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound, Unavailable
@@ -146,13 +145,7 @@ class GCSBlobStore:
         with self._lock:
             if self._client is None:
                 with self._errors("connecting to"):
-                    if self.endpoint:
-                        self._client = storage.Client(
-                            project=self.project or "quipu",
-                            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                            client_options={"api_endpoint": self.endpoint})
-                    else:
-                        self._client = storage.Client(project=self.project)
+                    self._client = gcs_client(self.endpoint, self.project)
             return self._client.bucket(self.bucket_name)
 
     def _object(self, digest: str) -> str:

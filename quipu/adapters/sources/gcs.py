@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from quipu.adapters._gcs import gcs_errors
+from quipu.adapters._gcs import gcs_client, gcs_errors
 from quipu.adapters._storage import storage_errors, temporary_name
 from quipu.core.errors import IntegrityFailure, InvalidInput, NotFound
 from quipu.core.ports import BlobStore, RemoteObject
@@ -87,21 +87,13 @@ class GCSSourceObjects:
         self._lock = threading.Lock()
 
     def _bucket(self, name: str, uri: str) -> storage.Bucket:
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         with self._lock:
             if self._client is None:
                 self._retry = DEFAULT_RETRY.with_timeout(self.retry_seconds)
                 with self._errors("connecting for", uri):
-                    if self.endpoint:
-                        self._client = storage.Client(
-                            project=self.project or "quipu",
-                            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                            client_options={"api_endpoint": self.endpoint})
-                    else:
-                        self._client = storage.Client(project=self.project)
+                    self._client = gcs_client(self.endpoint, self.project)
             return self._client.bucket(name)
 
     def _errors(self, doing: str, uri: str) -> contextlib.AbstractContextManager[None]:
